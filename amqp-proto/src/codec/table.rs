@@ -1,0 +1,441 @@
+//! Field tables and arrays with every type tag RabbitMQ speaks.
+//!
+//! AMQP 0-9-1's own table grammar (spec 4.2.5.5) and RabbitMQ's differ; peers
+//! follow RabbitMQ's, whose tags are listed on [`FieldValue`]. Tables keep
+//! their entries in wire order, duplicates included, so re-encoding a decoded
+//! table reproduces its bytes.
+
+use bytes::Bytes;
+
+use super::reader::Reader;
+use super::strings::{LongString, ShortString};
+use super::writer::Writer;
+use crate::error::{DecodeError, EncodeError};
+
+/// One value in a field table or array, tagged as RabbitMQ tags it.
+#[derive(Debug, Clone)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+#[non_exhaustive]
+pub enum FieldValue {
+    /// `t`: a boolean octet.
+    Boolean(bool),
+    /// `b`: a signed 8-bit integer.
+    ShortShortInt(i8),
+    /// `B`: an unsigned 8-bit integer.
+    ShortShortUInt(u8),
+    /// `s`: a signed 16-bit integer.
+    ShortInt(i16),
+    /// `u`: an unsigned 16-bit integer.
+    ShortUInt(u16),
+    /// `I`: a signed 32-bit integer.
+    LongInt(i32),
+    /// `i`: an unsigned 32-bit integer.
+    LongUInt(u32),
+    /// `l`: a signed 64-bit integer.
+    LongLongInt(i64),
+    /// `f`: an IEEE-754 single.
+    Float(f32),
+    /// `d`: an IEEE-754 double.
+    Double(f64),
+    /// `D`: a decimal, `value` × 10^-`scale`.
+    Decimal {
+        /// Number of decimal digits after the point.
+        scale: u8,
+        /// The unscaled value.
+        value: u32,
+    },
+    /// `S`: a long string.
+    LongString(LongString),
+    /// `A`: an array of values.
+    Array(FieldArray),
+    /// `T`: a timestamp, seconds since the Unix epoch.
+    Timestamp(u64),
+    /// `F`: a nested table.
+    Table(FieldTable),
+    /// `V`: no value.
+    Void,
+    /// `x`: a byte array (RabbitMQ extension).
+    ByteArray(
+        #[cfg_attr(any(test, feature = "arbitrary"), arbitrary(with = arbitrary_bytes))] Bytes,
+    ),
+}
+
+#[cfg(any(test, feature = "arbitrary"))]
+fn arbitrary_bytes(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<Bytes> {
+    let bytes: &[u8] = u.arbitrary()?;
+    Ok(Bytes::copy_from_slice(bytes))
+}
+
+/// Values compare bit for bit: a float NaN equals itself, so that a decoded
+/// table always equals the table it was encoded from.
+impl PartialEq for FieldValue {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Float(a), Self::Float(b)) => a.to_bits() == b.to_bits(),
+            (Self::Double(a), Self::Double(b)) => a.to_bits() == b.to_bits(),
+            (Self::Boolean(a), Self::Boolean(b)) => a == b,
+            (Self::ShortShortInt(a), Self::ShortShortInt(b)) => a == b,
+            (Self::ShortShortUInt(a), Self::ShortShortUInt(b)) => a == b,
+            (Self::ShortInt(a), Self::ShortInt(b)) => a == b,
+            (Self::ShortUInt(a), Self::ShortUInt(b)) => a == b,
+            (Self::LongInt(a), Self::LongInt(b)) => a == b,
+            (Self::LongUInt(a), Self::LongUInt(b)) => a == b,
+            (Self::LongLongInt(a), Self::LongLongInt(b)) => a == b,
+            (
+                Self::Decimal { scale, value },
+                Self::Decimal {
+                    scale: other_scale,
+                    value: other_value,
+                },
+            ) => scale == other_scale && value == other_value,
+            (Self::LongString(a), Self::LongString(b)) => a == b,
+            (Self::Array(a), Self::Array(b)) => a == b,
+            (Self::Timestamp(a), Self::Timestamp(b)) => a == b,
+            (Self::Table(a), Self::Table(b)) => a == b,
+            (Self::Void, Self::Void) => true,
+            (Self::ByteArray(a), Self::ByteArray(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl FieldValue {
+    /// The type tag this value is written with.
+    #[must_use]
+    pub fn tag(&self) -> u8 {
+        match self {
+            Self::Boolean(_) => b't',
+            Self::ShortShortInt(_) => b'b',
+            Self::ShortShortUInt(_) => b'B',
+            Self::ShortInt(_) => b's',
+            Self::ShortUInt(_) => b'u',
+            Self::LongInt(_) => b'I',
+            Self::LongUInt(_) => b'i',
+            Self::LongLongInt(_) => b'l',
+            Self::Float(_) => b'f',
+            Self::Double(_) => b'd',
+            Self::Decimal { .. } => b'D',
+            Self::LongString(_) => b'S',
+            Self::Array(_) => b'A',
+            Self::Timestamp(_) => b'T',
+            Self::Table(_) => b'F',
+            Self::Void => b'V',
+            Self::ByteArray(_) => b'x',
+        }
+    }
+
+    /// How deeply tables and arrays nest inside this value: 0 for a scalar.
+    #[must_use]
+    pub fn depth(&self) -> usize {
+        match self {
+            Self::Table(table) => table.depth(),
+            Self::Array(array) => array.depth(),
+            _ => 0,
+        }
+    }
+
+    /// Decodes one tagged value. `depth` counts the tables and arrays open
+    /// around it.
+    fn decode(reader: &mut Reader<'_>, depth: usize) -> Result<Self, DecodeError> {
+        let tag = reader.octet()?;
+        Ok(match tag {
+            b't' => Self::Boolean(reader.octet()? != 0),
+            b'b' => Self::ShortShortInt(i8::from_be_bytes([reader.octet()?])),
+            b'B' => Self::ShortShortUInt(reader.octet()?),
+            b's' => Self::ShortInt(i16::from_be_bytes(reader.short()?.to_be_bytes())),
+            b'u' => Self::ShortUInt(reader.short()?),
+            b'I' => Self::LongInt(i32::from_be_bytes(reader.long()?.to_be_bytes())),
+            b'i' => Self::LongUInt(reader.long()?),
+            b'l' => Self::LongLongInt(i64::from_be_bytes(reader.longlong()?.to_be_bytes())),
+            b'f' => Self::Float(f32::from_bits(reader.long()?)),
+            b'd' => Self::Double(f64::from_bits(reader.longlong()?)),
+            b'D' => Self::Decimal {
+                scale: reader.octet()?,
+                value: reader.long()?,
+            },
+            b'S' => Self::LongString(reader.longstr()?),
+            b'A' => Self::Array(FieldArray::decode(reader, depth)?),
+            b'T' => Self::Timestamp(reader.timestamp()?),
+            b'F' => Self::Table(FieldTable::decode(reader, depth)?),
+            b'V' => Self::Void,
+            b'x' => {
+                let len = reader.long()?;
+                let len = usize::try_from(len).unwrap_or(usize::MAX);
+                Self::ByteArray(reader.raw_bytes(len)?)
+            }
+            tag => return Err(DecodeError::UnknownFieldType { tag }),
+        })
+    }
+
+    fn encode(&self, writer: &mut Writer<'_>) -> Result<(), EncodeError> {
+        writer.octet(self.tag());
+        match self {
+            Self::Boolean(value) => writer.octet(u8::from(*value)),
+            Self::ShortShortInt(value) => writer.octet(value.to_be_bytes()[0]),
+            Self::ShortShortUInt(value) => writer.octet(*value),
+            Self::ShortInt(value) => writer.short(u16::from_be_bytes(value.to_be_bytes())),
+            Self::ShortUInt(value) => writer.short(*value),
+            Self::LongInt(value) => writer.long(u32::from_be_bytes(value.to_be_bytes())),
+            Self::LongUInt(value) => writer.long(*value),
+            Self::LongLongInt(value) => writer.longlong(u64::from_be_bytes(value.to_be_bytes())),
+            Self::Float(value) => writer.long(value.to_bits()),
+            Self::Double(value) => writer.longlong(value.to_bits()),
+            Self::Decimal { scale, value } => {
+                writer.octet(*scale);
+                writer.long(*value);
+            }
+            Self::LongString(value) => writer.longstr(value)?,
+            Self::Array(array) => array.encode(writer)?,
+            Self::Timestamp(value) => writer.timestamp(*value),
+            Self::Table(table) => table.encode(writer)?,
+            Self::Void => {}
+            Self::ByteArray(bytes) => writer.long_bytes(bytes)?,
+        }
+        Ok(())
+    }
+}
+
+macro_rules! field_value_from {
+    ($($type:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$type> for FieldValue {
+            fn from(value: $type) -> Self {
+                Self::$variant(value.into())
+            }
+        })*
+    };
+}
+
+field_value_from! {
+    bool => Boolean,
+    i8 => ShortShortInt,
+    u8 => ShortShortUInt,
+    i16 => ShortInt,
+    u16 => ShortUInt,
+    i32 => LongInt,
+    u32 => LongUInt,
+    i64 => LongLongInt,
+    f32 => Float,
+    f64 => Double,
+    LongString => LongString,
+    &str => LongString,
+    String => LongString,
+    FieldArray => Array,
+    FieldTable => Table,
+}
+
+fn check_depth(reader: &Reader<'_>, depth: usize) -> Result<(), DecodeError> {
+    if depth > reader.max_depth() {
+        Err(DecodeError::TableTooDeep {
+            max: reader.max_depth(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// A field table: named values in wire order (`F`, and every `arguments`,
+/// `headers` and peer-properties field).
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct FieldTable(Vec<(ShortString, FieldValue)>);
+
+impl FieldTable {
+    /// An empty table.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// The value of the first entry named `key`.
+    #[must_use]
+    pub fn get(&self, key: &str) -> Option<&FieldValue> {
+        self.0
+            .iter()
+            .find(|(name, _)| name.as_bytes() == key.as_bytes())
+            .map(|(_, value)| value)
+    }
+
+    /// Sets `key` to `value`, replacing the first entry of that name or
+    /// appending a new one; returns the value replaced.
+    pub fn insert(
+        &mut self,
+        key: impl Into<ShortString>,
+        value: impl Into<FieldValue>,
+    ) -> Option<FieldValue> {
+        let key = key.into();
+        let value = value.into();
+        match self.0.iter_mut().find(|(name, _)| *name == key) {
+            Some((_, slot)) => Some(std::mem::replace(slot, value)),
+            None => {
+                self.0.push((key, value));
+                None
+            }
+        }
+    }
+
+    /// Removes every entry named `key`; returns the first value removed.
+    pub fn remove(&mut self, key: &str) -> Option<FieldValue> {
+        let mut removed = None;
+        self.0.retain_mut(|(name, value)| {
+            if name.as_bytes() != key.as_bytes() {
+                return true;
+            }
+            if removed.is_none() {
+                removed = Some(std::mem::replace(value, FieldValue::Void));
+            }
+            false
+        });
+        removed
+    }
+
+    /// The entries in wire order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ShortString, &FieldValue)> {
+        self.0.iter().map(|(name, value)| (name, value))
+    }
+
+    /// Number of entries.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when the table has no entries.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How deeply tables and arrays nest in this table: 1 for a table of
+    /// scalars (or an empty one).
+    #[must_use]
+    pub fn depth(&self) -> usize {
+        1 + self
+            .0
+            .iter()
+            .map(|(_, value)| value.depth())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Decodes a table whose 32-bit length prefix comes next; `depth` counts
+    /// the containers already open around it.
+    pub(crate) fn decode(reader: &mut Reader<'_>, depth: usize) -> Result<Self, DecodeError> {
+        check_depth(reader, depth + 1)?;
+        let len = reader.long()?;
+        let mut body = reader.sub_reader(usize::try_from(len).unwrap_or(usize::MAX))?;
+        let mut entries = Vec::new();
+        while !body.is_empty() {
+            let name = body.shortstr()?;
+            let value = FieldValue::decode(&mut body, depth + 1)?;
+            entries.push((name, value));
+        }
+        Ok(Self(entries))
+    }
+
+    pub(crate) fn encode(&self, writer: &mut Writer<'_>) -> Result<(), EncodeError> {
+        writer.length_prefixed(|writer| {
+            for (name, value) in &self.0 {
+                writer.shortstr(name)?;
+                value.encode(writer)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl<K: Into<ShortString>, V: Into<FieldValue>> FromIterator<(K, V)> for FieldTable {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut table = Self::new();
+        for (key, value) in iter {
+            table.insert(key, value);
+        }
+        table
+    }
+}
+
+impl<'a> IntoIterator for &'a FieldTable {
+    type Item = (&'a ShortString, &'a FieldValue);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (ShortString, FieldValue)>,
+        fn(&'a (ShortString, FieldValue)) -> (&'a ShortString, &'a FieldValue),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(name, value)| (name, value))
+    }
+}
+
+/// A field array (`A`): values without names.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct FieldArray(Vec<FieldValue>);
+
+impl FieldArray {
+    /// An empty array.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// Appends a value.
+    pub fn push(&mut self, value: impl Into<FieldValue>) {
+        self.0.push(value.into());
+    }
+
+    /// The values in order.
+    #[must_use]
+    pub fn as_slice(&self) -> &[FieldValue] {
+        &self.0
+    }
+
+    /// Number of values.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when the array has no values.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// How deeply tables and arrays nest in this array: 1 for an array of
+    /// scalars (or an empty one).
+    #[must_use]
+    pub fn depth(&self) -> usize {
+        1 + self.0.iter().map(FieldValue::depth).max().unwrap_or(0)
+    }
+
+    fn decode(reader: &mut Reader<'_>, depth: usize) -> Result<Self, DecodeError> {
+        check_depth(reader, depth + 1)?;
+        let len = reader.long()?;
+        let mut body = reader.sub_reader(usize::try_from(len).unwrap_or(usize::MAX))?;
+        let mut values = Vec::new();
+        while !body.is_empty() {
+            values.push(FieldValue::decode(&mut body, depth + 1)?);
+        }
+        Ok(Self(values))
+    }
+
+    fn encode(&self, writer: &mut Writer<'_>) -> Result<(), EncodeError> {
+        writer.length_prefixed(|writer| {
+            for value in &self.0 {
+                value.encode(writer)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl From<Vec<FieldValue>> for FieldArray {
+    fn from(values: Vec<FieldValue>) -> Self {
+        Self(values)
+    }
+}
+
+impl<V: Into<FieldValue>> FromIterator<V> for FieldArray {
+    fn from_iter<I: IntoIterator<Item = V>>(iter: I) -> Self {
+        Self(iter.into_iter().map(Into::into).collect())
+    }
+}

@@ -1,0 +1,203 @@
+//! Error types: what a peer's bytes can do wrong, and what local code can misuse.
+//!
+//! Errors come in layers, as in h11: a [`DecodeError`] is the *peer's* fault
+//! and carries the AMQP reply code with which the connection must be closed;
+//! an [`EncodeError`] is the *local application's* fault (a value that cannot
+//! be put on the wire) and leaves every buffer as it was before the call.
+
+use crate::spec::constants::ReplyCode;
+
+/// Malformed or hostile input from the peer.
+///
+/// Each variant maps to the reply code the AMQP 0-9-1 specification (or, where
+/// it is silent, RabbitMQ's practice) prescribes; see [`DecodeError::reply_code`].
+/// After any of these the connection cannot continue: the caller closes it with
+/// `connection.close` carrying that code, unless [`DecodeError::close_silently`]
+/// says the specification requires dropping the socket without another byte.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The octet after a frame's payload was not `0xCE` (spec 4.2.3). The
+    /// caller must drop the connection without sending anything more.
+    #[error("frame end octet is {found:#04x}, expected 0xce")]
+    BadFrameEnd {
+        /// The octet found where the frame end was expected.
+        found: u8,
+    },
+    /// A frame header announced more bytes than the negotiated `frame-max`
+    /// allows. Detected from the 7-byte header, before the payload is buffered.
+    #[error("frame of {size} bytes exceeds the frame-max of {max} bytes")]
+    FrameTooLarge {
+        /// Total size the header announced, header and frame end included.
+        size: u64,
+        /// The limit in force.
+        max: u32,
+    },
+    /// The frame type octet is none of method (1), header (2), body (3) or
+    /// heartbeat (8).
+    #[error("unknown frame type {0}")]
+    UnknownFrameType(u8),
+    /// A heartbeat frame on a channel other than zero, or with a payload.
+    #[error("malformed heartbeat frame on channel {channel} with {size} payload bytes")]
+    MalformedHeartbeat {
+        /// The channel the heartbeat was sent on.
+        channel: u16,
+        /// The payload size it announced.
+        size: u32,
+    },
+    /// A frame's payload ended before every field of its method or header was
+    /// read.
+    #[error("{context} is truncated")]
+    Truncated {
+        /// What was being decoded.
+        context: &'static str,
+    },
+    /// A frame's payload continued after the last field of its method or header.
+    #[error("{context} has {extra} unexpected trailing bytes")]
+    TrailingBytes {
+        /// What was being decoded.
+        context: &'static str,
+        /// How many bytes were left over.
+        extra: usize,
+    },
+    /// A field table or array value has a type tag RabbitMQ does not define.
+    #[error("unknown field value type tag {tag:#04x}")]
+    UnknownFieldType {
+        /// The tag octet.
+        tag: u8,
+    },
+    /// Field tables are nested deeper than the configured limit.
+    #[error("field tables nested deeper than {max} levels")]
+    TableTooDeep {
+        /// The configured maximum depth.
+        max: usize,
+    },
+    /// The method frame names a class/method pair that AMQP 0-9-1 with
+    /// RabbitMQ's extensions does not define.
+    #[error("unknown method {class_id}.{method_id}")]
+    UnknownMethod {
+        /// The class id read from the frame.
+        class_id: u16,
+        /// The method id read from the frame.
+        method_id: u16,
+    },
+    /// A content header for a class that has no content (only `basic` does).
+    #[error("content header for class {0}, which carries no content")]
+    UnknownContentClass(u16),
+    /// The property-flags word sets a bit that names no property.
+    #[error("property flags {flags:#06x} set bits that name no property")]
+    InvalidPropertyFlags {
+        /// The flags word as received.
+        flags: u16,
+    },
+    /// A content header announced a body larger than the configured maximum.
+    #[error("message body of {size} bytes exceeds the configured maximum of {max}")]
+    BodyTooLarge {
+        /// The size the header announced.
+        size: u64,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// Body frames carried more bytes than the content header announced.
+    #[error("body frames carry {received} bytes but the header announced {expected}")]
+    BodyOverrun {
+        /// The size the header announced.
+        expected: u64,
+        /// Bytes received once this frame is counted.
+        received: u64,
+    },
+    /// A frame arrived that the content sequence on its channel does not allow
+    /// (a body without a header, a method in the middle of a content, ...).
+    #[error("unexpected {found} frame: {expected}")]
+    UnexpectedFrame {
+        /// The kind of frame received.
+        found: &'static str,
+        /// What the channel was waiting for.
+        expected: &'static str,
+    },
+    /// The server answered our protocol header with its own: it does not
+    /// speak AMQP 0-9-1 and will close the socket (spec 4.2.2).
+    #[error(
+        "server requires protocol AMQP {major}-{minor}-{revision} (protocol id {protocol_id})"
+    )]
+    UnsupportedProtocol {
+        /// Protocol id octet (0 for AMQP 0-9-1, 1 for AMQP 1.0 framing, ...).
+        protocol_id: u8,
+        /// Major version the server offers.
+        major: u8,
+        /// Minor version the server offers.
+        minor: u8,
+        /// Revision the server offers.
+        revision: u8,
+    },
+}
+
+impl DecodeError {
+    /// The reply code to close the connection with.
+    ///
+    /// Spec violations use the codes of section 1.2 of the specification
+    /// (501 frame-error for undecodable frames, 502 syntax-error for illegal
+    /// field values, 505 unexpected-frame for content out of sequence, 540
+    /// not-implemented for ids we do not know); exceeding a limit this side
+    /// configured, for input that is otherwise legal, is 506 resource-error.
+    #[must_use]
+    pub fn reply_code(&self) -> ReplyCode {
+        match self {
+            Self::BadFrameEnd { .. }
+            | Self::FrameTooLarge { .. }
+            | Self::UnknownFrameType(_)
+            | Self::MalformedHeartbeat { .. }
+            | Self::Truncated { .. }
+            | Self::TrailingBytes { .. }
+            | Self::BodyOverrun { .. }
+            | Self::UnsupportedProtocol { .. } => ReplyCode::FRAME_ERROR,
+            Self::UnknownFieldType { .. } | Self::InvalidPropertyFlags { .. } => {
+                ReplyCode::SYNTAX_ERROR
+            }
+            Self::TableTooDeep { .. } | Self::BodyTooLarge { .. } => ReplyCode::RESOURCE_ERROR,
+            Self::UnknownMethod { .. } | Self::UnknownContentClass(_) => ReplyCode::NOT_IMPLEMENTED,
+            Self::UnexpectedFrame { .. } => ReplyCode::UNEXPECTED_FRAME,
+        }
+    }
+
+    /// True when the specification requires closing the socket without
+    /// sending anything more: after an invalid frame-end octet (spec 4.2.3),
+    /// whose framing can no longer be trusted, and after the server rejected
+    /// our protocol header (it closes the socket itself).
+    #[must_use]
+    pub fn close_silently(&self) -> bool {
+        matches!(
+            self,
+            Self::BadFrameEnd { .. } | Self::UnsupportedProtocol { .. }
+        )
+    }
+}
+
+/// A value the local application asked to encode cannot go on the wire.
+///
+/// Encoding functions that return this leave the output buffer exactly as it
+/// was before the call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// A `shortstr` longer than 255 bytes.
+    #[error("short string of {len} bytes exceeds 255 bytes")]
+    ShortStringTooLong {
+        /// The string's length in bytes.
+        len: usize,
+    },
+    /// A `longstr`, table or array longer than 2^32 - 1 bytes.
+    #[error("value of {len} bytes exceeds the 32-bit length limit")]
+    LongValueTooLong {
+        /// The encoded length in bytes.
+        len: usize,
+    },
+    /// The encoded frame would exceed the frame-max in force.
+    #[error("frame of {size} bytes exceeds the frame-max of {max} bytes")]
+    FrameTooLarge {
+        /// The size the frame would have, header and frame end included.
+        size: usize,
+        /// The limit in force.
+        max: u32,
+    },
+}
