@@ -54,7 +54,7 @@
 //!     }
 //! }
 //! assert_eq!(frames[0], Frame::Method { channel: 1, method: publish });
-//! assert_eq!(frames[1], Frame::Header { channel: 1, header });
+//! assert_eq!(frames[1], Frame::Header { channel: 1, header: Box::new(header) });
 //! assert!(matches!(&frames[2], Frame::Body { channel: 1, payload } if payload == &body[..]));
 //! # Ok(())
 //! # }

@@ -161,3 +161,89 @@ impl Default for ContentAssembler {
         Self::new(DEFAULT_MAX_BODY_SIZE)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::BasicProperties;
+    use crate::spec::constants::ReplyCode;
+
+    fn header(size: u64) -> ContentHeader {
+        ContentHeader::basic(size, BasicProperties::default())
+    }
+
+    #[test]
+    fn a_single_frame_body_is_passed_through_without_copying() {
+        let mut assembler = ContentAssembler::default();
+        assert_eq!(assembler.start(header(3)), Ok(None));
+        let payload = Bytes::from_static(b"abc");
+        let content = assembler.push_body(payload.clone()).unwrap().unwrap();
+        assert_eq!(content.body.as_ptr(), payload.as_ptr());
+        assert!(!assembler.is_collecting());
+    }
+
+    #[test]
+    fn an_empty_body_completes_with_the_header() {
+        let mut assembler = ContentAssembler::default();
+        let content = assembler.start(header(0)).unwrap().unwrap();
+        assert!(content.body.is_empty());
+    }
+
+    #[test]
+    fn a_body_larger_than_announced_is_a_frame_error() {
+        let mut assembler = ContentAssembler::default();
+        assembler.start(header(4)).unwrap();
+        assert_eq!(assembler.push_body(Bytes::from_static(b"ab")), Ok(None));
+        assert_eq!(assembler.remaining(), 2);
+        let error = assembler.push_body(Bytes::from_static(b"cde")).unwrap_err();
+        assert_eq!(
+            error,
+            DecodeError::BodyOverrun {
+                expected: 4,
+                received: 5
+            }
+        );
+        assert_eq!(error.reply_code(), ReplyCode::FRAME_ERROR);
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_refused_at_the_header() {
+        let mut assembler = ContentAssembler::new(1000);
+        let error = assembler.start(header(1001)).unwrap_err();
+        assert_eq!(
+            error,
+            DecodeError::BodyTooLarge {
+                size: 1001,
+                max: 1000
+            }
+        );
+        assert_eq!(error.reply_code(), ReplyCode::RESOURCE_ERROR);
+        assert!(!assembler.is_collecting());
+    }
+
+    #[test]
+    fn out_of_sequence_content_frames_are_unexpected() {
+        let mut assembler = ContentAssembler::default();
+        let error = assembler.push_body(Bytes::from_static(b"x")).unwrap_err();
+        assert_eq!(error.reply_code(), ReplyCode::UNEXPECTED_FRAME);
+        assembler.start(header(1)).unwrap();
+        let error = assembler.start(header(1)).unwrap_err();
+        assert_eq!(error.reply_code(), ReplyCode::UNEXPECTED_FRAME);
+        assembler.reset();
+        assert!(!assembler.is_collecting());
+    }
+
+    #[test]
+    fn many_frames_join_in_order() {
+        let mut assembler = ContentAssembler::default();
+        assembler.start(header(6)).unwrap();
+        for chunk in [&b"ab"[..], b"cd"] {
+            assert_eq!(assembler.push_body(Bytes::copy_from_slice(chunk)), Ok(None));
+        }
+        let content = assembler
+            .push_body(Bytes::from_static(b"ef"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(content.body, &b"abcdef"[..]);
+    }
+}

@@ -1,7 +1,7 @@
 //! Frames (spec 4.2.3): a 7-byte header (type, channel, payload size), the
 //! payload, and the frame-end octet.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use nom::number::streaming::{be_u16, be_u32, be_u8};
 use nom::Parser;
 
@@ -39,8 +39,10 @@ pub enum Frame {
     Header {
         /// The channel.
         channel: u16,
-        /// Class, body size and properties.
-        header: ContentHeader,
+        /// Class, body size and properties. Boxed because the fourteen
+        /// properties make it several times larger than any other frame,
+        /// and every frame would otherwise pay for moving that size around.
+        header: Box<ContentHeader>,
     },
     /// A content body frame: part of a message body.
     Body {
@@ -223,15 +225,15 @@ struct RawHeader {
 enum Peek {
     /// More bytes are needed before anything can be said.
     Incomplete,
-    /// A frame header; the whole frame takes `total` bytes.
-    Frame { header: RawHeader, total: usize },
+    /// A frame whose size is within the limit; it takes `total` bytes.
+    Frame { total: usize },
 }
 
 /// Reads the frame header at the front of `input`, checking the size it
 /// announces against `limits` before any payload is waited for.
 fn peek_frame(input: &[u8], limits: &DecodeLimits) -> Result<Peek, DecodeError> {
     let parsed: nom::IResult<&[u8], (u8, u16, u32), ()> = (be_u8, be_u16, be_u32).parse(input);
-    let Ok((_, (frame_type, channel, size))) = parsed else {
+    let Ok((_, (_frame_type, _channel, size))) = parsed else {
         return Ok(Peek::Incomplete);
     };
     let total = u64::from(size) + u64::from(FRAME_OVERHEAD);
@@ -245,14 +247,7 @@ fn peek_frame(input: &[u8], limits: &DecodeLimits) -> Result<Peek, DecodeError> 
         size: total,
         max: limits.max_frame_size,
     })?;
-    Ok(Peek::Frame {
-        header: RawHeader {
-            frame_type,
-            channel,
-            size,
-        },
-        total,
-    })
+    Ok(Peek::Frame { total })
 }
 
 /// Recognises a protocol header at the front of what the server sent: its
@@ -271,16 +266,21 @@ fn unsupported_protocol(input: &[u8]) -> Option<DecodeError> {
 }
 
 /// Decodes the payload of a method or content header frame.
+#[inline]
 fn decode_payload(header: RawHeader, reader: &mut Reader<'_>) -> Result<Frame, DecodeError> {
     match header.frame_type {
         FRAME_METHOD => Ok(Frame::Method {
             channel: header.channel,
             method: Method::decode(reader)?,
         }),
-        FRAME_HEADER => Ok(Frame::Header {
-            channel: header.channel,
-            header: ContentHeader::decode(reader)?,
-        }),
+        FRAME_HEADER => {
+            let mut content_header = Box::<ContentHeader>::default();
+            content_header.decode_into(reader)?;
+            Ok(Frame::Header {
+                channel: header.channel,
+                header: content_header,
+            })
+        }
         other => Err(DecodeError::UnknownFrameType(other)),
     }
 }
@@ -308,9 +308,16 @@ fn decode_payload(header: RawHeader, reader: &mut Reader<'_>) -> Result<Frame, D
 /// ```
 #[derive(Debug)]
 pub struct FrameDecoder {
-    buffer: BytesMut,
+    /// Bytes received and not yet split into `ready`.
+    incoming: BytesMut,
+    /// Whole frames split off `incoming` in one piece, decoded from
+    /// `ready_at` on. Splitting every complete frame at once costs one
+    /// reference-count update per read instead of one per frame, and body
+    /// payloads become slices of this shared buffer.
+    ready: Bytes,
+    ready_at: usize,
     limits: DecodeLimits,
-    /// True until the first frame is decoded: only then may the server's
+    /// True until the first frame is split off: only then may the server's
     /// bytes be a protocol header instead of a frame.
     at_start: bool,
     failed: Option<DecodeError>,
@@ -321,7 +328,9 @@ impl FrameDecoder {
     #[must_use]
     pub fn new(limits: DecodeLimits) -> Self {
         Self {
-            buffer: BytesMut::new(),
+            incoming: BytesMut::new(),
+            ready: Bytes::new(),
+            ready_at: 0,
             limits,
             at_start: true,
             failed: None,
@@ -341,18 +350,18 @@ impl FrameDecoder {
 
     /// Appends bytes read from the peer.
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
-        self.buffer.extend_from_slice(bytes);
+        self.incoming.extend_from_slice(bytes);
     }
 
     /// The receive buffer, for reading from a socket straight into it.
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
-        &mut self.buffer
+        &mut self.incoming
     }
 
     /// Bytes received but not yet decoded.
     #[must_use]
     pub fn buffered_len(&self) -> usize {
-        self.buffer.len()
+        self.incoming.len() + self.ready.len() - self.ready_at
     }
 
     /// Decodes the next frame, or returns `Ok(None)` when the buffer does
@@ -361,80 +370,120 @@ impl FrameDecoder {
         if let Some(error) = &self.failed {
             return Err(error.clone());
         }
-        let result = self.decode_next();
+        if self.ready_at >= self.ready.len() && !self.split_ready()? {
+            return Ok(None);
+        }
+        let result = self.decode_ready();
         if let Err(error) = &result {
             self.failed = Some(error.clone());
         }
-        result
+        result.map(Some)
     }
 
-    fn decode_next(&mut self) -> Result<Option<Frame>, DecodeError> {
-        if self.at_start && self.buffer.first() == Some(&PROTOCOL_HEADER[0]) {
-            return match unsupported_protocol(&self.buffer) {
-                Some(error) => Err(error),
-                None if self.buffer.len() < PROTOCOL_HEADER.len()
-                    && PROTOCOL_HEADER.starts_with(&self.buffer) =>
+    /// Moves every complete frame at the front of `incoming` into `ready`.
+    /// Returns false when not even one frame is complete. A frame that is
+    /// too large or badly ended is reported only once the frames before it
+    /// have been decoded, so the outcome does not depend on how the bytes
+    /// were split.
+    fn split_ready(&mut self) -> Result<bool, DecodeError> {
+        let failure = |this: &mut Self, error: DecodeError| {
+            this.failed = Some(error.clone());
+            Err(error)
+        };
+        if self.at_start && self.incoming.first() == Some(&PROTOCOL_HEADER[0]) {
+            return match unsupported_protocol(&self.incoming) {
+                Some(error) => failure(self, error),
+                None if self.incoming.len() < PROTOCOL_HEADER.len()
+                    && PROTOCOL_HEADER.starts_with(&self.incoming) =>
                 {
-                    Ok(None)
+                    Ok(false)
                 }
-                None => Err(DecodeError::UnknownFrameType(PROTOCOL_HEADER[0])),
+                None => failure(self, DecodeError::UnknownFrameType(PROTOCOL_HEADER[0])),
             };
         }
-        let (header, total) = match peek_frame(&self.buffer, &self.limits)? {
-            Peek::Incomplete => return Ok(None),
-            Peek::Frame { header, total } => (header, total),
-        };
-        if self.buffer.len() < total {
-            self.buffer.reserve(total - self.buffer.len());
-            return Ok(None);
+        let mut end = 0;
+        loop {
+            let rest = self.incoming.get(end..).unwrap_or_default();
+            match peek_frame(rest, &self.limits) {
+                Ok(Peek::Frame { total, .. }) if rest.len() >= total => {
+                    let frame_end = rest.get(total - 1).copied().unwrap_or(FRAME_END);
+                    if frame_end != FRAME_END {
+                        if end == 0 {
+                            return failure(self, DecodeError::BadFrameEnd { found: frame_end });
+                        }
+                        break;
+                    }
+                    end += total;
+                }
+                Ok(Peek::Frame { total, .. }) => {
+                    if end == 0 {
+                        self.incoming.reserve(total - rest.len());
+                    }
+                    break;
+                }
+                Ok(Peek::Incomplete) => break,
+                Err(error) if end == 0 => return failure(self, error),
+                Err(_) => break,
+            }
         }
-        let end = self.buffer.get(total - 1).copied().unwrap_or(FRAME_END);
-        if end != FRAME_END {
-            return Err(DecodeError::BadFrameEnd { found: end });
+        if end == 0 {
+            return Ok(false);
         }
         self.at_start = false;
-        let payload_len = total - FRAME_OVERHEAD as usize;
-        let frame = match header.frame_type {
-            FRAME_BODY => {
-                let mut frame = self.buffer.split_to(total);
-                frame.advance(FRAME_HEADER_SIZE);
-                frame.truncate(payload_len);
-                Frame::Body {
-                    channel: header.channel,
-                    payload: frame.freeze(),
-                }
-            }
-            FRAME_HEARTBEAT => {
-                if header.channel != 0 || header.size != 0 {
-                    return Err(DecodeError::MalformedHeartbeat {
-                        channel: header.channel,
-                        size: header.size,
-                    });
-                }
-                self.buffer.advance(total);
-                Frame::Heartbeat
-            }
-            FRAME_METHOD | FRAME_HEADER if payload_len > SHARE_PAYLOADS_ABOVE => {
-                let mut frame = self.buffer.split_to(total);
-                frame.advance(FRAME_HEADER_SIZE);
-                frame.truncate(payload_len);
-                let payload = frame.freeze();
+        self.ready = self.incoming.split_to(end).freeze();
+        self.ready_at = 0;
+        Ok(true)
+    }
+
+    /// Decodes the frame at `ready_at`, which `split_ready` found complete
+    /// and well ended.
+    fn decode_ready(&mut self) -> Result<Frame, DecodeError> {
+        let rest = self.ready.get(self.ready_at..).unwrap_or_default();
+        // `split_ready` parsed and checked this header already; reading the
+        // seven bytes again directly is far cheaper than a second nom pass.
+        let Some(&[frame_type, c0, c1, s0, s1, s2, s3]) = rest.first_chunk::<FRAME_HEADER_SIZE>()
+        else {
+            return Err(DecodeError::Truncated { context: "frame" });
+        };
+        let header = RawHeader {
+            frame_type,
+            channel: u16::from_be_bytes([c0, c1]),
+            size: u32::from_be_bytes([s0, s1, s2, s3]),
+        };
+        let total = header.size as usize + FRAME_OVERHEAD as usize;
+        if total > rest.len() {
+            return Err(DecodeError::Truncated { context: "frame" });
+        }
+        let payload_start = self.ready_at + FRAME_HEADER_SIZE;
+        let payload_end = self.ready_at + total - 1;
+        self.ready_at += total;
+        match header.frame_type {
+            FRAME_BODY => Ok(Frame::Body {
+                channel: header.channel,
+                payload: self.ready.slice(payload_start..payload_end),
+            }),
+            FRAME_HEARTBEAT if header.channel == 0 && header.size == 0 => Ok(Frame::Heartbeat),
+            FRAME_HEARTBEAT => Err(DecodeError::MalformedHeartbeat {
+                channel: header.channel,
+                size: header.size,
+            }),
+            FRAME_METHOD | FRAME_HEADER if payload_end - payload_start > SHARE_PAYLOADS_ABOVE => {
+                let payload = self.ready.slice(payload_start..payload_end);
                 let mut reader = Reader::shared(&payload, "frame", self.limits.max_table_depth);
-                decode_payload(header, &mut reader)?
+                decode_payload(header, &mut reader)
             }
             FRAME_METHOD | FRAME_HEADER => {
-                let payload = self
-                    .buffer
-                    .get(FRAME_HEADER_SIZE..FRAME_HEADER_SIZE + payload_len)
-                    .unwrap_or_default();
-                let mut reader = Reader::new(payload, "frame", self.limits.max_table_depth);
-                let frame = decode_payload(header, &mut reader)?;
-                self.buffer.advance(total);
-                frame
+                let buf = self.ready.get(payload_start..).unwrap_or_default();
+                let mut reader = Reader::with_lookahead(
+                    buf,
+                    payload_end - payload_start,
+                    "frame",
+                    self.limits.max_table_depth,
+                );
+                decode_payload(header, &mut reader)
             }
-            other => return Err(DecodeError::UnknownFrameType(other)),
-        };
-        Ok(Some(frame))
+            other => Err(DecodeError::UnknownFrameType(other)),
+        }
     }
 }
 
@@ -458,4 +507,342 @@ pub fn decode_content_header(
 ) -> Result<ContentHeader, DecodeError> {
     let mut reader = Reader::new(payload, "content header", limits.max_table_depth);
     ContentHeader::decode(&mut reader)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::codec::test_support::arbitrary_value;
+    use crate::codec::BasicProperties;
+    use crate::spec::constants::ReplyCode;
+    use crate::spec::{BasicDeliver, ChannelOpen};
+
+    const MAX: u32 = 131_072;
+
+    fn limits() -> DecodeLimits {
+        DecodeLimits {
+            max_frame_size: MAX,
+            ..DecodeLimits::default()
+        }
+    }
+
+    fn decode_all(decoder: &mut FrameDecoder) -> Result<Vec<Frame>, DecodeError> {
+        let mut frames = Vec::new();
+        while let Some(frame) = decoder.decode()? {
+            frames.push(frame);
+        }
+        Ok(frames)
+    }
+
+    fn delivery(channel: u16, body: &'static [u8]) -> Vec<Frame> {
+        vec![
+            Frame::Method {
+                channel,
+                method: Method::BasicDeliver(BasicDeliver {
+                    consumer_tag: "amq.ctag-abcdefghijklmnopqrstuv".into(),
+                    delivery_tag: 42,
+                    redelivered: true,
+                    exchange: "".into(),
+                    routing_key: "queue".into(),
+                }),
+            },
+            Frame::Header {
+                channel,
+                header: Box::new(ContentHeader::basic(
+                    body.len() as u64,
+                    BasicProperties::default()
+                        .content_type("text/plain")
+                        .delivery_mode(1u8),
+                )),
+            },
+            Frame::Body {
+                channel,
+                payload: Bytes::from_static(body),
+            },
+        ]
+    }
+
+    fn encode_all(frames: &[Frame]) -> BytesMut {
+        let mut out = BytesMut::new();
+        for frame in frames {
+            frame.encode(&mut out, MAX).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn bad_frame_end_closes_silently_with_frame_error() {
+        let mut wire = encode_all(&delivery(1, b"body"));
+        let last = wire.len() - 1;
+        wire[last] = 0xCD;
+        let mut decoder = FrameDecoder::new(limits());
+        decoder.extend_from_slice(&wire);
+        let error = decode_all(&mut decoder).unwrap_err();
+        assert_eq!(error, DecodeError::BadFrameEnd { found: 0xCD });
+        assert_eq!(error.reply_code(), ReplyCode::FRAME_ERROR);
+        assert!(error.close_silently());
+        // The decoder stays failed.
+        assert_eq!(decoder.decode(), Err(error));
+    }
+
+    #[test]
+    fn oversize_frame_is_refused_from_its_header_alone() {
+        let mut decoder = FrameDecoder::new(limits());
+        // A body frame announcing 1 GiB: only the 7 header bytes arrive.
+        decoder.extend_from_slice(&[FRAME_BODY, 0, 1, 0x40, 0, 0, 0]);
+        let error = decoder.decode().unwrap_err();
+        assert_eq!(
+            error,
+            DecodeError::FrameTooLarge {
+                size: (1 << 30) + 8,
+                max: MAX
+            }
+        );
+        assert_eq!(error.reply_code(), ReplyCode::FRAME_ERROR);
+        assert!(!error.close_silently());
+        assert!(
+            decoder.buffer_mut().capacity() < 1024,
+            "nothing was reserved"
+        );
+    }
+
+    #[test]
+    fn frame_of_exactly_frame_max_is_accepted() {
+        let payload = Bytes::from(vec![7u8; (MAX - FRAME_OVERHEAD) as usize]);
+        let frame = Frame::Body {
+            channel: 3,
+            payload,
+        };
+        let mut out = BytesMut::new();
+        frame.encode(&mut out, MAX).unwrap();
+        assert_eq!(out.len(), MAX as usize);
+        let mut decoder = FrameDecoder::new(limits());
+        decoder.extend_from_slice(&out);
+        assert_eq!(decoder.decode(), Ok(Some(frame.clone())));
+        // One byte more is refused, on both sides.
+        let mut too_big = BytesMut::new();
+        assert!(matches!(
+            frame.encode(&mut too_big, MAX - 1),
+            Err(EncodeError::FrameTooLarge { .. })
+        ));
+        assert!(too_big.is_empty());
+    }
+
+    #[test]
+    fn unknown_frame_types_and_bad_heartbeats_are_frame_errors() {
+        for (bytes, expected) in [
+            (
+                vec![4, 0, 0, 0, 0, 0, 0, FRAME_END],
+                DecodeError::UnknownFrameType(4),
+            ),
+            (
+                vec![FRAME_HEARTBEAT, 0, 5, 0, 0, 0, 0, FRAME_END],
+                DecodeError::MalformedHeartbeat {
+                    channel: 5,
+                    size: 0,
+                },
+            ),
+            (
+                vec![FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 1, 0, FRAME_END],
+                DecodeError::MalformedHeartbeat {
+                    channel: 0,
+                    size: 1,
+                },
+            ),
+        ] {
+            let mut decoder = FrameDecoder::new(limits());
+            decoder.extend_from_slice(&bytes);
+            let error = decoder.decode().unwrap_err();
+            assert_eq!(error, expected);
+            assert_eq!(error.reply_code(), ReplyCode::FRAME_ERROR);
+        }
+    }
+
+    #[test]
+    fn a_server_answering_with_its_protocol_header_is_recognised() {
+        let mut decoder = FrameDecoder::new(limits());
+        decoder.extend_from_slice(b"AMQP");
+        assert_eq!(decoder.decode(), Ok(None));
+        decoder.extend_from_slice(&[0, 0, 9, 1]);
+        let error = decoder.decode().unwrap_err();
+        assert_eq!(
+            error,
+            DecodeError::UnsupportedProtocol {
+                protocol_id: 0,
+                major: 0,
+                minor: 9,
+                revision: 1
+            }
+        );
+        assert!(error.close_silently());
+
+        let mut garbage = FrameDecoder::new(limits());
+        garbage.extend_from_slice(b"AMQX\0\0\0\0");
+        assert_eq!(garbage.decode(), Err(DecodeError::UnknownFrameType(b'A')));
+    }
+
+    #[test]
+    fn method_frames_with_garbage_payloads_are_rejected() {
+        let mut wire = BytesMut::new();
+        let open = Method::ChannelOpen(ChannelOpen::default());
+        encode_method_frame(1, &open, MAX, &mut wire).unwrap();
+        // Claim one byte more payload and put a stray byte before the end.
+        wire[6] += 1;
+        let end = wire.len() - 1;
+        wire[end] = 0x00;
+        wire.put_u8(FRAME_END);
+        let mut decoder = FrameDecoder::new(limits());
+        decoder.extend_from_slice(&wire);
+        assert_eq!(
+            decoder.decode(),
+            Err(DecodeError::TrailingBytes {
+                context: "channel.open",
+                extra: 1
+            })
+        );
+    }
+
+    #[test]
+    fn body_payloads_are_slices_of_the_read_buffer() {
+        let wire = encode_all(&delivery(1, b"0123456789abcdef"));
+        let mut decoder = FrameDecoder::new(limits());
+        decoder.buffer_mut().extend_from_slice(&wire);
+        let start = decoder.buffer_mut().as_ptr() as usize;
+        let end = start + wire.len();
+        let frames = decode_all(&mut decoder).unwrap();
+        let Frame::Body { payload, .. } = &frames[2] else {
+            panic!("third frame is the body: {frames:?}");
+        };
+        let at = payload.as_ptr() as usize;
+        assert!(
+            at >= start && at < end,
+            "the body points into the read buffer"
+        );
+        assert_eq!(payload, &b"0123456789abcdef"[..]);
+    }
+
+    #[test]
+    fn long_strings_in_large_frames_are_slices_of_the_read_buffer() {
+        let big = "x".repeat(4000);
+        let secure = Method::ConnectionSecure(crate::spec::ConnectionSecure {
+            challenge: big.as_str().into(),
+        });
+        let mut wire = BytesMut::new();
+        encode_method_frame(0, &secure, MAX, &mut wire).unwrap();
+        let mut decoder = FrameDecoder::new(limits());
+        decoder.buffer_mut().extend_from_slice(&wire);
+        let start = decoder.buffer_mut().as_ptr() as usize;
+        let Some(Frame::Method {
+            method: Method::ConnectionSecure(decoded),
+            ..
+        }) = decoder.decode().unwrap()
+        else {
+            panic!("expected connection.secure");
+        };
+        let at = decoded.challenge.as_bytes().as_ptr() as usize;
+        assert!(at >= start && at < start + wire.len());
+        assert_eq!(decoded.challenge, big.as_str());
+    }
+
+    #[test]
+    fn failed_encodes_leave_the_buffer_untouched() {
+        let mut out = BytesMut::from(&b"kept"[..]);
+        let long = "x".repeat(300);
+        let bad = Method::QueueDeclare(crate::spec::QueueDeclare {
+            queue: long.as_str().into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            encode_method_frame(1, &bad, MAX, &mut out),
+            Err(EncodeError::ShortStringTooLong { len: 300 })
+        );
+        assert_eq!(&out[..], b"kept");
+        let fine = Method::QueueDeclare(crate::spec::QueueDeclare::default());
+        assert!(matches!(
+            encode_method_frame(1, &fine, 10, &mut out),
+            Err(EncodeError::FrameTooLarge { max: 10, .. })
+        ));
+        assert_eq!(&out[..], b"kept");
+    }
+
+    fn normalise(frame: Frame) -> Frame {
+        match frame {
+            // Only `basic` carries content; other classes are refused.
+            Frame::Header { channel, header } => Frame::Header {
+                channel,
+                header: Box::new(ContentHeader {
+                    class_id: crate::spec::BASIC_CLASS_ID,
+                    ..*header
+                }),
+            },
+            other => other,
+        }
+    }
+
+    proptest! {
+        /// The same bytes, in any split, give the same frames.
+        #[test]
+        fn any_split_gives_the_same_frames(
+            frames in proptest::collection::vec(arbitrary_value::<Frame>(), 1..8),
+            cuts in proptest::collection::vec(1usize..64, 1..64),
+        ) {
+            let frames: Vec<Frame> = frames.into_iter().map(normalise).collect();
+            let mut wire = BytesMut::new();
+            let mut encoded = Vec::new();
+            for frame in frames {
+                if frame.encode(&mut wire, MAX).is_ok() {
+                    encoded.push(frame);
+                }
+            }
+            let mut whole = FrameDecoder::new(limits());
+            whole.extend_from_slice(&wire);
+            let at_once = decode_all(&mut whole);
+
+            let mut split = FrameDecoder::new(limits());
+            let mut piecewise = Vec::new();
+            let mut rest = &wire[..];
+            let mut outcome = Ok(());
+            for cut in cuts.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (chunk, tail) = rest.split_at((*cut).min(rest.len()));
+                rest = tail;
+                split.extend_from_slice(chunk);
+                match decode_all(&mut split) {
+                    Ok(frames) => piecewise.extend(frames),
+                    Err(error) => {
+                        outcome = Err(error);
+                        break;
+                    }
+                }
+            }
+            match (at_once, outcome) {
+                (Ok(frames), Ok(())) => {
+                    prop_assert_eq!(&frames, &piecewise);
+                    // Tables nested beyond the limit fail both ways alike,
+                    // so a success means every frame came back intact.
+                    prop_assert_eq!(frames, encoded);
+                }
+                (Err(whole_error), Err(split_error)) => prop_assert_eq!(whole_error, split_error),
+                (whole, split) => prop_assert!(false, "whole {:?} but split {:?}", whole, split),
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_frame_decoder(
+            bytes in proptest::collection::vec(any::<u8>(), 0..1024),
+            chunk in 1usize..32,
+        ) {
+            let mut decoder = FrameDecoder::new(limits());
+            for piece in bytes.chunks(chunk) {
+                decoder.extend_from_slice(piece);
+                if decode_all(&mut decoder).is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }

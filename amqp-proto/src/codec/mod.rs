@@ -27,6 +27,8 @@ mod properties;
 pub(crate) mod reader;
 mod strings;
 mod table;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub(crate) mod writer;
 
 pub use content::{Content, ContentAssembler, DEFAULT_MAX_BODY_SIZE};

@@ -439,3 +439,238 @@ impl<V: Into<FieldValue>> FromIterator<V> for FieldArray {
         Self(iter.into_iter().map(Into::into).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::{BufMut, BytesMut};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::codec::test_support::arbitrary_value;
+    use crate::codec::{decode_field_table, encode_field_table, DEFAULT_MAX_TABLE_DEPTH};
+    use crate::spec::constants::ReplyCode;
+
+    fn encode(table: &FieldTable) -> BytesMut {
+        let mut out = BytesMut::new();
+        encode_field_table(table, &mut out).expect("encodable table");
+        out
+    }
+
+    /// One value of every type tag RabbitMQ defines.
+    fn every_tag() -> FieldTable {
+        let mut nested = FieldTable::new();
+        nested.insert("inner", FieldValue::Void);
+        [
+            ("t", FieldValue::Boolean(true)),
+            ("b", FieldValue::ShortShortInt(-3)),
+            ("B", FieldValue::ShortShortUInt(250)),
+            ("s", FieldValue::ShortInt(-300)),
+            ("u", FieldValue::ShortUInt(60_000)),
+            ("I", FieldValue::LongInt(-70_000)),
+            ("i", FieldValue::LongUInt(4_000_000_000)),
+            ("l", FieldValue::LongLongInt(-5_000_000_000)),
+            ("f", FieldValue::Float(1.5)),
+            ("d", FieldValue::Double(-2.25)),
+            (
+                "D",
+                FieldValue::Decimal {
+                    scale: 2,
+                    value: 12_345,
+                },
+            ),
+            ("S", FieldValue::LongString("text".into())),
+            (
+                "A",
+                FieldValue::Array(vec![FieldValue::LongUInt(1), FieldValue::Void].into()),
+            ),
+            ("T", FieldValue::Timestamp(1_700_000_000)),
+            ("F", FieldValue::Table(nested)),
+            ("V", FieldValue::Void),
+            ("x", FieldValue::ByteArray(Bytes::from_static(&[0, 1, 2]))),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    #[test]
+    fn every_tag_is_written_with_its_letter_and_round_trips() {
+        let table = every_tag();
+        let bytes = encode(&table);
+        for (name, value) in &table {
+            assert_eq!(name.as_bytes(), &[value.tag()], "tag of {value:?}");
+        }
+        assert_eq!(
+            decode_field_table(&bytes, DEFAULT_MAX_TABLE_DEPTH),
+            Ok(table)
+        );
+    }
+
+    #[test]
+    fn known_encoding_of_a_small_table() {
+        let table: FieldTable = [
+            ("a", FieldValue::Boolean(true)),
+            ("n", FieldValue::LongInt(-1)),
+        ]
+        .into_iter()
+        .collect();
+        let expected: &[u8] = &[
+            0, 0, 0, 11, // table length
+            1, b'a', b't', 1, // a: true
+            1, b'n', b'I', 0xff, 0xff, 0xff, 0xff, // n: -1
+        ];
+        assert_eq!(&encode(&table)[..], expected);
+    }
+
+    #[test]
+    fn unknown_tag_is_a_syntax_error() {
+        let bytes: &[u8] = &[0, 0, 0, 3, 1, b'k', b'Z'];
+        let error = decode_field_table(bytes, DEFAULT_MAX_TABLE_DEPTH).unwrap_err();
+        assert_eq!(error, DecodeError::UnknownFieldType { tag: b'Z' });
+        assert_eq!(error.reply_code(), ReplyCode::SYNTAX_ERROR);
+    }
+
+    #[test]
+    fn truncated_tables_are_frame_errors() {
+        let full = encode(&every_tag());
+        for cut in 0..full.len() {
+            let error = decode_field_table(&full[..cut], DEFAULT_MAX_TABLE_DEPTH).unwrap_err();
+            assert_eq!(
+                error.reply_code(),
+                ReplyCode::FRAME_ERROR,
+                "cut at {cut}: {error}"
+            );
+        }
+        // A length prefix promising more than the value holds.
+        let mut lying = BytesMut::new();
+        lying.put_u32(5);
+        lying.put_slice(&[1, b'k', b'S', 0, 0, 0, 9]);
+        let error = decode_field_table(&lying, DEFAULT_MAX_TABLE_DEPTH).unwrap_err();
+        assert!(matches!(error, DecodeError::Truncated { .. }), "{error}");
+    }
+
+    #[test]
+    fn huge_announced_lengths_do_not_allocate() {
+        // A string claiming 4 GiB inside a table claiming 4 GiB: the decoder
+        // must notice the bytes are not there instead of reserving for them.
+        let bytes: &[u8] = &[
+            0xff, 0xff, 0xff, 0xff, 1, b'k', b'S', 0xff, 0xff, 0xff, 0xff,
+        ];
+        assert!(matches!(
+            decode_field_table(bytes, DEFAULT_MAX_TABLE_DEPTH),
+            Err(DecodeError::Truncated { .. })
+        ));
+    }
+
+    fn nested(depth: usize) -> FieldTable {
+        let mut table = FieldTable::new();
+        for _ in 1..depth {
+            let mut outer = FieldTable::new();
+            outer.insert("n", table);
+            table = outer;
+        }
+        table
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_is_accepted_and_beyond_it_refused() {
+        let limit = 8;
+        let at_limit = nested(limit);
+        assert_eq!(at_limit.depth(), limit);
+        assert_eq!(decode_field_table(&encode(&at_limit), limit), Ok(at_limit));
+
+        let error = decode_field_table(&encode(&nested(limit + 1)), limit).unwrap_err();
+        assert_eq!(error, DecodeError::TableTooDeep { max: limit });
+        assert_eq!(error.reply_code(), ReplyCode::RESOURCE_ERROR);
+    }
+
+    #[test]
+    fn arrays_count_towards_nesting() {
+        let mut value = FieldValue::Void;
+        for _ in 0..40 {
+            value = FieldValue::Array(vec![value].into());
+        }
+        let table: FieldTable = [("a", value)].into_iter().collect();
+        let error = decode_field_table(&encode(&table), DEFAULT_MAX_TABLE_DEPTH).unwrap_err();
+        assert_eq!(
+            error,
+            DecodeError::TableTooDeep {
+                max: DEFAULT_MAX_TABLE_DEPTH
+            }
+        );
+    }
+
+    #[test]
+    fn hostile_deep_nesting_fails_without_exhausting_the_stack() {
+        // 100 000 nested tables written by hand: each level is a 4-byte
+        // length, a 1-byte name, the name and the `F` tag.
+        let levels = 100_000usize;
+        let mut bytes = Vec::with_capacity(levels * 7);
+        for level in 0..levels {
+            let inner = (levels - level - 1) * 7;
+            bytes.extend_from_slice(&u32::try_from(inner + 3).unwrap().to_be_bytes());
+            bytes.extend_from_slice(&[1, b'n', b'F']);
+        }
+        bytes.extend_from_slice(&[0, 0, 0, 0]);
+        let error = decode_field_table(&bytes, DEFAULT_MAX_TABLE_DEPTH).unwrap_err();
+        assert_eq!(
+            error,
+            DecodeError::TableTooDeep {
+                max: DEFAULT_MAX_TABLE_DEPTH
+            }
+        );
+    }
+
+    #[test]
+    fn insert_replaces_and_remove_deletes_every_duplicate() {
+        let mut table = FieldTable::new();
+        assert_eq!(table.insert("k", 1u8), None);
+        assert_eq!(table.insert("k", 2u8), Some(FieldValue::ShortShortUInt(1)));
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.get("k"), Some(&FieldValue::ShortShortUInt(2)));
+        assert_eq!(table.remove("k"), Some(FieldValue::ShortShortUInt(2)));
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn nan_equals_itself_so_round_trips_compare() {
+        assert_eq!(FieldValue::Double(f64::NAN), FieldValue::Double(f64::NAN));
+        assert_ne!(FieldValue::Float(0.0), FieldValue::Float(-0.0));
+    }
+
+    proptest! {
+        #[test]
+        fn any_table_round_trips_or_is_refused_for_depth(table in arbitrary_value::<FieldTable>()) {
+            let mut out = BytesMut::new();
+            match encode_field_table(&table, &mut out) {
+                Ok(()) => {
+                    let decoded = decode_field_table(&out, DEFAULT_MAX_TABLE_DEPTH);
+                    if table.depth() <= DEFAULT_MAX_TABLE_DEPTH {
+                        prop_assert_eq!(decoded, Ok(table));
+                    } else {
+                        prop_assert_eq!(decoded, Err(DecodeError::TableTooDeep { max: DEFAULT_MAX_TABLE_DEPTH }));
+                    }
+                }
+                // Only names longer than 255 bytes cannot be encoded.
+                Err(error) => {
+                    prop_assert!(matches!(error, EncodeError::ShortStringTooLong { .. }), "unexpected {:?}", error);
+                    prop_assert!(out.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn any_value_round_trips_inside_a_table(value in arbitrary_value::<FieldValue>()) {
+            prop_assume!(value.depth() < DEFAULT_MAX_TABLE_DEPTH);
+            let table: FieldTable = [("v", value)].into_iter().collect();
+            let mut out = BytesMut::new();
+            if encode_field_table(&table, &mut out).is_ok() {
+                prop_assert_eq!(decode_field_table(&out, DEFAULT_MAX_TABLE_DEPTH), Ok(table));
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_table_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_field_table(&bytes, DEFAULT_MAX_TABLE_DEPTH);
+        }
+    }
+}

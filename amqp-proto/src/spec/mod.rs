@@ -484,3 +484,160 @@ amqp_methods! {
         TxRollbackOk = 31 "rollback-ok", sent by server, {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use arbitrary::Unstructured;
+    use bytes::BytesMut;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::codec::{decode_method, encode_method, DecodeLimits};
+    use crate::spec::constants::ReplyCode;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// Every method in the table, with arbitrary field values, decodes to
+        /// itself; the index picks the method so that none is left to chance.
+        #[test]
+        fn every_method_round_trips(
+            index in 0..METHODS.len(),
+            bytes in proptest::collection::vec(any::<u8>(), 0..1024),
+        ) {
+            let info = METHODS[index];
+            let Ok(Some(method)) = Method::arbitrary_of(info.id, &mut Unstructured::new(&bytes)) else {
+                return Err(TestCaseError::reject("arbitrary gave up"));
+            };
+            prop_assert_eq!(method.id(), info.id);
+            prop_assert_eq!(method.name(), format!("{}.{}", info.class, info.name));
+            let mut out = BytesMut::new();
+            match encode_method(&method, &mut out) {
+                Ok(()) => {
+                    let limits = DecodeLimits::default();
+                    let decoded = decode_method(&out, &limits);
+                    let too_deep = matches!(decoded, Err(crate::DecodeError::TableTooDeep { .. }));
+                    prop_assert!(too_deep || decoded == Ok(method.clone()), "{:?} != {:?}", decoded, method);
+                }
+                Err(error) => {
+                    prop_assert!(matches!(error, EncodeError::ShortStringTooLong { .. }), "{:?}", error);
+                    prop_assert!(out.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_payloads_never_panic_the_method_decoder(
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let _ = decode_method(&bytes, &DecodeLimits::default());
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_and_replies_exist() {
+        for (index, info) in METHODS.iter().enumerate() {
+            assert!(
+                METHODS[index + 1..].iter().all(|other| other.id != info.id),
+                "{} is declared twice",
+                info.id
+            );
+            for reply in info.replies {
+                let reply_info = reply.info().expect("replies name declared methods");
+                assert_eq!(
+                    reply_info.class, info.class,
+                    "{} answers {}",
+                    reply, info.id
+                );
+            }
+            assert_eq!(info.synchronous, !info.replies.is_empty());
+        }
+    }
+
+    #[test]
+    fn bits_pack_into_one_octet_least_significant_first() {
+        let declare = Method::QueueDeclare(QueueDeclare {
+            queue: "q".into(),
+            durable: true,
+            auto_delete: true,
+            ..Default::default()
+        });
+        let mut out = BytesMut::new();
+        encode_method(&declare, &mut out).unwrap();
+        // class, method, ticket, "q", flags, empty table
+        let expected: &[u8] = &[0, 50, 0, 10, 0, 0, 1, b'q', 0b0000_1010, 0, 0, 0, 0];
+        assert_eq!(&out[..], expected);
+    }
+
+    #[test]
+    fn unknown_ids_are_not_implemented() {
+        for payload in [
+            &[0, 10, 0, 99][..],
+            &[0, 99, 0, 10][..],
+            &[0, 30, 0, 20][..],
+        ] {
+            let error = decode_method(payload, &DecodeLimits::default()).unwrap_err();
+            assert!(
+                matches!(error, crate::DecodeError::UnknownMethod { .. }),
+                "{error}"
+            );
+            assert_eq!(error.reply_code(), ReplyCode::NOT_IMPLEMENTED);
+        }
+    }
+
+    #[test]
+    fn truncated_and_overlong_method_payloads_are_frame_errors() {
+        let mut out = BytesMut::new();
+        let deliver = Method::BasicDeliver(BasicDeliver {
+            consumer_tag: "ctag".into(),
+            delivery_tag: 7,
+            exchange: "ex".into(),
+            routing_key: "rk".into(),
+            ..Default::default()
+        });
+        encode_method(&deliver, &mut out).unwrap();
+        for cut in 0..out.len() {
+            let error = decode_method(&out[..cut], &DecodeLimits::default()).unwrap_err();
+            assert_eq!(
+                error.reply_code(),
+                ReplyCode::FRAME_ERROR,
+                "cut at {cut}: {error}"
+            );
+        }
+        out.extend_from_slice(&[0]);
+        assert_eq!(
+            decode_method(&out, &DecodeLimits::default()),
+            Err(crate::DecodeError::TrailingBytes {
+                context: "basic.deliver",
+                extra: 1
+            })
+        );
+    }
+
+    #[test]
+    fn table_metadata_matches_the_generated_constants() {
+        assert_eq!(BasicPublish::NAME, "basic.publish");
+        const { assert!(BasicPublish::HAS_CONTENT && !BasicPublish::SYNCHRONOUS) };
+        assert_eq!(BasicGet::REPLIES, &[BasicGetOk::ID, BasicGetEmpty::ID]);
+        assert_eq!(
+            ExchangeUnbindOk::ID,
+            MethodId {
+                class_id: 40,
+                method_id: 51
+            }
+        );
+        let declare = ExchangeDeclare::ID.info().unwrap();
+        assert_eq!(declare.fields[2].name, "type");
+        assert_eq!(declare.fields[2].field_type, FieldType::shortstr);
+        assert_eq!(METHODS.iter().filter(|info| info.has_content).count(), 4);
+        assert_eq!(ConnectionStart::ID.to_string(), "connection.start");
+        assert_eq!(
+            MethodId {
+                class_id: 1,
+                method_id: 2
+            }
+            .to_string(),
+            "1.2"
+        );
+    }
+}
