@@ -201,3 +201,215 @@ pub enum EncodeError {
         max: u32,
     },
 }
+
+/// Why a connection or channel closed: the reply code and text of the
+/// `connection.close` / `channel.close` that ended it, and which side sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The reply code (200 for a normal close).
+    pub code: ReplyCode,
+    /// The reply text.
+    pub text: String,
+    /// Class of the method that caused the close, or 0.
+    pub class_id: u16,
+    /// Method that caused the close, or 0.
+    pub method_id: u16,
+    /// Who sent the close.
+    pub initiator: Initiator,
+}
+
+impl CloseReason {
+    pub(crate) fn new(code: ReplyCode, text: impl Into<String>, initiator: Initiator) -> Self {
+        Self {
+            code,
+            text: text.into(),
+            class_id: 0,
+            method_id: 0,
+            initiator,
+        }
+    }
+
+    /// True for a normal close (reply code 200).
+    #[must_use]
+    pub fn is_normal(&self) -> bool {
+        self.code == ReplyCode::REPLY_SUCCESS
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let by = match self.initiator {
+            Initiator::Server => "server",
+            Initiator::Client => "client",
+        };
+        write!(f, "closed by {by} with {}: {}", self.code, self.text)?;
+        if self.class_id != 0 || self.method_id != 0 {
+            let id = crate::spec::MethodId {
+                class_id: self.class_id,
+                method_id: self.method_id,
+            };
+            write!(f, " (in reply to {id})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which side sent a close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    /// The server closed (a channel or connection exception, or an operator).
+    Server,
+    /// This side closed: on the application's request, or because the server
+    /// broke the protocol and the core closed with the matching reply code.
+    Client,
+}
+
+/// Why a connection ended. Delivered once, in
+/// [`Event::Closed`](crate::Event::Closed); every outstanding request and
+/// unconfirmed publish has been resolved with it by then.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// A close handshake completed (either side started it).
+    #[error("connection {0}")]
+    Closed(CloseReason),
+    /// The server broke the protocol; the core closed the connection with
+    /// the reply code of the [`DecodeError`] or protocol rule (and waited for
+    /// close-ok, unless the specification says to drop the socket at once).
+    #[error("protocol violation by the server ({}): {error}", error.reply_code())]
+    ProtocolViolation {
+        /// What the server did wrong.
+        error: ProtocolViolation,
+    },
+    /// Nothing arrived from the server for two heartbeat intervals.
+    #[error("no data from the server for two heartbeat intervals")]
+    HeartbeatTimeout,
+    /// The handshake did not finish within the configured deadline.
+    #[error("the connection handshake did not complete in time")]
+    HandshakeTimeout,
+    /// Our close was not answered with close-ok within the close deadline.
+    #[error("the server did not confirm the close in time")]
+    CloseTimeout,
+    /// The server refused our credentials (RabbitMQ's
+    /// `authentication_failure_close`, or the socket closed right after
+    /// `start-ok`).
+    #[error("authentication failed: {0}")]
+    AuthenticationFailed(String),
+    /// The credentials were accepted but access to the virtual host was
+    /// refused.
+    #[error("access refused: {0}")]
+    AccessRefused(String),
+    /// The server offers none of the SASL mechanisms we can use.
+    #[error("server offers SASL mechanisms {offered:?}, none of which is configured")]
+    NoCommonMechanism {
+        /// The mechanisms the server offered.
+        offered: String,
+    },
+    /// The transport ended (the adapter reported end of stream or an IO
+    /// error) before the close handshake completed.
+    #[error("transport closed: {0}")]
+    TransportClosed(String),
+}
+
+/// A protocol rule the server broke: either a frame that could not be
+/// decoded, or a well-formed frame at the wrong time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolViolation {
+    /// The bytes did not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A frame for a channel that is not open.
+    #[error("frame on channel {channel}, which is not open")]
+    ChannelNotOpen {
+        /// The channel the frame named.
+        channel: u16,
+    },
+    /// A method the server must not send, or not in this state.
+    #[error("unexpected {method} on channel {channel}: {why}")]
+    UnexpectedMethod {
+        /// The channel it arrived on.
+        channel: u16,
+        /// The method's name.
+        method: &'static str,
+        /// The rule it broke.
+        why: &'static str,
+    },
+    /// A content header or body frame outside a content.
+    #[error("unexpected content frame on channel {channel}")]
+    UnexpectedContent {
+        /// The channel it arrived on.
+        channel: u16,
+    },
+    /// A heartbeat or method frame on channel 0 that belongs to a channel,
+    /// or a channel method on channel 0.
+    #[error("{method} is not valid on channel {channel}")]
+    WrongChannel {
+        /// The channel it arrived on.
+        channel: u16,
+        /// The method's name.
+        method: &'static str,
+    },
+}
+
+impl ProtocolViolation {
+    /// The reply code the core closes the connection with.
+    #[must_use]
+    pub fn reply_code(&self) -> ReplyCode {
+        match self {
+            Self::Decode(error) => error.reply_code(),
+            Self::ChannelNotOpen { .. } => ReplyCode::CHANNEL_ERROR,
+            Self::UnexpectedMethod { .. } | Self::WrongChannel { .. } => ReplyCode::COMMAND_INVALID,
+            Self::UnexpectedContent { .. } => ReplyCode::UNEXPECTED_FRAME,
+        }
+    }
+}
+
+/// The local application asked for something the connection cannot do in
+/// its current state. Nothing was sent and no state changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UsageError {
+    /// The handshake has not completed yet.
+    #[error("the connection is not open yet")]
+    NotOpen,
+    /// The connection is closing or closed.
+    #[error("the connection is closing or closed")]
+    ConnectionClosed,
+    /// No channel with this id is open (or opening).
+    #[error("channel {0} is not open")]
+    ChannelNotOpen(u16),
+    /// Every channel id up to the negotiated channel-max is in use.
+    #[error("all {0} channels are in use")]
+    NoFreeChannel(u16),
+    /// A value cannot be encoded (a short string over 255 bytes, a frame
+    /// over frame-max, ...).
+    #[error("cannot encode: {0}")]
+    Encode(#[from] EncodeError),
+    /// The message body is larger than the configured maximum.
+    #[error("body of {size} bytes exceeds the configured maximum of {max}")]
+    BodyTooLarge {
+        /// The body's size.
+        size: usize,
+        /// The configured maximum.
+        max: u64,
+    },
+    /// A consumer with this tag already exists on the channel.
+    #[error("consumer tag {0:?} is already in use on this channel")]
+    ConsumerTagInUse(String),
+    /// `nowait` was asked for where the server must name something (a
+    /// consumer without a tag, a server-named queue).
+    #[error("nowait needs {0}")]
+    NowaitNeedsName(&'static str),
+    /// The method cannot be sent with [`ChannelRef::request`](crate::ChannelRef::request);
+    /// the second string says why, or what to use instead.
+    #[error("{0} cannot be sent this way: {1}")]
+    NotForChannel(&'static str, &'static str),
+    /// No SASL challenge is waiting for a response.
+    #[error("no SASL challenge is pending")]
+    NoChallengePending,
+    /// The channel is in transaction mode and confirms were asked for, or
+    /// the reverse; RabbitMQ refuses to mix them.
+    #[error("confirm mode and transactions cannot be mixed on one channel")]
+    ConfirmAndTransaction,
+}

@@ -69,8 +69,17 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod channel;
 pub mod codec;
+mod connection;
 pub mod error;
+mod event;
 pub mod spec;
 
-pub use error::{DecodeError, EncodeError};
+pub use channel::ChannelRef;
+pub use connection::{Config, Connection, Readiness, SaslMechanism, Tuning};
+pub use error::{
+    CloseReason, ConnectionError, DecodeError, EncodeError, Initiator, ProtocolViolation,
+    UsageError,
+};
+pub use event::{ConfirmOutcome, Delivery, Event, Failure, GetMessage, RequestId, Returned};

@@ -12,8 +12,9 @@ pub const DEFAULT_MAX_BODY_SIZE: u64 = 64 * 1024 * 1024;
 /// A complete message body with its header.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Content {
-    /// The content header, properties included.
-    pub header: ContentHeader,
+    /// The content header, properties included; boxed as the decoder
+    /// produced it, so it moves through events without being copied.
+    pub header: Box<ContentHeader>,
     /// The whole body. Zero-copy when it arrived in a single body frame.
     pub body: Bytes,
 }
@@ -26,7 +27,7 @@ pub struct Content {
 /// use bytes::Bytes;
 ///
 /// let mut assembler = ContentAssembler::new(1024);
-/// let header = ContentHeader::basic(5, BasicProperties::default());
+/// let header = Box::new(ContentHeader::basic(5, BasicProperties::default()));
 /// assert_eq!(assembler.start(header).unwrap(), None);
 /// assert_eq!(assembler.push_body(Bytes::from_static(b"he")).unwrap(), None);
 /// let content = assembler.push_body(Bytes::from_static(b"llo")).unwrap().unwrap();
@@ -40,7 +41,7 @@ pub struct ContentAssembler {
 
 #[derive(Debug)]
 struct Pending {
-    header: ContentHeader,
+    header: Box<ContentHeader>,
     received: u64,
     body: Body,
 }
@@ -80,7 +81,7 @@ impl ContentAssembler {
 
     /// Begins a content with its header; returns it at once when the body is
     /// empty.
-    pub fn start(&mut self, header: ContentHeader) -> Result<Option<Content>, DecodeError> {
+    pub fn start(&mut self, header: Box<ContentHeader>) -> Result<Option<Content>, DecodeError> {
         if self.pending.is_some() {
             return Err(DecodeError::UnexpectedFrame {
                 found: "content header",
@@ -168,8 +169,8 @@ mod tests {
     use crate::codec::BasicProperties;
     use crate::spec::constants::ReplyCode;
 
-    fn header(size: u64) -> ContentHeader {
-        ContentHeader::basic(size, BasicProperties::default())
+    fn header(size: u64) -> Box<ContentHeader> {
+        Box::new(ContentHeader::basic(size, BasicProperties::default()))
     }
 
     #[test]

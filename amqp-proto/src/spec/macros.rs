@@ -206,6 +206,22 @@ macro_rules! amqp_methods {
                 }
             }
 
+            /// True when a server may send this method.
+            #[must_use]
+            pub fn sent_by_server(&self) -> bool {
+                match self {
+                    $($(Self::$Method(_) => direction!($sender).1,)*)*
+                }
+            }
+
+            /// True when a client may send this method.
+            #[must_use]
+            pub fn sent_by_client(&self) -> bool {
+                match self {
+                    $($(Self::$Method(_) => direction!($sender).0,)*)*
+                }
+            }
+
             /// The methods that may answer this one (empty unless synchronous).
             #[must_use]
             pub fn replies(&self) -> &'static [MethodId] {

@@ -485,6 +485,34 @@ amqp_methods! {
     }
 }
 
+impl Method {
+    /// True when the method asks the server not to reply (`nowait`).
+    #[must_use]
+    pub fn nowait(&self) -> bool {
+        match self {
+            Self::ExchangeDeclare(method) => method.nowait,
+            Self::ExchangeDelete(method) => method.nowait,
+            Self::ExchangeBind(method) => method.nowait,
+            Self::ExchangeUnbind(method) => method.nowait,
+            Self::QueueDeclare(method) => method.nowait,
+            Self::QueueBind(method) => method.nowait,
+            Self::QueuePurge(method) => method.nowait,
+            Self::QueueDelete(method) => method.nowait,
+            Self::BasicConsume(method) => method.nowait,
+            Self::BasicCancel(method) => method.nowait,
+            Self::ConfirmSelect(method) => method.nowait,
+            _ => false,
+        }
+    }
+
+    /// True when the method expects a reply as sent: synchronous and not
+    /// `nowait`.
+    #[must_use]
+    pub fn expects_reply(&self) -> bool {
+        self.is_synchronous() && !self.nowait()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use arbitrary::Unstructured;

@@ -1,0 +1,100 @@
+//! Publisher-confirm bookkeeping for one channel: which publishes await a
+//! `basic.ack`/`basic.nack`, and settling them exactly once.
+
+use std::collections::VecDeque;
+
+/// Sequence numbers start at 1 with the first publish after
+/// `confirm.select`, as the broker counts them (RabbitMQ's confirms guide).
+#[derive(Debug)]
+pub(crate) struct Confirms {
+    next_sequence: u64,
+    /// Unsettled sequence numbers, ascending.
+    outstanding: VecDeque<u64>,
+}
+
+/// The server settled a publish that was never made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UnknownTag;
+
+impl Confirms {
+    pub(crate) fn new() -> Self {
+        Self {
+            next_sequence: 1,
+            outstanding: VecDeque::new(),
+        }
+    }
+
+    /// Records a publish; returns its sequence number.
+    pub(crate) fn publish(&mut self) -> u64 {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.outstanding.push_back(sequence);
+        sequence
+    }
+
+    /// Publishes not yet settled.
+    pub(crate) fn unconfirmed(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Settles `tag`, or with `multiple` every publish up to and including
+    /// it (tag 0 with `multiple` means all), calling `settled` for each in
+    /// order. A tag beyond the last publish is the server's error; a tag
+    /// already settled settles nothing again.
+    pub(crate) fn settle(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        mut settled: impl FnMut(u64),
+    ) -> Result<(), UnknownTag> {
+        if tag >= self.next_sequence {
+            return Err(UnknownTag);
+        }
+        if multiple {
+            let up_to = if tag == 0 { u64::MAX } else { tag };
+            while let Some(&sequence) = self.outstanding.front() {
+                if sequence > up_to {
+                    break;
+                }
+                self.outstanding.pop_front();
+                settled(sequence);
+            }
+        } else if let Ok(index) = self.outstanding.binary_search(&tag) {
+            self.outstanding.remove(index);
+            settled(tag);
+        }
+        Ok(())
+    }
+
+    /// Settles every outstanding publish (the channel closed).
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = u64> + '_ {
+        self.outstanding.drain(..)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settle(confirms: &mut Confirms, tag: u64, multiple: bool) -> Result<Vec<u64>, UnknownTag> {
+        let mut settled = Vec::new();
+        confirms.settle(tag, multiple, |sequence| settled.push(sequence))?;
+        Ok(settled)
+    }
+
+    #[test]
+    fn multiple_settles_everything_up_to_the_tag_once() {
+        let mut confirms = Confirms::new();
+        for expected in 1..=5 {
+            assert_eq!(confirms.publish(), expected);
+        }
+        assert_eq!(settle(&mut confirms, 2, false), Ok(vec![2]));
+        assert_eq!(settle(&mut confirms, 4, true), Ok(vec![1, 3, 4]));
+        assert_eq!(settle(&mut confirms, 4, true), Ok(vec![]));
+        assert_eq!(settle(&mut confirms, 3, false), Ok(vec![]));
+        assert_eq!(confirms.unconfirmed(), 1);
+        assert_eq!(settle(&mut confirms, 6, false), Err(UnknownTag));
+        assert_eq!(settle(&mut confirms, 0, true), Ok(vec![5]));
+        assert_eq!(confirms.drain().count(), 0);
+    }
+}

@@ -1,0 +1,231 @@
+//! Commands on one channel: requests, publishes, acknowledgements, close.
+
+use bytes::Bytes;
+
+use crate::codec::{
+    body_frame_header, encode_header_frame, encode_method_frame, BasicProperties, ContentHeader,
+};
+use crate::connection::Connection;
+use crate::error::{CloseReason, Initiator, UsageError};
+use crate::event::RequestId;
+use crate::spec::constants::{ReplyCode, FRAME_OVERHEAD};
+use crate::spec::{BasicAck, BasicNack, BasicPublish, BasicReject, ChannelClose, Method};
+
+/// A borrowed handle on one channel of a [`Connection`], from
+/// [`Connection::channel`]. Every command queues frames and returns at once;
+/// outcomes arrive as events.
+///
+/// ```
+/// # use amqp_proto::{Config, Connection};
+/// # use amqp_proto::spec::QueueDeclare;
+/// # fn demo(connection: &mut Connection, channel: u16) -> Result<(), amqp_proto::UsageError> {
+/// let request = connection.channel(channel)?.request(QueueDeclare {
+///     queue: "jobs".into(),
+///     durable: true,
+///     ..Default::default()
+/// })?;
+/// // Later: Event::Reply { request, method: Method::QueueDeclareOk(..), .. }
+/// # let _ = request; Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ChannelRef<'a> {
+    connection: &'a mut Connection,
+    id: u16,
+}
+
+impl<'a> ChannelRef<'a> {
+    pub(crate) fn new(connection: &'a mut Connection, id: u16) -> Self {
+        Self { connection, id }
+    }
+
+    /// The channel id.
+    #[must_use]
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// Sends a method on this channel: any that a client may send except
+    /// the ones with their own command (`channel.open`/`close` and
+    /// `basic.publish`) and connection methods. Returns the request id when
+    /// a reply will come ([`Event::Reply`](crate::Event::Reply), or
+    /// [`Event::GetOk`](crate::Event::GetOk) for `basic.get`), `None` for
+    /// methods without one (acks, `nowait`).
+    pub fn request(&mut self, method: impl Into<Method>) -> Result<Option<RequestId>, UsageError> {
+        let method = method.into();
+        self.check_request(&method)?;
+        let frame_max = self.connection.tuning().frame_max;
+        encode_method_frame(
+            self.id,
+            &method,
+            frame_max,
+            self.connection.output_mut().frames(),
+        )?;
+        let request = method
+            .expects_reply()
+            .then(|| self.connection.allocate_request());
+        if let Some(channel) = self.connection.channel_state(self.id) {
+            channel.sent(&method, request);
+        }
+        Ok(request)
+    }
+
+    fn check_request(&mut self, method: &Method) -> Result<(), UsageError> {
+        let refused = |why: &'static str| UsageError::NotForChannel(method.name(), why);
+        if !method.sent_by_client() {
+            return Err(refused("only servers send it"));
+        }
+        match method {
+            Method::ConnectionStartOk(_)
+            | Method::ConnectionSecureOk(_)
+            | Method::ConnectionTuneOk(_)
+            | Method::ConnectionOpen(_)
+            | Method::ConnectionClose(_)
+            | Method::ConnectionCloseOk(_)
+            | Method::ConnectionUpdateSecret(_) => Err(refused("it belongs to the connection")),
+            Method::ChannelOpen(_) => Err(refused("use Connection::open_channel")),
+            Method::ChannelClose(_) | Method::ChannelCloseOk(_) => {
+                Err(refused("use ChannelRef::close"))
+            }
+            Method::ChannelFlowOk(_) => Err(refused("the core answers channel.flow itself")),
+            Method::BasicPublish(_) => Err(refused("use ChannelRef::publish")),
+            Method::BasicConsume(consume) => {
+                if consume.nowait && consume.consumer_tag.is_empty() {
+                    return Err(UsageError::NowaitNeedsName("a consumer tag"));
+                }
+                let in_use = self
+                    .connection
+                    .channel_state(self.id)
+                    .is_some_and(|channel| channel.has_consumer(&consume.consumer_tag));
+                if in_use {
+                    return Err(UsageError::ConsumerTagInUse(
+                        consume.consumer_tag.to_string(),
+                    ));
+                }
+                Ok(())
+            }
+            Method::QueueDeclare(declare) if declare.nowait && declare.queue.is_empty() => {
+                Err(UsageError::NowaitNeedsName("a queue name"))
+            }
+            Method::ConfirmSelect(_) | Method::TxSelect(_) => {
+                let (confirms, transactional) = self
+                    .connection
+                    .channel_state(self.id)
+                    .map_or((false, false), |channel| {
+                        (channel.in_confirm_mode(), channel.is_transactional())
+                    });
+                let mixing = match method {
+                    Method::ConfirmSelect(_) => transactional,
+                    _ => confirms,
+                };
+                if mixing {
+                    Err(UsageError::ConfirmAndTransaction)
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Publishes a message: the method, a content header and as many body
+    /// frames as the negotiated frame-max needs, each body piece a slice of
+    /// `body` sent without copying. In confirm mode, returns the sequence
+    /// number its [`Event::Confirm`](crate::Event::Confirm) will carry.
+    pub fn publish(
+        &mut self,
+        publish: BasicPublish,
+        properties: BasicProperties,
+        body: impl Into<Bytes>,
+    ) -> Result<Option<u64>, UsageError> {
+        let body = body.into();
+        let max = self.connection.config().max_body_size;
+        if body.len() as u64 > max {
+            return Err(UsageError::BodyTooLarge {
+                size: body.len(),
+                max,
+            });
+        }
+        let frame_max = self.connection.tuning().frame_max;
+        let output = self.connection.output_mut();
+        let start = output.frames().len();
+        let method = Method::BasicPublish(publish);
+        encode_method_frame(self.id, &method, frame_max, output.frames())?;
+        let header = ContentHeader::basic(body.len() as u64, properties);
+        if let Err(error) = encode_header_frame(self.id, &header, frame_max, output.frames()) {
+            output.frames().truncate(start);
+            return Err(error.into());
+        }
+        let piece = (frame_max - FRAME_OVERHEAD) as usize;
+        let mut rest = body;
+        while !rest.is_empty() {
+            let chunk = rest.split_to(piece.min(rest.len()));
+            // The piece size was derived from frame-max, so it fits.
+            let header = body_frame_header(self.id, chunk.len(), frame_max)?;
+            output.body_frame(header, chunk);
+        }
+        Ok(self
+            .connection
+            .channel_state(self.id)
+            .and_then(super::Channel::record_publish))
+    }
+
+    /// Acknowledges a delivery (with `multiple`, every one up to it).
+    pub fn ack(&mut self, delivery_tag: u64, multiple: bool) -> Result<(), UsageError> {
+        self.request(BasicAck {
+            delivery_tag,
+            multiple,
+        })
+        .map(drop)
+    }
+
+    /// Rejects deliveries (RabbitMQ's `basic.nack`), requeueing them or not.
+    pub fn nack(
+        &mut self,
+        delivery_tag: u64,
+        multiple: bool,
+        requeue: bool,
+    ) -> Result<(), UsageError> {
+        self.request(BasicNack {
+            delivery_tag,
+            multiple,
+            requeue,
+        })
+        .map(drop)
+    }
+
+    /// Rejects one delivery, requeueing it or not.
+    pub fn reject(&mut self, delivery_tag: u64, requeue: bool) -> Result<(), UsageError> {
+        self.request(BasicReject {
+            delivery_tag,
+            requeue,
+        })
+        .map(drop)
+    }
+
+    /// Closes the channel. Outstanding requests and unconfirmed publishes
+    /// fail when the server's `close-ok` arrives, followed by
+    /// [`Event::ChannelClosed`](crate::Event::ChannelClosed).
+    pub fn close(self, code: ReplyCode, text: &str) -> Result<(), UsageError> {
+        let close = ChannelClose {
+            reply_code: code.0,
+            reply_text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        };
+        let frame_max = self.connection.tuning().frame_max;
+        let output = self.connection.output_mut().frames();
+        encode_method_frame(self.id, &close.into(), frame_max, output)?;
+        if let Some(channel) = self.connection.channel_state(self.id) {
+            channel.start_close(CloseReason::new(code, text, Initiator::Client));
+        }
+        Ok(())
+    }
+
+    /// Publishes on this channel awaiting confirmation.
+    #[must_use]
+    pub fn unconfirmed(&mut self) -> usize {
+        self.connection
+            .channel_state(self.id)
+            .map_or(0, |channel| channel.unconfirmed())
+    }
+}

@@ -1,0 +1,436 @@
+//! One channel's state: the FIFO of requests awaiting replies, the content
+//! being assembled, consumers, publisher confirms, flow, and closing.
+
+mod confirms;
+mod handle;
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+pub use handle::ChannelRef;
+
+use crate::codec::{ContentAssembler, ContentHeader, ShortString};
+use crate::connection::Sink;
+use crate::error::{CloseReason, Initiator, ProtocolViolation};
+use crate::event::{ConfirmOutcome, Delivery, Event, Failure, GetMessage, RequestId, Returned};
+use crate::spec::constants::ReplyCode;
+use crate::spec::{
+    BasicCancelOk, BasicDeliver, BasicGetOk, BasicReturn, ChannelCloseOk, ChannelFlowOk, Method,
+    MethodId,
+};
+use confirms::Confirms;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// `channel.open` sent; requests may already be pipelined behind it.
+    Opening,
+    Open,
+    /// We sent `channel.close` and wait for `close-ok`; everything else the
+    /// server sends meanwhile is discarded (spec 2.2.4 / channel.close).
+    Closing(CloseReason),
+}
+
+/// A request waiting for its reply.
+#[derive(Debug)]
+struct Pending {
+    request: RequestId,
+    replies: &'static [MethodId],
+}
+
+/// The method whose content is being assembled.
+#[derive(Debug)]
+enum ContentMethod {
+    Deliver(BasicDeliver),
+    Return(BasicReturn),
+    GetOk(BasicGetOk, RequestId),
+}
+
+/// What the connection must do with a channel after a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    Keep,
+    /// The close handshake finished: forget the channel, free its id.
+    Remove,
+}
+
+#[derive(Debug)]
+pub(crate) struct Channel {
+    id: u16,
+    state: State,
+    pending: VecDeque<Pending>,
+    content: ContentAssembler,
+    content_method: Option<ContentMethod>,
+    consumers: Vec<ShortString>,
+    confirms: Option<Confirms>,
+    transactional: bool,
+    flow_active: bool,
+}
+
+impl Channel {
+    /// A channel whose `channel.open` (request `open`) was just sent.
+    pub(crate) fn opening(id: u16, open: RequestId, max_body_size: u64) -> Self {
+        let mut pending = VecDeque::new();
+        pending.push_back(Pending {
+            request: open,
+            replies: crate::spec::ChannelOpen::REPLIES,
+        });
+        Self {
+            id,
+            state: State::Opening,
+            pending,
+            content: ContentAssembler::new(max_body_size),
+            content_method: None,
+            consumers: Vec::new(),
+            confirms: None,
+            transactional: false,
+            flow_active: true,
+        }
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        matches!(self.state, State::Closing(_))
+    }
+
+    /// Publishes awaiting confirmation.
+    pub(crate) fn unconfirmed(&self) -> usize {
+        self.confirms.as_ref().map_or(0, Confirms::unconfirmed)
+    }
+
+    pub(crate) fn flow_active(&self) -> bool {
+        self.flow_active
+    }
+
+    fn violation(&self, method: &Method, why: &'static str) -> ProtocolViolation {
+        ProtocolViolation::UnexpectedMethod {
+            channel: self.id,
+            method: method.name(),
+            why,
+        }
+    }
+
+    /// Handles a method the server sent on this channel.
+    pub(crate) fn handle_method(
+        &mut self,
+        method: Method,
+        sink: &mut Sink<'_>,
+    ) -> Result<Disposition, ProtocolViolation> {
+        if self.content.is_collecting() {
+            return Err(ProtocolViolation::UnexpectedContent { channel: self.id });
+        }
+        if let State::Closing(reason) = &self.state {
+            return Ok(match method {
+                Method::ChannelCloseOk(_) => {
+                    let reason = reason.clone();
+                    self.finish_close(reason, sink);
+                    Disposition::Remove
+                }
+                // Both sides closed at once: answer, and keep waiting for
+                // the close-ok to ours so the id is not reused too early.
+                Method::ChannelClose(_) => {
+                    sink.send(self.id, &ChannelCloseOk {}.into());
+                    Disposition::Keep
+                }
+                _ => Disposition::Keep,
+            });
+        }
+        match method {
+            Method::ChannelClose(close) => {
+                sink.send(self.id, &ChannelCloseOk {}.into());
+                let reason = CloseReason {
+                    code: ReplyCode(close.reply_code),
+                    text: close.reply_text.to_string_lossy().into_owned(),
+                    class_id: close.class_id,
+                    method_id: close.method_id,
+                    initiator: Initiator::Server,
+                };
+                self.finish_close(reason, sink);
+                Ok(Disposition::Remove)
+            }
+            Method::ChannelFlow(flow) => {
+                self.flow_active = flow.active;
+                sink.send(
+                    self.id,
+                    &ChannelFlowOk {
+                        active: flow.active,
+                    }
+                    .into(),
+                );
+                sink.emit(Event::Flow {
+                    channel: self.id,
+                    active: flow.active,
+                });
+                Ok(Disposition::Keep)
+            }
+            Method::BasicDeliver(deliver) => {
+                self.content_method = Some(ContentMethod::Deliver(deliver));
+                Ok(Disposition::Keep)
+            }
+            Method::BasicReturn(returned) => {
+                self.content_method = Some(ContentMethod::Return(returned));
+                Ok(Disposition::Keep)
+            }
+            Method::BasicAck(ref ack) => {
+                self.settle(&method, ack.delivery_tag, ack.multiple, true, sink)
+            }
+            Method::BasicNack(ref nack) => {
+                self.settle(&method, nack.delivery_tag, nack.multiple, false, sink)
+            }
+            Method::BasicCancel(cancel) if self.consumers.contains(&cancel.consumer_tag) => {
+                // RabbitMQ's consumer_cancel_notify: the server cancelled it.
+                self.consumers.retain(|tag| *tag != cancel.consumer_tag);
+                if !cancel.nowait {
+                    let reply = BasicCancelOk {
+                        consumer_tag: cancel.consumer_tag.clone(),
+                    };
+                    sink.send(self.id, &reply.into());
+                }
+                sink.emit(Event::ConsumerCancelled {
+                    channel: self.id,
+                    consumer_tag: cancel.consumer_tag,
+                });
+                Ok(Disposition::Keep)
+            }
+            // A cancel notification for a consumer we are cancelling
+            // ourselves crossed our basic.cancel: our cancel-ok settles it.
+            Method::BasicCancel(_) => Ok(Disposition::Keep),
+            other => self.handle_reply(other, sink),
+        }
+    }
+
+    /// Matches a reply with the oldest request waiting on this channel.
+    fn handle_reply(
+        &mut self,
+        method: Method,
+        sink: &mut Sink<'_>,
+    ) -> Result<Disposition, ProtocolViolation> {
+        let id = method.id();
+        let expected = self
+            .pending
+            .front()
+            .is_some_and(|pending| pending.replies.contains(&id));
+        if !expected {
+            return Err(self.violation(&method, "no request on this channel awaits it"));
+        }
+        let Some(Pending { request, .. }) = self.pending.pop_front() else {
+            return Err(self.violation(&method, "no request on this channel awaits it"));
+        };
+        match method {
+            Method::ChannelOpenOk(_) => {
+                self.state = State::Open;
+                sink.emit(Event::ChannelOpened {
+                    channel: self.id,
+                    request,
+                });
+                return Ok(Disposition::Keep);
+            }
+            Method::BasicGetOk(get_ok) => {
+                self.content_method = Some(ContentMethod::GetOk(get_ok, request));
+                return Ok(Disposition::Keep);
+            }
+            Method::BasicConsumeOk(ref consume_ok)
+                if !self.consumers.contains(&consume_ok.consumer_tag) =>
+            {
+                self.consumers.push(consume_ok.consumer_tag.clone());
+            }
+            Method::BasicCancelOk(ref cancel_ok) => {
+                self.consumers.retain(|tag| *tag != cancel_ok.consumer_tag);
+            }
+            _ => {}
+        }
+        sink.emit(Event::Reply {
+            channel: self.id,
+            request,
+            method,
+        });
+        Ok(Disposition::Keep)
+    }
+
+    fn settle(
+        &mut self,
+        method: &Method,
+        tag: u64,
+        multiple: bool,
+        ack: bool,
+        sink: &mut Sink<'_>,
+    ) -> Result<Disposition, ProtocolViolation> {
+        let channel = self.id;
+        let Some(confirms) = self.confirms.as_mut() else {
+            return Err(self.violation(method, "the channel is not in confirm mode"));
+        };
+        let outcome = if ack {
+            ConfirmOutcome::Ack
+        } else {
+            ConfirmOutcome::Nack
+        };
+        let settled = confirms.settle(tag, multiple, |sequence| {
+            sink.emit(Event::Confirm {
+                channel,
+                sequence,
+                outcome: outcome.clone(),
+            });
+        });
+        match settled {
+            Ok(()) => Ok(Disposition::Keep),
+            Err(_) => Err(self.violation(method, "it settles a publish that was never made")),
+        }
+    }
+
+    /// Handles a content header frame.
+    pub(crate) fn handle_header(
+        &mut self,
+        header: Box<ContentHeader>,
+        sink: &mut Sink<'_>,
+    ) -> Result<Disposition, ProtocolViolation> {
+        if self.is_closing() {
+            return Ok(Disposition::Keep);
+        }
+        if self.content_method.is_none() || self.content.is_collecting() {
+            return Err(ProtocolViolation::UnexpectedContent { channel: self.id });
+        }
+        if let Some(content) = self.content.start(header)? {
+            self.complete_content(content, sink);
+        }
+        Ok(Disposition::Keep)
+    }
+
+    /// Handles a content body frame.
+    pub(crate) fn handle_body(
+        &mut self,
+        payload: Bytes,
+        sink: &mut Sink<'_>,
+    ) -> Result<Disposition, ProtocolViolation> {
+        if self.is_closing() {
+            return Ok(Disposition::Keep);
+        }
+        if !self.content.is_collecting() {
+            return Err(ProtocolViolation::UnexpectedContent { channel: self.id });
+        }
+        if let Some(content) = self.content.push_body(payload)? {
+            self.complete_content(content, sink);
+        }
+        Ok(Disposition::Keep)
+    }
+
+    fn complete_content(&mut self, content: crate::codec::Content, sink: &mut Sink<'_>) {
+        let channel = self.id;
+        let event = match self.content_method.take() {
+            Some(ContentMethod::Deliver(deliver)) => Event::Delivery(Delivery {
+                channel,
+                consumer_tag: deliver.consumer_tag,
+                delivery_tag: deliver.delivery_tag,
+                redelivered: deliver.redelivered,
+                exchange: deliver.exchange,
+                routing_key: deliver.routing_key,
+                content,
+            }),
+            Some(ContentMethod::Return(returned)) => Event::Returned(Box::new(Returned {
+                channel,
+                reply_code: returned.reply_code,
+                reply_text: returned.reply_text,
+                exchange: returned.exchange,
+                routing_key: returned.routing_key,
+                content,
+            })),
+            Some(ContentMethod::GetOk(get_ok, request)) => Event::GetOk {
+                channel,
+                request,
+                message: Box::new(GetMessage {
+                    delivery_tag: get_ok.delivery_tag,
+                    redelivered: get_ok.redelivered,
+                    exchange: get_ok.exchange,
+                    routing_key: get_ok.routing_key,
+                    message_count: get_ok.message_count,
+                    content,
+                }),
+            },
+            // `handle_header` refuses content without a method first.
+            None => return,
+        };
+        sink.emit(event);
+    }
+
+    /// Resolves everything outstanding with `failure`: requests fail,
+    /// unconfirmed publishes fail, a partial content is dropped.
+    pub(crate) fn fail_outstanding(&mut self, failure: &Failure, sink: &mut Sink<'_>) {
+        let channel = self.id;
+        for pending in self.pending.drain(..) {
+            sink.emit(Event::RequestFailed {
+                channel,
+                request: pending.request,
+                failure: failure.clone(),
+            });
+        }
+        if let Some(ContentMethod::GetOk(_, request)) = self.content_method.take() {
+            sink.emit(Event::RequestFailed {
+                channel,
+                request,
+                failure: failure.clone(),
+            });
+        }
+        if let Some(confirms) = self.confirms.as_mut() {
+            for sequence in confirms.drain() {
+                sink.emit(Event::Confirm {
+                    channel,
+                    sequence,
+                    outcome: ConfirmOutcome::Failed(failure.clone()),
+                });
+            }
+        }
+        self.content.reset();
+        self.consumers.clear();
+    }
+
+    fn finish_close(&mut self, reason: CloseReason, sink: &mut Sink<'_>) {
+        self.fail_outstanding(&Failure::Channel(reason.clone()), sink);
+        sink.emit(Event::ChannelClosed {
+            channel: self.id,
+            reason,
+        });
+    }
+
+    /// Records a request sent on this channel, and what sending it changes.
+    pub(crate) fn sent(&mut self, method: &Method, request: Option<RequestId>) {
+        match method {
+            Method::ConfirmSelect(_) if self.confirms.is_none() => {
+                self.confirms = Some(Confirms::new());
+            }
+            Method::TxSelect(_) => self.transactional = true,
+            Method::BasicConsume(consume) if consume.nowait => {
+                self.consumers.push(consume.consumer_tag.clone());
+            }
+            Method::BasicCancel(cancel) if cancel.nowait => {
+                self.consumers.retain(|tag| *tag != cancel.consumer_tag);
+            }
+            _ => {}
+        }
+        if let Some(request) = request {
+            self.pending.push_back(Pending {
+                request,
+                replies: method.replies(),
+            });
+        }
+    }
+
+    pub(crate) fn has_consumer(&self, tag: &ShortString) -> bool {
+        !tag.is_empty() && self.consumers.contains(tag)
+    }
+
+    pub(crate) fn in_confirm_mode(&self) -> bool {
+        self.confirms.is_some()
+    }
+
+    pub(crate) fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
+    /// Records a publish; its confirm sequence number in confirm mode.
+    pub(crate) fn record_publish(&mut self) -> Option<u64> {
+        self.confirms.as_mut().map(Confirms::publish)
+    }
+
+    /// Starts closing from this side.
+    pub(crate) fn start_close(&mut self, reason: CloseReason) {
+        self.state = State::Closing(reason);
+    }
+}

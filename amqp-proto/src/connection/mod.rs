@@ -1,0 +1,726 @@
+//! The client connection state machine: handshake, tuning, heartbeats,
+//! channel bookkeeping and closing, driven by bytes and time from outside.
+
+mod config;
+mod handshake;
+pub(crate) mod output;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+pub use config::{Config, SaslMechanism, Tuning};
+
+use crate::channel::{Channel, ChannelRef, Disposition};
+use crate::codec::{
+    encode_heartbeat_frame, encode_method_frame, DecodeLimits, Frame, FrameDecoder, LongString,
+    ShortString,
+};
+use crate::error::{CloseReason, ConnectionError, Initiator, ProtocolViolation, UsageError};
+use crate::event::{Event, Failure, RequestId};
+use crate::spec::constants::{ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER};
+use crate::spec::{ConnectionClose, ConnectionCloseOk, ConnectionUpdateSecret, Method};
+pub(crate) use output::Output;
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Protocol header sent; waiting for `connection.start`.
+    AwaitStart,
+    /// `start-ok` (or `secure-ok`) sent; waiting for `tune` or `secure`.
+    AwaitTune,
+    /// `tune-ok` and `open` sent; waiting for `open-ok`.
+    AwaitOpenOk,
+    Open,
+    /// We sent `connection.close`; only `close` and `close-ok` matter now.
+    Closing {
+        error: ConnectionError,
+        deadline: Instant,
+    },
+    Closed,
+}
+
+/// Whether a publisher should go on now; see
+/// [`Connection::publish_readiness`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Readiness {
+    /// Publish.
+    Ready,
+    /// The broker blocked the connection (resource alarm); wait for
+    /// [`Event::Unblocked`].
+    Blocked,
+    /// The server paused the channel with `channel.flow`; wait for a
+    /// [`Event::Flow`] with `active`.
+    FlowPaused,
+    /// The channel has [`Config::max_unconfirmed`] publishes awaiting
+    /// confirmation; wait for [`Event::Confirm`]s.
+    ConfirmWindowFull,
+    /// [`Config::max_queued_output`] bytes wait to be written; write them.
+    OutputFull,
+    /// The channel or connection is not usable.
+    Closed,
+}
+
+/// Where [`Channel`]s send frames and report events while handling input.
+pub(crate) struct Sink<'a> {
+    output: &'a mut Output,
+    events: &'a mut VecDeque<Event>,
+    frame_max: u32,
+}
+
+impl Sink<'_> {
+    /// Queues a method the core sends on its own (close-ok, flow-ok, ...).
+    pub(crate) fn send(&mut self, channel: u16, method: &Method) {
+        // These replies are a few bytes with values the server sent us
+        // (short strings of at most 255 bytes), far below any frame-max,
+        // so encoding cannot fail.
+        let _ = encode_method_frame(channel, method, self.frame_max, self.output.frames());
+    }
+
+    pub(crate) fn emit(&mut self, event: Event) {
+        self.events.push_back(event);
+    }
+}
+
+/// An AMQP 0-9-1 client connection, without IO.
+///
+/// # Driving it
+///
+/// The adapter owns a socket and a clock and repeats, in any order that
+/// suits it:
+///
+/// 1. Bytes read from the socket go to [`handle_input`](Self::handle_input)
+///    with the current time; end of stream or an IO error goes to
+///    [`handle_transport_closed`](Self::handle_transport_closed).
+/// 2. When the time [`poll_timeout`](Self::poll_timeout) named has come,
+///    call [`handle_timeout`](Self::handle_timeout).
+/// 3. Application commands: [`open_channel`](Self::open_channel),
+///    [`channel`](Self::channel) for requests and publishes, [`close`](Self::close).
+/// 4. After any of the above, drain [`poll_transmit`](Self::poll_transmit)
+///    into the socket and [`poll_event`](Self::poll_event) into the
+///    application until both return `None`, then ask
+///    [`poll_timeout`](Self::poll_timeout) again.
+///
+/// The core is deterministic: the same inputs and times give the same
+/// transmits and events, whatever the split of the bytes. It never panics on
+/// what the server sends; a server that breaks the protocol gets the
+/// `connection.close` the specification prescribes, and every outstanding
+/// request and publish is resolved with the reason before [`Event::Closed`],
+/// which is always the last event.
+#[derive(Debug)]
+pub struct Connection {
+    config: Config,
+    state: State,
+    decoder: FrameDecoder,
+    output: Output,
+    events: VecDeque<Event>,
+    /// Indexed by channel id; slot 0 is never used.
+    channels: Vec<Option<Channel>>,
+    tuning: Tuning,
+    now: Instant,
+    handshake_deadline: Instant,
+    last_received: Instant,
+    last_sent: Instant,
+    next_request: u64,
+    /// Requests on channel 0 awaiting replies (`update-secret`).
+    connection_requests: VecDeque<RequestId>,
+    blocked: bool,
+    challenge_pending: bool,
+    /// What `connection.start` said, kept for [`Event::Opened`].
+    server_properties: crate::codec::FieldTable,
+}
+
+impl Connection {
+    /// A connection about to start: the protocol header is queued for
+    /// sending, and the handshake deadline runs from `now`.
+    #[must_use]
+    pub fn new(config: Config, now: Instant) -> Self {
+        let mut output = Output::default();
+        output.frames().extend_from_slice(&PROTOCOL_HEADER);
+        let decoder = FrameDecoder::new(DecodeLimits {
+            max_frame_size: FRAME_MIN_SIZE,
+            max_table_depth: config.max_table_depth,
+        });
+        Self {
+            handshake_deadline: now + config.handshake_timeout,
+            config,
+            state: State::AwaitStart,
+            decoder,
+            output,
+            events: VecDeque::new(),
+            channels: Vec::new(),
+            tuning: Tuning {
+                channel_max: 0,
+                frame_max: FRAME_MIN_SIZE,
+                heartbeat: 0,
+            },
+            now,
+            last_received: now,
+            last_sent: now,
+            next_request: 0,
+            connection_requests: VecDeque::new(),
+            blocked: false,
+            challenge_pending: false,
+            server_properties: crate::codec::FieldTable::new(),
+        }
+    }
+
+    /// The configuration it was created with.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The negotiated limits (before `tune`, the protocol's defaults).
+    #[must_use]
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+    }
+
+    /// True once the handshake completed and until closing starts.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// True once [`Event::Closed`] was emitted: nothing more will happen.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// True while the broker blocks publishing on this connection.
+    #[must_use]
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// Feeds bytes read from the socket, in any split.
+    pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
+        self.decoder.extend_from_slice(bytes);
+        self.handle_buffered_input(now);
+    }
+
+    /// The receive buffer, so the adapter can read from the socket straight
+    /// into it; then call [`handle_buffered_input`](Self::handle_buffered_input).
+    pub fn input_buffer(&mut self) -> &mut bytes::BytesMut {
+        self.decoder.buffer_mut()
+    }
+
+    /// Processes what was read into [`input_buffer`](Self::input_buffer).
+    pub fn handle_buffered_input(&mut self, now: Instant) {
+        self.now = now;
+        if self.decoder.buffered_len() == 0 || self.state == State::Closed {
+            return;
+        }
+        self.last_received = now;
+        while self.state != State::Closed {
+            match self.decoder.decode() {
+                Ok(Some(frame)) => {
+                    if let Err(violation) = self.handle_frame(frame) {
+                        self.protocol_violation(violation);
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    // The decoder stays failed: nothing after this can be read.
+                    self.protocol_violation(ProtocolViolation::Decode(error));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reports that the socket reached end of stream or failed.
+    pub fn handle_transport_closed(&mut self, reason: impl Into<String>) {
+        let reason = reason.into();
+        let error = match &self.state {
+            State::Closed => return,
+            State::AwaitTune => ConnectionError::AuthenticationFailed(format!(
+                "the server closed the connection after start-ok ({reason}); \
+                 the credentials were probably refused"
+            )),
+            // The server may drop the socket right after close-ok, or
+            // instead of it; the close is complete either way.
+            State::Closing { error, .. } => error.clone(),
+            _ => ConnectionError::TransportClosed(reason),
+        };
+        self.output.clear();
+        self.finish(error);
+    }
+
+    /// The next chunk of bytes to write, or `None` when nothing is queued.
+    /// Frames are coalesced into one chunk; each message body is its own
+    /// chunk, never copied, so adapters can write them with one vectored
+    /// write.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        let chunk = self.output.pop()?;
+        self.last_sent = self.now;
+        Some(chunk)
+    }
+
+    /// Bytes queued for writing.
+    #[must_use]
+    pub fn queued_output(&self) -> usize {
+        self.output.len()
+    }
+
+    /// The next event, or `None` when there is none.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// True while the adapter should keep reading from the socket: the
+    /// events not yet polled are fewer than [`Config::max_buffered_events`].
+    /// Stop reading otherwise, so a slow consumer bounds memory.
+    #[must_use]
+    pub fn wants_input(&self) -> bool {
+        self.state != State::Closed && self.events.len() < self.config.max_buffered_events
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called:
+    /// the handshake or close deadline, the next heartbeat to send, or the
+    /// moment the server counts as dead. `None` once closed.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            State::Closed => None,
+            State::Closing { deadline, .. } => Some(*deadline),
+            State::AwaitStart | State::AwaitTune | State::AwaitOpenOk => {
+                let handshake = Some(self.handshake_deadline);
+                handshake.min(self.heartbeat_deadline()).or(handshake)
+            }
+            State::Open => self.heartbeat_deadline(),
+        }
+    }
+
+    fn heartbeat_interval(&self) -> Option<Duration> {
+        match self.tuning.heartbeat {
+            0 => None,
+            seconds => Some(Duration::from_secs(u64::from(seconds))),
+        }
+    }
+
+    fn heartbeat_deadline(&self) -> Option<Instant> {
+        let interval = self.heartbeat_interval()?;
+        let send = self.last_sent + interval;
+        let dead = self.last_received + interval * 2;
+        Some(send.min(dead))
+    }
+
+    /// Acts on the deadlines that have passed by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        match &self.state {
+            State::Closed => return,
+            State::Closing { error, deadline } => {
+                if now >= *deadline {
+                    let error = match error {
+                        ConnectionError::Closed(reason)
+                            if reason.initiator == Initiator::Client =>
+                        {
+                            ConnectionError::CloseTimeout
+                        }
+                        other => other.clone(),
+                    };
+                    self.finish(error);
+                }
+                return;
+            }
+            State::AwaitStart | State::AwaitTune | State::AwaitOpenOk
+                if now >= self.handshake_deadline =>
+            {
+                self.output.clear();
+                self.finish(ConnectionError::HandshakeTimeout);
+                return;
+            }
+            _ => {}
+        }
+        let Some(interval) = self.heartbeat_interval() else {
+            return;
+        };
+        if now >= self.last_received + interval * 2 {
+            // Spec 4.2.7: a peer silent for two intervals is dead; close the
+            // socket without sending anything more.
+            self.output.clear();
+            self.finish(ConnectionError::HeartbeatTimeout);
+            return;
+        }
+        if now >= self.last_sent + interval {
+            encode_heartbeat_frame(self.output.frames());
+            self.last_sent = now;
+        }
+    }
+
+    fn next_request_id(&mut self) -> RequestId {
+        self.next_request += 1;
+        RequestId(self.next_request)
+    }
+
+    fn sink(&mut self) -> Sink<'_> {
+        Sink {
+            output: &mut self.output,
+            events: &mut self.events,
+            frame_max: self.tuning.frame_max,
+        }
+    }
+
+    fn send(&mut self, channel: u16, method: &Method) -> Result<(), UsageError> {
+        encode_method_frame(channel, method, self.tuning.frame_max, self.output.frames())?;
+        Ok(())
+    }
+
+    fn handle_frame(&mut self, frame: Frame) -> Result<(), ProtocolViolation> {
+        match self.state {
+            State::Closed => Ok(()),
+            State::Closing { .. } => {
+                self.handle_frame_while_closing(&frame);
+                Ok(())
+            }
+            State::AwaitStart | State::AwaitTune | State::AwaitOpenOk => {
+                self.handle_handshake(frame)
+            }
+            State::Open => match frame {
+                Frame::Heartbeat => Ok(()),
+                Frame::Method { channel: 0, method } => self.handle_connection_method(method),
+                Frame::Method { channel, method } => {
+                    if method.id().class_id == crate::spec::ConnectionStart::ID.class_id {
+                        return Err(ProtocolViolation::WrongChannel {
+                            channel,
+                            method: method.name(),
+                        });
+                    }
+                    if !method.sent_by_server() {
+                        return Err(ProtocolViolation::UnexpectedMethod {
+                            channel,
+                            method: method.name(),
+                            why: "only clients send it",
+                        });
+                    }
+                    self.with_channel(channel, |channel, sink| channel.handle_method(method, sink))
+                }
+                Frame::Header { channel: 0, .. } | Frame::Body { channel: 0, .. } => {
+                    Err(ProtocolViolation::UnexpectedContent { channel: 0 })
+                }
+                Frame::Header { channel, header } => {
+                    self.with_channel(channel, |channel, sink| channel.handle_header(header, sink))
+                }
+                Frame::Body { channel, payload } => {
+                    self.with_channel(channel, |channel, sink| channel.handle_body(payload, sink))
+                }
+            },
+        }
+    }
+
+    fn with_channel(
+        &mut self,
+        id: u16,
+        handle: impl FnOnce(&mut Channel, &mut Sink<'_>) -> Result<Disposition, ProtocolViolation>,
+    ) -> Result<(), ProtocolViolation> {
+        let mut sink = Sink {
+            output: &mut self.output,
+            events: &mut self.events,
+            frame_max: self.tuning.frame_max,
+        };
+        let slot = self.channels.get_mut(usize::from(id));
+        let Some(Some(channel)) = slot else {
+            return Err(ProtocolViolation::ChannelNotOpen { channel: id });
+        };
+        if handle(channel, &mut sink)? == Disposition::Remove {
+            if let Some(slot) = self.channels.get_mut(usize::from(id)) {
+                *slot = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_connection_method(&mut self, method: Method) -> Result<(), ProtocolViolation> {
+        match method {
+            Method::ConnectionClose(close) => {
+                self.sink().send(0, &ConnectionCloseOk {}.into());
+                let reason = CloseReason {
+                    code: ReplyCode(close.reply_code),
+                    text: close.reply_text.to_string_lossy().into_owned(),
+                    class_id: close.class_id,
+                    method_id: close.method_id,
+                    initiator: Initiator::Server,
+                };
+                self.finish(ConnectionError::Closed(reason));
+                Ok(())
+            }
+            Method::ConnectionBlocked(blocked) => {
+                self.blocked = true;
+                self.events.push_back(Event::Blocked {
+                    reason: blocked.reason,
+                });
+                Ok(())
+            }
+            Method::ConnectionUnblocked(_) => {
+                self.blocked = false;
+                self.events.push_back(Event::Unblocked);
+                Ok(())
+            }
+            Method::ConnectionUpdateSecretOk(_) => match self.connection_requests.pop_front() {
+                Some(request) => {
+                    self.events.push_back(Event::Reply {
+                        channel: 0,
+                        request,
+                        method,
+                    });
+                    Ok(())
+                }
+                None => Err(ProtocolViolation::UnexpectedMethod {
+                    channel: 0,
+                    method: method.name(),
+                    why: "no update-secret awaits it",
+                }),
+            },
+            other => Err(ProtocolViolation::UnexpectedMethod {
+                channel: 0,
+                method: other.name(),
+                why: "not valid on an open connection's channel 0",
+            }),
+        }
+    }
+
+    fn handle_frame_while_closing(&mut self, frame: &Frame) {
+        let State::Closing { error, .. } = &self.state else {
+            return;
+        };
+        let error = error.clone();
+        match frame {
+            Frame::Method {
+                channel: 0,
+                method: Method::ConnectionCloseOk(_),
+            } => self.finish(error),
+            Frame::Method {
+                channel: 0,
+                method: Method::ConnectionClose(_),
+            } => {
+                // Both sides closed at once: answer, and we are done.
+                self.sink().send(0, &ConnectionCloseOk {}.into());
+                self.finish(error);
+            }
+            _ => {}
+        }
+    }
+
+    /// Resolves everything outstanding on every channel with `error`.
+    fn fail_outstanding(&mut self, error: &ConnectionError) {
+        let failure = Failure::Connection(error.clone());
+        let mut sink = Sink {
+            output: &mut self.output,
+            events: &mut self.events,
+            frame_max: self.tuning.frame_max,
+        };
+        for channel in self.channels.iter_mut().flatten() {
+            channel.fail_outstanding(&failure, &mut sink);
+        }
+        self.channels.clear();
+        for request in self.connection_requests.drain(..) {
+            self.events.push_back(Event::RequestFailed {
+                channel: 0,
+                request,
+                failure: failure.clone(),
+            });
+        }
+    }
+
+    /// Ends the connection: resolves what is left and emits [`Event::Closed`].
+    fn finish(&mut self, error: ConnectionError) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.fail_outstanding(&error);
+        self.state = State::Closed;
+        self.events.push_back(Event::Closed(error));
+    }
+
+    /// The server broke the protocol: close with the prescribed code.
+    fn protocol_violation(&mut self, violation: ProtocolViolation) {
+        let silent =
+            matches!(&violation, ProtocolViolation::Decode(error) if error.close_silently());
+        let code = violation.reply_code();
+        let text = violation.to_string();
+        let error = ConnectionError::ProtocolViolation { error: violation };
+        if silent {
+            self.output.clear();
+            self.finish(error);
+            return;
+        }
+        if matches!(self.state, State::Closing { .. }) {
+            // Our close is queued already; the decoder is dead, so its
+            // close-ok could not be read anyway.
+            self.finish(error);
+            return;
+        }
+        self.start_close(code, &text, error);
+    }
+
+    /// Sends `connection.close` and waits for `close-ok`; outstanding work is
+    /// resolved at once with `error`.
+    fn start_close(&mut self, code: ReplyCode, text: &str, error: ConnectionError) {
+        let close = ConnectionClose {
+            reply_code: code.0,
+            reply_text: truncated(text),
+            class_id: 0,
+            method_id: 0,
+        };
+        self.sink().send(0, &close.into());
+        self.fail_outstanding(&error);
+        self.state = State::Closing {
+            error,
+            deadline: self.now + self.config.close_timeout,
+        };
+    }
+
+    /// Closes the connection with `code` (200 for a normal close) and `text`.
+    /// Every outstanding request and publish fails at once; [`Event::Closed`]
+    /// follows the server's `close-ok` (or the close deadline).
+    pub fn close(&mut self, code: ReplyCode, text: &str) -> Result<(), UsageError> {
+        match self.state {
+            State::Closing { .. } | State::Closed => return Err(UsageError::ConnectionClosed),
+            State::AwaitStart | State::AwaitTune => {
+                // Nothing to close politely before tuning: just drop.
+                self.output.clear();
+                let reason = CloseReason::new(code, text, Initiator::Client);
+                self.finish(ConnectionError::Closed(reason));
+                return Ok(());
+            }
+            State::AwaitOpenOk | State::Open => {}
+        }
+        let reason = CloseReason::new(code, text, Initiator::Client);
+        self.start_close(code, text, ConnectionError::Closed(reason));
+        Ok(())
+    }
+
+    /// Opens a channel on the lowest free id. [`Event::ChannelOpened`]
+    /// follows; requests may be sent on it at once (they are pipelined).
+    pub fn open_channel(&mut self) -> Result<u16, UsageError> {
+        self.check_open()?;
+        let channel_max = self.tuning.channel_max;
+        let free = self
+            .channels
+            .iter()
+            .enumerate()
+            .skip(1)
+            .find(|(_, slot)| slot.is_none())
+            .map(|(index, _)| index);
+        let index = match free {
+            Some(index) => index,
+            None if self.channels.len() <= usize::from(channel_max) => self.channels.len().max(1),
+            None => return Err(UsageError::NoFreeChannel(channel_max)),
+        };
+        let id = u16::try_from(index).map_err(|_| UsageError::NoFreeChannel(channel_max))?;
+        self.send(id, &crate::spec::ChannelOpen::default().into())?;
+        let request = self.next_request_id();
+        if self.channels.len() <= index {
+            self.channels.resize_with(index + 1, || None);
+        }
+        if let Some(slot) = self.channels.get_mut(index) {
+            *slot = Some(Channel::opening(id, request, self.config.max_body_size));
+        }
+        Ok(id)
+    }
+
+    /// A handle for sending requests and publishes on an open (or opening)
+    /// channel.
+    pub fn channel(&mut self, id: u16) -> Result<ChannelRef<'_>, UsageError> {
+        self.check_open()?;
+        match self.channels.get(usize::from(id)) {
+            Some(Some(channel)) if !channel.is_closing() => Ok(ChannelRef::new(self, id)),
+            _ => Err(UsageError::ChannelNotOpen(id)),
+        }
+    }
+
+    /// Answers an [`Event::SaslChallenge`].
+    pub fn respond_to_challenge(
+        &mut self,
+        response: impl Into<LongString>,
+    ) -> Result<(), UsageError> {
+        if !self.challenge_pending || self.state != State::AwaitTune {
+            return Err(UsageError::NoChallengePending);
+        }
+        let secure_ok = crate::spec::ConnectionSecureOk {
+            response: response.into(),
+        };
+        self.send(0, &secure_ok.into())?;
+        self.challenge_pending = false;
+        Ok(())
+    }
+
+    /// Replaces the connection's secret (RabbitMQ's `update-secret`, for
+    /// expiring OAuth 2 tokens); the reply is an [`Event::Reply`] on
+    /// channel 0 with the returned request id.
+    pub fn update_secret(
+        &mut self,
+        new_secret: impl Into<LongString>,
+        reason: &str,
+    ) -> Result<RequestId, UsageError> {
+        self.check_open()?;
+        let update = ConnectionUpdateSecret {
+            new_secret: new_secret.into(),
+            reason: reason.into(),
+        };
+        self.send(0, &update.into())?;
+        let request = self.next_request_id();
+        self.connection_requests.push_back(request);
+        Ok(request)
+    }
+
+    /// The one back-pressure answer for a publisher on `channel`, folding
+    /// the broker's `connection.blocked`, `channel.flow`, the unconfirmed
+    /// window and the output queue. Publishing anyway is allowed (the core
+    /// queues it), but memory then grows.
+    #[must_use]
+    pub fn publish_readiness(&self, channel: u16) -> Readiness {
+        let Some(Some(state)) = self.channels.get(usize::from(channel)) else {
+            return Readiness::Closed;
+        };
+        if self.state != State::Open || state.is_closing() {
+            Readiness::Closed
+        } else if self.blocked {
+            Readiness::Blocked
+        } else if !state.flow_active() {
+            Readiness::FlowPaused
+        } else if state.unconfirmed() >= self.config.max_unconfirmed {
+            Readiness::ConfirmWindowFull
+        } else if self.output.len() >= self.config.max_queued_output {
+            Readiness::OutputFull
+        } else {
+            Readiness::Ready
+        }
+    }
+
+    pub(crate) fn output_mut(&mut self) -> &mut Output {
+        &mut self.output
+    }
+
+    pub(crate) fn channel_state(&mut self, id: u16) -> Option<&mut Channel> {
+        self.channels.get_mut(usize::from(id))?.as_mut()
+    }
+
+    pub(crate) fn allocate_request(&mut self) -> RequestId {
+        self.next_request_id()
+    }
+
+    fn check_open(&self) -> Result<(), UsageError> {
+        match self.state {
+            State::Open => Ok(()),
+            State::Closing { .. } | State::Closed => Err(UsageError::ConnectionClosed),
+            _ => Err(UsageError::NotOpen),
+        }
+    }
+}
+
+/// A reply text cut to fit a short string, on a character boundary.
+fn truncated(text: &str) -> ShortString {
+    let mut end = text.len().min(255);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    ShortString::from(text.get(..end).unwrap_or_default())
+}

@@ -1,0 +1,221 @@
+//! What the core reports to the adapter: the outcome of every request and
+//! everything the server says on its own.
+
+use bytes::Bytes;
+
+use crate::codec::{BasicProperties, Content, FieldTable, LongString, ShortString};
+use crate::connection::Tuning;
+use crate::error::{CloseReason, ConnectionError};
+use crate::spec::Method;
+
+/// Identifies one request (a synchronous method, or a channel open/close)
+/// so that its outcome can be matched to whoever is waiting for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub(crate) u64);
+
+impl RequestId {
+    /// The number behind the id; unique within one connection.
+    #[must_use]
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// Why a request or publish was not answered: its channel or its connection
+/// closed first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The channel closed.
+    #[error("channel {0}")]
+    Channel(CloseReason),
+    /// The connection ended.
+    #[error(transparent)]
+    Connection(ConnectionError),
+}
+
+/// How the server settled one confirmed publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfirmOutcome {
+    /// `basic.ack`: the broker took responsibility for the message.
+    Ack,
+    /// `basic.nack`: the broker could not take the message.
+    Nack,
+    /// The channel or connection closed first: the message may or may not
+    /// have been taken. It is never re-sent silently.
+    Failed(Failure),
+}
+
+/// A message delivered to a consumer (`basic.deliver` with its content).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The channel it arrived on.
+    pub channel: u16,
+    /// The consumer it is for.
+    pub consumer_tag: ShortString,
+    /// The tag to acknowledge it with, on the same channel.
+    pub delivery_tag: u64,
+    /// True if it was delivered before and not acknowledged.
+    pub redelivered: bool,
+    /// The exchange it was published to.
+    pub exchange: ShortString,
+    /// The routing key it was published with.
+    pub routing_key: ShortString,
+    /// Its properties and body.
+    pub content: Content,
+}
+
+impl Delivery {
+    /// The message's properties.
+    #[must_use]
+    pub fn properties(&self) -> &BasicProperties {
+        &self.content.header.properties
+    }
+
+    /// The message's body.
+    #[must_use]
+    pub fn body(&self) -> &Bytes {
+        &self.content.body
+    }
+}
+
+/// A mandatory message the broker could not route (`basic.return`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Returned {
+    /// The channel it was published on.
+    pub channel: u16,
+    /// Why it was returned (312 no-route, 313 no-consumers).
+    pub reply_code: u16,
+    /// The server's explanation.
+    pub reply_text: ShortString,
+    /// The exchange it was published to.
+    pub exchange: ShortString,
+    /// The routing key it was published with.
+    pub routing_key: ShortString,
+    /// Its properties and body.
+    pub content: Content,
+}
+
+/// A message fetched with `basic.get`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GetMessage {
+    /// The tag to acknowledge it with.
+    pub delivery_tag: u64,
+    /// True if it was delivered before and not acknowledged.
+    pub redelivered: bool,
+    /// The exchange it was published to.
+    pub exchange: ShortString,
+    /// The routing key it was published with.
+    pub routing_key: ShortString,
+    /// Messages left in the queue.
+    pub message_count: u32,
+    /// Its properties and body.
+    pub content: Content,
+}
+
+/// Something the adapter must act on. Drain them with
+/// [`Connection::poll_event`](crate::Connection::poll_event) after every
+/// input and command.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The handshake completed: channels can be opened.
+    Opened {
+        /// The negotiated limits.
+        tuning: Tuning,
+        /// What the server said about itself (product, version,
+        /// capabilities, cluster name, ...).
+        server_properties: FieldTable,
+    },
+    /// A custom SASL mechanism received a challenge; answer with
+    /// [`Connection::respond_to_challenge`](crate::Connection::respond_to_challenge).
+    SaslChallenge {
+        /// The challenge.
+        challenge: LongString,
+    },
+    /// A channel is open.
+    ChannelOpened {
+        /// The channel.
+        channel: u16,
+        /// The request that opened it.
+        request: RequestId,
+    },
+    /// A synchronous request was answered.
+    Reply {
+        /// The channel.
+        channel: u16,
+        /// The request answered (requests on a channel are answered in the
+        /// order they were sent).
+        request: RequestId,
+        /// The reply (`queue.declare-ok`, `basic.consume-ok`,
+        /// `basic.get-empty`, ...). `basic.get-ok` arrives as
+        /// [`Event::GetOk`] instead.
+        method: Method,
+    },
+    /// A `basic.get` was answered with a message.
+    GetOk {
+        /// The channel.
+        channel: u16,
+        /// The `basic.get` request.
+        request: RequestId,
+        /// The message.
+        message: Box<GetMessage>,
+    },
+    /// A request will never be answered: its channel or connection closed.
+    RequestFailed {
+        /// The channel.
+        channel: u16,
+        /// The request.
+        request: RequestId,
+        /// Why.
+        failure: Failure,
+    },
+    /// A message for a consumer.
+    Delivery(Delivery),
+    /// An unroutable mandatory message came back. RabbitMQ sends it before
+    /// the confirm of the same publish, and events keep that order.
+    Returned(Box<Returned>),
+    /// A publish in confirm mode was settled.
+    Confirm {
+        /// The channel it was published on.
+        channel: u16,
+        /// The sequence number [`ChannelRef::publish`](crate::ChannelRef::publish)
+        /// returned for it.
+        sequence: u64,
+        /// How it was settled.
+        outcome: ConfirmOutcome,
+    },
+    /// The server cancelled a consumer (its queue was deleted, or it failed
+    /// over); no more deliveries will come for it.
+    ConsumerCancelled {
+        /// The channel.
+        channel: u16,
+        /// The consumer.
+        consumer_tag: ShortString,
+    },
+    /// The server asked to pause (`active == false`) or resume publishing on
+    /// a channel; the core answered it.
+    Flow {
+        /// The channel.
+        channel: u16,
+        /// Whether publishing may go on.
+        active: bool,
+    },
+    /// The broker stopped accepting publishes on this connection (a memory
+    /// or disk alarm).
+    Blocked {
+        /// The broker's reason.
+        reason: ShortString,
+    },
+    /// The broker accepts publishes again.
+    Unblocked,
+    /// A channel closed, by either side. Its id may be reused.
+    ChannelClosed {
+        /// The channel.
+        channel: u16,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// The connection is over: the adapter sends what is still queued (at
+    /// most a close or close-ok) and closes the socket. Always the last event.
+    Closed(ConnectionError),
+}

@@ -1,0 +1,494 @@
+//! The connection state machine against a scripted broker on simulated time.
+
+mod support;
+
+use std::time::Duration;
+
+use amqp_proto::codec::BasicProperties;
+use amqp_proto::spec::constants::ReplyCode;
+use amqp_proto::spec::{self, Method};
+use amqp_proto::{
+    Config, ConfirmOutcome, ConnectionError, Event, Failure, Initiator, ProtocolViolation,
+};
+use support::Peer;
+
+fn open_peer(heartbeat: u16) -> Peer {
+    let mut peer = Peer::new(Config::default());
+    peer.handshake(heartbeat);
+    peer
+}
+
+#[test]
+fn handshake_sends_plain_credentials_and_negotiated_tuning() {
+    let mut config = Config::default();
+    config.channel_max = 100;
+    config.frame_max = 65_536;
+    config.heartbeat = 30;
+    let mut peer = Peer::new(config);
+    assert!(peer.client_frames().is_empty());
+    peer.send(
+        0,
+        spec::ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            mechanisms: "AMQPLAIN PLAIN".into(),
+            locales: "en_US".into(),
+            ..Default::default()
+        },
+    );
+    let sent = peer.expect_methods(&["connection.start-ok"]);
+    let Method::ConnectionStartOk(start_ok) = &sent[0].1 else {
+        unreachable!()
+    };
+    assert_eq!(start_ok.mechanism, "PLAIN");
+    assert_eq!(start_ok.response, "\0guest\0guest");
+    assert_eq!(start_ok.locale, "en_US");
+    assert!(start_ok.client_properties.get("capabilities").is_some());
+
+    peer.send(
+        0,
+        spec::ConnectionTune {
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat: 60,
+        },
+    );
+    let sent = peer.expect_methods(&["connection.tune-ok", "connection.open"]);
+    assert_eq!(
+        sent[0].1,
+        Method::ConnectionTuneOk(spec::ConnectionTuneOk {
+            channel_max: 100,
+            frame_max: 65_536,
+            heartbeat: 30
+        })
+    );
+    let Method::ConnectionOpen(open) = &sent[1].1 else {
+        unreachable!()
+    };
+    assert_eq!(open.virtual_host, "/");
+    peer.send(0, spec::ConnectionOpenOk::default());
+    let events = peer.events();
+    let [Event::Opened { tuning, .. }] = events.as_slice() else {
+        panic!("{events:?}");
+    };
+    assert_eq!(tuning.heartbeat, 30);
+    assert!(peer.connection.is_open());
+}
+
+#[test]
+fn refused_credentials_are_an_authentication_failure() {
+    let mut peer = Peer::new(Config::default());
+    peer.send(
+        0,
+        spec::ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            mechanisms: "PLAIN".into(),
+            locales: "en_US".into(),
+            ..Default::default()
+        },
+    );
+    peer.client_frames();
+    peer.send(
+        0,
+        spec::ConnectionClose {
+            reply_code: 403,
+            reply_text: "ACCESS_REFUSED - Login was refused".into(),
+            ..Default::default()
+        },
+    );
+    peer.expect_methods(&["connection.close-ok"]);
+    let events = peer.events();
+    assert!(
+        matches!(events.as_slice(), [Event::Closed(ConnectionError::AuthenticationFailed(text))] if text.contains("Login")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn heartbeats_are_sent_after_an_idle_interval_and_silence_kills() {
+    let mut peer = open_peer(10);
+    // Nothing sent since the handshake: a heartbeat is due at 10 s.
+    peer.advance(Duration::from_millis(9_999));
+    assert!(peer.client_frames().is_empty());
+    peer.advance(Duration::from_millis(1));
+    assert_eq!(
+        peer.client_frames(),
+        vec![amqp_proto::codec::Frame::Heartbeat]
+    );
+    assert_eq!(peer.elapsed_ms(), 10_000);
+    // The server stays silent: dead at two intervals, 20 s after the last
+    // bytes it sent, with nothing more sent.
+    peer.advance(Duration::from_millis(9_999));
+    assert!(peer.events().is_empty());
+    peer.advance(Duration::from_millis(1));
+    assert_eq!(peer.elapsed_ms(), 20_000);
+    let events = peer.events();
+    assert_eq!(
+        events,
+        vec![Event::Closed(ConnectionError::HeartbeatTimeout)]
+    );
+    assert!(
+        peer.client_frames().is_empty(),
+        "nothing is sent to a dead peer"
+    );
+    assert!(peer.connection.poll_timeout().is_none());
+}
+
+#[test]
+fn confirms_resolve_exactly_with_multiple_acks_and_nacks() {
+    let mut peer = open_peer(0);
+    let channel = peer.open_channel();
+    let select = peer
+        .connection
+        .channel(channel)
+        .unwrap()
+        .request(spec::ConfirmSelect::default())
+        .unwrap()
+        .expect("select-ok is awaited");
+    let mut sequences = Vec::new();
+    for _ in 0..5 {
+        let publish = spec::BasicPublish {
+            routing_key: "q".into(),
+            ..Default::default()
+        };
+        let sequence = peer
+            .connection
+            .channel(channel)
+            .unwrap()
+            .publish(publish, BasicProperties::default(), &b"body"[..])
+            .unwrap();
+        sequences.push(sequence.expect("confirm mode numbers publishes"));
+    }
+    assert_eq!(sequences, vec![1, 2, 3, 4, 5]);
+    let frames = peer.client_frames();
+    assert_eq!(
+        frames.len(),
+        1 + 5 * 3,
+        "select, then method+header+body each"
+    );
+    peer.send(channel, spec::ConfirmSelectOk::default());
+    peer.send(
+        channel,
+        spec::BasicAck {
+            delivery_tag: 2,
+            multiple: false,
+        },
+    );
+    peer.send(
+        channel,
+        spec::BasicNack {
+            delivery_tag: 3,
+            multiple: true,
+            requeue: false,
+        },
+    );
+    peer.send(
+        channel,
+        spec::BasicAck {
+            delivery_tag: 5,
+            multiple: true,
+        },
+    );
+    let events = peer.events();
+    let confirms: Vec<(u64, ConfirmOutcome)> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Confirm {
+                sequence, outcome, ..
+            } => Some((*sequence, outcome.clone())),
+            _ => None,
+        })
+        .collect();
+    assert!(matches!(&events[0], Event::Reply { request, .. } if *request == select));
+    assert_eq!(
+        confirms,
+        vec![
+            (2, ConfirmOutcome::Ack),
+            (1, ConfirmOutcome::Nack),
+            (3, ConfirmOutcome::Nack),
+            (4, ConfirmOutcome::Ack),
+            (5, ConfirmOutcome::Ack),
+        ]
+    );
+    assert_eq!(peer.connection.channel(channel).unwrap().unconfirmed(), 0);
+}
+
+#[test]
+fn return_comes_before_the_ack_of_the_same_publish() {
+    let mut peer = open_peer(0);
+    let channel = peer.open_channel();
+    peer.connection
+        .channel(channel)
+        .unwrap()
+        .request(spec::ConfirmSelect::default())
+        .unwrap();
+    let publish = spec::BasicPublish {
+        routing_key: "nowhere".into(),
+        mandatory: true,
+        ..Default::default()
+    };
+    peer.connection
+        .channel(channel)
+        .unwrap()
+        .publish(publish, BasicProperties::default(), &b"lost"[..])
+        .unwrap();
+    peer.client_frames();
+    peer.send(channel, spec::ConfirmSelectOk::default());
+    peer.send_content(
+        channel,
+        spec::BasicReturn {
+            reply_code: 312,
+            reply_text: "NO_ROUTE".into(),
+            exchange: "".into(),
+            routing_key: "nowhere".into(),
+        },
+        BasicProperties::default(),
+        b"lost",
+    );
+    peer.send(
+        channel,
+        spec::BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    let events = peer.events();
+    assert!(
+        matches!(&events[1], Event::Returned(returned) if returned.reply_code == 312 && returned.content.body == b"lost"[..])
+    );
+    assert!(matches!(
+        &events[2],
+        Event::Confirm {
+            sequence: 1,
+            outcome: ConfirmOutcome::Ack,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_channel_closed_by_the_server_fails_what_is_outstanding() {
+    let mut peer = open_peer(0);
+    let channel = peer.open_channel();
+    let mut ch = peer.connection.channel(channel).unwrap();
+    ch.request(spec::ConfirmSelect::default()).unwrap();
+    ch.publish(
+        spec::BasicPublish::default(),
+        BasicProperties::default(),
+        &b"x"[..],
+    )
+    .unwrap();
+    let declare = ch
+        .request(spec::QueueDeclare {
+            queue: "q".into(),
+            passive: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+    peer.client_frames();
+    peer.send(channel, spec::ConfirmSelectOk::default());
+    peer.send(
+        channel,
+        spec::ChannelClose {
+            reply_code: 404,
+            reply_text: "NOT_FOUND - no queue 'q'".into(),
+            class_id: 50,
+            method_id: 10,
+        },
+    );
+    peer.expect_methods(&["channel.close-ok"]);
+    let events = peer.events();
+    assert_eq!(events.len(), 4, "{events:?}");
+    let Event::RequestFailed {
+        request,
+        failure: Failure::Channel(reason),
+        ..
+    } = &events[1]
+    else {
+        panic!("{events:?}");
+    };
+    assert_eq!(*request, declare);
+    assert_eq!(reason.code, ReplyCode::NOT_FOUND);
+    assert_eq!(reason.initiator, Initiator::Server);
+    assert!(matches!(
+        &events[2],
+        Event::Confirm {
+            sequence: 1,
+            outcome: ConfirmOutcome::Failed(_),
+            ..
+        }
+    ));
+    assert!(matches!(&events[3], Event::ChannelClosed { channel: id, .. } if *id == channel));
+    // The id is free again.
+    assert_eq!(peer.connection.open_channel(), Ok(channel));
+}
+
+#[test]
+fn a_delivery_is_assembled_from_its_frames() {
+    let mut peer = open_peer(0);
+    let channel = peer.open_channel();
+    let consume = peer
+        .connection
+        .channel(channel)
+        .unwrap()
+        .request(spec::BasicConsume {
+            queue: "q".into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+    peer.client_frames();
+    peer.send(
+        channel,
+        spec::BasicConsumeOk {
+            consumer_tag: "ctag".into(),
+        },
+    );
+    peer.send_content(
+        channel,
+        spec::BasicDeliver {
+            consumer_tag: "ctag".into(),
+            delivery_tag: 1,
+            redelivered: false,
+            exchange: "".into(),
+            routing_key: "q".into(),
+        },
+        BasicProperties::default().content_type("text/plain"),
+        b"hello",
+    );
+    let events = peer.events();
+    assert!(matches!(&events[0], Event::Reply { request, .. } if *request == consume));
+    let Event::Delivery(delivery) = &events[1] else {
+        panic!("{events:?}");
+    };
+    assert_eq!(delivery.consumer_tag, "ctag");
+    assert_eq!(delivery.body(), &b"hello"[..]);
+    assert_eq!(
+        delivery.properties().content_type.as_ref().unwrap(),
+        "text/plain"
+    );
+    // The server cancels the consumer (queue deleted).
+    peer.send(
+        channel,
+        spec::BasicCancel {
+            consumer_tag: "ctag".into(),
+            nowait: true,
+        },
+    );
+    assert_eq!(
+        peer.events(),
+        vec![Event::ConsumerCancelled {
+            channel,
+            consumer_tag: "ctag".into()
+        }]
+    );
+    assert!(
+        peer.client_frames().is_empty(),
+        "nowait cancel needs no reply"
+    );
+}
+
+#[test]
+fn hostile_frames_close_the_connection_with_the_prescribed_code() {
+    let cases: Vec<(&str, Vec<u8>, ReplyCode)> = vec![
+        (
+            "unknown frame type",
+            vec![9, 0, 0, 0, 0, 0, 0, 0xCE],
+            ReplyCode::FRAME_ERROR,
+        ),
+        (
+            "oversize frame",
+            vec![1, 0, 0, 0x10, 0, 0, 0],
+            ReplyCode::FRAME_ERROR,
+        ),
+        (
+            "unknown method",
+            vec![1, 0, 0, 0, 0, 0, 4, 0, 10, 0, 99, 0xCE],
+            ReplyCode::NOT_IMPLEMENTED,
+        ),
+        (
+            "frame on a channel never opened",
+            vec![1, 0, 7, 0, 0, 0, 4, 0, 20, 0, 41, 0xCE],
+            ReplyCode::CHANNEL_ERROR,
+        ),
+        (
+            "body without a header",
+            vec![3, 0, 1, 0, 0, 0, 1, b'x', 0xCE],
+            ReplyCode::UNEXPECTED_FRAME,
+        ),
+        (
+            "client-only method",
+            vec![1, 0, 1, 0, 0, 0, 4, 0, 90, 0, 10, 0xCE],
+            ReplyCode::COMMAND_INVALID,
+        ),
+        // connection.start whose server-properties table holds tag `Z`.
+        (
+            "unknown field tag",
+            vec![
+                1, 0, 0, 0, 0, 0, 13, 0, 10, 0, 10, 0, 9, 0, 0, 0, 3, 1, b'k', b'Z', 0xCE,
+            ],
+            ReplyCode::SYNTAX_ERROR,
+        ),
+    ];
+    for (name, bytes, code) in cases {
+        let mut peer = open_peer(0);
+        peer.open_channel();
+        peer.feed(&bytes);
+        let sent = peer.expect_methods(&["connection.close"]);
+        let Method::ConnectionClose(close) = &sent[0].1 else {
+            unreachable!()
+        };
+        assert_eq!(ReplyCode(close.reply_code), code, "{name}: {close:?}");
+        // Nothing but close-ok matters now; commands are refused.
+        assert!(peer.connection.open_channel().is_err(), "{name}");
+        peer.send(0, spec::ConnectionCloseOk::default());
+        let events = peer.events();
+        assert!(
+            matches!(events.last(), Some(Event::Closed(ConnectionError::ProtocolViolation { error })) if error.reply_code() == code),
+            "{name}: {events:?}"
+        );
+        assert!(
+            peer.client_frames().is_empty(),
+            "{name}: nothing after close"
+        );
+    }
+}
+
+#[test]
+fn a_bad_frame_end_drops_the_connection_without_a_word() {
+    let mut peer = open_peer(0);
+    peer.feed(&[8, 0, 0, 0, 0, 0, 0, 0xCD]);
+    assert!(peer.client_frames().is_empty());
+    let events = peer.events();
+    assert!(matches!(
+        events.as_slice(),
+        [Event::Closed(ConnectionError::ProtocolViolation {
+            error: ProtocolViolation::Decode(_)
+        })]
+    ));
+}
+
+#[test]
+fn both_sides_closing_at_once_completes() {
+    let mut peer = open_peer(0);
+    peer.connection
+        .close(ReplyCode::REPLY_SUCCESS, "bye")
+        .unwrap();
+    peer.expect_methods(&["connection.close"]);
+    peer.send(
+        0,
+        spec::ConnectionClose {
+            reply_code: 320,
+            reply_text: "CONNECTION_FORCED".into(),
+            ..Default::default()
+        },
+    );
+    peer.expect_methods(&["connection.close-ok"]);
+    let events = peer.events();
+    assert!(
+        matches!(events.as_slice(), [Event::Closed(ConnectionError::Closed(reason))] if reason.initiator == Initiator::Client)
+    );
+    assert!(peer.connection.is_closed());
+}
