@@ -156,7 +156,7 @@ fn confirms_resolve_exactly_with_multiple_acks_and_nacks() {
             .connection
             .channel(channel)
             .unwrap()
-            .publish(publish, BasicProperties::default(), &b"body"[..])
+            .publish(&publish, &BasicProperties::default(), &b"body"[..])
             .unwrap();
         sequences.push(sequence.expect("confirm mode numbers publishes"));
     }
@@ -231,7 +231,7 @@ fn return_comes_before_the_ack_of_the_same_publish() {
     peer.connection
         .channel(channel)
         .unwrap()
-        .publish(publish, BasicProperties::default(), &b"lost"[..])
+        .publish(&publish, &BasicProperties::default(), &b"lost"[..])
         .unwrap();
     peer.client_frames();
     peer.send(channel, spec::ConfirmSelectOk::default());
@@ -274,8 +274,8 @@ fn a_channel_closed_by_the_server_fails_what_is_outstanding() {
     let mut ch = peer.connection.channel(channel).unwrap();
     ch.request(spec::ConfirmSelect::default()).unwrap();
     ch.publish(
-        spec::BasicPublish::default(),
-        BasicProperties::default(),
+        &spec::BasicPublish::default(),
+        &BasicProperties::default(),
         &b"x"[..],
     )
     .unwrap();

@@ -3,7 +3,8 @@
 use bytes::Bytes;
 
 use crate::codec::{
-    body_frame_header, encode_header_frame, encode_method_frame, BasicProperties, ContentHeader,
+    body_frame_header, encode_method_frame, encode_properties_frame, encode_publish_frame,
+    BasicProperties,
 };
 use crate::connection::Connection;
 use crate::error::{CloseReason, Initiator, UsageError};
@@ -131,10 +132,13 @@ impl<'a> ChannelRef<'a> {
     /// frames as the negotiated frame-max needs, each body piece a slice of
     /// `body` sent without copying. In confirm mode, returns the sequence
     /// number its [`Event::Confirm`](crate::Event::Confirm) will carry.
+    ///
+    /// The method and properties are borrowed: publishers usually send many
+    /// messages with the same ones, and the properties are large.
     pub fn publish(
         &mut self,
-        publish: BasicPublish,
-        properties: BasicProperties,
+        publish: &BasicPublish,
+        properties: &BasicProperties,
         body: impl Into<Bytes>,
     ) -> Result<Option<u64>, UsageError> {
         let body = body.into();
@@ -148,10 +152,11 @@ impl<'a> ChannelRef<'a> {
         let frame_max = self.connection.tuning().frame_max;
         let output = self.connection.output_mut();
         let start = output.frames().len();
-        let method = Method::BasicPublish(publish);
-        encode_method_frame(self.id, &method, frame_max, output.frames())?;
-        let header = ContentHeader::basic(body.len() as u64, properties);
-        if let Err(error) = encode_header_frame(self.id, &header, frame_max, output.frames()) {
+        encode_publish_frame(self.id, publish, frame_max, output.frames())?;
+        let body_size = body.len() as u64;
+        if let Err(error) =
+            encode_properties_frame(self.id, body_size, properties, frame_max, output.frames())
+        {
             output.frames().truncate(start);
             return Err(error.into());
         }

@@ -128,6 +128,42 @@ pub fn encode_header_frame(
     })
 }
 
+/// Appends a `basic.publish` method frame without building a [`Method`]
+/// (publishers reuse one `BasicPublish` for many messages); on error `out`
+/// is left as it was.
+pub fn encode_publish_frame(
+    channel: u16,
+    publish: &crate::spec::BasicPublish,
+    max_frame_size: u32,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    encode_frame_with(FRAME_METHOD, channel, max_frame_size, out, |writer| {
+        writer.short(crate::spec::BasicPublish::ID.class_id);
+        writer.short(crate::spec::BasicPublish::ID.method_id);
+        publish.encode_fields(writer)
+    })
+}
+
+/// Appends a `basic` content header frame for a body of `body_size` bytes
+/// with borrowed properties; on error `out` is left as it was.
+pub fn encode_properties_frame(
+    channel: u16,
+    body_size: u64,
+    properties: &super::BasicProperties,
+    max_frame_size: u32,
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    encode_frame_with(FRAME_HEADER, channel, max_frame_size, out, |writer| {
+        ContentHeader::encode_parts(
+            crate::spec::BASIC_CLASS_ID,
+            0,
+            body_size,
+            properties,
+            writer,
+        )
+    })
+}
+
 /// Appends a heartbeat frame to `out`.
 pub fn encode_heartbeat_frame(out: &mut BytesMut) {
     out.put_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);

@@ -34,8 +34,8 @@ pub(crate) mod writer;
 pub use content::{Content, ContentAssembler, DEFAULT_MAX_BODY_SIZE};
 pub use frame::{
     body_frame_header, decode_content_header, decode_method, encode_header_frame,
-    encode_heartbeat_frame, encode_method_frame, DecodeLimits, Frame, FrameDecoder,
-    FRAME_HEADER_SIZE,
+    encode_heartbeat_frame, encode_method_frame, encode_properties_frame, encode_publish_frame,
+    DecodeLimits, Frame, FrameDecoder, FRAME_HEADER_SIZE,
 };
 pub use properties::{BasicProperties, ContentHeader, BASIC_PROPERTIES};
 pub use reader::DEFAULT_MAX_TABLE_DEPTH;

@@ -55,10 +55,28 @@ impl ContentHeader {
     }
 
     pub(crate) fn encode(&self, writer: &mut Writer<'_>) -> Result<(), EncodeError> {
-        writer.short(self.class_id);
-        writer.short(self.weight);
-        writer.longlong(self.body_size);
-        self.properties.encode(writer)
+        Self::encode_parts(
+            self.class_id,
+            self.weight,
+            self.body_size,
+            &self.properties,
+            writer,
+        )
+    }
+
+    /// Encodes a header from borrowed parts, so a publisher's properties
+    /// need not be moved into a `ContentHeader` for every message.
+    pub(crate) fn encode_parts(
+        class_id: u16,
+        weight: u16,
+        body_size: u64,
+        properties: &BasicProperties,
+        writer: &mut Writer<'_>,
+    ) -> Result<(), EncodeError> {
+        writer.short(class_id);
+        writer.short(weight);
+        writer.longlong(body_size);
+        properties.encode(writer)
     }
 }
 

@@ -188,7 +188,7 @@ impl Connection {
     /// True once [`Event::Closed`] was emitted: nothing more will happen.
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        self.state == State::Closed
+        matches!(self.state, State::Closed)
     }
 
     /// True while the broker blocks publishing on this connection.
@@ -212,11 +212,11 @@ impl Connection {
     /// Processes what was read into [`input_buffer`](Self::input_buffer).
     pub fn handle_buffered_input(&mut self, now: Instant) {
         self.now = now;
-        if self.decoder.buffered_len() == 0 || self.state == State::Closed {
+        if self.decoder.buffered_len() == 0 || self.is_closed() {
             return;
         }
         self.last_received = now;
-        while self.state != State::Closed {
+        while !self.is_closed() {
             match self.decoder.decode() {
                 Ok(Some(frame)) => {
                     if let Err(violation) = self.handle_frame(frame) {

@@ -17,16 +17,27 @@ pub(crate) struct Output {
     chunked: usize,
 }
 
+/// The frame buffer grows in blocks of this size. Sealing a chunk leaves
+/// the rest of the block for the next frames, so publishing touches the
+/// allocator once per block instead of once per message.
+const BLOCK: usize = 64 * 1024;
+
+/// A block with less room than this is replaced before encoding into it.
+const MIN_ROOM: usize = 4 * 1024;
+
 impl Output {
     /// The buffer to encode frames into.
     pub(crate) fn frames(&mut self) -> &mut BytesMut {
+        if self.frames.capacity() - self.frames.len() < MIN_ROOM {
+            self.frames.reserve(BLOCK);
+        }
         &mut self.frames
     }
 
     /// Queues a body frame: its header into the frame buffer, the payload as
     /// its own chunk, the frame end after it.
     pub(crate) fn body_frame(&mut self, header: [u8; 7], payload: Bytes) {
-        self.frames.put_slice(&header);
+        self.frames().put_slice(&header);
         self.seal();
         self.chunked += payload.len();
         self.chunks.push_back(payload);

@@ -149,7 +149,7 @@ macro_rules! amqp_methods {
                 }
 
                 #[allow(unused_variables, clippy::unnecessary_wraps)]
-                fn encode_fields(&self, writer: &mut Writer<'_>) -> Result<(), EncodeError> {
+                pub(crate) fn encode_fields(&self, writer: &mut Writer<'_>) -> Result<(), EncodeError> {
                     $(encode_field!(writer, $type, &self.$field);)*
                     Ok(())
                 }
