@@ -1,18 +1,100 @@
 //! A sans-IO implementation of AMQP 0-9-1 as RabbitMQ speaks it.
 //!
-//! This crate does no IO, reads no clock, spawns nothing and has no async:
-//! it turns bytes into typed frames and typed frames into bytes, and nothing
-//! a peer sends can make it panic or allocate beyond its configured limits.
-//! Adapters (blocking, tokio, or your own) own the socket and the clock.
+//! This crate does no IO, reads no clock, spawns nothing and has no async.
+//! A [`Connection`] takes bytes and the current time in, and gives bytes to
+//! send, [`Event`]s and deadlines out. Adapters (blocking, tokio, or your own)
+//! own the socket and the clock; everything else, from the handshake to
+//! publisher confirms, lives here, written once and tested deterministically.
+//! Nothing a server sends can make it panic or allocate beyond its limits:
+//! a broken server gets the `connection.close` reply code the specification
+//! prescribes, and every outstanding request and publish is resolved.
 //!
-//! - [`codec`]: the wire format — frames, field tables, content headers —
-//!   with a streaming [`FrameDecoder`](codec::FrameDecoder).
-//! - [`spec`]: every class and method of 0-9-1 and RabbitMQ's extensions as
-//!   typed structs, generated from one declarative table.
-//! - [`error`]: decode errors carry the reply code to close the connection
-//!   with; encode errors report local misuse.
+//! # The event model
 //!
-//! # Example: a publish, encoded and decoded
+//! After every input ([`Connection::handle_input`],
+//! [`Connection::handle_timeout`]) and every command ([`Connection::open_channel`],
+//! [`ChannelRef::request`], [`ChannelRef::publish`], ...), drain
+//! [`Connection::poll_transmit`] into the socket and [`Connection::poll_event`]
+//! into the application until both are empty, then sleep until the socket is
+//! readable or [`Connection::poll_timeout`] passes. Requests return a
+//! [`RequestId`]; their outcome is an [`Event::Reply`] (or
+//! [`Event::RequestFailed`]) carrying it. Publishes in confirm mode return a
+//! sequence number; their outcome is an [`Event::Confirm`].
+//!
+//! Here the server's side is played with the codec, so the example runs
+//! without a network; `examples/std_by_hand.rs` runs the same loop over a
+//! `TcpStream` against RabbitMQ.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//!
+//! use amqp_proto::codec::{encode_method_frame, BasicProperties};
+//! use amqp_proto::spec::{self, Method};
+//! use amqp_proto::{Config, Connection, Event};
+//! use bytes::BytesMut;
+//!
+//! // What a server would send: a method frame on a channel.
+//! fn server(channel: u16, method: impl Into<Method>) -> BytesMut {
+//!     let mut bytes = BytesMut::new();
+//!     encode_method_frame(channel, &method.into(), 131_072, &mut bytes).unwrap();
+//!     bytes
+//! }
+//!
+//! let start = Instant::now();
+//! let mut connection = Connection::new(Config::default(), start);
+//! // The protocol header is the first thing to write.
+//! assert_eq!(&connection.poll_transmit().unwrap()[..], b"AMQP\x00\x00\x09\x01");
+//!
+//! // The handshake: each server frame makes the core queue its answer.
+//! let start_method = spec::ConnectionStart {
+//!     version_major: 0,
+//!     version_minor: 9,
+//!     mechanisms: "PLAIN".into(),
+//!     locales: "en_US".into(),
+//!     ..Default::default()
+//! };
+//! connection.handle_input(&server(0, start_method), start);
+//! let tune = spec::ConnectionTune { channel_max: 2047, frame_max: 131_072, heartbeat: 60 };
+//! connection.handle_input(&server(0, tune), start);
+//! connection.handle_input(&server(0, spec::ConnectionOpenOk::default()), start);
+//! while connection.poll_transmit().is_some() {} // start-ok, tune-ok, open
+//! assert!(matches!(connection.poll_event(), Some(Event::Opened { .. })));
+//!
+//! // Heartbeats are deadlines: nothing sent for 60 s means one is due.
+//! assert_eq!(connection.poll_timeout(), Some(start + Duration::from_secs(60)));
+//!
+//! // Commands queue frames and return ids at once.
+//! let channel = connection.open_channel()?;
+//! let declare = connection.channel(channel)?.request(spec::QueueDeclare {
+//!     queue: "jobs".into(),
+//!     ..Default::default()
+//! })?;
+//! connection.channel(channel)?.publish(
+//!     &spec::BasicPublish { routing_key: "jobs".into(), ..Default::default() },
+//!     &BasicProperties::default().content_type("text/plain"),
+//!     "hello",
+//! )?;
+//! while connection.poll_transmit().is_some() {} // channel.open, queue.declare, publish
+//!
+//! // Replies arrive in order and name the request they answer.
+//! connection.handle_input(&server(channel, spec::ChannelOpenOk::default()), start);
+//! let declare_ok = spec::QueueDeclareOk { queue: "jobs".into(), message_count: 0, consumer_count: 0 };
+//! connection.handle_input(&server(channel, declare_ok), start);
+//! assert!(matches!(connection.poll_event(), Some(Event::ChannelOpened { .. })));
+//! match connection.poll_event() {
+//!     Some(Event::Reply { request, method: Method::QueueDeclareOk(ok), .. }) => {
+//!         assert_eq!(Some(request), declare);
+//!         assert_eq!(ok.queue, "jobs");
+//!     }
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! # Ok::<(), amqp_proto::UsageError>(())
+//! ```
+//!
+//! # The codec on its own
+//!
+//! [`codec`] is usable without the state machine: any frame can be encoded
+//! and decoded, and [`codec::FrameDecoder`] accepts the bytes in any split.
 //!
 //! ```
 //! use amqp_proto::codec::{
@@ -60,12 +142,14 @@
 //! # }
 //! ```
 //!
-//! # Errors and reply codes
+//! # Errors
 //!
-//! A [`DecodeError`] names what the peer did wrong and the reply code the
-//! specification prescribes for it ([`DecodeError::reply_code`]); the
-//! connection must then be closed with that code, or dropped without another
-//! byte where [`DecodeError::close_silently`] says so.
+//! Errors come in layers. A [`DecodeError`] or [`ProtocolViolation`] is the
+//! server's fault and carries the reply code the connection is closed with;
+//! the connection's end is reported once, as [`Event::Closed`] with a
+//! [`ConnectionError`]. A [`UsageError`] is the application's: nothing was
+//! sent and no state changed. An [`EncodeError`] is a value that cannot go
+//! on the wire.
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 

@@ -4,7 +4,7 @@
 //! Decoding is streaming: [`FrameDecoder`] accepts bytes in any split and
 //! yields whole frames; nothing a peer sends can make it panic or buffer
 //! more than one frame of the negotiated size. Encoding appends to a
-//! [`BytesMut`](bytes::BytesMut) and never leaves a partial frame behind on
+//! [`BytesMut`] and never leaves a partial frame behind on
 //! error.
 //!
 //! ```
