@@ -229,6 +229,22 @@ impl CloseReason {
         }
     }
 
+    /// The reason a server gave in a `connection.close` or `channel.close`.
+    pub(crate) fn from_server(
+        reply_code: u16,
+        reply_text: &crate::codec::ShortString,
+        class_id: u16,
+        method_id: u16,
+    ) -> Self {
+        Self {
+            code: ReplyCode(reply_code),
+            text: reply_text.to_string_lossy().into_owned(),
+            class_id,
+            method_id,
+            initiator: Initiator::Server,
+        }
+    }
+
     /// True for a normal close (reply code 200).
     #[must_use]
     pub fn is_normal(&self) -> bool {

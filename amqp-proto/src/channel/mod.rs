@@ -12,9 +12,8 @@ pub use handle::ChannelRef;
 
 use crate::codec::{ContentAssembler, ContentHeader, ShortString};
 use crate::connection::Sink;
-use crate::error::{CloseReason, Initiator, ProtocolViolation};
+use crate::error::{CloseReason, ProtocolViolation};
 use crate::event::{ConfirmOutcome, Delivery, Event, Failure, GetMessage, RequestId, Returned};
-use crate::spec::constants::ReplyCode;
 use crate::spec::{
     BasicCancelOk, BasicDeliver, BasicGetOk, BasicReturn, ChannelCloseOk, ChannelFlowOk, Method,
     MethodId,
@@ -137,13 +136,12 @@ impl Channel {
         match method {
             Method::ChannelClose(close) => {
                 sink.send(self.id, &ChannelCloseOk {}.into());
-                let reason = CloseReason {
-                    code: ReplyCode(close.reply_code),
-                    text: close.reply_text.to_string_lossy().into_owned(),
-                    class_id: close.class_id,
-                    method_id: close.method_id,
-                    initiator: Initiator::Server,
-                };
+                let reason = CloseReason::from_server(
+                    close.reply_code,
+                    &close.reply_text,
+                    close.class_id,
+                    close.method_id,
+                );
                 self.finish_close(reason, sink);
                 Ok(Disposition::Remove)
             }

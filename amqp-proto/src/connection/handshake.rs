@@ -107,13 +107,12 @@ impl Connection {
                     {
                         ConnectionError::AccessRefused(text)
                     }
-                    _ => ConnectionError::Closed(CloseReason {
-                        code,
-                        text,
-                        class_id: close.class_id,
-                        method_id: close.method_id,
-                        initiator: Initiator::Server,
-                    }),
+                    _ => ConnectionError::Closed(CloseReason::from_server(
+                        close.reply_code,
+                        &close.reply_text,
+                        close.class_id,
+                        close.method_id,
+                    )),
                 };
                 self.finish(error);
                 Ok(())

@@ -441,13 +441,12 @@ impl Connection {
         match method {
             Method::ConnectionClose(close) => {
                 self.sink().send(0, &ConnectionCloseOk {}.into());
-                let reason = CloseReason {
-                    code: ReplyCode(close.reply_code),
-                    text: close.reply_text.to_string_lossy().into_owned(),
-                    class_id: close.class_id,
-                    method_id: close.method_id,
-                    initiator: Initiator::Server,
-                };
+                let reason = CloseReason::from_server(
+                    close.reply_code,
+                    &close.reply_text,
+                    close.class_id,
+                    close.method_id,
+                );
                 self.finish(ConnectionError::Closed(reason));
                 Ok(())
             }
