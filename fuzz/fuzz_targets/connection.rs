@@ -1,0 +1,140 @@
+//! The whole client connection fed arbitrary server bytes after a valid
+//! handshake, in arbitrary splits and with arbitrary clock steps.
+//!
+//! Invariants: nothing panics; the client only ever sends well-formed
+//! frames; once the connection has decided to close (a protocol error, a
+//! server close), it sends nothing but `connection.close` / `close-ok`;
+//! after `Event::Closed` it sends nothing at all, and `Closed` is the last
+//! event, emitted once; memory stays bounded (queued output and buffered
+//! events are bounded by what the input could cause).
+#![no_main]
+
+use std::time::{Duration, Instant};
+
+use amqp_proto::codec::{encode_method_frame, DecodeLimits, Frame, FrameDecoder};
+use amqp_proto::spec::{self, Method};
+use amqp_proto::{Config, Connection, Event};
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+
+fn server(channel: u16, method: impl Into<Method>) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode_method_frame(channel, &method.into(), 131_072, &mut out).unwrap();
+    out
+}
+
+/// Decodes what the client wrote, as a server would; the client must only
+/// ever write valid frames.
+struct ClientBytes {
+    decoder: FrameDecoder,
+    header_skipped: bool,
+    pending: BytesMut,
+}
+
+impl ClientBytes {
+    fn frames(&mut self, connection: &mut Connection) -> Vec<Frame> {
+        while let Some(chunk) = connection.poll_transmit() {
+            self.pending.extend_from_slice(&chunk);
+        }
+        if !self.header_skipped {
+            if self.pending.len() < 8 {
+                return Vec::new();
+            }
+            let _ = self.pending.split_to(8);
+            self.header_skipped = true;
+        }
+        self.decoder.extend_from_slice(&self.pending.split());
+        let mut frames = Vec::new();
+        while let Some(frame) = self.decoder.decode().expect("the client writes valid frames") {
+            frames.push(frame);
+        }
+        frames
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&control, input)) = data.split_first() else {
+        return;
+    };
+    let start = Instant::now();
+    let mut now = start;
+    let mut connection = Connection::new(Config::default(), start);
+    let mut client = ClientBytes {
+        decoder: FrameDecoder::new(DecodeLimits {
+            max_frame_size: u32::MAX,
+            ..DecodeLimits::default()
+        }),
+        header_skipped: false,
+        pending: BytesMut::new(),
+    };
+    for bytes in [
+        server(
+            0,
+            spec::ConnectionStart {
+                version_major: 0,
+                version_minor: 9,
+                mechanisms: "PLAIN".into(),
+                locales: "en_US".into(),
+                ..Default::default()
+            },
+        ),
+        server(0, spec::ConnectionTune { channel_max: 16, frame_max: 4096, heartbeat: 5 }),
+        server(0, spec::ConnectionOpenOk::default()),
+    ] {
+        connection.handle_input(&bytes, now);
+    }
+    client.frames(&mut connection);
+    // Open a couple of channels, one in confirm mode with publishes
+    // outstanding, so the input has state to disturb.
+    let first = connection.open_channel().expect("open");
+    let second = connection.open_channel().expect("open");
+    connection.handle_input(&server(first, spec::ChannelOpenOk::default()), now);
+    connection.handle_input(&server(second, spec::ChannelOpenOk::default()), now);
+    let mut channel = connection.channel(first).expect("channel");
+    channel.request(spec::ConfirmSelect::default()).expect("select");
+    for _ in 0..3 {
+        channel
+            .publish(&spec::BasicPublish::default(), &Default::default(), &b"payload"[..])
+            .expect("publish");
+    }
+    client.frames(&mut connection);
+
+    let chunk = usize::from(control % 16) + 1;
+    let mut closing = false;
+    let mut closed = false;
+    let mut events = 0usize;
+    for piece in input.chunks(chunk) {
+        connection.handle_input(piece, now);
+        // Time moves on by a step the input chose, firing heartbeats.
+        now += Duration::from_millis(u64::from(piece[0]) * 40);
+        connection.handle_timeout(now);
+        for frame in client.frames(&mut connection) {
+            assert!(!closed, "nothing is sent after Closed: {frame:?}");
+            if closing {
+                assert!(
+                    matches!(
+                        frame,
+                        Frame::Method { channel: 0, method: Method::ConnectionClose(_) | Method::ConnectionCloseOk(_) }
+                    ),
+                    "only close frames once closing: {frame:?}"
+                );
+            }
+            if let Frame::Method { channel: 0, method: Method::ConnectionClose(_) | Method::ConnectionCloseOk(_) } = frame {
+                closing = true;
+            }
+        }
+        while let Some(event) = connection.poll_event() {
+            assert!(!closed, "Closed is the last event, emitted once: {event:?}");
+            events += 1;
+            if matches!(event, Event::Closed(_)) {
+                closed = true;
+            }
+        }
+        // Bounded memory: what is buffered cannot outgrow what came in.
+        assert!(connection.queued_output() <= 64 * 1024 + 16 * input.len());
+        assert!(events <= 16 + 4 * input.len());
+    }
+    if closed {
+        assert!(connection.poll_timeout().is_none());
+    }
+});
