@@ -159,6 +159,7 @@ mod connection;
 pub mod error;
 mod event;
 pub mod spec;
+pub mod uri;
 
 pub use channel::ChannelRef;
 pub use connection::{Config, Connection, Readiness, SaslMechanism, Tuning};
