@@ -512,3 +512,30 @@ fn a_transport_loss_resolves_everything() {
     assert_eq!(events.len(), 3);
     assert!(peer.client_frames().is_empty());
 }
+
+#[test]
+fn silence_while_the_adapter_is_told_not_to_read_is_not_death() {
+    let mut config = Config::default();
+    config.max_buffered_events = 1;
+    let mut peer = Peer::new(config);
+    peer.handshake(10);
+    peer.send(0, spec::ConnectionBlocked { reason: "r".into() });
+    assert!(!peer.connection.wants_input());
+    // Three intervals pass with the event unpolled: heartbeats go out, the
+    // server is not declared dead.
+    peer.advance(Duration::from_secs(30));
+    let heartbeats = peer
+        .client_frames()
+        .into_iter()
+        .filter(|frame| *frame == Frame::Heartbeat)
+        .count();
+    assert_eq!(heartbeats, 3);
+    assert!(!peer.connection.is_closed());
+    // Once drained, silence counts again: dead two intervals later.
+    assert_eq!(peer.events().len(), 1);
+    peer.advance(Duration::from_secs(20));
+    assert_eq!(
+        peer.events(),
+        vec![Event::Closed(ConnectionError::HeartbeatTimeout)]
+    );
+}

@@ -342,7 +342,12 @@ impl Connection {
         let Some(interval) = self.heartbeat_interval() else {
             return;
         };
-        if now >= self.last_received + interval * 2 {
+        if !self.wants_input() {
+            // The adapter was told to stop reading until events are
+            // drained: silence now says nothing about the server. Count
+            // from now once reading resumes.
+            self.last_received = now;
+        } else if now >= self.last_received + interval * 2 {
             // Spec 4.2.7: a peer silent for two intervals is dead; close the
             // socket without sending anything more.
             self.output.clear();
