@@ -1,6 +1,70 @@
-//! Blocking adapter over [`amqp_proto`]: not implemented yet.
+//! A blocking AMQP 0-9-1 client over [`amqp_proto`], for programs that
+//! want plain threads and sockets.
 //!
-//! This crate is reserved for the std-socket client (kombu-style
-//! `drain_events(timeout)`, consumers, confirms). It exposes nothing usable
-//! today; see the workspace README for the plan.
+//! All protocol behaviour lives in the sans-IO core; this crate owns the
+//! socket and the clock, turns the core's events into blocking calls with
+//! timeouts, and dispatches consumers the way kombu does: the application
+//! declares consumers with callbacks, then calls
+//! [`Connection::drain_events`] in its loop.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use amqp_io_std::{Connection, Error};
+//! use amqp_proto::codec::BasicProperties;
+//! use amqp_proto::spec::{BasicConsume, BasicPublish, QueueDeclare};
+//!
+//! let connection = Connection::open("amqp://guest:guest@127.0.0.1:5672/%2f")?;
+//! let channel = connection.channel()?;
+//! let queue = channel.queue_declare(QueueDeclare { exclusive: true, ..Default::default() })?.queue;
+//!
+//! // Publish with confirms.
+//! channel.confirm_select()?;
+//! let publish = BasicPublish { routing_key: queue.clone(), ..Default::default() };
+//! for n in 0..10 {
+//!     channel.publish(&publish, &BasicProperties::default(), format!("job {n}"))?;
+//! }
+//! channel.wait_for_confirms(Duration::from_secs(5))?;
+//!
+//! // Consume with a callback, acknowledging each message.
+//! let acker = channel.clone();
+//! channel.basic_consume(BasicConsume { queue, ..Default::default() }, move |delivery| {
+//!     println!("got {:?}", delivery.body());
+//!     let _ = acker.ack(delivery.delivery_tag, false);
+//! })?;
+//! loop {
+//!     match connection.drain_events(Duration::from_secs(1)) {
+//!         Ok(_) => {}
+//!         Err(Error::Timeout { .. }) => break, // quiet for a second: done
+//!         Err(error) => return Err(error),
+//!     }
+//! }
+//! connection.close()?;
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! # Errors and timeouts
+//!
+//! Every blocking call returns its result, [`Error::Timeout`], the close
+//! of its channel with the server's reply code and text
+//! ([`Error::ChannelClosed`]), or the end of the connection
+//! ([`Error::ConnectionClosed`]). A call that timed out leaves the
+//! connection usable: a reply that arrives later is discarded, and a
+//! message or consumer it carried is given back to the broker.
 #![forbid(unsafe_code)]
+
+mod channel;
+mod connection;
+mod consumer;
+mod error;
+mod shared;
+mod transport;
+
+pub use channel::{Channel, Confirmation};
+pub use connection::{ConnectOptions, Connection, SaslResponder};
+pub use consumer::Consumer;
+pub use error::{Error, Result};
+
+pub use amqp_proto::{
+    CloseReason, Config, ConnectionError, Delivery, GetMessage, Returned, SaslMechanism,
+};

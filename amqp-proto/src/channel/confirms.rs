@@ -37,6 +37,11 @@ impl Confirms {
         self.outstanding.len()
     }
 
+    /// True while `sequence` awaits its `basic.ack`/`basic.nack`.
+    pub(crate) fn is_outstanding(&self, sequence: u64) -> bool {
+        self.outstanding.binary_search(&sequence).is_ok()
+    }
+
     /// Settles `tag`, or with `multiple` every publish up to and including
     /// it (tag 0 with `multiple` means all), calling `settled` for each in
     /// order. A tag beyond the last publish is the server's error; a tag
@@ -89,6 +94,8 @@ mod tests {
             assert_eq!(confirms.publish(), expected);
         }
         assert_eq!(settle(&mut confirms, 2, false), Ok(vec![2]));
+        assert!(confirms.is_outstanding(1) && !confirms.is_outstanding(2));
+        assert!(!confirms.is_outstanding(6));
         assert_eq!(settle(&mut confirms, 4, true), Ok(vec![1, 3, 4]));
         assert_eq!(settle(&mut confirms, 4, true), Ok(vec![]));
         assert_eq!(settle(&mut confirms, 3, false), Ok(vec![]));

@@ -96,6 +96,13 @@ impl Channel {
         self.confirms.as_ref().map_or(0, Confirms::unconfirmed)
     }
 
+    /// True while the publish numbered `sequence` awaits confirmation.
+    pub(crate) fn is_unconfirmed(&self, sequence: u64) -> bool {
+        self.confirms
+            .as_ref()
+            .is_some_and(|confirms| confirms.is_outstanding(sequence))
+    }
+
     pub(crate) fn flow_active(&self) -> bool {
         self.flow_active
     }

@@ -699,6 +699,28 @@ impl Connection {
         }
     }
 
+    /// True while the publish numbered `sequence` on `channel` awaits its
+    /// [`Event::Confirm`]. False once settled, and for a channel that is
+    /// gone (its [`Event::Confirm`]s with [`ConfirmOutcome::Failed`](crate::ConfirmOutcome::Failed)
+    /// were emitted when it closed).
+    #[must_use]
+    pub fn is_unconfirmed(&self, channel: u16, sequence: u64) -> bool {
+        matches!(
+            self.channels.get(usize::from(channel)),
+            Some(Some(state)) if state.is_unconfirmed(sequence)
+        )
+    }
+
+    /// Publishes on `channel` awaiting confirmation (0 for a channel that
+    /// is gone or not in confirm mode).
+    #[must_use]
+    pub fn unconfirmed(&self, channel: u16) -> usize {
+        match self.channels.get(usize::from(channel)) {
+            Some(Some(state)) => state.unconfirmed(),
+            _ => 0,
+        }
+    }
+
     pub(crate) fn output_mut(&mut self) -> &mut Output {
         &mut self.output
     }

@@ -1,0 +1,570 @@
+//! Blocking calls on one channel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amqp_proto::codec::{BasicProperties, ShortString};
+use amqp_proto::spec::constants::ReplyCode;
+use amqp_proto::spec::{
+    BasicCancel, BasicConsume, BasicGet, BasicPublish, BasicQos, BasicRecover, ConfirmSelect,
+    ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, Method, QueueBind, QueueDeclare,
+    QueueDeclareOk, QueueDelete, QueuePurge, QueueUnbind, TxCommit, TxRollback, TxSelect,
+};
+use amqp_proto::{Delivery, GetMessage, Readiness, RequestId, Returned};
+use bytes::Bytes;
+
+use crate::consumer::Consumer;
+use crate::error::{Error, Result};
+use crate::shared::{Inner, PendingConsume, Reply, Shared};
+
+/// One channel of a [`Connection`](crate::Connection).
+///
+/// Each method sends its request and blocks until the reply, the
+/// channel's timeout ([`set_timeout`](Self::set_timeout); the
+/// connection's [`operation_timeout`](crate::ConnectOptions::operation_timeout)
+/// to start with), or the close of the channel or connection. Requests take
+/// the specification's method structs, whose `Default` fills what is left
+/// out, so every argument the protocol has is reachable:
+///
+/// ```no_run
+/// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+/// use amqp_proto::spec::{ExchangeDeclare, QueueBind, QueueDeclare};
+///
+/// channel.exchange_declare(ExchangeDeclare {
+///     exchange: "events".into(),
+///     exchange_type: "topic".into(),
+///     durable: true,
+///     ..Default::default()
+/// })?;
+/// let queue = channel.queue_declare(QueueDeclare { exclusive: true, ..Default::default() })?;
+/// channel.queue_bind(QueueBind {
+///     queue: queue.queue,
+///     exchange: "events".into(),
+///     routing_key: "orders.*".into(),
+///     ..Default::default()
+/// })?;
+/// # Ok(()) }
+/// ```
+///
+/// Clones are handles on the same channel. A channel stays open until
+/// [`close`](Self::close), a channel error from the server, or the end of
+/// the connection.
+#[derive(Clone)]
+pub struct Channel {
+    shared: Arc<Shared>,
+    id: u16,
+    generation: u64,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("id", &self.id)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    pub(crate) fn new(shared: Arc<Shared>, id: u16, generation: u64, timeout: Duration) -> Self {
+        Self {
+            shared,
+            id,
+            generation,
+            timeout,
+        }
+    }
+
+    /// The channel id.
+    #[must_use]
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// How long this handle's calls wait for their replies (and publishes
+    /// for flow control to allow them).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Sends any method a client may send on a channel and waits for its
+    /// reply: `None` for methods without one (or with `nowait` set). The
+    /// typed methods below are shorthands for this.
+    pub fn call(&self, method: impl Into<Method>) -> Result<Option<Method>> {
+        let method = method.into();
+        let operation = method.name();
+        match self.send(method, |_, _| {})? {
+            None => Ok(None),
+            Some(request) => match self.await_reply(operation, request)? {
+                Reply::Method(method) => Ok(Some(method)),
+                Reply::Get(message) => Err(unexpected(operation, &format!("{message:?}"))),
+            },
+        }
+    }
+
+    /// Sends `method`, registering what its reply will need under the same
+    /// lock (so no reply can be sorted before that).
+    fn send(
+        &self,
+        method: Method,
+        register: impl FnOnce(&mut Inner, RequestId),
+    ) -> Result<Option<RequestId>> {
+        let mut inner = self.shared.lock();
+        inner.channel(self.id, self.generation)?;
+        let request = inner.core.channel(self.id)?.request(method)?;
+        if let Some(request) = request {
+            register(&mut inner, request);
+        }
+        inner.flush();
+        inner.dispatch();
+        Ok(request)
+    }
+
+    fn await_reply(&self, operation: &'static str, request: RequestId) -> Result<Reply> {
+        let result = self.shared.wait(operation, Some(self.timeout), |inner| {
+            inner
+                .replies
+                .remove(&request)
+                .map(|reply| reply.map_err(Error::from))
+        });
+        if result.is_err() {
+            let mut inner = self.shared.lock();
+            if let Some(reply) = inner.replies.remove(&request) {
+                return reply.map_err(Error::from);
+            }
+            // A reply that comes after all is dropped (and its message or
+            // consumer given back to the broker).
+            inner.abandoned.insert(request);
+        }
+        result
+    }
+
+    /// Declares an exchange (`exchange.declare`).
+    pub fn exchange_declare(&self, declare: ExchangeDeclare) -> Result<()> {
+        self.call(declare).map(drop)
+    }
+
+    /// Deletes an exchange (`exchange.delete`).
+    pub fn exchange_delete(&self, delete: ExchangeDelete) -> Result<()> {
+        self.call(delete).map(drop)
+    }
+
+    /// Binds an exchange to another (RabbitMQ's `exchange.bind`).
+    pub fn exchange_bind(&self, bind: ExchangeBind) -> Result<()> {
+        self.call(bind).map(drop)
+    }
+
+    /// Removes an exchange-to-exchange binding (`exchange.unbind`).
+    pub fn exchange_unbind(&self, unbind: ExchangeUnbind) -> Result<()> {
+        self.call(unbind).map(drop)
+    }
+
+    /// Declares a queue (`queue.declare`); an empty name asks the server to
+    /// make one up, returned in the reply. With `nowait`, the reply is
+    /// made up locally from the request (counts zero).
+    pub fn queue_declare(&self, declare: QueueDeclare) -> Result<QueueDeclareOk> {
+        let queue = declare.queue.clone();
+        match self.call(declare)? {
+            Some(Method::QueueDeclareOk(ok)) => Ok(ok),
+            None => Ok(QueueDeclareOk {
+                queue,
+                message_count: 0,
+                consumer_count: 0,
+            }),
+            Some(other) => Err(unexpected("queue.declare", other.name())),
+        }
+    }
+
+    /// Binds a queue to an exchange (`queue.bind`).
+    pub fn queue_bind(&self, bind: QueueBind) -> Result<()> {
+        self.call(bind).map(drop)
+    }
+
+    /// Removes a binding (`queue.unbind`).
+    pub fn queue_unbind(&self, unbind: QueueUnbind) -> Result<()> {
+        self.call(unbind).map(drop)
+    }
+
+    /// Removes every ready message from a queue; returns how many
+    /// (`queue.purge`; 0 with `nowait`).
+    pub fn queue_purge(&self, purge: QueuePurge) -> Result<u32> {
+        match self.call(purge)? {
+            Some(Method::QueuePurgeOk(ok)) => Ok(ok.message_count),
+            None => Ok(0),
+            Some(other) => Err(unexpected("queue.purge", other.name())),
+        }
+    }
+
+    /// Deletes a queue; returns how many messages it held (`queue.delete`;
+    /// 0 with `nowait`).
+    pub fn queue_delete(&self, delete: QueueDelete) -> Result<u32> {
+        match self.call(delete)? {
+            Some(Method::QueueDeleteOk(ok)) => Ok(ok.message_count),
+            None => Ok(0),
+            Some(other) => Err(unexpected("queue.delete", other.name())),
+        }
+    }
+
+    /// Limits unacknowledged deliveries (`basic.qos`): per consumer, or with
+    /// `global` per channel, as RabbitMQ interprets it.
+    pub fn basic_qos(&self, prefetch_count: u16, global: bool) -> Result<()> {
+        self.call(BasicQos {
+            prefetch_size: 0,
+            prefetch_count,
+            global,
+        })
+        .map(drop)
+    }
+
+    /// Redelivers every unacknowledged message of this channel
+    /// (`basic.recover`; RabbitMQ always requeues).
+    pub fn basic_recover(&self, requeue: bool) -> Result<()> {
+        self.call(BasicRecover { requeue }).map(drop)
+    }
+
+    /// Puts the channel in transaction mode (`tx.select`).
+    pub fn tx_select(&self) -> Result<()> {
+        self.call(TxSelect {}).map(drop)
+    }
+
+    /// Commits the current transaction (`tx.commit`).
+    pub fn tx_commit(&self) -> Result<()> {
+        self.call(TxCommit {}).map(drop)
+    }
+
+    /// Abandons the current transaction (`tx.rollback`).
+    pub fn tx_rollback(&self) -> Result<()> {
+        self.call(TxRollback {}).map(drop)
+    }
+
+    /// Puts the channel in publisher-confirm mode (`confirm.select`): from
+    /// now on every [`publish`](Self::publish) can be waited on.
+    pub fn confirm_select(&self) -> Result<()> {
+        self.call(ConfirmSelect { nowait: false }).map(drop)
+    }
+
+    /// Fetches one message (`basic.get`); `None` when the queue is empty.
+    pub fn basic_get(&self, get: BasicGet) -> Result<Option<GetMessage>> {
+        let Some(request) = self.send(get.into(), |_, _| {})? else {
+            return Err(unexpected("basic.get", "no reply expected"));
+        };
+        match self.await_reply("basic.get", request)? {
+            Reply::Get(message) => Ok(Some(*message)),
+            Reply::Method(Method::BasicGetEmpty(_)) => Ok(None),
+            Reply::Method(other) => Err(unexpected("basic.get", other.name())),
+        }
+    }
+
+    /// Starts a consumer whose deliveries are handed to `callback` by
+    /// [`Connection::drain_events`](crate::Connection::drain_events), in
+    /// order; returns its consumer tag. Acknowledge with [`ack`](Self::ack)
+    /// on a clone of this channel (unless `no_ack`).
+    pub fn basic_consume(
+        &self,
+        consume: BasicConsume,
+        callback: impl FnMut(Delivery) + Send + 'static,
+    ) -> Result<ShortString> {
+        self.start_consumer(consume, Some(Box::new(callback)))
+            .map(|(tag, _)| tag)
+    }
+
+    /// Starts a consumer read by pulling: [`Consumer::recv_timeout`] and
+    /// friends. Dropping the [`Consumer`] cancels it and gives what it
+    /// did not take back to the queue.
+    pub fn consume(&self, consume: BasicConsume) -> Result<Consumer> {
+        let (tag, generation) = self.start_consumer(consume, None)?;
+        Ok(Consumer::new(
+            Arc::clone(&self.shared),
+            self.clone(),
+            tag,
+            generation,
+        ))
+    }
+
+    fn start_consumer(
+        &self,
+        consume: BasicConsume,
+        callback: Option<crate::shared::DeliveryCallback>,
+    ) -> Result<(ShortString, u64)> {
+        let no_ack = consume.no_ack;
+        let generation = self.generation;
+        if consume.nowait {
+            // No consume-ok will come: the tag given is the consumer's.
+            let tag = consume.consumer_tag.clone();
+            let mut inner = self.shared.lock();
+            inner.channel(self.id, generation)?;
+            inner.core.channel(self.id)?.request(consume)?;
+            let pending = PendingConsume {
+                generation,
+                no_ack,
+                callback,
+            };
+            inner.register_consumer(self.id, tag.clone(), pending, false);
+            inner.flush();
+            return Ok((tag, generation));
+        }
+        let request = self.send(consume.into(), |inner, request| {
+            inner.pending_consumes.insert(
+                request,
+                PendingConsume {
+                    generation,
+                    no_ack,
+                    callback,
+                },
+            );
+        })?;
+        let Some(request) = request else {
+            return Err(unexpected("basic.consume", "no reply expected"));
+        };
+        match self.await_reply("basic.consume", request)? {
+            Reply::Method(Method::BasicConsumeOk(ok)) => Ok((ok.consumer_tag, generation)),
+            Reply::Method(other) => Err(unexpected("basic.consume", other.name())),
+            Reply::Get(_) => Err(unexpected("basic.consume", "basic.get-ok")),
+        }
+    }
+
+    /// Cancels a consumer (`basic.cancel`), waiting for `cancel-ok`: no
+    /// delivery for it arrives after this returns.
+    pub fn basic_cancel(&self, consumer_tag: &str) -> Result<()> {
+        self.call(BasicCancel {
+            consumer_tag: consumer_tag.into(),
+            nowait: false,
+        })
+        .map(drop)
+    }
+
+    /// Publishes a message. Waits first (up to the channel's timeout) while
+    /// the broker blocks the connection, pauses the channel with
+    /// `channel.flow`, or the channel has
+    /// [`Config::max_unconfirmed`](amqp_proto::Config::max_unconfirmed)
+    /// publishes unconfirmed, so memory stays bounded. The body is sent
+    /// without being copied.
+    ///
+    /// In confirm mode the returned [`Confirmation`] can be waited on; see
+    /// also [`wait_for_confirms`](Self::wait_for_confirms).
+    pub fn publish(
+        &self,
+        publish: &BasicPublish,
+        properties: &BasicProperties,
+        body: impl Into<Bytes>,
+    ) -> Result<Confirmation> {
+        let mut inner = self.shared.lock();
+        if inner.core.publish_readiness(self.id) != Readiness::Ready {
+            drop(inner);
+            self.wait_until_ready()?;
+            inner = self.shared.lock();
+        }
+        inner.channel(self.id, self.generation)?;
+        let sequence = inner
+            .core
+            .channel(self.id)?
+            .publish(publish, properties, body)?;
+        inner.flush();
+        inner.dispatch();
+        Ok(Confirmation {
+            shared: Arc::clone(&self.shared),
+            channel: self.id,
+            generation: self.generation,
+            sequence,
+        })
+    }
+
+    fn wait_until_ready(&self) -> Result<()> {
+        self.shared.wait("publish", Some(self.timeout), |inner| {
+            match inner.core.publish_readiness(self.id) {
+                Readiness::Ready => Some(Ok(())),
+                Readiness::Closed => Some(inner.channel(self.id, self.generation).and(Err(
+                    Error::Usage(amqp_proto::UsageError::ChannelNotOpen(self.id)),
+                ))),
+                _ => None,
+            }
+        })
+    }
+
+    /// Waits until every publish of this channel so far is confirmed, and
+    /// reports whether the broker took them all: [`Error::Nacked`] with how
+    /// many it refused since the last call, or the close that failed them.
+    /// Handles returned messages on the way (see [`on_return`](Self::on_return)).
+    pub fn wait_for_confirms(&self, timeout: Duration) -> Result<()> {
+        let (id, generation) = (self.id, self.generation);
+        let result = self
+            .shared
+            .wait("wait_for_confirms", Some(timeout), |inner| {
+                (inner.core.unconfirmed(id) == 0).then(|| {
+                    let state = inner
+                        .channels
+                        .get_mut(&id)
+                        .filter(|s| s.generation == generation);
+                    let Some(state) = state else {
+                        return Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(id)));
+                    };
+                    state.refused.clear();
+                    let nacked = std::mem::take(&mut state.nacked_since_wait);
+                    match state.failed_since_wait.take() {
+                        Some(failure) => Err(failure.into()),
+                        None if nacked > 0 => Err(Error::Nacked(nacked)),
+                        None => Ok(()),
+                    }
+                })
+            });
+        run_return_handlers(&self.shared);
+        result
+    }
+
+    /// Calls `handler` with each message the broker returns on this
+    /// channel (an unroutable `mandatory` publish), from
+    /// [`Connection::drain_events`](crate::Connection::drain_events) and
+    /// from confirm waits. RabbitMQ returns a message before confirming
+    /// it, so by the time its confirm wait ends the handler has seen it.
+    /// Returns received before a handler is set are kept (the last 1,024)
+    /// and handed to it.
+    pub fn on_return(&self, handler: impl FnMut(Returned) + Send + 'static) -> Result<()> {
+        let mut inner = self.shared.lock();
+        let state = inner.channel(self.id, self.generation)?;
+        state.return_handler = Some(Box::new(handler));
+        Ok(())
+    }
+
+    /// Acknowledges a delivery (with `multiple`, every one up to it).
+    pub fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
+        self.settle(|channel| channel.ack(delivery_tag, multiple))
+    }
+
+    /// Refuses deliveries (`basic.nack`), requeueing them or not.
+    pub fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
+        self.settle(|channel| channel.nack(delivery_tag, multiple, requeue))
+    }
+
+    /// Refuses one delivery (`basic.reject`), requeueing it or not.
+    pub fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
+        self.settle(|channel| channel.reject(delivery_tag, requeue))
+    }
+
+    fn settle(
+        &self,
+        send: impl FnOnce(&mut amqp_proto::ChannelRef<'_>) -> Result<(), amqp_proto::UsageError>,
+    ) -> Result<()> {
+        let mut inner = self.shared.lock();
+        inner.channel(self.id, self.generation)?;
+        send(&mut inner.core.channel(self.id)?)?;
+        inner.flush();
+        Ok(())
+    }
+
+    /// Closes the channel and waits for the server's `close-ok`. Calls
+    /// waiting on it elsewhere fail with [`Error::ChannelClosed`].
+    pub fn close(&self) -> Result<()> {
+        {
+            let mut inner = self.shared.lock();
+            inner.channel(self.id, self.generation)?;
+            inner
+                .core
+                .channel(self.id)?
+                .close(ReplyCode::REPLY_SUCCESS, "closed by the application")?;
+            inner.flush();
+        }
+        let (id, generation) = (self.id, self.generation);
+        self.shared
+            .wait("channel.close", Some(self.timeout), |inner| {
+                match inner.channel(id, generation) {
+                    Err(Error::ChannelClosed(_)) => Some(Ok(())),
+                    Err(error) => Some(Err(error)),
+                    Ok(_) => None,
+                }
+            })
+    }
+
+    /// Why the channel closed, once it has.
+    #[must_use]
+    pub fn close_reason(&self) -> Option<amqp_proto::CloseReason> {
+        match self.shared.lock().channel(self.id, self.generation) {
+            Err(Error::ChannelClosed(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// Calls the return handlers that have work, outside the lock.
+pub(crate) fn run_return_handlers(shared: &Shared) {
+    let mut work = shared.lock().take_callback_work(false);
+    if work.returns.is_empty() {
+        return;
+    }
+    work.run();
+    shared.lock().restore_callbacks(work);
+}
+
+fn unexpected(operation: &'static str, reply: &str) -> Error {
+    Error::UnexpectedReply {
+        operation,
+        reply: reply.to_owned(),
+    }
+}
+
+/// The pending confirmation of one publish, from [`Channel::publish`].
+///
+/// Outside confirm mode there is nothing to wait for and
+/// [`wait`](Self::wait) returns at once.
+pub struct Confirmation {
+    shared: Arc<Shared>,
+    channel: u16,
+    generation: u64,
+    sequence: Option<u64>,
+}
+
+impl std::fmt::Debug for Confirmation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Confirmation")
+            .field("channel", &self.channel)
+            .field("sequence", &self.sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Confirmation {
+    /// The publish's sequence number on its channel, in confirm mode.
+    #[must_use]
+    pub fn sequence(&self) -> Option<u64> {
+        self.sequence
+    }
+
+    /// Waits for the broker's verdict: `Ok` for `basic.ack`,
+    /// [`Error::Nacked`] for `basic.nack`, or the close that failed the
+    /// publish (it may or may not have been routed; it is never re-sent).
+    ///
+    /// A `basic.nack` is remembered for this wait only until the channel's
+    /// next [`Channel::wait_for_confirms`], which reports it instead.
+    pub fn wait(self, timeout: Duration) -> Result<()> {
+        let Some(sequence) = self.sequence else {
+            return Ok(());
+        };
+        let (id, generation) = (self.channel, self.generation);
+        let result = self
+            .shared
+            .wait("publisher confirm", Some(timeout), |inner| {
+                if inner.core.is_unconfirmed(id, sequence) {
+                    return None;
+                }
+                let state = inner
+                    .channels
+                    .get_mut(&id)
+                    .filter(|s| s.generation == generation);
+                let Some(state) = state else {
+                    return Some(Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
+                        id,
+                    ))));
+                };
+                Some(match state.refused.remove(&sequence) {
+                    None | Some(amqp_proto::ConfirmOutcome::Ack) => Ok(()),
+                    Some(amqp_proto::ConfirmOutcome::Nack) => {
+                        state.nacked_since_wait = state.nacked_since_wait.saturating_sub(1);
+                        Err(Error::Nacked(1))
+                    }
+                    Some(amqp_proto::ConfirmOutcome::Failed(failure)) => Err(failure.into()),
+                })
+            });
+        run_return_handlers(&self.shared);
+        result
+    }
+}

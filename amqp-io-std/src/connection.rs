@@ -1,0 +1,448 @@
+//! Opening, driving and closing a connection.
+
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use amqp_proto::codec::FieldTable;
+use amqp_proto::spec::constants::ReplyCode;
+use amqp_proto::uri::AmqpUri;
+use amqp_proto::{Config, Connection as Core, ConnectionError, Initiator, Tuning};
+
+use crate::channel::Channel;
+use crate::error::{Error, Result};
+use crate::shared::{Inner, Shared};
+use crate::transport::{self, Reader, Writer};
+
+/// Answers a custom SASL mechanism's challenges.
+pub type SaslResponder = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+
+/// Where and how to connect; built from a URL with
+/// [`ConnectOptions::from_url`], then adjusted field by field.
+///
+/// ```
+/// use std::time::Duration;
+/// use amqp_io_std::ConnectOptions;
+///
+/// let mut options = ConnectOptions::from_url("amqp://guest:guest@localhost/%2f?heartbeat=10")?;
+/// options.operation_timeout = Duration::from_secs(5);
+/// options.heartbeat_keeper = true;
+/// assert_eq!(options.config.heartbeat, 10);
+/// # Ok::<(), amqp_io_std::Error>(())
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Credentials, virtual host, tuning and limits for the core.
+    pub config: Config,
+    /// How long the TCP connect may take (the handshake has its own
+    /// deadline, [`Config::handshake_timeout`]).
+    pub connection_timeout: Duration,
+    /// The default time a blocking call on a channel may take; see
+    /// [`Channel::set_timeout`].
+    pub operation_timeout: Duration,
+    /// Run a background thread that sends and checks heartbeats while the
+    /// application does not call into the connection; see
+    /// [`Connection::spawn_heartbeat_keeper`].
+    pub heartbeat_keeper: bool,
+    /// Answers challenges of a [`SaslMechanism::Custom`](amqp_proto::SaslMechanism::Custom).
+    pub sasl_responder: Option<SaslResponder>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("config", &self.config)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("heartbeat_keeper", &self.heartbeat_keeper)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectOptions {
+    /// Options from an `amqp://` URL (RabbitMQ's URI specification; see
+    /// [`amqp_proto::uri`]). `amqps://` needs the `tls` feature.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let uri: AmqpUri = url.parse()?;
+        Self::from_uri(uri)
+    }
+
+    /// Options from a parsed URI.
+    pub fn from_uri(uri: AmqpUri) -> Result<Self> {
+        if uri.tls {
+            return Err(Error::Tls(
+                "amqps:// URLs need TLS support, which this build does not have".into(),
+            ));
+        }
+        Ok(Self {
+            host: uri.host,
+            port: uri.port,
+            config: uri.config,
+            connection_timeout: uri.connection_timeout.unwrap_or(DEFAULT_CONNECTION_TIMEOUT),
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            heartbeat_keeper: false,
+            sasl_responder: None,
+        })
+    }
+}
+
+/// The TCP connect timeout when the URL names none (RabbitMQ's Java
+/// client waits as long).
+const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a blocking channel call waits for its reply by default.
+const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long dropping a connection may spend writing its `connection.close`.
+const DROP_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A blocking AMQP 0-9-1 connection.
+///
+/// Calls block the calling thread until their reply arrives, with a
+/// timeout. Work arrives only while some thread is inside a call: as in
+/// kombu, a program that consumes calls [`drain_events`](Self::drain_events)
+/// (or a [`Consumer`](crate::Consumer)'s `recv`) in its loop, which also
+/// sends and checks heartbeats. A program that may spend longer than a
+/// heartbeat interval outside any call starts the
+/// [heartbeat keeper](Self::spawn_heartbeat_keeper).
+///
+/// `Connection` and [`Channel`] are `Send + Sync`: threads may share them.
+/// Dropping the `Connection` closes it without waiting for the server;
+/// [`close`](Self::close) waits for the server's confirmation.
+///
+/// ```no_run
+/// use amqp_io_std::Connection;
+/// use amqp_proto::codec::BasicProperties;
+/// use amqp_proto::spec::{BasicPublish, QueueDeclare};
+///
+/// let connection = Connection::open("amqp://guest:guest@127.0.0.1:5672/%2f")?;
+/// let channel = connection.channel()?;
+/// let queue = channel
+///     .queue_declare(QueueDeclare { exclusive: true, ..Default::default() })?
+///     .queue;
+/// channel.confirm_select()?;
+/// let publish = BasicPublish { routing_key: queue.clone(), ..Default::default() };
+/// channel
+///     .publish(&publish, &BasicProperties::default(), "hello")?
+///     .wait(std::time::Duration::from_secs(5))?;
+/// connection.close()?;
+/// # Ok::<(), amqp_io_std::Error>(())
+/// ```
+pub struct Connection {
+    shared: Arc<Shared>,
+    operation_timeout: Duration,
+    keeper: Mutex<Option<Keeper>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("operation_timeout", &self.operation_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The heartbeat keeper thread and the flag that stops it.
+struct Keeper {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: JoinHandle<()>,
+}
+
+impl Connection {
+    /// Connects to the broker a URL names and completes the handshake.
+    pub fn open(url: &str) -> Result<Self> {
+        Self::open_with(ConnectOptions::from_url(url)?)
+    }
+
+    /// Connects with explicit options and completes the handshake.
+    ///
+    /// A refused login is [`ConnectionError::AuthenticationFailed`], a
+    /// refused virtual host [`ConnectionError::AccessRefused`], both inside
+    /// [`Error::ConnectionClosed`].
+    pub fn open_with(options: ConnectOptions) -> Result<Self> {
+        let socket = transport::connect(&options.host, options.port, options.connection_timeout)?;
+        let reader_socket = socket.try_clone().map_err(|source| Error::Connect {
+            address: format!("{}:{}", options.host, options.port),
+            source,
+        })?;
+        let core = Core::new(options.config, Instant::now());
+        let inner = Inner::new(core, Writer::new(socket));
+        let shared = Arc::new(Shared::new(inner, Reader::new(reader_socket)));
+        let responder = options.sasl_responder.clone();
+        // The core's handshake deadline bounds this wait.
+        shared.wait("connection handshake", None, |inner| {
+            if let Some(challenge) = inner.challenge.take() {
+                let response = responder
+                    .as_ref()
+                    .map(|respond| respond(challenge.as_bytes()))
+                    .unwrap_or_default();
+                if let Err(error) = inner.core.respond_to_challenge(response) {
+                    return Some(Err(error.into()));
+                }
+            }
+            inner.opened.is_some().then_some(Ok(()))
+        })?;
+        {
+            let inner = shared.lock();
+            // A broker that stops reading (a resource alarm it did not
+            // announce) must not block a writer forever.
+            let heartbeat = u64::from(inner.core.tuning().heartbeat);
+            let write_timeout = Duration::from_secs((heartbeat * 2).max(30));
+            inner.set_write_timeout(write_timeout).map_err(|error| {
+                Error::ConnectionClosed(ConnectionError::TransportClosed(error.to_string()))
+            })?;
+        }
+        let connection = Self {
+            shared,
+            operation_timeout: options.operation_timeout,
+            keeper: Mutex::new(None),
+        };
+        if options.heartbeat_keeper {
+            connection.spawn_heartbeat_keeper();
+        }
+        Ok(connection)
+    }
+
+    /// Opens a channel.
+    pub fn channel(&self) -> Result<Channel> {
+        let (id, generation) = {
+            let mut inner = self.shared.lock();
+            if let Some(error) = &inner.closed {
+                return Err(Error::ConnectionClosed(error.clone()));
+            }
+            let id = inner.core.open_channel()?;
+            let generation = inner.channel_opened(id);
+            inner.flush();
+            (id, generation)
+        };
+        let timeout = self.operation_timeout;
+        let result = self.shared.wait("channel.open", Some(timeout), |inner| {
+            match inner.channel(id, generation) {
+                Err(error) => Some(Err(error)),
+                Ok(state) => state.opened.then_some(Ok(())),
+            }
+        });
+        if result.is_err() {
+            let mut inner = self.shared.lock();
+            let opened = match inner.channel(id, generation) {
+                Ok(state) => {
+                    state.abandoned = true;
+                    state.opened
+                }
+                Err(_) => false,
+            };
+            if opened {
+                if let Ok(handle) = inner.core.channel(id) {
+                    let _ = handle.close(ReplyCode::REPLY_SUCCESS, "abandoned");
+                }
+                inner.flush();
+            }
+        }
+        result.map(|()| Channel::new(Arc::clone(&self.shared), id, generation, timeout))
+    }
+
+    /// Waits for deliveries to callback consumers and returned messages of
+    /// channels with a return handler, and calls their callbacks (without
+    /// holding any lock: callbacks may ack, publish, or open channels).
+    /// Returns how many callbacks ran once at least one did, or
+    /// [`Error::Timeout`] if none did within `timeout`: the loop of a
+    /// kombu consumer.
+    ///
+    /// Also sends heartbeats and notices a dead server meanwhile.
+    pub fn drain_events(&self, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut work = {
+                let mut inner = self.shared.lock();
+                inner.take_callback_work(true)
+            };
+            let count = work.run();
+            self.shared.lock().restore_callbacks(work);
+            if count > 0 {
+                return Ok(count);
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            self.shared.wait("drain_events", Some(remaining), |inner| {
+                inner.has_callback_work(true).then_some(Ok(()))
+            })?;
+        }
+    }
+
+    /// The limits negotiated with the server.
+    #[must_use]
+    pub fn tuning(&self) -> Tuning {
+        self.shared.lock().core.tuning()
+    }
+
+    /// What the server said about itself: product, version, capabilities.
+    #[must_use]
+    pub fn server_properties(&self) -> FieldTable {
+        self.shared
+            .lock()
+            .opened
+            .as_ref()
+            .map(|(_, properties)| properties.clone())
+            .unwrap_or_default()
+    }
+
+    /// The broker's reason while it blocks publishing on this connection
+    /// (a memory or disk alarm); `None` otherwise. Publishes wait while
+    /// blocked (up to their channel's timeout).
+    #[must_use]
+    pub fn blocked(&self) -> Option<String> {
+        self.shared.lock().blocked.clone()
+    }
+
+    /// True until the connection ends.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.shared.lock().closed.is_none()
+    }
+
+    /// Why the connection ended, once it has.
+    #[must_use]
+    pub fn close_reason(&self) -> Option<ConnectionError> {
+        self.shared.lock().closed.clone()
+    }
+
+    /// Replaces the secret (an expiring OAuth 2 token) without
+    /// reconnecting (RabbitMQ's `connection.update-secret`).
+    pub fn update_secret(&self, new_secret: &[u8], reason: &str) -> Result<()> {
+        let request = {
+            let mut inner = self.shared.lock();
+            let request = inner.core.update_secret(new_secret.to_vec(), reason)?;
+            inner.flush();
+            request
+        };
+        self.shared.wait(
+            "connection.update-secret",
+            Some(self.operation_timeout),
+            |inner| {
+                inner
+                    .replies
+                    .remove(&request)
+                    .map(|reply| reply.map(drop).map_err(Error::from))
+            },
+        )
+    }
+
+    /// Starts a thread that sends heartbeats, and reads what arrives, when
+    /// no other thread is in a call: for applications that spend longer
+    /// than a heartbeat interval between calls. It stops when the
+    /// connection is closed or dropped. Calling it again does nothing.
+    pub fn spawn_heartbeat_keeper(&self) {
+        let mut keeper = self.keeper.lock().unwrap_or_else(PoisonError::into_inner);
+        if keeper.is_some() {
+            return;
+        }
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let shared = Arc::downgrade(&self.shared);
+        let thread_stop = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("amqp-heartbeat".into())
+            .spawn(move || keep_heartbeats(&shared, &thread_stop));
+        if let Ok(thread) = thread {
+            *keeper = Some(Keeper { stop, thread });
+        }
+    }
+
+    /// Closes the connection with reply code 200 and waits for the server's
+    /// `close-ok` (bounded by [`Config::close_timeout`]). Outstanding calls
+    /// on other threads fail with [`Error::ConnectionClosed`].
+    pub fn close(self) -> Result<()> {
+        self.close_with(ReplyCode::REPLY_SUCCESS, "closed by the application")
+    }
+
+    /// Closes with a reply code and text of the application's choosing.
+    pub fn close_with(self, code: ReplyCode, text: &str) -> Result<()> {
+        {
+            let mut inner = self.shared.lock();
+            if let Some(error) = &inner.closed {
+                return Err(Error::ConnectionClosed(error.clone()));
+            }
+            inner.core.close(code, text)?;
+            inner.flush();
+            inner.dispatch();
+        }
+        self.shared.notify();
+        let ended = self.shared.wait("connection.close", None, |inner| {
+            inner.closed.clone().map(Ok)
+        })?;
+        match ended {
+            ConnectionError::Closed(reason) if reason.initiator == Initiator::Client => Ok(()),
+            other => Err(Error::ConnectionClosed(other)),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(keeper) = self
+            .keeper
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let (flag, wake) = &*keeper.stop;
+            *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            wake.notify_all();
+            // The keeper only ever waits on the flag or on a bounded read.
+            let _ = keeper.thread.join();
+        }
+        let mut inner = self.shared.lock();
+        if inner.closed.is_none() {
+            // Best effort, without waiting for the server: a close it
+            // misses ends the same way when the socket closes.
+            let _ = inner.set_write_timeout(DROP_WRITE_TIMEOUT);
+            let _ = inner
+                .core
+                .close(ReplyCode::REPLY_SUCCESS, "connection dropped");
+            inner.flush();
+            inner
+                .core
+                .handle_transport_closed("the connection was dropped");
+            inner.flush();
+            inner.dispatch();
+        }
+        drop(inner);
+        self.shared.notify();
+    }
+}
+
+/// The heartbeat keeper's loop: service the connection at each deadline
+/// the core names (at least every second) until told to stop.
+fn keep_heartbeats(shared: &Weak<Shared>, stop: &(Mutex<bool>, Condvar)) {
+    const LONGEST_SLEEP: Duration = Duration::from_secs(1);
+    const SHORTEST_SLEEP: Duration = Duration::from_millis(10);
+    loop {
+        let Some(connection) = shared.upgrade() else {
+            return;
+        };
+        if !connection.service() {
+            return;
+        }
+        let sleep = connection
+            .next_deadline()
+            .map_or(LONGEST_SLEEP, |deadline| {
+                deadline.saturating_duration_since(Instant::now())
+            })
+            .clamp(SHORTEST_SLEEP, LONGEST_SLEEP);
+        drop(connection);
+        let (flag, wake) = stop;
+        let stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
+        if *stopped {
+            return;
+        }
+        let (stopped, _) = wake
+            .wait_timeout(stopped, sleep)
+            .unwrap_or_else(PoisonError::into_inner);
+        if *stopped {
+            return;
+        }
+    }
+}

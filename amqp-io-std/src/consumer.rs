@@ -1,0 +1,153 @@
+//! Consumers read by pulling.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amqp_proto::codec::ShortString;
+use amqp_proto::Delivery;
+
+use crate::channel::Channel;
+use crate::error::{Error, Result};
+use crate::shared::{ConsumerEnd, Shared};
+
+/// A consumer whose deliveries the application pulls, from
+/// [`Channel::consume`].
+///
+/// Each `recv` call also drives the connection (heartbeats, confirms,
+/// replies for other threads). Deliveries wait in a bounded buffer
+/// ([`Config::max_buffered_events`](amqp_proto::Config::max_buffered_events)
+/// for the whole connection); when it is full the adapter stops reading
+/// the socket, so set a prefetch with [`Channel::basic_qos`].
+///
+/// Dropping it cancels the consumer and gives the deliveries it did not
+/// take back to the queue (unless it consumes with `no_ack`).
+///
+/// ```no_run
+/// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+/// use std::time::Duration;
+/// use amqp_proto::spec::BasicConsume;
+///
+/// channel.basic_qos(100, false)?;
+/// let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+/// while let Ok(delivery) = consumer.recv_timeout(Duration::from_secs(1)) {
+///     println!("{:?}", delivery.body());
+///     consumer.channel().ack(delivery.delivery_tag, false)?;
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Consumer {
+    shared: Arc<Shared>,
+    channel: Channel,
+    key: (u16, ShortString),
+    generation: u64,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("channel", &self.key.0)
+            .field("tag", &self.key.1)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        channel: Channel,
+        tag: ShortString,
+        generation: u64,
+    ) -> Self {
+        let key = (channel.id(), tag);
+        Self {
+            shared,
+            channel,
+            key,
+            generation,
+        }
+    }
+
+    /// The consumer tag.
+    #[must_use]
+    pub fn tag(&self) -> &ShortString {
+        &self.key.1
+    }
+
+    /// The channel it consumes on, for acknowledgements.
+    #[must_use]
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The next delivery, waiting up to `timeout`. Ends with
+    /// [`Error::ConsumerCancelled`] once the server cancelled the consumer
+    /// (its queue was deleted), or the channel's or connection's close,
+    /// after every delivery received before that was taken.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Delivery> {
+        self.recv_within(Some(timeout))
+    }
+
+    /// The next delivery, waiting as long as it takes, or until the
+    /// consumer ends (see [`recv_timeout`](Self::recv_timeout)).
+    pub fn recv(&self) -> Result<Delivery> {
+        self.recv_within(None)
+    }
+
+    /// A delivery already received, if any; never waits for the socket.
+    pub fn try_recv(&self) -> Result<Option<Delivery>> {
+        let mut inner = self.shared.lock();
+        if let Some(delivery) = inner.take_delivery(&self.key) {
+            return Ok(Some(delivery));
+        }
+        match self.ended(&inner) {
+            Some(error) => Err(error),
+            None => Ok(None),
+        }
+    }
+
+    fn recv_within(&self, timeout: Option<Duration>) -> Result<Delivery> {
+        self.shared.wait("consumer receive", timeout, |inner| {
+            if let Some(delivery) = inner.take_delivery(&self.key) {
+                return Some(Ok(delivery));
+            }
+            self.ended(inner).map(Err)
+        })
+    }
+
+    fn ended(&self, inner: &crate::shared::Inner) -> Option<Error> {
+        let consumer = inner.consumers.get(&self.key)?;
+        if consumer.generation != self.generation {
+            return Some(Error::ConsumerCancelled(self.key.1.to_string()));
+        }
+        Some(match consumer.end.clone()? {
+            ConsumerEnd::CancelledByServer | ConsumerEnd::Cancelled => {
+                Error::ConsumerCancelled(self.key.1.to_string())
+            }
+            ConsumerEnd::Channel(reason) => Error::ChannelClosed(reason),
+            ConsumerEnd::Connection(error) => Error::ConnectionClosed(error),
+        })
+    }
+
+    /// Cancels the consumer and waits for the server's `cancel-ok`;
+    /// deliveries received but not taken go back to the queue.
+    pub fn cancel(self) -> Result<()> {
+        self.channel.basic_cancel(&self.key.1.to_string_lossy())
+    }
+}
+
+/// Blocks for each delivery; ends when the consumer does.
+impl Iterator for &Consumer {
+    type Item = Delivery;
+
+    fn next(&mut self) -> Option<Delivery> {
+        self.recv().ok()
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.shared
+            .lock()
+            .abandon_consumer(&self.key, self.generation);
+    }
+}

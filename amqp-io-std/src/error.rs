@@ -1,0 +1,81 @@
+//! The one error type of the blocking adapter.
+
+use std::time::Duration;
+
+use amqp_proto::uri::UriError;
+use amqp_proto::{CloseReason, ConnectionError, Failure, UsageError};
+
+/// Why a call failed.
+///
+/// Every blocking call ends in one of: its result, [`Error::Timeout`], the
+/// close of its channel ([`Error::ChannelClosed`], with the server's reply
+/// code and text) or the end of the connection
+/// ([`Error::ConnectionClosed`]). Nothing waits forever.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL could not be parsed.
+    #[error("invalid AMQP URL: {0}")]
+    Uri(#[from] UriError),
+    /// No TCP (or TLS) connection could be made.
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// The address tried last.
+        address: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// TLS could not be set up: a certificate or key file that cannot be
+    /// read, or a server name that is not valid.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    /// The call did not complete in time. The connection and channel stay
+    /// usable; a reply that arrives later is discarded.
+    #[error("{operation} did not complete within {timeout:?}")]
+    Timeout {
+        /// What was being waited for.
+        operation: &'static str,
+        /// The time allowed.
+        timeout: Duration,
+    },
+    /// The channel closed (the server's reply code and text, or this side's
+    /// close).
+    #[error("channel {0}")]
+    ChannelClosed(CloseReason),
+    /// The connection ended (closed by either side, a protocol violation, a
+    /// missed heartbeat, a refused login, or the socket failing).
+    #[error(transparent)]
+    ConnectionClosed(ConnectionError),
+    /// The request is not valid in the connection's or channel's state.
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    /// The broker refused a publish (`basic.nack`); for a batch wait, how
+    /// many of the batch it refused.
+    #[error("the broker refused {0} publish(es) with basic.nack")]
+    Nacked(u64),
+    /// The core handed back a reply that does not answer the request. The
+    /// core matches replies to requests itself, so this means a bug here.
+    #[error("{operation} was answered with {reply}")]
+    UnexpectedReply {
+        /// The request.
+        operation: &'static str,
+        /// What came back.
+        reply: String,
+    },
+    /// The server cancelled the consumer (its queue was deleted, or it
+    /// failed over to another node).
+    #[error("consumer {0:?} was cancelled by the server")]
+    ConsumerCancelled(String),
+}
+
+impl From<Failure> for Error {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Channel(reason) => Self::ChannelClosed(reason),
+            Failure::Connection(error) => Self::ConnectionClosed(error),
+        }
+    }
+}
+
+/// The result of the adapter's calls.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,706 @@
+//! State every handle shares: the core, the socket halves, and the outcomes
+//! the core reported that some caller has not collected yet.
+//!
+//! One thread at a time reads the socket (whoever holds the reader) without
+//! holding the state lock, so others can publish and ack meanwhile; it then
+//! feeds the bytes to the core under the lock, sorts the events into the
+//! maps below and wakes every waiter. A waiter that finds the reader taken
+//! sleeps on the condition variable instead.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use amqp_proto::codec::ShortString;
+use amqp_proto::spec::constants::ReplyCode;
+use amqp_proto::spec::{BasicCancel, BasicReject, Method};
+use amqp_proto::{
+    CloseReason, ConfirmOutcome, Connection as Core, ConnectionError, Delivery, Event, Failure,
+    GetMessage, RequestId, Returned, Tuning,
+};
+
+use crate::error::{Error, Result};
+use crate::transport::{ReadOutcome, Reader, Writer};
+
+/// The longest one pass sleeps, so that a waiter notices a reader that
+/// left without anyone else taking over.
+const MAX_PASS: Duration = Duration::from_millis(200);
+/// Returned messages kept for a channel without a handler before the
+/// oldest are dropped.
+const MAX_UNHANDLED_RETURNS: usize = 1_024;
+
+/// Called with each delivery for a callback consumer.
+pub(crate) type DeliveryCallback = Box<dyn FnMut(Delivery) + Send>;
+/// Called with each returned message of a channel.
+pub(crate) type ReturnCallback = Box<dyn FnMut(Returned) + Send>;
+
+/// A synchronous request's answer.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Method(Method),
+    Get(Box<GetMessage>),
+}
+
+/// What the adapter knows about one channel id, for one opening of it.
+pub(crate) struct ChannelState {
+    pub(crate) generation: u64,
+    /// `channel.open-ok` arrived.
+    pub(crate) opened: bool,
+    /// The opener stopped waiting before `open-ok`: close it when it comes.
+    pub(crate) abandoned: bool,
+    pub(crate) closed: Option<CloseReason>,
+    /// Confirms settled other than by `basic.ack`, until waited for.
+    pub(crate) refused: HashMap<u64, ConfirmOutcome>,
+    /// `basic.nack`s and failures since the last batch wait.
+    pub(crate) nacked_since_wait: u64,
+    pub(crate) failed_since_wait: Option<Failure>,
+    pub(crate) returned: VecDeque<Returned>,
+    pub(crate) return_handler: Option<ReturnCallback>,
+}
+
+/// Why a consumer receives nothing more.
+#[derive(Debug, Clone)]
+pub(crate) enum ConsumerEnd {
+    /// The server cancelled it.
+    CancelledByServer,
+    /// The application cancelled it.
+    Cancelled,
+    Channel(CloseReason),
+    Connection(ConnectionError),
+}
+
+pub(crate) struct ConsumerState {
+    pub(crate) generation: u64,
+    pub(crate) no_ack: bool,
+    pub(crate) queue: VecDeque<Delivery>,
+    pub(crate) end: Option<ConsumerEnd>,
+    pub(crate) callback: Option<DeliveryCallback>,
+    /// Nobody will read this consumer's deliveries any more: they are
+    /// rejected with requeue as they arrive.
+    pub(crate) abandoned: bool,
+}
+
+/// Callbacks lent out with what they are to be called with.
+#[derive(Default)]
+pub(crate) struct CallbackWork {
+    pub(crate) deliveries: Vec<Lent<ConsumerKey, DeliveryCallback, Delivery>>,
+    pub(crate) returns: Vec<Lent<u16, ReturnCallback, Returned>>,
+}
+
+/// A consumer's identity on a connection: its channel and tag.
+pub(crate) type ConsumerKey = (u16, ShortString);
+
+/// One callback lent out of its owner (`key` at `generation`) with what it
+/// is to be called with.
+pub(crate) struct Lent<K, C, T> {
+    key: K,
+    generation: u64,
+    callback: C,
+    items: VecDeque<T>,
+}
+
+impl CallbackWork {
+    /// Calls every callback with its work; returns how many items it
+    /// handed over.
+    pub(crate) fn run(&mut self) -> usize {
+        let mut count = 0;
+        for lent in &mut self.deliveries {
+            for delivery in lent.items.drain(..) {
+                count += 1;
+                (lent.callback)(delivery);
+            }
+        }
+        for lent in &mut self.returns {
+            for message in lent.items.drain(..) {
+                count += 1;
+                (lent.callback)(message);
+            }
+        }
+        count
+    }
+}
+
+/// A `basic.consume` awaiting its `consume-ok`.
+pub(crate) struct PendingConsume {
+    pub(crate) generation: u64,
+    pub(crate) no_ack: bool,
+    pub(crate) callback: Option<DeliveryCallback>,
+}
+
+/// Everything behind the connection lock.
+pub(crate) struct Inner {
+    pub(crate) core: Core,
+    writer: Writer,
+    pub(crate) replies: HashMap<RequestId, Result<Reply, Failure>>,
+    /// Requests whose caller gave up waiting: their replies are dropped.
+    pub(crate) abandoned: HashSet<RequestId>,
+    pub(crate) pending_consumes: HashMap<RequestId, PendingConsume>,
+    pub(crate) channels: HashMap<u16, ChannelState>,
+    pub(crate) consumers: HashMap<ConsumerKey, ConsumerState>,
+    /// Deliveries sorted into consumer queues and not taken yet.
+    pub(crate) buffered_deliveries: usize,
+    pub(crate) max_buffered_deliveries: usize,
+    next_generation: u64,
+    pub(crate) opened: Option<(Tuning, amqp_proto::codec::FieldTable)>,
+    pub(crate) blocked: Option<String>,
+    /// A custom SASL mechanism's challenge, for the handshake to answer.
+    pub(crate) challenge: Option<amqp_proto::codec::LongString>,
+    pub(crate) closed: Option<ConnectionError>,
+}
+
+impl Inner {
+    pub(crate) fn new(core: Core, writer: Writer) -> Self {
+        let max_buffered_deliveries = core.config().max_buffered_events;
+        Self {
+            core,
+            writer,
+            replies: HashMap::new(),
+            abandoned: HashSet::new(),
+            pending_consumes: HashMap::new(),
+            channels: HashMap::new(),
+            consumers: HashMap::new(),
+            buffered_deliveries: 0,
+            max_buffered_deliveries,
+            next_generation: 1,
+            opened: None,
+            blocked: None,
+            challenge: None,
+            closed: None,
+        }
+    }
+
+    pub(crate) fn set_write_timeout(&self, timeout: Duration) -> std::io::Result<()> {
+        self.writer.set_timeout(timeout)
+    }
+
+    /// Starts the adapter's record of a channel the core just opened.
+    pub(crate) fn channel_opened(&mut self, id: u16) -> u64 {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        // The id may be reused: what belonged to its last opening goes.
+        self.consumers.retain(|(channel, _), _| *channel != id);
+        self.channels.insert(
+            id,
+            ChannelState {
+                generation,
+                opened: false,
+                abandoned: false,
+                closed: None,
+                refused: HashMap::new(),
+                nacked_since_wait: 0,
+                failed_since_wait: None,
+                returned: VecDeque::new(),
+                return_handler: None,
+            },
+        );
+        generation
+    }
+
+    /// The channel's record, or why it is unusable.
+    pub(crate) fn channel(&mut self, id: u16, generation: u64) -> Result<&mut ChannelState> {
+        if let Some(error) = &self.closed {
+            return Err(Error::ConnectionClosed(error.clone()));
+        }
+        match self.channels.get_mut(&id) {
+            Some(state) if state.generation == generation => match &state.closed {
+                Some(reason) => Err(Error::ChannelClosed(reason.clone())),
+                None => Ok(state),
+            },
+            _ => Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(id))),
+        }
+    }
+
+    /// Hands what the core queued to the socket. A write failure ends the
+    /// connection in the core, which resolves everything outstanding.
+    pub(crate) fn flush(&mut self) {
+        while let Some(chunk) = self.core.poll_transmit() {
+            self.writer.push(chunk);
+        }
+        if let Err(error) = self.writer.write_out() {
+            self.core
+                .handle_transport_closed(format!("writing to the socket failed: {error}"));
+        }
+        if self.core.is_closed() {
+            self.writer.shutdown();
+        }
+    }
+
+    /// Sorts the core's events into the records callers wait on.
+    pub(crate) fn dispatch(&mut self) {
+        while let Some(event) = self.core.poll_event() {
+            self.handle_event(event);
+        }
+    }
+
+    /// True while the socket should be read: the core is not closed and
+    /// the consumers' queues have room. Reading stops otherwise, so a slow
+    /// consumer bounds memory (one read's worth of deliveries past the
+    /// limit at most) and the broker holds the rest.
+    pub(crate) fn wants_input(&self) -> bool {
+        self.core.wants_input() && self.buffered_deliveries < self.max_buffered_deliveries
+    }
+
+    /// Records a request's outcome for its caller, unless the caller gave up.
+    fn answer(&mut self, request: RequestId, outcome: Result<Reply, Failure>) {
+        if !self.abandoned.remove(&request) {
+            self.replies.insert(request, outcome);
+        }
+    }
+
+    /// Sends a method the application did not ask for directly (cleanup
+    /// of abandoned work); failure means the channel is gone, which makes
+    /// the cleanup moot.
+    fn send_on(&mut self, channel: u16, method: impl Into<Method>) {
+        if let Ok(mut handle) = self.core.channel(channel) {
+            if let Ok(Some(request)) = handle.request(method) {
+                self.abandoned.insert(request);
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Opened {
+                tuning,
+                server_properties,
+            } => self.opened = Some((tuning, server_properties)),
+            Event::ChannelOpened { channel, .. } => {
+                let Some(state) = self.channels.get_mut(&channel) else {
+                    return;
+                };
+                if state.abandoned {
+                    // Whoever opened it stopped waiting: nobody holds it.
+                    if let Ok(handle) = self.core.channel(channel) {
+                        let _ = handle.close(ReplyCode::REPLY_SUCCESS, "abandoned");
+                    }
+                } else {
+                    state.opened = true;
+                }
+            }
+            Event::Reply {
+                channel,
+                request,
+                method,
+            } => {
+                if let Method::BasicConsumeOk(ok) = &method {
+                    self.consumer_started(channel, request, ok.consumer_tag.clone());
+                }
+                if let Method::BasicCancelOk(ok) = &method {
+                    self.consumer_ended(channel, &ok.consumer_tag, ConsumerEnd::Cancelled);
+                }
+                self.answer(request, Ok(Reply::Method(method)));
+            }
+            Event::GetOk {
+                channel,
+                request,
+                message,
+            } => {
+                if self.abandoned.contains(&request) {
+                    self.abandoned.remove(&request);
+                    self.send_on(
+                        channel,
+                        BasicReject {
+                            delivery_tag: message.delivery_tag,
+                            requeue: true,
+                        },
+                    );
+                } else {
+                    self.replies.insert(request, Ok(Reply::Get(message)));
+                }
+            }
+            Event::RequestFailed {
+                request, failure, ..
+            } => {
+                self.pending_consumes.remove(&request);
+                self.answer(request, Err(failure));
+            }
+            Event::Delivery(delivery) => self.delivered(delivery),
+            Event::Returned(returned) => {
+                if let Some(state) = self.channels.get_mut(&returned.channel) {
+                    if state.returned.len() >= MAX_UNHANDLED_RETURNS {
+                        state.returned.pop_front();
+                    }
+                    state.returned.push_back(*returned);
+                }
+            }
+            Event::Confirm {
+                channel,
+                sequence,
+                outcome,
+            } => {
+                if let Some(state) = self.channels.get_mut(&channel) {
+                    match &outcome {
+                        ConfirmOutcome::Ack => return,
+                        ConfirmOutcome::Nack => state.nacked_since_wait += 1,
+                        ConfirmOutcome::Failed(failure) => {
+                            state.failed_since_wait = Some(failure.clone());
+                        }
+                    }
+                    state.refused.insert(sequence, outcome);
+                }
+            }
+            Event::ConsumerCancelled {
+                channel,
+                consumer_tag,
+            } => self.consumer_ended(channel, &consumer_tag, ConsumerEnd::CancelledByServer),
+            Event::Blocked { reason } => self.blocked = Some(reason.to_string_lossy().into_owned()),
+            Event::Unblocked => self.blocked = None,
+            Event::ChannelClosed { channel, reason } => {
+                if let Some(state) = self.channels.get_mut(&channel) {
+                    state.closed = Some(reason.clone());
+                }
+                for ((id, _), consumer) in &mut self.consumers {
+                    if *id == channel && consumer.end.is_none() {
+                        consumer.end = Some(ConsumerEnd::Channel(reason.clone()));
+                    }
+                }
+            }
+            Event::Closed(error) => {
+                for consumer in self.consumers.values_mut() {
+                    if consumer.end.is_none() {
+                        consumer.end = Some(ConsumerEnd::Connection(error.clone()));
+                    }
+                }
+                self.closed = Some(error);
+            }
+            Event::SaslChallenge { challenge } => self.challenge = Some(challenge),
+            // Flow is visible through the core's publish readiness.
+            _ => {}
+        }
+    }
+
+    fn consumer_started(&mut self, channel: u16, request: RequestId, tag: ShortString) {
+        let Some(pending) = self.pending_consumes.remove(&request) else {
+            return;
+        };
+        let abandoned = self.abandoned.contains(&request);
+        self.register_consumer(channel, tag.clone(), pending, abandoned);
+        if abandoned {
+            self.send_on(
+                channel,
+                BasicCancel {
+                    consumer_tag: tag,
+                    nowait: false,
+                },
+            );
+        }
+    }
+
+    /// Starts the record that deliveries for `tag` are sorted into.
+    pub(crate) fn register_consumer(
+        &mut self,
+        channel: u16,
+        tag: ShortString,
+        pending: PendingConsume,
+        abandoned: bool,
+    ) {
+        self.consumers.insert(
+            (channel, tag),
+            ConsumerState {
+                generation: pending.generation,
+                no_ack: pending.no_ack,
+                queue: VecDeque::new(),
+                end: None,
+                callback: pending.callback,
+                abandoned,
+            },
+        );
+    }
+
+    fn consumer_ended(&mut self, channel: u16, tag: &ShortString, end: ConsumerEnd) {
+        let key = (channel, tag.clone());
+        if let Some(consumer) = self.consumers.get_mut(&key) {
+            if consumer.abandoned {
+                self.buffered_deliveries -= consumer.queue.len();
+                self.consumers.remove(&key);
+            } else if consumer.end.is_none() {
+                consumer.end = Some(end);
+            }
+        }
+    }
+
+    fn delivered(&mut self, delivery: Delivery) {
+        let key = (delivery.channel, delivery.consumer_tag.clone());
+        match self.consumers.get_mut(&key) {
+            Some(consumer) if !consumer.abandoned => {
+                consumer.queue.push_back(delivery);
+                self.buffered_deliveries += 1;
+            }
+            Some(consumer) if consumer.no_ack => {}
+            // Nobody will take it (its consumer was dropped or never
+            // registered): back to the queue for another consumer.
+            _ => self.send_on(
+                delivery.channel,
+                BasicReject {
+                    delivery_tag: delivery.delivery_tag,
+                    requeue: true,
+                },
+            ),
+        }
+    }
+
+    /// Takes the next delivery of a consumer, refilling from the core.
+    pub(crate) fn take_delivery(&mut self, key: &ConsumerKey) -> Option<Delivery> {
+        let delivery = self.consumers.get_mut(key)?.queue.pop_front()?;
+        self.buffered_deliveries -= 1;
+        Some(delivery)
+    }
+
+    /// True when a callback has something to be called with: deliveries
+    /// for callback consumers (if `consumers`), returned messages for
+    /// channels with a return handler.
+    pub(crate) fn has_callback_work(&self, consumers: bool) -> bool {
+        let deliveries = consumers
+            && self
+                .consumers
+                .values()
+                .any(|consumer| consumer.callback.is_some() && !consumer.queue.is_empty());
+        deliveries
+            || self
+                .channels
+                .values()
+                .any(|channel| channel.return_handler.is_some() && !channel.returned.is_empty())
+    }
+
+    /// Takes the callbacks that have work, with their work, so they can be
+    /// called without the lock (they may call back into the connection).
+    pub(crate) fn take_callback_work(&mut self, consumers: bool) -> CallbackWork {
+        let mut work = CallbackWork::default();
+        if consumers {
+            for (key, consumer) in &mut self.consumers {
+                if consumer.queue.is_empty() {
+                    continue;
+                }
+                if let Some(callback) = consumer.callback.take() {
+                    let deliveries = std::mem::take(&mut consumer.queue);
+                    self.buffered_deliveries -= deliveries.len();
+                    work.deliveries.push(Lent {
+                        key: key.clone(),
+                        generation: consumer.generation,
+                        callback,
+                        items: deliveries,
+                    });
+                }
+            }
+        }
+        for (id, channel) in &mut self.channels {
+            if channel.returned.is_empty() {
+                continue;
+            }
+            if let Some(handler) = channel.return_handler.take() {
+                let returned = std::mem::take(&mut channel.returned);
+                work.returns.push(Lent {
+                    key: *id,
+                    generation: channel.generation,
+                    callback: handler,
+                    items: returned,
+                });
+            }
+        }
+        work
+    }
+
+    /// Puts back the callbacks [`take_callback_work`](Self::take_callback_work)
+    /// lent out, unless their consumer or channel went away meanwhile.
+    pub(crate) fn restore_callbacks(&mut self, work: CallbackWork) {
+        for lent in work.deliveries {
+            match self.consumers.get_mut(&lent.key) {
+                Some(consumer) if consumer.generation == lent.generation => {
+                    consumer.callback = Some(lent.callback);
+                }
+                _ => {}
+            }
+        }
+        for lent in work.returns {
+            match self.channels.get_mut(&lent.key) {
+                Some(channel)
+                    if channel.generation == lent.generation
+                        && channel.return_handler.is_none() =>
+                {
+                    channel.return_handler = Some(lent.callback);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// A consumer handle went away: reject what it did not take, cancel it
+    /// with the server, and drop later deliveries back into the queue.
+    pub(crate) fn abandon_consumer(&mut self, key: &ConsumerKey, generation: u64) {
+        let Some(consumer) = self.consumers.get_mut(key) else {
+            return;
+        };
+        if consumer.generation != generation {
+            return;
+        }
+        let unread = std::mem::take(&mut consumer.queue);
+        let (ended, no_ack) = (consumer.end.is_some(), consumer.no_ack);
+        consumer.abandoned = true;
+        self.buffered_deliveries -= unread.len();
+        if !no_ack {
+            for delivery in unread {
+                self.send_on(
+                    key.0,
+                    BasicReject {
+                        delivery_tag: delivery.delivery_tag,
+                        requeue: true,
+                    },
+                );
+            }
+        }
+        if ended {
+            self.consumers.remove(key);
+        } else {
+            self.send_on(
+                key.0,
+                BasicCancel {
+                    consumer_tag: key.1.clone(),
+                    nowait: false,
+                },
+            );
+        }
+        self.flush();
+        self.dispatch();
+    }
+}
+
+/// The state behind every handle of one connection.
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    changed: Condvar,
+    reader: Mutex<Reader>,
+}
+
+impl Shared {
+    pub(crate) fn new(inner: Inner, reader: Reader) -> Self {
+        Self {
+            inner: Mutex::new(inner),
+            changed: Condvar::new(),
+            reader: Mutex::new(reader),
+        }
+    }
+
+    /// Locks the state. A panic elsewhere while it was held (in code of
+    /// ours, never in a callback: those run unlocked) leaves it usable.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes every waiter: something they wait for may have happened.
+    pub(crate) fn notify(&self) {
+        self.changed.notify_all();
+    }
+
+    /// Drives the connection until `ready` returns a result, the
+    /// connection ends, or `timeout` passes (`None`: only the connection's
+    /// own deadlines bound the wait).
+    pub(crate) fn wait<T>(
+        &self,
+        operation: &'static str,
+        timeout: Option<Duration>,
+        mut ready: impl FnMut(&mut Inner) -> Option<Result<T>>,
+    ) -> Result<T> {
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        let mut inner = self.lock();
+        loop {
+            if let Some(result) = ready(&mut inner) {
+                return result;
+            }
+            if let Some(error) = &inner.closed {
+                return Err(Error::ConnectionClosed(error.clone()));
+            }
+            let now = Instant::now();
+            if let (Some(deadline), Some(timeout)) = (deadline, timeout) {
+                if now >= deadline {
+                    return Err(Error::Timeout { operation, timeout });
+                }
+            }
+            inner = self.pass(inner, deadline, now);
+        }
+    }
+
+    /// One step of progress: read once if no one else is reading (and the
+    /// core has room), otherwise sleep until woken; then act on due timers.
+    fn pass<'a>(
+        &'a self,
+        mut inner: MutexGuard<'a, Inner>,
+        deadline: Option<Instant>,
+        now: Instant,
+    ) -> MutexGuard<'a, Inner> {
+        inner.flush();
+        let until = [deadline, inner.core.poll_timeout(), Some(now + MAX_PASS)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now);
+        let wants_input = inner.wants_input();
+        let reader = if wants_input {
+            self.reader.try_lock().ok()
+        } else {
+            None
+        };
+        match reader {
+            Some(mut reader) => {
+                drop(inner);
+                let outcome = reader.read(until);
+                inner = self.lock();
+                let now = Instant::now();
+                match outcome {
+                    ReadOutcome::Data(bytes) => inner.core.handle_input(bytes, now),
+                    ReadOutcome::Idle => {}
+                    ReadOutcome::Closed(reason) => inner.core.handle_transport_closed(reason),
+                }
+                // Released only after its bytes reached the core, so the
+                // next reader's bytes come after them.
+                drop(reader);
+            }
+            None => {
+                let wait = until.saturating_duration_since(now);
+                inner = self
+                    .changed
+                    .wait_timeout(inner, wait)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
+        inner.core.handle_timeout(Instant::now());
+        inner.flush();
+        inner.dispatch();
+        self.changed.notify_all();
+        inner
+    }
+
+    /// Services the connection without waiting for anything: reads what
+    /// is already there, sends due heartbeats. Returns false once the
+    /// connection is closed. For the heartbeat keeper.
+    pub(crate) fn service(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.closed.is_some() {
+            return false;
+        }
+        let now = Instant::now();
+        if inner.wants_input() {
+            if let Ok(mut reader) = self.reader.try_lock() {
+                drop(inner);
+                let outcome = reader.read(now);
+                inner = self.lock();
+                match outcome {
+                    ReadOutcome::Data(bytes) => inner.core.handle_input(bytes, Instant::now()),
+                    ReadOutcome::Idle => {}
+                    ReadOutcome::Closed(reason) => inner.core.handle_transport_closed(reason),
+                }
+                drop(reader);
+            }
+        }
+        inner.core.handle_timeout(Instant::now());
+        inner.flush();
+        inner.dispatch();
+        self.changed.notify_all();
+        inner.closed.is_none()
+    }
+
+    /// The earliest time the core needs attention.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.lock().core.poll_timeout()
+    }
+}
