@@ -298,6 +298,12 @@ impl Connection {
         self.shared.lock().blocked.clone()
     }
 
+    /// This side's socket address (to find the connection in the broker's
+    /// listings, for example).
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.shared.lock().local_addr()
+    }
+
     /// True until the connection ends.
     #[must_use]
     pub fn is_open(&self) -> bool {

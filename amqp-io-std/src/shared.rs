@@ -169,6 +169,10 @@ impl Inner {
         }
     }
 
+    pub(crate) fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.writer.local_addr()
+    }
+
     pub(crate) fn set_write_timeout(&self, timeout: Duration) -> std::io::Result<()> {
         self.writer.set_timeout(timeout)
     }

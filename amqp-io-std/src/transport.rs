@@ -116,6 +116,10 @@ impl Writer {
         self.socket.set_write_timeout(Some(timeout))
     }
 
+    pub(crate) fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.socket.local_addr()
+    }
+
     pub(crate) fn push(&mut self, chunk: Bytes) {
         self.unwritten.push_back(chunk);
     }
