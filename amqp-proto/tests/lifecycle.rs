@@ -539,3 +539,101 @@ fn silence_while_the_adapter_is_told_not_to_read_is_not_death() {
         vec![Event::Closed(ConnectionError::HeartbeatTimeout)]
     );
 }
+
+/// RabbitMQ sends consume-ok and cancel-ok from the queue process, so with
+/// pipelined requests they can come after later replies (seen against
+/// RabbitMQ 3.10: a cancel-ok behind the declare-ok of a passive declare
+/// sent after it). Replies still reach the right requests.
+#[test]
+fn consume_ok_and_cancel_ok_may_lag_behind_later_replies() {
+    let mut peer = open_peer(Config::default());
+    let channel = peer.open_channel();
+    let mut handle = peer.connection.channel(channel).unwrap();
+    let consume_a = handle
+        .request(spec::BasicConsume {
+            queue: "a".into(),
+            consumer_tag: "tag-a".into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+    let consume_b = handle
+        .request(spec::BasicConsume {
+            queue: "b".into(),
+            consumer_tag: "tag-b".into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+    let declare = handle
+        .request(spec::QueueDeclare {
+            queue: "c".into(),
+            passive: true,
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+    peer.client_frames();
+    let declare_ok = spec::QueueDeclareOk {
+        queue: "c".into(),
+        message_count: 0,
+        consumer_count: 0,
+    };
+    peer.send(channel, declare_ok);
+    peer.send(
+        channel,
+        spec::BasicConsumeOk {
+            consumer_tag: "tag-b".into(),
+        },
+    );
+    peer.send(
+        channel,
+        spec::BasicConsumeOk {
+            consumer_tag: "tag-a".into(),
+        },
+    );
+    let answered: Vec<_> = peer
+        .events()
+        .into_iter()
+        .map(|event| match event {
+            Event::Reply {
+                request, method, ..
+            } => (request, method.name()),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        vec![
+            (declare, "queue.declare-ok"),
+            (consume_b, "basic.consume-ok"),
+            (consume_a, "basic.consume-ok"),
+        ]
+    );
+
+    // Other replies keep their order: a declare-ok cannot answer a
+    // purge that was sent first.
+    let mut handle = peer.connection.channel(channel).unwrap();
+    handle
+        .request(spec::QueuePurge {
+            queue: "c".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    handle
+        .request(spec::QueueDeclare {
+            queue: "c".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    peer.client_frames();
+    peer.send(
+        channel,
+        spec::QueueDeclareOk {
+            queue: "c".into(),
+            message_count: 0,
+            consumer_count: 0,
+        },
+    );
+    assert_eq!(close_code(&mut peer), ReplyCode::COMMAND_INVALID.0);
+}

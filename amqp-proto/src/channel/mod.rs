@@ -35,6 +35,24 @@ enum State {
 struct Pending {
     request: RequestId,
     replies: &'static [MethodId],
+    /// For `basic.consume` and `basic.cancel`: the consumer tag named
+    /// (empty when the server is to make one up). Their replies may lag
+    /// behind later replies and are matched by it; see `handle_reply`.
+    consumer_tag: Option<ShortString>,
+}
+
+impl Pending {
+    /// True if `reply` answers this request.
+    fn answered_by(&self, reply: &Method) -> bool {
+        if !self.replies.contains(&reply.id()) {
+            return false;
+        }
+        match (reply, &self.consumer_tag) {
+            (Method::BasicConsumeOk(ok), Some(tag)) if !tag.is_empty() => ok.consumer_tag == *tag,
+            (Method::BasicCancelOk(ok), Some(tag)) => ok.consumer_tag == *tag,
+            _ => true,
+        }
+    }
 }
 
 /// The method whose content is being assembled.
@@ -73,6 +91,7 @@ impl Channel {
         pending.push_back(Pending {
             request: open,
             replies: crate::spec::ChannelOpen::REPLIES,
+            consumer_tag: None,
         });
         Self {
             id,
@@ -209,15 +228,29 @@ impl Channel {
         method: Method,
         sink: &mut Sink<'_>,
     ) -> Result<Disposition, ProtocolViolation> {
-        let id = method.id();
-        let expected = self
-            .pending
-            .front()
-            .is_some_and(|pending| pending.replies.contains(&id));
-        if !expected {
-            return Err(self.violation(&method, "no request on this channel awaits it"));
-        }
-        let Some(Pending { request, .. }) = self.pending.pop_front() else {
+        // RabbitMQ sends consume-ok and cancel-ok from the queue's process,
+        // not the channel's, so with pipelined requests they can arrive
+        // after the replies to later requests: they are matched by consumer
+        // tag wherever they wait, and other replies pass over them. Every
+        // other reply answers the oldest request that is not a consume or
+        // cancel, in order.
+        let position = match &method {
+            Method::BasicConsumeOk(_) | Method::BasicCancelOk(_) => self
+                .pending
+                .iter()
+                .position(|pending| pending.answered_by(&method)),
+            _ => self
+                .pending
+                .iter()
+                .position(|pending| pending.consumer_tag.is_none())
+                .filter(|&index| {
+                    self.pending
+                        .get(index)
+                        .is_some_and(|pending| pending.answered_by(&method))
+                }),
+        };
+        let Some(Pending { request, .. }) = position.and_then(|index| self.pending.remove(index))
+        else {
             return Err(self.violation(&method, "no request on this channel awaits it"));
         };
         match method {
@@ -410,9 +443,15 @@ impl Channel {
             _ => {}
         }
         if let Some(request) = request {
+            let consumer_tag = match method {
+                Method::BasicConsume(consume) => Some(consume.consumer_tag.clone()),
+                Method::BasicCancel(cancel) => Some(cancel.consumer_tag.clone()),
+                _ => None,
+            };
             self.pending.push_back(Pending {
                 request,
                 replies: method.replies(),
+                consumer_tag,
             });
         }
     }
