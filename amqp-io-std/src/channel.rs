@@ -258,7 +258,8 @@ impl Channel {
 
     /// Starts a consumer whose deliveries are handed to `callback` by
     /// [`Connection::drain_events`](crate::Connection::drain_events), in
-    /// order; returns its consumer tag. Acknowledge with [`ack`](Self::ack)
+    /// order; returns its consumer tag (made up here when `consume` leaves
+    /// it empty). Acknowledge with [`ack`](Self::ack)
     /// on a clone of this channel (unless `no_ack`).
     pub fn basic_consume(
         &self,
@@ -284,9 +285,15 @@ impl Channel {
 
     fn start_consumer(
         &self,
-        consume: BasicConsume,
+        mut consume: BasicConsume,
         callback: Option<crate::shared::DeliveryCallback>,
     ) -> Result<(ShortString, u64)> {
+        if consume.consumer_tag.is_empty() {
+            // A tag of our own, rather than the server's: RabbitMQ's
+            // consume-oks can overtake each other, and the core matches
+            // them to requests by tag.
+            consume.consumer_tag = next_consumer_tag().into();
+        }
         let no_ack = consume.no_ack;
         let generation = self.generation;
         if consume.nowait {
@@ -483,6 +490,17 @@ impl Channel {
             _ => None,
         }
     }
+}
+
+/// A consumer tag unique in this process.
+fn next_consumer_tag() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "amqp-io-std.{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Calls the return handlers that have work, outside the lock.

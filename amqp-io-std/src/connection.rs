@@ -51,6 +51,9 @@ pub struct ConnectOptions {
     pub heartbeat_keeper: bool,
     /// Answers challenges of a [`SaslMechanism::Custom`](amqp_proto::SaslMechanism::Custom).
     pub sasl_responder: Option<SaslResponder>,
+    /// TLS, for `amqps://` (the `tls` feature).
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -76,9 +79,19 @@ impl ConnectOptions {
 
     /// Options from a parsed URI.
     pub fn from_uri(uri: AmqpUri) -> Result<Self> {
+        #[cfg(feature = "tls")]
+        let tls = if uri.tls {
+            Some(crate::tls::TlsSettings::from_options(
+                &uri.tls_options,
+                &uri.host,
+            )?)
+        } else {
+            None
+        };
+        #[cfg(not(feature = "tls"))]
         if uri.tls {
             return Err(Error::Tls(
-                "amqps:// URLs need TLS support, which this build does not have".into(),
+                "amqps:// URLs need the amqp-io-std feature `tls`".into(),
             ));
         }
         Ok(Self {
@@ -89,6 +102,8 @@ impl ConnectOptions {
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
             heartbeat_keeper: false,
             sasl_responder: None,
+            #[cfg(feature = "tls")]
+            tls,
         })
     }
 }
@@ -171,7 +186,12 @@ impl Connection {
             source,
         })?;
         let core = Core::new(options.config, Instant::now());
-        let inner = Inner::new(core, Writer::new(socket));
+        #[allow(unused_mut)] // only the tls feature changes it
+        let mut inner = Inner::new(core, Writer::new(socket));
+        #[cfg(feature = "tls")]
+        if let Some(settings) = &options.tls {
+            inner.set_tls(crate::tls::Session::start(settings)?);
+        }
         let shared = Arc::new(Shared::new(inner, Reader::new(reader_socket)));
         let responder = options.sasl_responder.clone();
         // The core's handshake deadline bounds this wait.

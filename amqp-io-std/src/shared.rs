@@ -131,6 +131,9 @@ pub(crate) struct PendingConsume {
 pub(crate) struct Inner {
     pub(crate) core: Core,
     writer: Writer,
+    /// Encryption between the core and the socket, for `amqps://`.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::Session>,
     pub(crate) replies: HashMap<RequestId, Result<Reply, Failure>>,
     /// Requests whose caller gave up waiting: their replies are dropped.
     pub(crate) abandoned: HashSet<RequestId>,
@@ -154,6 +157,8 @@ impl Inner {
         Self {
             core,
             writer,
+            #[cfg(feature = "tls")]
+            tls: None,
             replies: HashMap::new(),
             abandoned: HashSet::new(),
             pending_consumes: HashMap::new(),
@@ -214,11 +219,47 @@ impl Inner {
         }
     }
 
+    /// Encrypts everything from now on (set before the first flush).
+    #[cfg(feature = "tls")]
+    pub(crate) fn set_tls(&mut self, session: crate::tls::Session) {
+        self.tls = Some(session);
+    }
+
+    /// Feeds bytes read from the socket to the core (through TLS, if on).
+    pub(crate) fn receive(&mut self, raw: &[u8], now: Instant) {
+        #[cfg(feature = "tls")]
+        if let Some(session) = &mut self.tls {
+            let decrypted = session.receive(raw, self.core.input_buffer());
+            self.core.handle_buffered_input(now);
+            if let Err(reason) = decrypted {
+                self.core.handle_transport_closed(reason);
+            }
+            return;
+        }
+        self.core.handle_input(raw, now);
+    }
+
     /// Hands what the core queued to the socket. A write failure ends the
     /// connection in the core, which resolves everything outstanding.
     pub(crate) fn flush(&mut self) {
         while let Some(chunk) = self.core.poll_transmit() {
+            #[cfg(feature = "tls")]
+            if let Some(session) = &mut self.tls {
+                match session.send(&chunk) {
+                    Ok(()) => {
+                        if let Some(records) = session.take_output() {
+                            self.writer.push(records);
+                        }
+                    }
+                    Err(reason) => self.core.handle_transport_closed(reason),
+                }
+                continue;
+            }
             self.writer.push(chunk);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(records) = self.tls.as_mut().and_then(crate::tls::Session::take_output) {
+            self.writer.push(records);
         }
         if let Err(error) = self.writer.write_out() {
             self.core
@@ -650,7 +691,7 @@ impl Shared {
                 inner = self.lock();
                 let now = Instant::now();
                 match outcome {
-                    ReadOutcome::Data(bytes) => inner.core.handle_input(bytes, now),
+                    ReadOutcome::Data(bytes) => inner.receive(bytes, now),
                     ReadOutcome::Idle => {}
                     ReadOutcome::Closed(reason) => inner.core.handle_transport_closed(reason),
                 }
@@ -689,7 +730,7 @@ impl Shared {
                 let outcome = reader.read(now);
                 inner = self.lock();
                 match outcome {
-                    ReadOutcome::Data(bytes) => inner.core.handle_input(bytes, Instant::now()),
+                    ReadOutcome::Data(bytes) => inner.receive(bytes, Instant::now()),
                     ReadOutcome::Idle => {}
                     ReadOutcome::Closed(reason) => inner.core.handle_transport_closed(reason),
                 }

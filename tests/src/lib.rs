@@ -3,6 +3,7 @@
 //! proxy that can stall traffic.
 
 pub mod proxy;
+pub mod tls_proxy;
 
 use std::process::Command;
 

@@ -715,3 +715,80 @@ fn dropping_a_connection_does_not_hang_and_fails_its_channels() {
         Err(Error::ConnectionClosed(_))
     ));
 }
+
+/// Writes the test PKI's files where a URL can name them.
+fn pki_files(pki: &amqp_tests::tls_proxy::TestPki) -> (String, String, String) {
+    let directory = std::env::temp_dir().join(unique("tls"));
+    std::fs::create_dir_all(&directory).unwrap();
+    let write = |name: &str, contents: &str| {
+        let path = directory.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    (
+        write("ca.pem", &pki.ca_pem),
+        write("client.pem", &pki.client_cert_pem),
+        write("client-key.pem", &pki.client_key_pem),
+    )
+}
+
+#[test]
+fn tls_with_a_client_certificate_through_a_terminating_proxy() {
+    use amqp_tests::tls_proxy::{TestPki, TlsProxy};
+    let pki = TestPki::generate("localhost").unwrap();
+    let proxy = TlsProxy::start(&amqp_tests::broker_address(), &pki, true).unwrap();
+    let (ca, certificate, key) = pki_files(&pki);
+    let url = format!(
+        "amqps://guest:guest@localhost:{}/%2f?cacertfile={ca}&certfile={certificate}&keyfile={key}",
+        proxy.address().port()
+    );
+    let connection = open_with(options(&url));
+    let channel = connection.channel().unwrap();
+    let queue = exclusive_queue(&channel);
+    channel.confirm_select().unwrap();
+    // A body larger than one TLS record and one frame.
+    let body = vec![7u8; 300_000];
+    channel
+        .publish(
+            &publish_to(&queue),
+            &BasicProperties::default(),
+            body.clone(),
+        )
+        .unwrap()
+        .wait(SHORT)
+        .unwrap();
+    let get = BasicGet {
+        queue: queue.as_str().into(),
+        no_ack: true,
+        ..Default::default()
+    };
+    let message = channel.basic_get(get).unwrap().expect("the message");
+    assert_eq!(&message.content.body[..], &body[..]);
+    connection.close().unwrap();
+    assert_eq!(
+        proxy.client_certificates().len(),
+        1,
+        "the client certificate was presented"
+    );
+}
+
+#[test]
+fn tls_refuses_a_server_the_trusted_roots_did_not_sign_unless_told_not_to_verify() {
+    use amqp_tests::tls_proxy::{TestPki, TlsProxy};
+    let server_pki = TestPki::generate("localhost").unwrap();
+    let other_pki = TestPki::generate("localhost").unwrap();
+    let proxy = TlsProxy::start(&amqp_tests::broker_address(), &server_pki, false).unwrap();
+    let (wrong_ca, _, _) = pki_files(&other_pki);
+    let port = proxy.address().port();
+    let url = format!("amqps://guest:guest@localhost:{port}/%2f?cacertfile={wrong_ca}");
+    match Connection::open_with(options(&url)) {
+        Err(Error::ConnectionClosed(ConnectionError::TransportClosed(reason))) => {
+            assert!(reason.contains("certificate"), "{reason}");
+        }
+        other => panic!("expected a certificate failure, got {other:?}"),
+    }
+    let url = format!("amqps://guest:guest@localhost:{port}/%2f?verify=verify_none");
+    let connection = open_with(options(&url));
+    exclusive_queue(&connection.channel().unwrap());
+    connection.close().unwrap();
+}

@@ -1,0 +1,249 @@
+//! TLS through rustls (the `tls` feature): the client configuration an
+//! `amqps://` URL asks for, and the session that sits between the core and
+//! the socket.
+//!
+//! rustls is itself sans-IO (`read_tls`, `process_new_packets`,
+//! `write_tls`), so it slots in where the core's bytes meet the socket:
+//! raw bytes read go through it into the core's input buffer, the core's
+//! transmits go through it into the writer.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use amqp_proto::uri::TlsOptions;
+use bytes::{Bytes, BytesMut};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use rustls_pki_types::pem::PemObject;
+
+use crate::error::{Error, Result};
+
+/// How to speak TLS to the broker: a rustls configuration and the name
+/// to send in SNI and check the certificate against.
+///
+/// [`TlsSettings::from_options`] builds one from a URL's TLS options;
+/// applications with their own rustls setup (pinned roots, a custom
+/// verifier, client certificates from a keystore) give their own
+/// [`ClientConfig`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TlsSettings {
+    /// The rustls client configuration.
+    pub config: Arc<ClientConfig>,
+    /// The server's name, for SNI and certificate verification.
+    pub server_name: String,
+}
+
+impl TlsSettings {
+    /// Settings from an explicit configuration.
+    #[must_use]
+    pub fn new(config: Arc<ClientConfig>, server_name: impl Into<String>) -> Self {
+        Self {
+            config,
+            server_name: server_name.into(),
+        }
+    }
+
+    /// Settings as an `amqps://` URL's query asks: trust `cacertfile` (or
+    /// the system's roots), present `certfile`/`keyfile` (for EXTERNAL
+    /// authentication), skip verification for `verify=verify_none`, and
+    /// name `server_name_indication` (or `host`) in SNI.
+    pub fn from_options(options: &TlsOptions, host: &str) -> Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|error| Error::Tls(error.to_string()))?;
+        let builder = if options.verify_peer {
+            builder.with_root_certificates(roots(options.ca_cert_file.as_deref())?)
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+        };
+        let config = match (&options.cert_file, &options.key_file) {
+            (Some(cert_file), Some(key_file)) => {
+                let chain = certificates(cert_file)?;
+                let key = PrivateKeyDer::from_pem_file(key_file)
+                    .map_err(|error| Error::Tls(format!("cannot read key {key_file}: {error}")))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|error| Error::Tls(error.to_string()))?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => {
+                return Err(Error::Tls(
+                    "certfile and keyfile must be given together".into(),
+                ))
+            }
+        };
+        let server_name = options
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.to_owned());
+        Ok(Self::new(Arc::new(config), server_name))
+    }
+}
+
+fn certificates(path: &str) -> Result<Vec<CertificateDer<'static>>> {
+    let read_error = |error: &dyn std::fmt::Display| {
+        Error::Tls(format!("cannot read certificates from {path}: {error}"))
+    };
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|error| read_error(&error))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| read_error(&error))?;
+    if certificates.is_empty() {
+        return Err(read_error(&"no certificate in the file"));
+    }
+    Ok(certificates)
+}
+
+fn roots(ca_cert_file: Option<&str>) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    match ca_cert_file {
+        Some(path) => {
+            for certificate in certificates(path)? {
+                roots.add(certificate).map_err(|error| {
+                    Error::Tls(format!("bad CA certificate in {path}: {error}"))
+                })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(Error::Tls(
+                    "no system root certificates found; give cacertfile".into(),
+                ));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// `verify=verify_none`: any certificate is accepted, signatures are still
+/// checked so the handshake itself stays sound.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client TLS session between the core and the socket.
+#[derive(Debug)]
+pub(crate) struct Session(Box<ClientConnection>);
+
+impl Session {
+    pub(crate) fn start(settings: &TlsSettings) -> Result<Self> {
+        let name = ServerName::try_from(settings.server_name.clone()).map_err(|error| {
+            Error::Tls(format!(
+                "invalid server name {:?}: {error}",
+                settings.server_name
+            ))
+        })?;
+        let mut connection = ClientConnection::new(Arc::clone(&settings.config), name)
+            .map_err(|error| Error::Tls(error.to_string()))?;
+        // The core bounds what it queues; the records made from it are
+        // handed to the socket writer right away, so rustls need not cap
+        // its buffer a second time.
+        connection.set_buffer_limit(None);
+        Ok(Self(Box::new(connection)))
+    }
+
+    /// Decrypts `raw` into `plain`. An error (a bad record, a failed
+    /// handshake, the server's close_notify) ends the transport.
+    pub(crate) fn receive(&mut self, mut raw: &[u8], plain: &mut BytesMut) -> Result<(), String> {
+        while !raw.is_empty() {
+            self.0
+                .read_tls(&mut raw)
+                .map_err(|error| format!("TLS: {error}"))?;
+            let state = self
+                .0
+                .process_new_packets()
+                .map_err(|error| format!("TLS: {error}"))?;
+            let available = state.plaintext_bytes_to_read();
+            if available > 0 {
+                let start = plain.len();
+                plain.resize(start + available, 0);
+                let target = plain.get_mut(start..).unwrap_or_default();
+                self.0
+                    .reader()
+                    .read_exact(target)
+                    .map_err(|error| format!("TLS: {error}"))?;
+            }
+            if state.peer_has_closed() {
+                return Err("the server closed the TLS session".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Encrypts `chunk` (buffered by rustls until the handshake is done).
+    pub(crate) fn send(&mut self, chunk: &[u8]) -> Result<(), String> {
+        self.0
+            .writer()
+            .write_all(chunk)
+            .map_err(|error| format!("TLS: {error}"))
+    }
+
+    /// The TLS records ready to go out (handshake messages and encrypted
+    /// data).
+    pub(crate) fn take_output(&mut self) -> Option<Bytes> {
+        if !self.0.wants_write() {
+            return None;
+        }
+        let mut records = Vec::new();
+        while self.0.wants_write() {
+            if self.0.write_tls(&mut records).is_err() {
+                break;
+            }
+        }
+        Some(Bytes::from(records))
+    }
+}
