@@ -77,6 +77,12 @@ impl Channel {
     }
 
     /// The channel id.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// println!("working on channel {}", channel.id());
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn id(&self) -> u16 {
         self.id
@@ -84,6 +90,13 @@ impl Channel {
 
     /// How long this handle's calls wait for their replies (and publishes
     /// for flow control to allow them).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// let mut patient = channel.clone();
+    /// patient.set_timeout(std::time::Duration::from_secs(120));
+    /// # Ok(()) }
+    /// ```
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
@@ -91,6 +104,17 @@ impl Channel {
     /// Sends any method a client may send on a channel and waits for its
     /// reply: `None` for methods without one (or with `nowait` set). The
     /// typed methods below are shorthands for this.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::{ChannelFlow, Method};
+    ///
+    /// // Any client method, for example asking the server to pause deliveries.
+    /// if let Some(Method::ChannelFlowOk(ok)) = channel.call(ChannelFlow { active: false })? {
+    ///     assert!(!ok.active);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn call(&self, method: impl Into<Method>) -> Result<Option<Method>> {
         let method = method.into();
         let operation = method.name();
@@ -141,21 +165,69 @@ impl Channel {
     }
 
     /// Declares an exchange (`exchange.declare`).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::ExchangeDeclare;
+    ///
+    /// channel.exchange_declare(ExchangeDeclare {
+    ///     exchange: "logs".into(),
+    ///     exchange_type: "fanout".into(),
+    ///     durable: true,
+    ///     ..Default::default()
+    /// })?;
+    /// # Ok(()) }
+    /// ```
     pub fn exchange_declare(&self, declare: ExchangeDeclare) -> Result<()> {
         self.call(declare).map(drop)
     }
 
     /// Deletes an exchange (`exchange.delete`).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::ExchangeDelete;
+    ///
+    /// channel.exchange_delete(ExchangeDelete { exchange: "logs".into(), if_unused: true, ..Default::default() })?;
+    /// # Ok(()) }
+    /// ```
     pub fn exchange_delete(&self, delete: ExchangeDelete) -> Result<()> {
         self.call(delete).map(drop)
     }
 
     /// Binds an exchange to another (RabbitMQ's `exchange.bind`).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::ExchangeBind;
+    ///
+    /// // Everything published to "events" also reaches "audit".
+    /// channel.exchange_bind(ExchangeBind {
+    ///     destination: "audit".into(),
+    ///     source: "events".into(),
+    ///     routing_key: "#".into(),
+    ///     ..Default::default()
+    /// })?;
+    /// # Ok(()) }
+    /// ```
     pub fn exchange_bind(&self, bind: ExchangeBind) -> Result<()> {
         self.call(bind).map(drop)
     }
 
     /// Removes an exchange-to-exchange binding (`exchange.unbind`).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::ExchangeUnbind;
+    ///
+    /// channel.exchange_unbind(ExchangeUnbind {
+    ///     destination: "audit".into(),
+    ///     source: "events".into(),
+    ///     routing_key: "#".into(),
+    ///     ..Default::default()
+    /// })?;
+    /// # Ok(()) }
+    /// ```
     pub fn exchange_unbind(&self, unbind: ExchangeUnbind) -> Result<()> {
         self.call(unbind).map(drop)
     }
@@ -163,6 +235,23 @@ impl Channel {
     /// Declares a queue (`queue.declare`); an empty name asks the server to
     /// make one up, returned in the reply. With `nowait`, the reply is
     /// made up locally from the request (counts zero).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::codec::{FieldTable, FieldValue};
+    /// use amqp_proto::spec::QueueDeclare;
+    ///
+    /// let mut arguments = FieldTable::new();
+    /// arguments.insert("x-queue-type", FieldValue::LongString("quorum".into()));
+    /// let declared = channel.queue_declare(QueueDeclare {
+    ///     queue: "orders".into(),
+    ///     durable: true,
+    ///     arguments,
+    ///     ..Default::default()
+    /// })?;
+    /// println!("{} holds {} messages", declared.queue, declared.message_count);
+    /// # Ok(()) }
+    /// ```
     pub fn queue_declare(&self, declare: QueueDeclare) -> Result<QueueDeclareOk> {
         let queue = declare.queue.clone();
         match self.call(declare)? {
@@ -177,17 +266,52 @@ impl Channel {
     }
 
     /// Binds a queue to an exchange (`queue.bind`).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::QueueBind;
+    ///
+    /// channel.queue_bind(QueueBind {
+    ///     queue: "orders".into(),
+    ///     exchange: "events".into(),
+    ///     routing_key: "orders.*".into(),
+    ///     ..Default::default()
+    /// })?;
+    /// # Ok(()) }
+    /// ```
     pub fn queue_bind(&self, bind: QueueBind) -> Result<()> {
         self.call(bind).map(drop)
     }
 
     /// Removes a binding (`queue.unbind`).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::QueueUnbind;
+    ///
+    /// channel.queue_unbind(QueueUnbind {
+    ///     queue: "orders".into(),
+    ///     exchange: "events".into(),
+    ///     routing_key: "orders.*".into(),
+    ///     ..Default::default()
+    /// })?;
+    /// # Ok(()) }
+    /// ```
     pub fn queue_unbind(&self, unbind: QueueUnbind) -> Result<()> {
         self.call(unbind).map(drop)
     }
 
     /// Removes every ready message from a queue; returns how many
     /// (`queue.purge`; 0 with `nowait`).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::QueuePurge;
+    ///
+    /// let removed = channel.queue_purge(QueuePurge { queue: "orders".into(), ..Default::default() })?;
+    /// println!("purged {removed} messages");
+    /// # Ok(()) }
+    /// ```
     pub fn queue_purge(&self, purge: QueuePurge) -> Result<u32> {
         match self.call(purge)? {
             Some(Method::QueuePurgeOk(ok)) => Ok(ok.message_count),
@@ -198,6 +322,15 @@ impl Channel {
 
     /// Deletes a queue; returns how many messages it held (`queue.delete`;
     /// 0 with `nowait`).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::QueueDelete;
+    ///
+    /// let lost = channel.queue_delete(QueueDelete { queue: "orders".into(), if_empty: true, ..Default::default() })?;
+    /// assert_eq!(lost, 0);
+    /// # Ok(()) }
+    /// ```
     pub fn queue_delete(&self, delete: QueueDelete) -> Result<u32> {
         match self.call(delete)? {
             Some(Method::QueueDeleteOk(ok)) => Ok(ok.message_count),
@@ -208,6 +341,13 @@ impl Channel {
 
     /// Limits unacknowledged deliveries (`basic.qos`): per consumer, or with
     /// `global` per channel, as RabbitMQ interprets it.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// // At most 100 unacknowledged deliveries per consumer on this channel.
+    /// channel.basic_qos(100, false)?;
+    /// # Ok(()) }
+    /// ```
     pub fn basic_qos(&self, prefetch_count: u16, global: bool) -> Result<()> {
         self.call(BasicQos {
             prefetch_size: 0,
@@ -219,32 +359,95 @@ impl Channel {
 
     /// Redelivers every unacknowledged message of this channel
     /// (`basic.recover`; RabbitMQ always requeues).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// channel.basic_recover(true)?;
+    /// # Ok(()) }
+    /// ```
     pub fn basic_recover(&self, requeue: bool) -> Result<()> {
         self.call(BasicRecover { requeue }).map(drop)
     }
 
     /// Puts the channel in transaction mode (`tx.select`).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::codec::BasicProperties;
+    /// use amqp_proto::spec::BasicPublish;
+    ///
+    /// channel.tx_select()?;
+    /// let publish = BasicPublish { routing_key: "orders".into(), ..Default::default() };
+    /// channel.publish(&publish, &BasicProperties::default(), "one")?;
+    /// channel.publish(&publish, &BasicProperties::default(), "two")?;
+    /// channel.tx_commit()?; // both, or neither
+    /// # Ok(()) }
+    /// ```
     pub fn tx_select(&self) -> Result<()> {
         self.call(TxSelect {}).map(drop)
     }
 
     /// Commits the current transaction (`tx.commit`).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// channel.tx_select()?;
+    /// // ... publishes and acks ...
+    /// channel.tx_commit()?;
+    /// # Ok(()) }
+    /// ```
     pub fn tx_commit(&self) -> Result<()> {
         self.call(TxCommit {}).map(drop)
     }
 
     /// Abandons the current transaction (`tx.rollback`).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// channel.tx_select()?;
+    /// // ... publishes and acks that must not happen after all ...
+    /// channel.tx_rollback()?;
+    /// # Ok(()) }
+    /// ```
     pub fn tx_rollback(&self) -> Result<()> {
         self.call(TxRollback {}).map(drop)
     }
 
     /// Puts the channel in publisher-confirm mode (`confirm.select`): from
     /// now on every [`publish`](Self::publish) can be waited on.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use std::time::Duration;
+    /// use amqp_proto::codec::BasicProperties;
+    /// use amqp_proto::spec::BasicPublish;
+    ///
+    /// channel.confirm_select()?;
+    /// let publish = BasicPublish { routing_key: "orders".into(), ..Default::default() };
+    /// channel
+    ///     .publish(&publish, &BasicProperties::default(), "order 1")?
+    ///     .wait(Duration::from_secs(5))?;
+    /// # Ok(()) }
+    /// ```
     pub fn confirm_select(&self) -> Result<()> {
         self.call(ConfirmSelect { nowait: false }).map(drop)
     }
 
     /// Fetches one message (`basic.get`); `None` when the queue is empty.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::BasicGet;
+    ///
+    /// match channel.basic_get(BasicGet { queue: "orders".into(), ..Default::default() })? {
+    ///     Some(message) => {
+    ///         println!("{:?}, {} more waiting", message.content.body, message.message_count);
+    ///         channel.ack(message.delivery_tag, false)?;
+    ///     }
+    ///     None => println!("the queue is empty"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn basic_get(&self, get: BasicGet) -> Result<Option<GetMessage>> {
         let Some(request) = self.send(get.into(), |_, _| {})? else {
             return Err(unexpected("basic.get", "no reply expected"));
@@ -261,6 +464,20 @@ impl Channel {
     /// order; returns its consumer tag (made up here when `consume` leaves
     /// it empty). Acknowledge with [`ack`](Self::ack)
     /// on a clone of this channel (unless `no_ack`).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use std::time::Duration;
+    /// use amqp_proto::spec::BasicConsume;
+    ///
+    /// let acker = channel.clone();
+    /// channel.basic_consume(BasicConsume { queue: "orders".into(), ..Default::default() }, move |delivery| {
+    ///     println!("order: {:?}", delivery.body());
+    ///     let _ = acker.ack(delivery.delivery_tag, false);
+    /// })?;
+    /// // Then, in the program's loop: connection.drain_events(Duration::from_secs(1))
+    /// # Ok(()) }
+    /// ```
     pub fn basic_consume(
         &self,
         consume: BasicConsume,
@@ -273,6 +490,17 @@ impl Channel {
     /// Starts a consumer read by pulling: [`Consumer::recv_timeout`] and
     /// friends. Dropping the [`Consumer`] cancels it and gives what it
     /// did not take back to the queue.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use std::time::Duration;
+    /// use amqp_proto::spec::BasicConsume;
+    ///
+    /// let consumer = channel.consume(BasicConsume { queue: "orders".into(), ..Default::default() })?;
+    /// let delivery = consumer.recv_timeout(Duration::from_secs(5))?;
+    /// channel.ack(delivery.delivery_tag, false)?;
+    /// # Ok(()) }
+    /// ```
     pub fn consume(&self, consume: BasicConsume) -> Result<Consumer> {
         let (tag, generation) = self.start_consumer(consume, None)?;
         Ok(Consumer::new(
@@ -333,6 +561,15 @@ impl Channel {
 
     /// Cancels a consumer (`basic.cancel`), waiting for `cancel-ok`: no
     /// delivery for it arrives after this returns.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::BasicConsume;
+    ///
+    /// let tag = channel.basic_consume(BasicConsume { queue: "orders".into(), ..Default::default() }, |_| {})?;
+    /// channel.basic_cancel(&tag.to_string_lossy())?;
+    /// # Ok(()) }
+    /// ```
     pub fn basic_cancel(&self, consumer_tag: &str) -> Result<()> {
         self.call(BasicCancel {
             consumer_tag: consumer_tag.into(),
@@ -350,6 +587,23 @@ impl Channel {
     ///
     /// In confirm mode the returned [`Confirmation`] can be waited on; see
     /// also [`wait_for_confirms`](Self::wait_for_confirms).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::codec::BasicProperties;
+    /// use amqp_proto::spec::BasicPublish;
+    ///
+    /// let publish = BasicPublish {
+    ///     exchange: "events".into(),
+    ///     routing_key: "orders.created".into(),
+    ///     ..Default::default()
+    /// };
+    /// let properties = BasicProperties::default()
+    ///     .content_type("application/json")
+    ///     .delivery_mode(2);
+    /// channel.publish(&publish, &properties, r#"{"id": 42}"#)?;
+    /// # Ok(()) }
+    /// ```
     pub fn publish(
         &self,
         publish: &BasicPublish,
@@ -393,6 +647,25 @@ impl Channel {
     /// reports whether the broker took them all: [`Error::Nacked`] with how
     /// many it refused since the last call, or the close that failed them.
     /// Handles returned messages on the way (see [`on_return`](Self::on_return)).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use std::time::Duration;
+    /// use amqp_proto::codec::BasicProperties;
+    /// use amqp_proto::spec::BasicPublish;
+    ///
+    /// channel.confirm_select()?;
+    /// let publish = BasicPublish { routing_key: "orders".into(), ..Default::default() };
+    /// for n in 0..1_000 {
+    ///     channel.publish(&publish, &BasicProperties::default(), format!("order {n}"))?;
+    /// }
+    /// match channel.wait_for_confirms(Duration::from_secs(10)) {
+    ///     Ok(()) => println!("the broker has all 1,000"),
+    ///     Err(amqp_io_std::Error::Nacked(refused)) => println!("{refused} were refused"),
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn wait_for_confirms(&self, timeout: Duration) -> Result<()> {
         let (id, generation) = (self.id, self.generation);
         let result = self
@@ -426,6 +699,14 @@ impl Channel {
     /// it, so by the time its confirm wait ends the handler has seen it.
     /// Returns received before a handler is set are kept (the last 1,024)
     /// and handed to it.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// channel.on_return(|returned| {
+    ///     eprintln!("unroutable: {} {} ({:?})", returned.reply_code, returned.reply_text, returned.routing_key);
+    /// })?;
+    /// # Ok(()) }
+    /// ```
     pub fn on_return(&self, handler: impl FnMut(Returned) + Send + 'static) -> Result<()> {
         let mut inner = self.shared.lock();
         let state = inner.channel(self.id, self.generation)?;
@@ -434,16 +715,48 @@ impl Channel {
     }
 
     /// Acknowledges a delivery (with `multiple`, every one up to it).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::BasicGet;
+    ///
+    /// if let Some(message) = channel.basic_get(BasicGet { queue: "orders".into(), ..Default::default() })? {
+    ///     channel.ack(message.delivery_tag, false)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
         self.settle(|channel| channel.ack(delivery_tag, multiple))
     }
 
     /// Refuses deliveries (`basic.nack`), requeueing them or not.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::BasicGet;
+    ///
+    /// if let Some(message) = channel.basic_get(BasicGet { queue: "orders".into(), ..Default::default() })? {
+    ///     // Not now: back to the queue.
+    ///     channel.nack(message.delivery_tag, false, true)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
         self.settle(|channel| channel.nack(delivery_tag, multiple, requeue))
     }
 
     /// Refuses one delivery (`basic.reject`), requeueing it or not.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::BasicGet;
+    ///
+    /// if let Some(message) = channel.basic_get(BasicGet { queue: "orders".into(), ..Default::default() })? {
+    ///     // Malformed: drop it (or dead-letter it, if the queue says so).
+    ///     channel.reject(message.delivery_tag, false)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
         self.settle(|channel| channel.reject(delivery_tag, requeue))
     }
@@ -461,6 +774,13 @@ impl Channel {
 
     /// Closes the channel and waits for the server's `close-ok`. Calls
     /// waiting on it elsewhere fail with [`Error::ChannelClosed`].
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// channel.close()?;
+    /// assert!(channel.close_reason().is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn close(&self) -> Result<()> {
         {
             let mut inner = self.shared.lock();
@@ -483,6 +803,14 @@ impl Channel {
     }
 
     /// Why the channel closed, once it has.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// if let Some(reason) = channel.close_reason() {
+    ///     eprintln!("channel {} closed: {reason}", channel.id());
+    /// }
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn close_reason(&self) -> Option<amqp_proto::CloseReason> {
         match self.shared.lock().channel(self.id, self.generation) {
@@ -542,6 +870,16 @@ impl std::fmt::Debug for Confirmation {
 
 impl Confirmation {
     /// The publish's sequence number on its channel, in confirm mode.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// # use amqp_proto::{codec::BasicProperties, spec::BasicPublish};
+    /// # channel.confirm_select()?;
+    /// # let publish = BasicPublish { routing_key: "jobs".into(), ..Default::default() };
+    /// let confirmation = channel.publish(&publish, &BasicProperties::default(), "job")?;
+    /// assert!(confirmation.sequence().is_some()); // in confirm mode
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn sequence(&self) -> Option<u64> {
         self.sequence
@@ -553,6 +891,22 @@ impl Confirmation {
     ///
     /// A `basic.nack` is remembered for this wait only until the channel's
     /// next [`Channel::wait_for_confirms`], which reports it instead.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// # use amqp_proto::{codec::BasicProperties, spec::BasicPublish};
+    /// # channel.confirm_select()?;
+    /// # let publish = BasicPublish { routing_key: "jobs".into(), ..Default::default() };
+    /// use std::time::Duration;
+    ///
+    /// let confirmation = channel.publish(&publish, &BasicProperties::default(), "job")?;
+    /// match confirmation.wait(Duration::from_secs(5)) {
+    ///     Ok(()) => println!("the broker has it"),
+    ///     Err(amqp_io_std::Error::Nacked(_)) => println!("the broker refused it"),
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn wait(self, timeout: Duration) -> Result<()> {
         let Some(sequence) = self.sequence else {
             return Ok(());

@@ -15,6 +15,22 @@ use crate::shared::{Inner, Shared};
 use crate::transport::{self, Reader, Writer};
 
 /// Answers a custom SASL mechanism's challenges.
+///
+/// ```
+/// use std::sync::Arc;
+/// use amqp_io_std::{ConnectOptions, SaslMechanism};
+///
+/// let mut options = ConnectOptions::from_url("amqp://localhost")?;
+/// options.config.mechanism = SaslMechanism::Custom {
+///     name: "X-TOKEN".into(),
+///     initial_response: b"first".to_vec(),
+/// };
+/// options.sasl_responder = Some(Arc::new(|challenge: &[u8]| {
+///     // Each challenge the server sends gets this answer.
+///     [b"answer to ".as_slice(), challenge].concat()
+/// }));
+/// # Ok::<(), amqp_io_std::Error>(())
+/// ```
 pub type SaslResponder = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
 
 /// Where and how to connect; built from a URL with
@@ -72,12 +88,27 @@ impl std::fmt::Debug for ConnectOptions {
 impl ConnectOptions {
     /// Options from an `amqp://` URL (RabbitMQ's URI specification; see
     /// [`amqp_proto::uri`]). `amqps://` needs the `tls` feature.
+    ///
+    /// ```no_run
+    /// let options = amqp_io_std::ConnectOptions::from_url("amqp://alice:secret@broker:5673/prod?frame_max=65536")?;
+    /// assert_eq!((options.host.as_str(), options.port), ("broker", 5673));
+    /// assert_eq!(options.config.virtual_host, "prod");
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     pub fn from_url(url: &str) -> Result<Self> {
         let uri: AmqpUri = url.parse()?;
         Self::from_uri(uri)
     }
 
     /// Options from a parsed URI.
+    ///
+    /// ```no_run
+    /// use amqp_proto::uri::AmqpUri;
+    ///
+    /// let uri: AmqpUri = "amqp://localhost/%2f".parse()?;
+    /// let options = amqp_io_std::ConnectOptions::from_uri(uri)?;
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     pub fn from_uri(uri: AmqpUri) -> Result<Self> {
         #[cfg(feature = "tls")]
         let tls = if uri.tls {
@@ -170,6 +201,11 @@ struct Keeper {
 
 impl Connection {
     /// Connects to the broker a URL names and completes the handshake.
+    ///
+    /// ```no_run
+    /// let connection = amqp_io_std::Connection::open("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=30")?;
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     pub fn open(url: &str) -> Result<Self> {
         Self::open_with(ConnectOptions::from_url(url)?)
     }
@@ -179,6 +215,16 @@ impl Connection {
     /// A refused login is [`ConnectionError::AuthenticationFailed`], a
     /// refused virtual host [`ConnectionError::AccessRefused`], both inside
     /// [`Error::ConnectionClosed`].
+    ///
+    /// ```no_run
+    /// use amqp_io_std::{ConnectOptions, Connection, SaslMechanism};
+    ///
+    /// let mut options = ConnectOptions::from_url("amqp://broker.internal")?;
+    /// options.config.mechanism = SaslMechanism::Plain { username: "app".into(), password: "secret".into() };
+    /// options.config.connection_name = Some("billing-worker".into());
+    /// let connection = Connection::open_with(options)?;
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     pub fn open_with(options: ConnectOptions) -> Result<Self> {
         let socket = transport::connect(&options.host, options.port, options.connection_timeout)?;
         let reader_socket = socket.try_clone().map_err(|source| Error::Connect {
@@ -229,6 +275,13 @@ impl Connection {
     }
 
     /// Opens a channel.
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// let channel = connection.channel()?;
+    /// channel.basic_qos(10, false)?;
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     pub fn channel(&self) -> Result<Channel> {
         let (id, generation) = {
             let mut inner = self.shared.lock();
@@ -274,6 +327,21 @@ impl Connection {
     /// kombu consumer.
     ///
     /// Also sends heartbeats and notices a dead server meanwhile.
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// use std::time::Duration;
+    /// use amqp_io_std::Error;
+    ///
+    /// loop {
+    ///     match connection.drain_events(Duration::from_secs(1)) {
+    ///         Ok(_) => {}                         // callbacks ran
+    ///         Err(Error::Timeout { .. }) => {}    // quiet second: do other work
+    ///         Err(error) => return Err(error),    // the connection is gone
+    ///     }
+    /// }
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     pub fn drain_events(&self, timeout: Duration) -> Result<usize> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -294,12 +362,29 @@ impl Connection {
     }
 
     /// The limits negotiated with the server.
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// let tuning = connection.tuning();
+    /// println!("frame_max {} channel_max {} heartbeat {}s", tuning.frame_max, tuning.channel_max, tuning.heartbeat);
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     #[must_use]
     pub fn tuning(&self) -> Tuning {
         self.shared.lock().core.tuning()
     }
 
     /// What the server said about itself: product, version, capabilities.
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// use amqp_proto::codec::FieldValue;
+    ///
+    /// if let Some(FieldValue::LongString(version)) = connection.server_properties().get("version") {
+    ///     println!("RabbitMQ {version}");
+    /// }
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     #[must_use]
     pub fn server_properties(&self) -> FieldTable {
         self.shared
@@ -313,6 +398,14 @@ impl Connection {
     /// The broker's reason while it blocks publishing on this connection
     /// (a memory or disk alarm); `None` otherwise. Publishes wait while
     /// blocked (up to their channel's timeout).
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// if let Some(reason) = connection.blocked() {
+    ///     eprintln!("the broker blocks publishing: {reason}");
+    /// }
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     #[must_use]
     pub fn blocked(&self) -> Option<String> {
         self.shared.lock().blocked.clone()
@@ -320,17 +413,55 @@ impl Connection {
 
     /// This side's socket address (to find the connection in the broker's
     /// listings, for example).
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// println!("connected from {}", connection.local_addr().expect("a socket"));
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.shared.lock().local_addr()
     }
 
+    /// Calls `handler` when the broker blocks publishing on this connection
+    /// (with its reason: a memory or disk alarm) and when it lifts the
+    /// block (`None`), from [`drain_events`](Self::drain_events).
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// connection.on_blocked(|reason| match reason {
+    ///     Some(reason) => eprintln!("publishing paused by the broker: {reason}"),
+    ///     None => eprintln!("publishing resumed"),
+    /// });
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
+    pub fn on_blocked(&self, handler: impl FnMut(Option<&str>) + Send + 'static) {
+        self.shared.lock().blocked_handler = Some(Box::new(handler));
+    }
+
     /// True until the connection ends.
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// if !connection.is_open() {
+    ///     eprintln!("connection lost: {:?}", connection.close_reason());
+    /// }
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     #[must_use]
     pub fn is_open(&self) -> bool {
         self.shared.lock().closed.is_none()
     }
 
     /// Why the connection ended, once it has.
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// if let Some(reason) = connection.close_reason() {
+    ///     eprintln!("connection ended: {reason}");
+    /// }
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     #[must_use]
     pub fn close_reason(&self) -> Option<ConnectionError> {
         self.shared.lock().closed.clone()
@@ -338,6 +469,13 @@ impl Connection {
 
     /// Replaces the secret (an expiring OAuth 2 token) without
     /// reconnecting (RabbitMQ's `connection.update-secret`).
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// let fresh_token = b"eyJhbGciOi...";
+    /// connection.update_secret(fresh_token, "token refreshed")?;
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     pub fn update_secret(&self, new_secret: &[u8], reason: &str) -> Result<()> {
         let request = {
             let mut inner = self.shared.lock();
@@ -361,6 +499,14 @@ impl Connection {
     /// no other thread is in a call: for applications that spend longer
     /// than a heartbeat interval between calls. It stops when the
     /// connection is closed or dropped. Calling it again does nothing.
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// connection.spawn_heartbeat_keeper();
+    /// // Long work without calling into the connection: heartbeats continue.
+    /// std::thread::sleep(std::time::Duration::from_secs(300));
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     pub fn spawn_heartbeat_keeper(&self) {
         let mut keeper = self.keeper.lock().unwrap_or_else(PoisonError::into_inner);
         if keeper.is_some() {
@@ -380,11 +526,25 @@ impl Connection {
     /// Closes the connection with reply code 200 and waits for the server's
     /// `close-ok` (bounded by [`Config::close_timeout`]). Outstanding calls
     /// on other threads fail with [`Error::ConnectionClosed`].
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// connection.close()?;
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     pub fn close(self) -> Result<()> {
         self.close_with(ReplyCode::REPLY_SUCCESS, "closed by the application")
     }
 
     /// Closes with a reply code and text of the application's choosing.
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// use amqp_proto::spec::constants::ReplyCode;
+    ///
+    /// connection.close_with(ReplyCode::REPLY_SUCCESS, "shutting down for maintenance")?;
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     pub fn close_with(self, code: ReplyCode, text: &str) -> Result<()> {
         {
             let mut inner = self.shared.lock();

@@ -68,12 +68,29 @@ impl Consumer {
     }
 
     /// The consumer tag.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// # use amqp_proto::spec::BasicConsume;
+    /// # let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+    /// println!("consuming as {}", consumer.tag());
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn tag(&self) -> &ShortString {
         &self.key.1
     }
 
     /// The channel it consumes on, for acknowledgements.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// # use amqp_proto::spec::BasicConsume;
+    /// # let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+    /// let delivery = consumer.recv()?;
+    /// consumer.channel().ack(delivery.delivery_tag, false)?;
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn channel(&self) -> &Channel {
         &self.channel
@@ -83,17 +100,51 @@ impl Consumer {
     /// [`Error::ConsumerCancelled`] once the server cancelled the consumer
     /// (its queue was deleted), or the channel's or connection's close,
     /// after every delivery received before that was taken.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// # use amqp_proto::spec::BasicConsume;
+    /// # let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+    /// use std::time::Duration;
+    ///
+    /// match consumer.recv_timeout(Duration::from_secs(5)) {
+    ///     Ok(delivery) => consumer.channel().ack(delivery.delivery_tag, false)?,
+    ///     Err(amqp_io_std::Error::Timeout { .. }) => println!("nothing for 5 s"),
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Delivery> {
         self.recv_within(Some(timeout))
     }
 
     /// The next delivery, waiting as long as it takes, or until the
     /// consumer ends (see [`recv_timeout`](Self::recv_timeout)).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// # use amqp_proto::spec::BasicConsume;
+    /// # let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+    /// // Blocks until a delivery comes or the consumer ends.
+    /// let delivery = consumer.recv()?;
+    /// println!("{:?}", delivery.body());
+    /// # Ok(()) }
+    /// ```
     pub fn recv(&self) -> Result<Delivery> {
         self.recv_within(None)
     }
 
     /// A delivery already received, if any; never waits for the socket.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// # use amqp_proto::spec::BasicConsume;
+    /// # let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+    /// while let Some(delivery) = consumer.try_recv()? {
+    ///     consumer.channel().ack(delivery.delivery_tag, false)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn try_recv(&self) -> Result<Option<Delivery>> {
         let mut inner = self.shared.lock();
         if let Some(delivery) = inner.take_delivery(&self.key) {
@@ -130,6 +181,14 @@ impl Consumer {
 
     /// Cancels the consumer and waits for the server's `cancel-ok`;
     /// deliveries received but not taken go back to the queue.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// # use amqp_proto::spec::BasicConsume;
+    /// # let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+    /// consumer.cancel()?;
+    /// # Ok(()) }
+    /// ```
     pub fn cancel(self) -> Result<()> {
         self.channel.basic_cancel(&self.key.1.to_string_lossy())
     }

@@ -11,6 +11,22 @@ use amqp_proto::{CloseReason, ConnectionError, Failure, UsageError};
 /// close of its channel ([`Error::ChannelClosed`], with the server's reply
 /// code and text) or the end of the connection
 /// ([`Error::ConnectionClosed`]). Nothing waits forever.
+///
+/// ```no_run
+/// use amqp_io_std::{Connection, ConnectionError, Error};
+/// use amqp_proto::spec::QueueDeclare;
+///
+/// let connection = Connection::open("amqp://localhost")?;
+/// let channel = connection.channel()?;
+/// let passive = QueueDeclare { queue: "maybe".into(), passive: true, ..Default::default() };
+/// match channel.queue_declare(passive) {
+///     Ok(queue) => println!("{} messages", queue.message_count),
+///     Err(Error::ChannelClosed(reason)) if reason.code.0 == 404 => println!("no such queue"),
+///     Err(Error::ConnectionClosed(ConnectionError::HeartbeatTimeout)) => println!("broker gone"),
+///     Err(other) => return Err(other),
+/// }
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

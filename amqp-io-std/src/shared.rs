@@ -33,6 +33,9 @@ const MAX_UNHANDLED_RETURNS: usize = 1_024;
 pub(crate) type DeliveryCallback = Box<dyn FnMut(Delivery) + Send>;
 /// Called with each returned message of a channel.
 pub(crate) type ReturnCallback = Box<dyn FnMut(Returned) + Send>;
+/// Called when the broker blocks (`Some(reason)`) or unblocks (`None`)
+/// the connection.
+pub(crate) type BlockedCallback = Box<dyn FnMut(Option<&str>) + Send>;
 
 /// A synchronous request's answer.
 #[derive(Debug)]
@@ -85,6 +88,7 @@ pub(crate) struct ConsumerState {
 pub(crate) struct CallbackWork {
     pub(crate) deliveries: Vec<Lent<ConsumerKey, DeliveryCallback, Delivery>>,
     pub(crate) returns: Vec<Lent<u16, ReturnCallback, Returned>>,
+    pub(crate) blocked: Option<(BlockedCallback, VecDeque<Option<String>>)>,
 }
 
 /// A consumer's identity on a connection: its channel and tag.
@@ -114,6 +118,12 @@ impl CallbackWork {
             for message in lent.items.drain(..) {
                 count += 1;
                 (lent.callback)(message);
+            }
+        }
+        if let Some((handler, changes)) = &mut self.blocked {
+            for change in changes.drain(..) {
+                count += 1;
+                handler(change.as_deref());
             }
         }
         count
@@ -146,6 +156,9 @@ pub(crate) struct Inner {
     next_generation: u64,
     pub(crate) opened: Option<(Tuning, amqp_proto::codec::FieldTable)>,
     pub(crate) blocked: Option<String>,
+    /// Changes of `blocked` not yet handed to the handler.
+    blocked_changes: VecDeque<Option<String>>,
+    pub(crate) blocked_handler: Option<BlockedCallback>,
     /// A custom SASL mechanism's challenge, for the handshake to answer.
     pub(crate) challenge: Option<amqp_proto::codec::LongString>,
     pub(crate) closed: Option<ConnectionError>,
@@ -169,6 +182,8 @@ impl Inner {
             next_generation: 1,
             opened: None,
             blocked: None,
+            blocked_changes: VecDeque::new(),
+            blocked_handler: None,
             challenge: None,
             closed: None,
         }
@@ -388,8 +403,15 @@ impl Inner {
                 channel,
                 consumer_tag,
             } => self.consumer_ended(channel, &consumer_tag, ConsumerEnd::CancelledByServer),
-            Event::Blocked { reason } => self.blocked = Some(reason.to_string_lossy().into_owned()),
-            Event::Unblocked => self.blocked = None,
+            Event::Blocked { reason } => {
+                let reason = reason.to_string_lossy().into_owned();
+                self.blocked = Some(reason.clone());
+                self.blocked_changed(Some(reason));
+            }
+            Event::Unblocked => {
+                self.blocked = None;
+                self.blocked_changed(None);
+            }
             Event::ChannelClosed { channel, reason } => {
                 if let Some(state) = self.channels.get_mut(&channel) {
                     state.closed = Some(reason.clone());
@@ -412,6 +434,16 @@ impl Inner {
             // Flow is visible through the core's publish readiness.
             _ => {}
         }
+    }
+
+    fn blocked_changed(&mut self, change: Option<String>) {
+        // Only the latest few matter to a handler; an alarm that flaps
+        // while nobody drains must not grow memory.
+        const KEPT: usize = 16;
+        if self.blocked_changes.len() >= KEPT {
+            self.blocked_changes.pop_front();
+        }
+        self.blocked_changes.push_back(change);
     }
 
     fn consumer_started(&mut self, channel: u16, request: RequestId, tag: ShortString) {
@@ -500,7 +532,9 @@ impl Inner {
                 .consumers
                 .values()
                 .any(|consumer| consumer.callback.is_some() && !consumer.queue.is_empty());
+        let blocked = self.blocked_handler.is_some() && !self.blocked_changes.is_empty();
         deliveries
+            || blocked
             || self
                 .channels
                 .values()
@@ -542,12 +576,22 @@ impl Inner {
                 });
             }
         }
+        if !self.blocked_changes.is_empty() {
+            if let Some(handler) = self.blocked_handler.take() {
+                work.blocked = Some((handler, std::mem::take(&mut self.blocked_changes)));
+            }
+        }
         work
     }
 
     /// Puts back the callbacks [`take_callback_work`](Self::take_callback_work)
     /// lent out, unless their consumer or channel went away meanwhile.
     pub(crate) fn restore_callbacks(&mut self, work: CallbackWork) {
+        if let Some((handler, _)) = work.blocked {
+            if self.blocked_handler.is_none() {
+                self.blocked_handler = Some(handler);
+            }
+        }
         for lent in work.deliveries {
             match self.consumers.get_mut(&lent.key) {
                 Some(consumer) if consumer.generation == lent.generation => {

@@ -40,6 +40,23 @@ pub struct TlsSettings {
 
 impl TlsSettings {
     /// Settings from an explicit configuration.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use amqp_io_std::{ConnectOptions, TlsSettings};
+    ///
+    /// // A configuration of the application's own making.
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    /// let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    ///     .with_safe_default_protocol_versions()
+    ///     .expect("TLS 1.2 and 1.3")
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
+    /// let mut options = ConnectOptions::from_url("amqp://broker.example:5671")?;
+    /// options.tls = Some(TlsSettings::new(Arc::new(config), "broker.example"));
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     #[must_use]
     pub fn new(config: Arc<ClientConfig>, server_name: impl Into<String>) -> Self {
         Self {
@@ -52,6 +69,16 @@ impl TlsSettings {
     /// the system's roots), present `certfile`/`keyfile` (for EXTERNAL
     /// authentication), skip verification for `verify=verify_none`, and
     /// name `server_name_indication` (or `host`) in SNI.
+    ///
+    /// ```no_run
+    /// use amqp_proto::uri::AmqpUri;
+    /// use amqp_io_std::TlsSettings;
+    ///
+    /// let uri: AmqpUri = "amqps://broker.example/%2f?cacertfile=/etc/ssl/ca.pem".parse()?;
+    /// let settings = TlsSettings::from_options(&uri.tls_options, &uri.host)?;
+    /// assert_eq!(settings.server_name, "broker.example");
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
     pub fn from_options(options: &TlsOptions, host: &str) -> Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
