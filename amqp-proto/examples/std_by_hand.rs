@@ -1,6 +1,6 @@
 //! Drives the sans-IO core by hand over a blocking `TcpStream`: the whole
 //! adapter is `Client::pump`. Declares a queue, publishes with confirms,
-//! fetches one message with basic.get, consumes the rest and closes.
+//! consumes the messages with acks and closes.
 //!
 //! `cargo run -p amqp-proto --example std_by_hand` (AMQP_ADDR overrides
 //! 127.0.0.1:5672; guest/guest on `/`).
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use amqp_proto::codec::BasicProperties;
 use amqp_proto::spec::{self, constants::ReplyCode, Method};
-use amqp_proto::{Config, ConfirmOutcome, Connection, ConnectionError, Event};
+use amqp_proto::{Config, ConfirmOutcome, Connection, Event};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -22,21 +22,16 @@ struct Client {
 }
 
 impl Client {
-    /// Writes what the core queued, reads once (bounded by the core's next
-    /// deadline), fires due timers and collects the events.
+    /// Writes what the core queued, reads once (until the core's next
+    /// deadline at most), fires due timers and collects the events.
     fn pump(&mut self) -> Result<()> {
         while let Some(chunk) = self.core.poll_transmit() {
             self.socket.write_all(&chunk)?;
         }
-        let wait = self
-            .core
-            .poll_timeout()
-            .map_or(Duration::from_secs(1), |deadline| {
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1))
-            });
-        self.socket.set_read_timeout(Some(wait))?;
+        let deadline = self.core.poll_timeout().unwrap_or_else(Instant::now);
+        let wait = deadline.saturating_duration_since(Instant::now());
+        self.socket
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
         let mut buffer = [0u8; 65_536];
         match self.socket.read(&mut buffer) {
             Ok(0) => self.core.handle_transport_closed("end of stream"),
@@ -51,17 +46,16 @@ impl Client {
     }
 
     /// Pumps until `pick` accepts an event (others are dropped); fails if
-    /// the connection closes first or after 10 s.
+    /// the connection closes first, or after 10 s.
     fn until<T>(&mut self, mut pick: impl FnMut(Event) -> Option<T>) -> Result<T> {
         let give_up = Instant::now() + Duration::from_secs(10);
         while Instant::now() < give_up {
             while let Some(event) = self.events.pop_front() {
-                let closed = matches!(event, Event::Closed(_)).then(|| format!("{event:?}"));
+                if let Event::Closed(error) = event {
+                    return Err(error.into());
+                }
                 if let Some(found) = pick(event) {
                     return Ok(found);
-                }
-                if let Some(closed) = closed {
-                    return Err(closed.into());
                 }
             }
             self.pump()?;
@@ -76,12 +70,14 @@ fn main() -> Result<()> {
         TcpStream::connect(&address).map_err(|e| format!("no broker at {address}: {e}"))?;
     socket.set_nodelay(true)?;
     let core = Connection::new(Config::default(), Instant::now());
+    let events = VecDeque::new();
     let mut c = Client {
         core,
         socket,
-        events: VecDeque::new(),
+        events,
     };
     c.until(|e| matches!(e, Event::Opened { .. }).then_some(()))?;
+
     let ch = c.core.open_channel()?;
     let declare = spec::QueueDeclare {
         exclusive: true,
@@ -98,6 +94,7 @@ fn main() -> Result<()> {
         } => Some(ok.queue),
         _ => None,
     })?;
+
     let publish = spec::BasicPublish {
         routing_key: queue.clone(),
         ..Default::default()
@@ -120,22 +117,12 @@ fn main() -> Result<()> {
         (acked == 3).then_some(())
     })?;
     println!("declared {queue}; 3 publishes confirmed");
-    let get = spec::BasicGet {
-        queue: queue.clone(),
-        no_ack: true,
-        ..Default::default()
-    };
-    c.core.channel(ch)?.request(get)?;
-    let got = c.until(|e| match e {
-        Event::GetOk { message, .. } => Some(message.content.body),
-        _ => None,
-    })?;
-    println!("basic.get: {got:?}");
+
     c.core.channel(ch)?.request(spec::BasicConsume {
         queue,
         ..Default::default()
     })?;
-    for _ in 0..2 {
+    for _ in 0..3 {
         let delivery = c.until(|e| match e {
             Event::Delivery(delivery) => Some(delivery),
             _ => None,
@@ -143,8 +130,13 @@ fn main() -> Result<()> {
         println!("consumed: {:?}", delivery.body());
         c.core.channel(ch)?.ack(delivery.delivery_tag, false)?;
     }
+
     c.core.close(ReplyCode::REPLY_SUCCESS, "done")?;
-    c.until(|e| matches!(e, Event::Closed(ConnectionError::Closed(_))).then_some(()))?;
-    println!("closed cleanly");
+    // `until` reports the final Event::Closed as an error with its reason.
+    let closed = c.until(|_| None::<()>).unwrap_err().to_string();
+    if !closed.contains("closed by client with 200") {
+        return Err(closed.into());
+    }
+    println!("{closed}");
     Ok(())
 }
