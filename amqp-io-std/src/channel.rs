@@ -14,8 +14,8 @@ use amqp_proto::{Delivery, GetMessage, Readiness, RequestId, Returned};
 use bytes::Bytes;
 
 use crate::consumer::Consumer;
-use crate::error::{Error, Result};
 use crate::shared::{Inner, PendingConsume, Reply, Shared};
+use amqp_io_common::{Error, Result};
 
 /// One channel of a [`Connection`](crate::Connection).
 ///

@@ -7,8 +7,8 @@ use amqp_proto::codec::ShortString;
 use amqp_proto::Delivery;
 
 use crate::channel::Channel;
-use crate::error::{Error, Result};
 use crate::shared::{ConsumerEnd, Shared};
+use amqp_io_common::{Error, Result};
 
 /// A consumer whose deliveries the application pulls, from
 /// [`Channel::consume`].

@@ -56,18 +56,17 @@
 mod channel;
 mod connection;
 mod consumer;
-mod error;
 mod shared;
 #[cfg(feature = "tls")]
 mod tls;
 mod transport;
 
-pub use channel::{Channel, Confirmation};
-pub use connection::{ConnectOptions, Connection, SaslResponder};
-pub use consumer::Consumer;
-pub use error::{Error, Result};
 #[cfg(feature = "tls")]
-pub use tls::TlsSettings;
+pub use amqp_io_common::TlsSettings;
+pub use amqp_io_common::{ConnectOptions, Error, Result, SaslResponder};
+pub use channel::{Channel, Confirmation};
+pub use connection::Connection;
+pub use consumer::Consumer;
 
 pub use amqp_proto::{
     CloseReason, Config, ConnectionError, Delivery, GetMessage, Returned, SaslMechanism,

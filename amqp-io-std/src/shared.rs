@@ -19,8 +19,8 @@ use amqp_proto::{
     GetMessage, RequestId, Returned, Tuning,
 };
 
-use crate::error::{Error, Result};
 use crate::transport::{ReadOutcome, Reader, Writer};
+use amqp_io_common::{Error, Result};
 
 /// The longest one pass sleeps, so that a waiter notices a reader that
 /// left without anyone else taking over.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
 
-use crate::error::{Error, Result};
+use amqp_io_common::{Error, Result};
 
 /// How many body and frame chunks one vectored write gathers.
 const MAX_WRITE_SLICES: usize = 64;

@@ -537,9 +537,8 @@ fn an_unroutable_mandatory_publish_is_returned_before_its_confirm() {
 
 #[test]
 fn the_heartbeat_keeper_keeps_an_idle_connection_alive_past_three_intervals() {
-    let mut options = options(&format!("{}?heartbeat=1", broker_url()));
-    options.heartbeat_keeper = true;
-    let connection = open_with(options);
+    let connection = open_with(options(&format!("{}?heartbeat=1", broker_url())));
+    connection.spawn_heartbeat_keeper();
     assert_eq!(connection.tuning().heartbeat, 1);
     let channel = connection.channel().unwrap();
     // The application does not call in for 3.5 intervals.

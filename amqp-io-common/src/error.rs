@@ -12,20 +12,21 @@ use amqp_proto::{CloseReason, ConnectionError, Failure, UsageError};
 /// code and text) or the end of the connection
 /// ([`Error::ConnectionClosed`]). Nothing waits forever.
 ///
-/// ```no_run
-/// use amqp_io_std::{Connection, ConnectionError, Error};
-/// use amqp_proto::spec::QueueDeclare;
+/// ```
+/// use amqp_io_common::Error;
+/// use amqp_proto::ConnectionError;
 ///
-/// let connection = Connection::open("amqp://localhost")?;
-/// let channel = connection.channel()?;
-/// let passive = QueueDeclare { queue: "maybe".into(), passive: true, ..Default::default() };
-/// match channel.queue_declare(passive) {
-///     Ok(queue) => println!("{} messages", queue.message_count),
-///     Err(Error::ChannelClosed(reason)) if reason.code.0 == 404 => println!("no such queue"),
-///     Err(Error::ConnectionClosed(ConnectionError::HeartbeatTimeout)) => println!("broker gone"),
-///     Err(other) => return Err(other),
+/// // What a passive queue.declare through either adapter may end in.
+/// fn explain(result: Result<u32, Error>) -> String {
+///     match result {
+///         Ok(messages) => format!("{messages} messages"),
+///         Err(Error::ChannelClosed(reason)) if reason.code.0 == 404 => "no such queue".into(),
+///         Err(Error::ConnectionClosed(ConnectionError::HeartbeatTimeout)) => "broker gone".into(),
+///         Err(Error::Timeout { operation, .. }) => format!("{operation} timed out"),
+///         Err(other) => other.to_string(),
+///     }
 /// }
-/// # Ok::<(), Error>(())
+/// assert_eq!(explain(Ok(3)), "3 messages");
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -1,0 +1,29 @@
+//! What the AMQP 0-9-1 IO adapters over [`amqp_proto`] share: the options
+//! a connection is opened with (from an `amqp://` or `amqps://` URL), the
+//! TLS settings (the `tls` feature), and the error type their calls return.
+//!
+//! Applications use these through `amqp-io-std` or `amqp-io-tokio`, which
+//! re-export them; they live here so both adapters read a URL, configure
+//! TLS and report failures the same way.
+//!
+//! ```
+//! use std::time::Duration;
+//! use amqp_io_common::ConnectOptions;
+//!
+//! let mut options = ConnectOptions::from_url("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=15")?;
+//! options.operation_timeout = Duration::from_secs(10);
+//! assert_eq!(options.port, 5672);
+//! assert_eq!(options.config.heartbeat, 15);
+//! # Ok::<(), amqp_io_common::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod error;
+mod options;
+#[cfg(feature = "tls")]
+mod tls;
+
+pub use error::{Error, Result};
+pub use options::{ConnectOptions, SaslResponder};
+#[cfg(feature = "tls")]
+pub use tls::TlsSettings;
