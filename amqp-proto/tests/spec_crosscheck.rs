@@ -38,7 +38,10 @@ fn load_spec() -> Option<Value> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(error) if std::env::var_os("AMQP_SPEC_DIR").is_some() => {
-            panic!("AMQP_SPEC_DIR is set but {} cannot be read: {error}", path.display())
+            panic!(
+                "AMQP_SPEC_DIR is set but {} cannot be read: {error}",
+                path.display()
+            )
         }
         Err(error) => {
             eprintln!(

@@ -1,0 +1,821 @@
+//! Async calls on one channel, and publish confirmations.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use amqp_io_common::{Error, Result};
+use amqp_proto::codec::BasicProperties;
+use amqp_proto::spec::constants::ReplyCode;
+use amqp_proto::spec::{
+    BasicCancel, BasicConsume, BasicGet, BasicPublish, BasicQos, BasicRecover, ConfirmSelect,
+    ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, Method, QueueBind, QueueDeclare,
+    QueueDeclareOk, QueueDelete, QueuePurge, QueueUnbind, TxCommit, TxRollback, TxSelect,
+};
+use amqp_proto::{ConfirmOutcome, GetMessage, Readiness};
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::connection::Handle;
+use crate::consumer::{Consumer, Returns};
+use crate::state::{PendingConsume, Reply, Shared, State};
+
+/// One channel of a [`Connection`](crate::Connection); clones are handles
+/// on the same channel, usable from many tasks at once.
+///
+/// Every call waits at most the channel's timeout
+/// ([`set_timeout`](Self::set_timeout); the connection's
+/// `operation_timeout` to start with) and fails with the channel's close
+/// (reply code and text) or the connection's end. Requests take the
+/// specification's method structs, so every argument the protocol has is
+/// reachable.
+///
+/// # Cancellation
+///
+/// Every future here may be dropped at any await point without harming
+/// the connection or the channel. A request whose frame was sent is still
+/// answered by the server and its reply discarded; where the reply carries
+/// something (a `basic.get` message, a consumer, a channel), it is given
+/// back: the message requeued, the consumer cancelled, the channel closed.
+/// A publish is either not sent at all (dropped while waiting for flow
+/// control) or sent whole; its confirmation is tracked by the core either
+/// way, and dropping the [`Confirmation`] loses nothing.
+#[derive(Clone)]
+pub struct Channel {
+    handle: Arc<Handle>,
+    id: u16,
+    generation: u64,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("id", &self.id)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    pub(crate) fn new(handle: Arc<Handle>, id: u16, generation: u64, timeout: Duration) -> Self {
+        Self {
+            handle,
+            id,
+            generation,
+            timeout,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The channel id.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: amqp_io_tokio::Channel) {
+    /// println!("on channel {}", channel.id());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    /// How long this handle's calls may wait (replies, and flow control
+    /// before a publish).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_tokio::Channel) {
+    /// let mut patient = channel.clone();
+    /// patient.set_timeout(std::time::Duration::from_secs(120));
+    /// # }
+    /// ```
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Runs `command` on the state under the lock, for this channel, then
+    /// wakes the driver to send what it queued.
+    fn command<T>(&self, command: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let result = {
+            let mut state = self.shared().lock();
+            state.channel(self.id, self.generation)?;
+            command(&mut state)
+        };
+        self.shared().wake_driver.notify_one();
+        result
+    }
+
+    /// Sends `method`; returns where its reply will arrive, if it has one.
+    fn send(
+        &self,
+        method: Method,
+        register: impl FnOnce(&mut State, amqp_proto::RequestId),
+    ) -> Result<Option<oneshot::Receiver<Result<Reply, amqp_proto::Failure>>>> {
+        self.command(|state| {
+            let Some(request) = state.core.channel(self.id)?.request(method)? else {
+                return Ok(None);
+            };
+            register(state, request);
+            let (sender, receiver) = oneshot::channel();
+            state.replies.insert(request, sender);
+            Ok(Some(receiver))
+        })
+    }
+
+    async fn reply(
+        &self,
+        operation: &'static str,
+        receiver: oneshot::Receiver<Result<Reply, amqp_proto::Failure>>,
+    ) -> Result<Reply> {
+        match tokio::time::timeout(self.timeout, receiver).await {
+            Ok(Ok(reply)) => reply.map_err(Error::from),
+            Ok(Err(_)) => Err(self.gone()),
+            Err(_) => Err(Error::Timeout {
+                operation,
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    /// Why a waiter's sender went away: the channel or connection ended.
+    fn gone(&self) -> Error {
+        match self.shared().lock().channel(self.id, self.generation) {
+            Err(error) => error,
+            Ok(_) => Error::ConnectionClosed(amqp_proto::ConnectionError::TransportClosed(
+                "the connection driver stopped".into(),
+            )),
+        }
+    }
+
+    /// Sends any method a client may send on a channel and waits for its
+    /// reply: `None` for methods without one (or with `nowait`). The typed
+    /// methods below are shorthands for this.
+    ///
+    /// ```no_run
+    /// use amqp_proto::spec::{ChannelFlow, Method};
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// if let Some(Method::ChannelFlowOk(ok)) = channel.call(ChannelFlow { active: false }).await? {
+    ///     assert!(!ok.active);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn call(&self, method: impl Into<Method>) -> Result<Option<Method>> {
+        let method = method.into();
+        let operation = method.name();
+        let Some(receiver) = self.send(method, |_, _| {})? else {
+            return Ok(None);
+        };
+        match self.reply(operation, receiver).await? {
+            Reply::Method(method) => Ok(Some(method)),
+            Reply::Get(_) => Err(unexpected(operation, "basic.get-ok")),
+        }
+    }
+
+    /// Declares an exchange (`exchange.declare`).
+    ///
+    /// ```no_run
+    /// use amqp_proto::spec::ExchangeDeclare;
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.exchange_declare(ExchangeDeclare {
+    ///     exchange: "events".into(),
+    ///     exchange_type: "topic".into(),
+    ///     durable: true,
+    ///     ..Default::default()
+    /// }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn exchange_declare(&self, declare: ExchangeDeclare) -> Result<()> {
+        self.call(declare).await.map(drop)
+    }
+
+    /// Deletes an exchange (`exchange.delete`).
+    ///
+    /// ```no_run
+    /// use amqp_proto::spec::ExchangeDelete;
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.exchange_delete(ExchangeDelete { exchange: "events".into(), ..Default::default() }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn exchange_delete(&self, delete: ExchangeDelete) -> Result<()> {
+        self.call(delete).await.map(drop)
+    }
+
+    /// Binds an exchange to another (RabbitMQ's `exchange.bind`).
+    ///
+    /// ```no_run
+    /// use amqp_proto::spec::ExchangeBind;
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.exchange_bind(ExchangeBind {
+    ///     destination: "audit".into(),
+    ///     source: "events".into(),
+    ///     routing_key: "#".into(),
+    ///     ..Default::default()
+    /// }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn exchange_bind(&self, bind: ExchangeBind) -> Result<()> {
+        self.call(bind).await.map(drop)
+    }
+
+    /// Removes an exchange-to-exchange binding (`exchange.unbind`).
+    ///
+    /// ```no_run
+    /// use amqp_proto::spec::ExchangeUnbind;
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.exchange_unbind(ExchangeUnbind {
+    ///     destination: "audit".into(),
+    ///     source: "events".into(),
+    ///     routing_key: "#".into(),
+    ///     ..Default::default()
+    /// }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn exchange_unbind(&self, unbind: ExchangeUnbind) -> Result<()> {
+        self.call(unbind).await.map(drop)
+    }
+
+    /// Declares a queue (`queue.declare`); an empty name asks the server
+    /// for one. With `nowait` the reply is made up from the request.
+    ///
+    /// ```no_run
+    /// use amqp_proto::spec::QueueDeclare;
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// let declared = channel.queue_declare(QueueDeclare {
+    ///     queue: "orders".into(),
+    ///     durable: true,
+    ///     ..Default::default()
+    /// }).await?;
+    /// println!("{} holds {} messages", declared.queue, declared.message_count);
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_declare(&self, declare: QueueDeclare) -> Result<QueueDeclareOk> {
+        let queue = declare.queue.clone();
+        match self.call(declare).await? {
+            Some(Method::QueueDeclareOk(ok)) => Ok(ok),
+            None => Ok(QueueDeclareOk {
+                queue,
+                message_count: 0,
+                consumer_count: 0,
+            }),
+            Some(other) => Err(unexpected("queue.declare", other.name())),
+        }
+    }
+
+    /// Binds a queue to an exchange (`queue.bind`).
+    ///
+    /// ```no_run
+    /// use amqp_proto::spec::QueueBind;
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.queue_bind(QueueBind {
+    ///     queue: "orders".into(),
+    ///     exchange: "events".into(),
+    ///     routing_key: "orders.*".into(),
+    ///     ..Default::default()
+    /// }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_bind(&self, bind: QueueBind) -> Result<()> {
+        self.call(bind).await.map(drop)
+    }
+
+    /// Removes a binding (`queue.unbind`).
+    ///
+    /// ```no_run
+    /// use amqp_proto::spec::QueueUnbind;
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.queue_unbind(QueueUnbind {
+    ///     queue: "orders".into(),
+    ///     exchange: "events".into(),
+    ///     routing_key: "orders.*".into(),
+    ///     ..Default::default()
+    /// }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_unbind(&self, unbind: QueueUnbind) -> Result<()> {
+        self.call(unbind).await.map(drop)
+    }
+
+    /// Removes every ready message from a queue; returns how many
+    /// (`queue.purge`; 0 with `nowait`).
+    ///
+    /// ```no_run
+    /// use amqp_proto::spec::QueuePurge;
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// let removed = channel.queue_purge(QueuePurge { queue: "orders".into(), ..Default::default() }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_purge(&self, purge: QueuePurge) -> Result<u32> {
+        match self.call(purge).await? {
+            Some(Method::QueuePurgeOk(ok)) => Ok(ok.message_count),
+            None => Ok(0),
+            Some(other) => Err(unexpected("queue.purge", other.name())),
+        }
+    }
+
+    /// Deletes a queue; returns how many messages it held (`queue.delete`;
+    /// 0 with `nowait`).
+    ///
+    /// ```no_run
+    /// use amqp_proto::spec::QueueDelete;
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// let lost = channel.queue_delete(QueueDelete { queue: "orders".into(), ..Default::default() }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue_delete(&self, delete: QueueDelete) -> Result<u32> {
+        match self.call(delete).await? {
+            Some(Method::QueueDeleteOk(ok)) => Ok(ok.message_count),
+            None => Ok(0),
+            Some(other) => Err(unexpected("queue.delete", other.name())),
+        }
+    }
+
+    /// Limits unacknowledged deliveries (`basic.qos`): per consumer, or
+    /// with `global` per channel, as RabbitMQ interprets it.
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.basic_qos(100, false).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn basic_qos(&self, prefetch_count: u16, global: bool) -> Result<()> {
+        let qos = BasicQos {
+            prefetch_size: 0,
+            prefetch_count,
+            global,
+        };
+        self.call(qos).await.map(drop)
+    }
+
+    /// Redelivers every unacknowledged message of this channel
+    /// (`basic.recover`).
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.basic_recover(true).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn basic_recover(&self, requeue: bool) -> Result<()> {
+        self.call(BasicRecover { requeue }).await.map(drop)
+    }
+
+    /// Puts the channel in transaction mode (`tx.select`).
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.tx_select().await?;
+    /// // publishes and acks ...
+    /// channel.tx_commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn tx_select(&self) -> Result<()> {
+        self.call(TxSelect {}).await.map(drop)
+    }
+
+    /// Commits the current transaction (`tx.commit`).
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.tx_commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn tx_commit(&self) -> Result<()> {
+        self.call(TxCommit {}).await.map(drop)
+    }
+
+    /// Abandons the current transaction (`tx.rollback`).
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.tx_rollback().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn tx_rollback(&self) -> Result<()> {
+        self.call(TxRollback {}).await.map(drop)
+    }
+
+    /// Puts the channel in publisher-confirm mode (`confirm.select`).
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.confirm_select().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn confirm_select(&self) -> Result<()> {
+        self.call(ConfirmSelect { nowait: false }).await.map(drop)
+    }
+
+    /// Fetches one message (`basic.get`); `None` when the queue is empty.
+    ///
+    /// Cancellation: a message that arrives after the future was dropped
+    /// is requeued.
+    ///
+    /// ```no_run
+    /// use amqp_proto::spec::BasicGet;
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// if let Some(message) = channel.basic_get(BasicGet { queue: "orders".into(), ..Default::default() }).await? {
+    ///     channel.ack(message.delivery_tag, false)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn basic_get(&self, get: BasicGet) -> Result<Option<GetMessage>> {
+        let Some(receiver) = self.send(get.into(), |_, _| {})? else {
+            return Err(unexpected("basic.get", "no reply expected"));
+        };
+        match self.reply("basic.get", receiver).await? {
+            Reply::Get(message) => Ok(Some(*message)),
+            Reply::Method(Method::BasicGetEmpty(_)) => Ok(None),
+            Reply::Method(other) => Err(unexpected("basic.get", other.name())),
+        }
+    }
+
+    /// Starts a consumer (`basic.consume`): a stream of deliveries, each
+    /// acknowledged through itself. An empty consumer tag is filled in
+    /// here (RabbitMQ's consume-oks can overtake each other; the core
+    /// matches them by tag).
+    ///
+    /// Cancellation: a consumer whose consume-ok arrives after the future
+    /// was dropped is cancelled, and its deliveries requeued.
+    ///
+    /// ```no_run
+    /// use amqp_proto::spec::BasicConsume;
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// let mut consumer = channel.basic_consume(BasicConsume { queue: "orders".into(), ..Default::default() }).await?;
+    /// while let Some(delivery) = consumer.recv().await {
+    ///     let delivery = delivery?;
+    ///     println!("{:?}", delivery.body());
+    ///     delivery.ack()?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn basic_consume(&self, mut consume: BasicConsume) -> Result<Consumer> {
+        if consume.consumer_tag.is_empty() {
+            consume.consumer_tag = next_consumer_tag().into();
+        }
+        let tag = consume.consumer_tag.clone();
+        let pending = PendingConsume {
+            generation: self.generation,
+            no_ack: consume.no_ack,
+        };
+        if consume.nowait {
+            self.command(|state| {
+                state.core.channel(self.id)?.request(consume)?;
+                state.register_consumer((self.id, tag.clone()), &pending);
+                Ok(())
+            })?;
+            return Ok(Consumer::new(self.clone(), tag));
+        }
+        let receiver = self.send(consume.into(), |state, request| {
+            state.pending_consumes.insert(request, pending);
+        })?;
+        let Some(receiver) = receiver else {
+            return Err(unexpected("basic.consume", "no reply expected"));
+        };
+        match self.reply("basic.consume", receiver).await? {
+            Reply::Method(Method::BasicConsumeOk(ok)) => {
+                Ok(Consumer::new(self.clone(), ok.consumer_tag))
+            }
+            Reply::Method(other) => Err(unexpected("basic.consume", other.name())),
+            Reply::Get(_) => Err(unexpected("basic.consume", "basic.get-ok")),
+        }
+    }
+
+    /// Cancels a consumer (`basic.cancel`), waiting for `cancel-ok`; its
+    /// stream then ends.
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_io_tokio::Channel, consumer: amqp_io_tokio::Consumer) -> amqp_io_tokio::Result<()> {
+    /// channel.basic_cancel(&consumer.tag().to_string_lossy()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn basic_cancel(&self, consumer_tag: &str) -> Result<()> {
+        let cancel = BasicCancel {
+            consumer_tag: consumer_tag.into(),
+            nowait: false,
+        };
+        self.call(cancel).await.map(drop)
+    }
+
+    /// Publishes a message. Waits first (up to the channel's timeout)
+    /// while the broker blocks the connection, `channel.flow` pauses the
+    /// channel, the channel has its maximum of unconfirmed publishes, or
+    /// too much output is queued; then queues it whole, its body not copied.
+    /// Returns a [`Confirmation`] to await (in confirm mode).
+    ///
+    /// Cancellation: dropped while waiting, nothing is sent; once this
+    /// returns the message is queued, and its confirm is tracked whether
+    /// or not the [`Confirmation`] is kept.
+    ///
+    /// ```no_run
+    /// use amqp_proto::codec::BasicProperties;
+    /// use amqp_proto::spec::BasicPublish;
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// let publish = BasicPublish { routing_key: "orders".into(), ..Default::default() };
+    /// let properties = BasicProperties::default().content_type("application/json");
+    /// channel.publish(&publish, &properties, r#"{"id": 7}"#).await?.await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish(
+        &self,
+        publish: &BasicPublish,
+        properties: &BasicProperties,
+        body: impl Into<Bytes>,
+    ) -> Result<Confirmation> {
+        let body = body.into();
+        let attempt = async {
+            loop {
+                let changed = self.shared().changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                {
+                    let mut state = self.shared().lock();
+                    state.channel(self.id, self.generation)?;
+                    match state.core.publish_readiness(self.id) {
+                        Readiness::Ready => {
+                            let confirmation =
+                                self.publish_now(&mut state, publish, properties, body);
+                            drop(state);
+                            self.shared().wake_driver.notify_one();
+                            return confirmation;
+                        }
+                        Readiness::Closed => {
+                            return Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
+                                self.id,
+                            )))
+                        }
+                        // Queued output drains only if the driver runs.
+                        Readiness::OutputFull => self.shared().wake_driver.notify_one(),
+                        _ => {}
+                    }
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(self.timeout, attempt)
+            .await
+            .unwrap_or(Err(Error::Timeout {
+                operation: "publish",
+                timeout: self.timeout,
+            }))
+    }
+
+    fn publish_now(
+        &self,
+        state: &mut State,
+        publish: &BasicPublish,
+        properties: &BasicProperties,
+        body: Bytes,
+    ) -> Result<Confirmation> {
+        let sequence = state
+            .core
+            .channel(self.id)?
+            .publish(publish, properties, body)?;
+        let receiver = sequence.map(|sequence| {
+            let (sender, receiver) = oneshot::channel();
+            state.confirms.insert((self.id, sequence), sender);
+            receiver
+        });
+        Ok(Confirmation { sequence, receiver })
+    }
+
+    /// Waits until every publish of this channel so far is confirmed:
+    /// `Ok` if the broker took them all, [`Error::Nacked`] with how many it
+    /// refused since the last call, or the close that failed them.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use amqp_proto::codec::BasicProperties;
+    /// use amqp_proto::spec::BasicPublish;
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.confirm_select().await?;
+    /// let publish = BasicPublish { routing_key: "orders".into(), ..Default::default() };
+    /// for n in 0..1_000 {
+    ///     channel.publish(&publish, &BasicProperties::default(), format!("order {n}")).await?;
+    /// }
+    /// channel.wait_for_confirms(Duration::from_secs(10)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_confirms(&self, timeout: Duration) -> Result<()> {
+        let wait = async {
+            loop {
+                let changed = self.shared().changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                {
+                    let mut state = self.shared().lock();
+                    if state.core.unconfirmed(self.id) == 0 {
+                        let channel = state.channels.get_mut(&self.id);
+                        let Some(channel) = channel.filter(|c| c.generation == self.generation)
+                        else {
+                            return Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
+                                self.id,
+                            )));
+                        };
+                        let nacked = std::mem::take(&mut channel.nacked_since_wait);
+                        return match channel.failed_since_wait.take() {
+                            Some(failure) => Err(failure.into()),
+                            None if nacked > 0 => Err(Error::Nacked(nacked)),
+                            None => Ok(()),
+                        };
+                    }
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Err(Error::Timeout {
+                operation: "wait_for_confirms",
+                timeout,
+            }))
+    }
+
+    /// The messages the broker returns on this channel (unroutable
+    /// `mandatory` publishes), as a stream. RabbitMQ returns a message
+    /// before confirming it. Up to 1,024 not yet taken are kept.
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_io_tokio::Channel) {
+    /// let mut returns = channel.returns();
+    /// tokio::spawn(async move {
+    ///     while let Some(returned) = returns.recv().await {
+    ///         eprintln!("unroutable: {} {}", returned.reply_code, returned.reply_text);
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn returns(&self) -> Returns {
+        Returns::new(self.clone())
+    }
+
+    /// Acknowledges a delivery (with `multiple`, every one up to it).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: amqp_io_tokio::Channel, tag: u64) -> amqp_io_tokio::Result<()> {
+    /// channel.ack(tag, false)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
+        self.command(|state| Ok(state.core.channel(self.id)?.ack(delivery_tag, multiple)?))
+    }
+
+    /// Refuses deliveries (`basic.nack`), requeueing them or not.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: amqp_io_tokio::Channel, tag: u64) -> amqp_io_tokio::Result<()> {
+    /// channel.nack(tag, false, true)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
+        self.command(|state| {
+            Ok(state
+                .core
+                .channel(self.id)?
+                .nack(delivery_tag, multiple, requeue)?)
+        })
+    }
+
+    /// Refuses one delivery (`basic.reject`), requeueing it or not.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: amqp_io_tokio::Channel, tag: u64) -> amqp_io_tokio::Result<()> {
+    /// channel.reject(tag, false)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
+        self.command(|state| Ok(state.core.channel(self.id)?.reject(delivery_tag, requeue)?))
+    }
+
+    /// Closes the channel and waits for the server's `close-ok`.
+    ///
+    /// Cancellation: the close goes ahead.
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+    /// channel.close().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn close(&self) -> Result<()> {
+        self.command(|state| {
+            let handle = state.core.channel(self.id)?;
+            Ok(handle.close(ReplyCode::REPLY_SUCCESS, "closed by the application")?)
+        })?;
+        let wait = async {
+            loop {
+                let changed = self.shared().changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                match self.shared().lock().channel(self.id, self.generation) {
+                    Err(Error::ChannelClosed(_)) => return Ok(()),
+                    Err(error) => return Err(error),
+                    Ok(_) => {}
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(self.timeout, wait)
+            .await
+            .unwrap_or(Err(Error::Timeout {
+                operation: "channel.close",
+                timeout: self.timeout,
+            }))
+    }
+
+    /// Why the channel closed, once it has.
+    ///
+    /// ```no_run
+    /// # fn demo(channel: amqp_io_tokio::Channel) {
+    /// if let Some(reason) = channel.close_reason() {
+    ///     eprintln!("channel closed: {reason}");
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn close_reason(&self) -> Option<amqp_proto::CloseReason> {
+        match self.shared().lock().channel(self.id, self.generation) {
+            Err(Error::ChannelClosed(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// A consumer tag unique in this process.
+fn next_consumer_tag() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "amqp-io-tokio.{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn unexpected(operation: &'static str, reply: &str) -> Error {
+    Error::UnexpectedReply {
+        operation,
+        reply: reply.to_owned(),
+    }
+}
+
+/// The broker's verdict on one publish, from [`Channel::publish`]: a
+/// future resolving to `Ok` for `basic.ack`, [`Error::Nacked`] for
+/// `basic.nack`, or the close that failed the publish (which is never
+/// re-sent). Outside confirm mode it resolves at once.
+///
+/// Dropping it loses nothing: the confirm is still counted for
+/// [`Channel::wait_for_confirms`].
+#[derive(Debug)]
+pub struct Confirmation {
+    sequence: Option<u64>,
+    receiver: Option<oneshot::Receiver<ConfirmOutcome>>,
+}
+
+impl Confirmation {
+    /// The publish's sequence number on its channel, in confirm mode.
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_io_tokio::Channel, publish: amqp_proto::spec::BasicPublish) -> amqp_io_tokio::Result<()> {
+    /// let confirmation = channel.publish(&publish, &Default::default(), "job").await?;
+    /// println!("published as {:?}", confirmation.sequence());
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn sequence(&self) -> Option<u64> {
+        self.sequence
+    }
+}
+
+impl Future for Confirmation {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Result<()>> {
+        let Some(receiver) = self.receiver.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        match Pin::new(receiver).poll(context) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(outcome) => {
+                self.receiver = None;
+                Poll::Ready(match outcome {
+                    Ok(ConfirmOutcome::Ack) => Ok(()),
+                    Ok(ConfirmOutcome::Nack) => Err(Error::Nacked(1)),
+                    Ok(ConfirmOutcome::Failed(failure)) => Err(failure.into()),
+                    Err(_) => Err(Error::ConnectionClosed(
+                        amqp_proto::ConnectionError::TransportClosed(
+                            "the connection ended before the confirm".into(),
+                        ),
+                    )),
+                })
+            }
+        }
+    }
+}

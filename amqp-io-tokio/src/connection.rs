@@ -1,0 +1,373 @@
+//! Connecting, and the connection handle.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amqp_io_common::{ConnectOptions, Error, Result};
+use amqp_proto::codec::FieldTable;
+use amqp_proto::spec::constants::ReplyCode;
+use amqp_proto::{Connection as Core, ConnectionError, Initiator, Tuning};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+
+use crate::channel::Channel;
+use crate::driver::{self, ReadHalf, WriteHalf};
+use crate::state::{Shared, State};
+
+/// What every handle of one connection holds. When the last handle goes,
+/// the connection is closed (by the driver task, so dropping never blocks).
+pub(crate) struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        if state.closed.is_none() {
+            // Mid-handshake this simply ends the connection.
+            let _ = state
+                .core
+                .close(ReplyCode::REPLY_SUCCESS, "every handle was dropped");
+        }
+        drop(state);
+        self.shared.wake_driver.notify_one();
+    }
+}
+
+/// An AMQP 0-9-1 connection driven by a tokio task.
+///
+/// `Connection` and [`Channel`] are cheap to clone and `Send + Sync`; many
+/// tasks may use them at once. A driver task spawned on connect owns the
+/// socket: it writes batched frames, reads in large chunks, sends and
+/// checks heartbeats whatever the application does, and resolves every
+/// outstanding call when the connection ends. When the last handle
+/// (connection, channel, consumer or delivery) is dropped, the driver
+/// closes the connection in the background.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use amqp_io_tokio::Connection;
+/// use amqp_proto::codec::BasicProperties;
+/// use amqp_proto::spec::{BasicPublish, QueueDeclare};
+///
+/// # async fn demo() -> amqp_io_tokio::Result<()> {
+/// let connection = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
+/// let channel = connection.channel().await?;
+/// let queue = channel
+///     .queue_declare(QueueDeclare { exclusive: true, ..Default::default() })
+///     .await?
+///     .queue;
+/// channel.confirm_select().await?;
+/// let publish = BasicPublish { routing_key: queue, ..Default::default() };
+/// channel
+///     .publish(&publish, &BasicProperties::default(), "hello")
+///     .await?
+///     .await?;
+/// connection.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Connection {
+    handle: Arc<Handle>,
+    operation_timeout: Duration,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("operation_timeout", &self.operation_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Connects to the broker a URL names and completes the handshake.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> amqp_io_tokio::Result<()> {
+    /// let connection = amqp_io_tokio::Connection::connect("amqp://localhost/%2f?heartbeat=10").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(ConnectOptions::from_url(url)?).await
+    }
+
+    /// Connects with explicit options and completes the handshake. A
+    /// refused login is [`ConnectionError::AuthenticationFailed`], a
+    /// refused virtual host [`ConnectionError::AccessRefused`].
+    ///
+    /// Cancellation: dropping the future closes the socket; nothing
+    /// outlives it.
+    ///
+    /// ```no_run
+    /// use amqp_io_tokio::{ConnectOptions, Connection};
+    ///
+    /// # async fn demo() -> amqp_io_tokio::Result<()> {
+    /// let mut options = ConnectOptions::from_url("amqp://broker.internal")?;
+    /// options.config.connection_name = Some("order-service".into());
+    /// let connection = Connection::connect_with(options).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with(options: ConnectOptions) -> Result<Self> {
+        let (reader, writer, local_addr) = connect_transport(&options).await?;
+        let core = Core::new(options.config, Instant::now());
+        let mut state = State::new(core, options.sasl_responder);
+        state.local_addr = Some(local_addr);
+        let (opened, open_result) = oneshot::channel();
+        state.open_waiter = Some(opened);
+        let shared = Arc::new(Shared::new(state));
+        let driver = tokio::spawn(driver::drive(Arc::clone(&shared), reader, writer));
+        let handle = Arc::new(Handle { shared });
+        // The core's handshake deadline bounds this wait.
+        match open_result.await {
+            Ok(result) => result?,
+            Err(_) => {
+                driver.abort();
+                return Err(Error::ConnectionClosed(ConnectionError::TransportClosed(
+                    "the connection driver stopped".into(),
+                )));
+            }
+        }
+        Ok(Self {
+            handle,
+            operation_timeout: options.operation_timeout,
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// Opens a channel.
+    ///
+    /// Cancellation: if dropped before `channel.open-ok`, the channel is
+    /// closed when the reply comes.
+    ///
+    /// ```no_run
+    /// # async fn demo(connection: amqp_io_tokio::Connection) -> amqp_io_tokio::Result<()> {
+    /// let channel = connection.channel().await?;
+    /// channel.basic_qos(100, false).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn channel(&self) -> Result<Channel> {
+        let (id, generation, opened) = {
+            let mut state = self.shared().lock();
+            if let Some(error) = &state.closed {
+                return Err(Error::ConnectionClosed(error.clone()));
+            }
+            let id = state.core.open_channel()?;
+            let generation = state.channel_opened(id);
+            let (sender, receiver) = oneshot::channel();
+            state.channel_opens.insert(id, sender);
+            (id, generation, receiver)
+        };
+        self.shared().wake_driver.notify_one();
+        let timeout = self.operation_timeout;
+        match tokio::time::timeout(timeout, opened).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(self.closed_error()),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    operation: "channel.open",
+                    timeout,
+                })
+            }
+        }
+        Ok(Channel::new(
+            Arc::clone(&self.handle),
+            id,
+            generation,
+            timeout,
+        ))
+    }
+
+    fn closed_error(&self) -> Error {
+        let error = self.shared().lock().closed.clone();
+        Error::ConnectionClosed(error.unwrap_or_else(|| {
+            ConnectionError::TransportClosed("the connection driver stopped".into())
+        }))
+    }
+
+    /// The limits negotiated with the server.
+    ///
+    /// ```no_run
+    /// # fn demo(connection: amqp_io_tokio::Connection) {
+    /// println!("frame_max {}", connection.tuning().frame_max);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn tuning(&self) -> Tuning {
+        self.shared().lock().core.tuning()
+    }
+
+    /// What the server said about itself: product, version, capabilities.
+    ///
+    /// ```no_run
+    /// # fn demo(connection: amqp_io_tokio::Connection) {
+    /// let product = connection.server_properties().get("product").cloned();
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn server_properties(&self) -> FieldTable {
+        self.shared()
+            .lock()
+            .opened
+            .as_ref()
+            .map(|(_, properties)| properties.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether the broker blocks publishing (a memory or disk alarm), as a
+    /// watchable value: `Some(reason)` while blocked. Publishes wait while
+    /// blocked.
+    ///
+    /// ```no_run
+    /// # async fn demo(connection: amqp_io_tokio::Connection) {
+    /// let mut blocked = connection.blocked();
+    /// while blocked.changed().await.is_ok() {
+    ///     match &*blocked.borrow() {
+    ///         Some(reason) => eprintln!("publishing paused: {reason}"),
+    ///         None => eprintln!("publishing resumed"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn blocked(&self) -> watch::Receiver<Option<String>> {
+        self.shared().lock().blocked.subscribe()
+    }
+
+    /// This side's socket address (to find the connection in the broker's
+    /// listings, for example).
+    ///
+    /// ```no_run
+    /// # fn demo(connection: amqp_io_tokio::Connection) {
+    /// println!("connected from {:?}", connection.local_addr());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.shared().lock().local_addr
+    }
+
+    /// True until the connection ends.
+    ///
+    /// ```no_run
+    /// # fn demo(connection: amqp_io_tokio::Connection) {
+    /// assert!(connection.is_open());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.shared().lock().closed.is_none()
+    }
+
+    /// Why the connection ended, once it has.
+    ///
+    /// ```no_run
+    /// # fn demo(connection: amqp_io_tokio::Connection) {
+    /// if let Some(reason) = connection.close_reason() {
+    ///     eprintln!("connection ended: {reason}");
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn close_reason(&self) -> Option<ConnectionError> {
+        self.shared().lock().closed.clone()
+    }
+
+    /// Waits until the connection ends, and says why.
+    ///
+    /// ```no_run
+    /// # async fn demo(connection: amqp_io_tokio::Connection) {
+    /// let reason = connection.closed().await;
+    /// eprintln!("connection ended: {reason}");
+    /// # }
+    /// ```
+    pub async fn closed(&self) -> ConnectionError {
+        loop {
+            let changed = self.shared().changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(error) = self.close_reason() {
+                return error;
+            }
+            changed.await;
+        }
+    }
+
+    /// Closes the connection with reply code 200 and waits for the server's
+    /// `close-ok` (bounded by the core's close timeout). Outstanding calls
+    /// fail with [`Error::ConnectionClosed`].
+    ///
+    /// Cancellation: the close goes ahead in the driver.
+    ///
+    /// ```no_run
+    /// # async fn demo(connection: amqp_io_tokio::Connection) -> amqp_io_tokio::Result<()> {
+    /// connection.close().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn close(&self) -> Result<()> {
+        self.close_with(ReplyCode::REPLY_SUCCESS, "closed by the application")
+            .await
+    }
+
+    /// Closes with a reply code and text of the application's choosing.
+    ///
+    /// ```no_run
+    /// use amqp_proto::spec::constants::ReplyCode;
+    /// # async fn demo(connection: amqp_io_tokio::Connection) -> amqp_io_tokio::Result<()> {
+    /// connection.close_with(ReplyCode::REPLY_SUCCESS, "maintenance").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn close_with(&self, code: ReplyCode, text: &str) -> Result<()> {
+        {
+            let mut state = self.shared().lock();
+            if let Some(error) = &state.closed {
+                return Err(Error::ConnectionClosed(error.clone()));
+            }
+            state.core.close(code, text)?;
+        }
+        self.shared().wake_driver.notify_one();
+        match self.closed().await {
+            ConnectionError::Closed(reason) if reason.initiator == Initiator::Client => Ok(()),
+            other => Err(Error::ConnectionClosed(other)),
+        }
+    }
+}
+
+/// Connects TCP (and TLS when asked) within the connect timeout.
+async fn connect_transport(
+    options: &ConnectOptions,
+) -> Result<(ReadHalf, WriteHalf, std::net::SocketAddr)> {
+    let address = format!("{}:{}", options.host, options.port);
+    let failed = |source| Error::Connect {
+        address: address.clone(),
+        source,
+    };
+    let connect = TcpStream::connect((options.host.as_str(), options.port));
+    let socket = tokio::time::timeout(options.connection_timeout, connect)
+        .await
+        .map_err(|_| failed(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(failed)?;
+    socket.set_nodelay(true).map_err(failed)?;
+    let local_addr = socket.local_addr().map_err(failed)?;
+    #[cfg(feature = "tls")]
+    if let Some(settings) = &options.tls {
+        let name =
+            tokio_rustls::rustls::pki_types::ServerName::try_from(settings.server_name.clone())
+                .map_err(|error| Error::Tls(format!("invalid server name: {error}")))?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&settings.config));
+        let handshake = connector.connect(name, socket);
+        let stream = tokio::time::timeout(options.connection_timeout, handshake)
+            .await
+            .map_err(|_| failed(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(|error| {
+                Error::ConnectionClosed(ConnectionError::TransportClosed(format!("TLS: {error}")))
+            })?;
+        let (reader, writer) = tokio::io::split(stream);
+        return Ok((Box::pin(reader), Box::pin(writer), local_addr));
+    }
+    let (reader, writer) = socket.into_split();
+    Ok((Box::pin(reader), Box::pin(writer), local_addr))
+}

@@ -1,0 +1,285 @@
+//! Streams: a consumer's deliveries, and a channel's returned messages.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use amqp_io_common::Result;
+use amqp_proto::codec::ShortString;
+use amqp_proto::Returned;
+use futures_core::Stream;
+
+use crate::channel::Channel;
+
+/// A message delivered to a [`Consumer`], acknowledged through itself.
+/// Dereferences to the core's [`amqp_proto::Delivery`] (body, properties,
+/// tags, routing).
+///
+/// ```no_run
+/// # async fn demo(mut consumer: amqp_io_tokio::Consumer) -> amqp_io_tokio::Result<()> {
+/// if let Some(delivery) = consumer.recv().await {
+///     let delivery = delivery?;
+///     match std::str::from_utf8(delivery.body()) {
+///         Ok(text) => { println!("{text}"); delivery.ack()? }
+///         Err(_) => delivery.reject(false)?, // not for us: dead-letter it
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Delivery {
+    delivery: amqp_proto::Delivery,
+    channel: Channel,
+}
+
+impl std::ops::Deref for Delivery {
+    type Target = amqp_proto::Delivery;
+
+    fn deref(&self) -> &amqp_proto::Delivery {
+        &self.delivery
+    }
+}
+
+impl Delivery {
+    /// Acknowledges this delivery.
+    ///
+    /// ```no_run
+    /// # fn demo(delivery: amqp_io_tokio::Delivery) -> amqp_io_tokio::Result<()> {
+    /// delivery.ack()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn ack(&self) -> Result<()> {
+        self.channel.ack(self.delivery.delivery_tag, false)
+    }
+
+    /// Acknowledges this delivery and every earlier unacknowledged one on
+    /// its channel (`multiple`).
+    ///
+    /// ```no_run
+    /// # fn demo(delivery: amqp_io_tokio::Delivery) -> amqp_io_tokio::Result<()> {
+    /// delivery.ack_multiple()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn ack_multiple(&self) -> Result<()> {
+        self.channel.ack(self.delivery.delivery_tag, true)
+    }
+
+    /// Refuses it (`basic.nack`), requeueing it or not.
+    ///
+    /// ```no_run
+    /// # fn demo(delivery: amqp_io_tokio::Delivery) -> amqp_io_tokio::Result<()> {
+    /// delivery.nack(true)?; // try again later
+    /// # Ok(()) }
+    /// ```
+    pub fn nack(&self, requeue: bool) -> Result<()> {
+        self.channel
+            .nack(self.delivery.delivery_tag, false, requeue)
+    }
+
+    /// Refuses it (`basic.reject`), requeueing it or not.
+    ///
+    /// ```no_run
+    /// # fn demo(delivery: amqp_io_tokio::Delivery) -> amqp_io_tokio::Result<()> {
+    /// delivery.reject(false)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn reject(&self, requeue: bool) -> Result<()> {
+        self.channel.reject(self.delivery.delivery_tag, requeue)
+    }
+
+    /// The channel it arrived on.
+    ///
+    /// ```no_run
+    /// # fn demo(delivery: amqp_io_tokio::Delivery) {
+    /// let channel = delivery.channel().clone();
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The core's delivery, without the channel handle.
+    ///
+    /// ```no_run
+    /// # fn demo(delivery: amqp_io_tokio::Delivery) {
+    /// let body = delivery.into_inner().content.body;
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn into_inner(self) -> amqp_proto::Delivery {
+        self.delivery
+    }
+}
+
+/// A consumer's deliveries, as a [`Stream`] (from
+/// [`Channel::basic_consume`]).
+///
+/// It yields deliveries in order; when the server cancels the consumer
+/// (its queue was deleted) or the channel or connection closes, it yields
+/// that error once and ends; after [`Channel::basic_cancel`] it just ends.
+///
+/// Deliveries wait in a bounded buffer
+/// ([`Config::max_buffered_events`](amqp_proto::Config::max_buffered_events)
+/// for the connection); when it is full the driver stops reading the
+/// socket until the application catches up, so a slow consumer never grows
+/// memory without limit (set a prefetch with [`Channel::basic_qos`] so the
+/// broker holds the rest).
+///
+/// Dropping it, even with deliveries in hand unacknowledged, cancels the
+/// consumer: deliveries it had not yielded go back to the queue, and
+/// unacknowledged ones are redelivered when the channel closes.
+#[derive(Debug)]
+pub struct Consumer {
+    channel: Channel,
+    tag: ShortString,
+    /// The error the end was reported with, once yielded.
+    finished: bool,
+}
+
+impl Consumer {
+    pub(crate) fn new(channel: Channel, tag: ShortString) -> Self {
+        Self {
+            channel,
+            tag,
+            finished: false,
+        }
+    }
+
+    /// The consumer tag.
+    ///
+    /// ```no_run
+    /// # fn demo(consumer: amqp_io_tokio::Consumer) {
+    /// println!("consuming as {}", consumer.tag());
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn tag(&self) -> &ShortString {
+        &self.tag
+    }
+
+    /// The channel it consumes on.
+    ///
+    /// ```no_run
+    /// # fn demo(consumer: amqp_io_tokio::Consumer) {
+    /// let channel = consumer.channel().clone();
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The next delivery (what `StreamExt::next` gives, without needing
+    /// the `futures` crate). Cancellation safe: a delivery is only taken
+    /// when this returns it.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # async fn demo(mut consumer: amqp_io_tokio::Consumer) -> amqp_io_tokio::Result<()> {
+    /// match tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
+    ///     Ok(Some(delivery)) => delivery?.ack()?,
+    ///     Ok(None) => println!("the consumer was cancelled"),
+    ///     Err(_) => println!("nothing for 5 s"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn recv(&mut self) -> Option<Result<Delivery>> {
+        poll_fn(|context| Pin::new(&mut *self).poll_next(context)).await
+    }
+}
+
+impl Stream for Consumer {
+    type Item = Result<Delivery>;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        let key = (self.channel.id(), self.tag.clone());
+        let shared = std::sync::Arc::clone(self.channel.shared());
+        let mut state = shared.lock();
+        let generation = self.channel.generation();
+        let consumer = state.consumers.get_mut(&key);
+        // A consumer of an earlier opening of this channel id is over.
+        let Some(consumer) = consumer.filter(|consumer| consumer.generation == generation) else {
+            self.finished = true;
+            return Poll::Ready(None);
+        };
+        if let Some(delivery) = consumer.queue.pop_front() {
+            state.buffered_deliveries -= 1;
+            drop(state);
+            // The driver may have stopped reading for want of room.
+            shared.wake_driver.notify_one();
+            return Poll::Ready(Some(Ok(Delivery {
+                delivery,
+                channel: self.channel.clone(),
+            })));
+        }
+        if let Some(end) = &consumer.end {
+            let error = end.error(&self.tag);
+            drop(state);
+            self.finished = true;
+            return Poll::Ready(error.map(Err));
+        }
+        consumer.waker = Some(context.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let key = (self.channel.id(), self.tag.clone());
+        self.channel.shared().lock().abandon_consumer(&key);
+        self.channel.shared().wake_driver.notify_one();
+    }
+}
+
+/// A channel's returned messages, as a [`Stream`] (from
+/// [`Channel::returns`]); it ends when the channel closes.
+#[derive(Debug)]
+pub struct Returns {
+    channel: Channel,
+}
+
+impl Returns {
+    pub(crate) fn new(channel: Channel) -> Self {
+        Self { channel }
+    }
+
+    /// The next returned message, or `None` once the channel is closed.
+    ///
+    /// ```no_run
+    /// # async fn demo(channel: amqp_io_tokio::Channel) {
+    /// let mut returns = channel.returns();
+    /// if let Some(returned) = returns.recv().await {
+    ///     eprintln!("{:?} came back: {}", returned.routing_key, returned.reply_text);
+    /// }
+    /// # }
+    /// ```
+    pub async fn recv(&mut self) -> Option<Returned> {
+        poll_fn(|context| Pin::new(&mut *self).poll_next(context)).await
+    }
+}
+
+impl Stream for Returns {
+    type Item = Returned;
+
+    fn poll_next(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Returned>> {
+        let shared = self.channel.shared();
+        let mut state = shared.lock();
+        let connection_closed = state.closed.is_some();
+        let id = self.channel.id();
+        let Some(channel) = state.channels.get_mut(&id) else {
+            return Poll::Ready(None);
+        };
+        if let Some(returned) = channel.returns.pop_front() {
+            return Poll::Ready(Some(returned));
+        }
+        if channel.closed.is_some() || connection_closed {
+            return Poll::Ready(None);
+        }
+        channel.returns_waker = Some(context.waker().clone());
+        Poll::Pending
+    }
+}

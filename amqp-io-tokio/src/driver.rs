@@ -1,0 +1,124 @@
+//! The driver task: the only code that touches the socket. It writes what
+//! the core queued (many frames and bodies per system call), reads in large
+//! chunks while the consumers have room, fires the core's timers, and sorts
+//! the core's events to their waiters.
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::state::Shared;
+
+/// The read half of the transport (TCP, or TLS over it).
+pub(crate) type ReadHalf = Pin<Box<dyn AsyncRead + Send>>;
+/// The write half of the transport.
+pub(crate) type WriteHalf = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Bytes one read may take.
+const READ_CHUNK: usize = 64 * 1024;
+/// Chunks one vectored write gathers.
+const MAX_WRITE_SLICES: usize = 64;
+
+/// Runs until the connection is closed and its last bytes are written.
+pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer: WriteHalf) {
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut output: Vec<Bytes> = Vec::new();
+    loop {
+        let (deadline, wants_input, closed) = {
+            let mut state = shared.lock();
+            state.core.handle_timeout(Instant::now());
+            state.dispatch();
+            output.extend(std::iter::from_fn(|| state.core.poll_transmit()));
+            (
+                state.core.poll_timeout(),
+                state.wants_input(),
+                state.core.is_closed(),
+            )
+        };
+        // Waiters check their conditions after every pass.
+        shared.changed.notify_waiters();
+        if !output.is_empty() {
+            if let Err(error) = write_all(&mut writer, &mut output).await {
+                output.clear();
+                let mut state = shared.lock();
+                state
+                    .core
+                    .handle_transport_closed(format!("writing to the socket failed: {error}"));
+                continue;
+            }
+        }
+        if closed {
+            let _ = writer.shutdown().await;
+            let mut state = shared.lock();
+            if state.closed.is_none() {
+                // The core emits Closed itself; this only guards against
+                // a core that closed without saying why.
+                let error = amqp_proto::ConnectionError::TransportClosed("closed".into());
+                state.connection_closed(error);
+            }
+            drop(state);
+            shared.changed.notify_waiters();
+            return;
+        }
+        let sleep = deadline.map(|deadline| tokio::time::sleep_until(deadline.into()));
+        tokio::select! {
+            biased;
+            () = shared.wake_driver.notified() => {}
+            read = reader.read_buf(&mut input), if wants_input => {
+                let mut state = shared.lock();
+                match read {
+                    Ok(0) => state.core.handle_transport_closed("the server closed the socket"),
+                    Ok(_) => {
+                        state.core.handle_input(&input, Instant::now());
+                        input.clear();
+                    }
+                    Err(error) => state.core.handle_transport_closed(error.to_string()),
+                }
+                if input.capacity() < READ_CHUNK {
+                    input.reserve(READ_CHUNK);
+                }
+            }
+            () = async { if let Some(sleep) = sleep { sleep.await } }, if deadline.is_some() => {}
+        }
+    }
+}
+
+/// Writes every chunk, gathering many into each vectored write.
+async fn write_all(writer: &mut WriteHalf, output: &mut Vec<Bytes>) -> std::io::Result<()> {
+    let mut start = 0;
+    while start < output.len() {
+        let written = {
+            let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(output.iter().skip(start)) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            writer
+                .write_vectored(slices.get(..count).unwrap_or_default())
+                .await?
+        };
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut left = written;
+        while left > 0 {
+            let Some(chunk) = output.get_mut(start) else {
+                break;
+            };
+            if left < chunk.len() {
+                chunk.advance(left);
+                left = 0;
+            } else {
+                left -= chunk.len();
+                start += 1;
+            }
+        }
+    }
+    output.clear();
+    writer.flush().await
+}
