@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod ledger;
 mod options;
 #[cfg(feature = "tls")]
 mod tls;

@@ -535,7 +535,7 @@ impl Channel {
                 no_ack,
                 callback,
             };
-            inner.register_consumer(self.id, tag.clone(), pending, false);
+            inner.register_consumer((self.id, tag.clone()), pending);
             inner.flush();
             return Ok((tag, generation));
         }
@@ -672,20 +672,15 @@ impl Channel {
             .shared
             .wait("wait_for_confirms", Some(timeout), |inner| {
                 (inner.core.unconfirmed(id) == 0).then(|| {
-                    let state = inner
-                        .channels
-                        .get_mut(&id)
-                        .filter(|s| s.generation == generation);
-                    let Some(state) = state else {
+                    let record = inner
+                        .ledger
+                        .channel_record(id)
+                        .filter(|record| record.generation == generation);
+                    let Some(record) = record else {
                         return Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(id)));
                     };
-                    state.refused.clear();
-                    let nacked = std::mem::take(&mut state.nacked_since_wait);
-                    match state.failed_since_wait.take() {
-                        Some(failure) => Err(failure.into()),
-                        None if nacked > 0 => Err(Error::Nacked(nacked)),
-                        None => Ok(()),
-                    }
+                    record.extra.refused.clear();
+                    record.take_confirm_result()
                 })
             });
         run_return_handlers(&self.shared);
@@ -710,7 +705,7 @@ impl Channel {
     pub fn on_return(&self, handler: impl FnMut(Returned) + Send + 'static) -> Result<()> {
         let mut inner = self.shared.lock();
         let state = inner.channel(self.id, self.generation)?;
-        state.return_handler = Some(Box::new(handler));
+        state.extra.return_handler = Some(Box::new(handler));
         Ok(())
     }
 
@@ -889,8 +884,9 @@ impl Confirmation {
     /// [`Error::Nacked`] for `basic.nack`, or the close that failed the
     /// publish (it may or may not have been routed; it is never re-sent).
     ///
-    /// A `basic.nack` is remembered for this wait only until the channel's
-    /// next [`Channel::wait_for_confirms`], which reports it instead.
+    /// A `basic.nack` is remembered for this wait until the channel's next
+    /// [`Channel::wait_for_confirms`] (which counts it too); wait before
+    /// that to see it here.
     ///
     /// ```no_run
     /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
@@ -918,21 +914,18 @@ impl Confirmation {
                 if inner.core.is_unconfirmed(id, sequence) {
                     return None;
                 }
-                let state = inner
-                    .channels
-                    .get_mut(&id)
-                    .filter(|s| s.generation == generation);
-                let Some(state) = state else {
+                let record = inner
+                    .ledger
+                    .channel_record(id)
+                    .filter(|record| record.generation == generation);
+                let Some(record) = record else {
                     return Some(Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
                         id,
                     ))));
                 };
-                Some(match state.refused.remove(&sequence) {
+                Some(match record.extra.refused.remove(&sequence) {
                     None | Some(amqp_proto::ConfirmOutcome::Ack) => Ok(()),
-                    Some(amqp_proto::ConfirmOutcome::Nack) => {
-                        state.nacked_since_wait = state.nacked_since_wait.saturating_sub(1);
-                        Err(Error::Nacked(1))
-                    }
+                    Some(amqp_proto::ConfirmOutcome::Nack) => Err(Error::Nacked(1)),
                     Some(amqp_proto::ConfirmOutcome::Failed(failure)) => Err(failure.into()),
                 })
             });

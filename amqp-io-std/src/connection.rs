@@ -150,11 +150,11 @@ impl Connection {
     pub fn channel(&self) -> Result<Channel> {
         let (id, generation) = {
             let mut inner = self.shared.lock();
-            if let Some(error) = &inner.closed {
+            if let Some(error) = inner.closed() {
                 return Err(Error::ConnectionClosed(error.clone()));
             }
             let id = inner.core.open_channel()?;
-            let generation = inner.channel_opened(id);
+            let generation = inner.ledger.open_channel(id, Default::default());
             inner.flush();
             (id, generation)
         };
@@ -162,15 +162,15 @@ impl Connection {
         let result = self.shared.wait("channel.open", Some(timeout), |inner| {
             match inner.channel(id, generation) {
                 Err(error) => Some(Err(error)),
-                Ok(state) => state.opened.then_some(Ok(())),
+                Ok(state) => state.extra.opened.then_some(Ok(())),
             }
         });
         if result.is_err() {
             let mut inner = self.shared.lock();
             let opened = match inner.channel(id, generation) {
                 Ok(state) => {
-                    state.abandoned = true;
-                    state.opened
+                    state.extra.abandoned = true;
+                    state.extra.opened
                 }
                 Err(_) => false,
             };
@@ -315,7 +315,7 @@ impl Connection {
     /// ```
     #[must_use]
     pub fn is_open(&self) -> bool {
-        self.shared.lock().closed.is_none()
+        self.shared.lock().closed().is_none()
     }
 
     /// Why the connection ended, once it has.
@@ -329,7 +329,7 @@ impl Connection {
     /// ```
     #[must_use]
     pub fn close_reason(&self) -> Option<ConnectionError> {
-        self.shared.lock().closed.clone()
+        self.shared.lock().closed().cloned()
     }
 
     /// Replaces the secret (an expiring OAuth 2 token) without
@@ -413,7 +413,7 @@ impl Connection {
     pub fn close_with(self, code: ReplyCode, text: &str) -> Result<()> {
         {
             let mut inner = self.shared.lock();
-            if let Some(error) = &inner.closed {
+            if let Some(error) = inner.closed() {
                 return Err(Error::ConnectionClosed(error.clone()));
             }
             inner.core.close(code, text)?;
@@ -422,7 +422,7 @@ impl Connection {
         }
         self.shared.notify();
         let ended = self.shared.wait("connection.close", None, |inner| {
-            inner.closed.clone().map(Ok)
+            inner.closed().cloned().map(Ok)
         })?;
         match ended {
             ConnectionError::Closed(reason) if reason.initiator == Initiator::Client => Ok(()),
@@ -446,7 +446,7 @@ impl Drop for Connection {
             let _ = keeper.thread.join();
         }
         let mut inner = self.shared.lock();
-        if inner.closed.is_none() {
+        if inner.closed().is_none() {
             // Best effort, without waiting for the server: a close it
             // misses ends the same way when the socket closes.
             let _ = inner.set_write_timeout(DROP_WRITE_TIMEOUT);

@@ -7,7 +7,7 @@ use amqp_proto::codec::ShortString;
 use amqp_proto::Delivery;
 
 use crate::channel::Channel;
-use crate::shared::{ConsumerEnd, Shared};
+use crate::shared::Shared;
 use amqp_io_common::{Error, Result};
 
 /// A consumer whose deliveries the application pulls, from
@@ -150,7 +150,7 @@ impl Consumer {
         if let Some(delivery) = inner.take_delivery(&self.key) {
             return Ok(Some(delivery));
         }
-        match self.ended(&inner) {
+        match self.ended(&mut inner) {
             Some(error) => Err(error),
             None => Ok(None),
         }
@@ -165,18 +165,16 @@ impl Consumer {
         })
     }
 
-    fn ended(&self, inner: &crate::shared::Inner) -> Option<Error> {
-        let consumer = inner.consumers.get(&self.key)?;
+    fn ended(&self, inner: &mut crate::shared::Inner) -> Option<Error> {
+        let cancelled = || Error::ConsumerCancelled(self.key.1.to_string());
+        let consumer = inner.ledger.consumer(&self.key)?;
         if consumer.generation != self.generation {
-            return Some(Error::ConsumerCancelled(self.key.1.to_string()));
+            return Some(cancelled());
         }
-        Some(match consumer.end.clone()? {
-            ConsumerEnd::CancelledByServer | ConsumerEnd::Cancelled => {
-                Error::ConsumerCancelled(self.key.1.to_string())
-            }
-            ConsumerEnd::Channel(reason) => Error::ChannelClosed(reason),
-            ConsumerEnd::Connection(error) => Error::ConnectionClosed(error),
-        })
+        // This adapter reports the application's own cancel as an error
+        // too: a blocking recv has no other way to say "no more".
+        let end = consumer.end.as_ref()?;
+        Some(end.error(&self.key.1).unwrap_or_else(cancelled))
     }
 
     /// Cancels the consumer and waits for the server's `cancel-ok`;

@@ -4,30 +4,28 @@
 //! One thread at a time reads the socket (whoever holds the reader) without
 //! holding the state lock, so others can publish and ack meanwhile; it then
 //! feeds the bytes to the core under the lock, sorts the events into the
-//! maps below and wakes every waiter. A waiter that finds the reader taken
-//! sleeps on the condition variable instead.
+//! records below and wakes every waiter. A waiter that finds the reader
+//! taken sleeps on the condition variable instead.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use amqp_io_common::ledger::{Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
+use amqp_io_common::{Error, Result};
 use amqp_proto::codec::ShortString;
 use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{BasicCancel, BasicReject, Method};
 use amqp_proto::{
-    CloseReason, ConfirmOutcome, Connection as Core, ConnectionError, Delivery, Event, Failure,
-    GetMessage, RequestId, Returned, Tuning,
+    ConfirmOutcome, Connection as Core, ConnectionError, Delivery, Event, Failure, GetMessage,
+    RequestId, Returned, Tuning,
 };
 
 use crate::transport::{ReadOutcome, Reader, Writer};
-use amqp_io_common::{Error, Result};
 
 /// The longest one pass sleeps, so that a waiter notices a reader that
 /// left without anyone else taking over.
 const MAX_PASS: Duration = Duration::from_millis(200);
-/// Returned messages kept for a channel without a handler before the
-/// oldest are dropped.
-const MAX_UNHANDLED_RETURNS: usize = 1_024;
 
 /// Called with each delivery for a callback consumer.
 pub(crate) type DeliveryCallback = Box<dyn FnMut(Delivery) + Send>;
@@ -44,44 +42,21 @@ pub(crate) enum Reply {
     Get(Box<GetMessage>),
 }
 
-/// What the adapter knows about one channel id, for one opening of it.
-pub(crate) struct ChannelState {
-    pub(crate) generation: u64,
+/// What this adapter keeps per channel, beside the ledger's record.
+#[derive(Default)]
+pub(crate) struct ChannelExtra {
     /// `channel.open-ok` arrived.
     pub(crate) opened: bool,
     /// The opener stopped waiting before `open-ok`: close it when it comes.
     pub(crate) abandoned: bool,
-    pub(crate) closed: Option<CloseReason>,
     /// Confirms settled other than by `basic.ack`, until waited for.
     pub(crate) refused: HashMap<u64, ConfirmOutcome>,
-    /// `basic.nack`s and failures since the last batch wait.
-    pub(crate) nacked_since_wait: u64,
-    pub(crate) failed_since_wait: Option<Failure>,
-    pub(crate) returned: VecDeque<Returned>,
     pub(crate) return_handler: Option<ReturnCallback>,
 }
 
-/// Why a consumer receives nothing more.
-#[derive(Debug, Clone)]
-pub(crate) enum ConsumerEnd {
-    /// The server cancelled it.
-    CancelledByServer,
-    /// The application cancelled it.
-    Cancelled,
-    Channel(CloseReason),
-    Connection(ConnectionError),
-}
-
-pub(crate) struct ConsumerState {
-    pub(crate) generation: u64,
-    pub(crate) no_ack: bool,
-    pub(crate) queue: VecDeque<Delivery>,
-    pub(crate) end: Option<ConsumerEnd>,
-    pub(crate) callback: Option<DeliveryCallback>,
-    /// Nobody will read this consumer's deliveries any more: they are
-    /// rejected with requeue as they arrive.
-    pub(crate) abandoned: bool,
-}
+/// What this adapter keeps per consumer: its callback, if it has one and
+/// it is not lent out to a running `drain_events`.
+pub(crate) type ConsumerExtra = Option<DeliveryCallback>;
 
 /// Callbacks lent out with what they are to be called with.
 #[derive(Default)]
@@ -90,9 +65,6 @@ pub(crate) struct CallbackWork {
     pub(crate) returns: Vec<Lent<u16, ReturnCallback, Returned>>,
     pub(crate) blocked: Option<(BlockedCallback, VecDeque<Option<String>>)>,
 }
-
-/// A consumer's identity on a connection: its channel and tag.
-pub(crate) type ConsumerKey = (u16, ShortString);
 
 /// One callback lent out of its owner (`key` at `generation`) with what it
 /// is to be called with.
@@ -148,12 +120,8 @@ pub(crate) struct Inner {
     /// Requests whose caller gave up waiting: their replies are dropped.
     pub(crate) abandoned: HashSet<RequestId>,
     pub(crate) pending_consumes: HashMap<RequestId, PendingConsume>,
-    pub(crate) channels: HashMap<u16, ChannelState>,
-    pub(crate) consumers: HashMap<ConsumerKey, ConsumerState>,
-    /// Deliveries sorted into consumer queues and not taken yet.
-    pub(crate) buffered_deliveries: usize,
-    pub(crate) max_buffered_deliveries: usize,
-    next_generation: u64,
+    pub(crate) ledger: Ledger<ChannelExtra, ConsumerExtra>,
+    max_buffered_deliveries: usize,
     pub(crate) opened: Option<(Tuning, amqp_proto::codec::FieldTable)>,
     pub(crate) blocked: Option<String>,
     /// Changes of `blocked` not yet handed to the handler.
@@ -161,7 +129,6 @@ pub(crate) struct Inner {
     pub(crate) blocked_handler: Option<BlockedCallback>,
     /// A custom SASL mechanism's challenge, for the handshake to answer.
     pub(crate) challenge: Option<amqp_proto::codec::LongString>,
-    pub(crate) closed: Option<ConnectionError>,
 }
 
 impl Inner {
@@ -175,17 +142,13 @@ impl Inner {
             replies: HashMap::new(),
             abandoned: HashSet::new(),
             pending_consumes: HashMap::new(),
-            channels: HashMap::new(),
-            consumers: HashMap::new(),
-            buffered_deliveries: 0,
+            ledger: Ledger::default(),
             max_buffered_deliveries,
-            next_generation: 1,
             opened: None,
             blocked: None,
             blocked_changes: VecDeque::new(),
             blocked_handler: None,
             challenge: None,
-            closed: None,
         }
     }
 
@@ -197,41 +160,18 @@ impl Inner {
         self.writer.set_timeout(timeout)
     }
 
-    /// Starts the adapter's record of a channel the core just opened.
-    pub(crate) fn channel_opened(&mut self, id: u16) -> u64 {
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        // The id may be reused: what belonged to its last opening goes.
-        self.consumers.retain(|(channel, _), _| *channel != id);
-        self.channels.insert(
-            id,
-            ChannelState {
-                generation,
-                opened: false,
-                abandoned: false,
-                closed: None,
-                refused: HashMap::new(),
-                nacked_since_wait: 0,
-                failed_since_wait: None,
-                returned: VecDeque::new(),
-                return_handler: None,
-            },
-        );
-        generation
+    /// Why the connection ended, once it has.
+    pub(crate) fn closed(&self) -> Option<&ConnectionError> {
+        self.ledger.connection_error()
     }
 
     /// The channel's record, or why it is unusable.
-    pub(crate) fn channel(&mut self, id: u16, generation: u64) -> Result<&mut ChannelState> {
-        if let Some(error) = &self.closed {
-            return Err(Error::ConnectionClosed(error.clone()));
-        }
-        match self.channels.get_mut(&id) {
-            Some(state) if state.generation == generation => match &state.closed {
-                Some(reason) => Err(Error::ChannelClosed(reason.clone())),
-                None => Ok(state),
-            },
-            _ => Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(id))),
-        }
+    pub(crate) fn channel(
+        &mut self,
+        id: u16,
+        generation: u64,
+    ) -> Result<&mut amqp_io_common::ledger::ChannelRecord<ChannelExtra>> {
+        self.ledger.channel(id, generation)
     }
 
     /// Encrypts everything from now on (set before the first flush).
@@ -297,7 +237,7 @@ impl Inner {
     /// consumer bounds memory (one read's worth of deliveries past the
     /// limit at most) and the broker holds the rest.
     pub(crate) fn wants_input(&self) -> bool {
-        self.core.wants_input() && self.buffered_deliveries < self.max_buffered_deliveries
+        self.core.wants_input() && self.ledger.buffered_deliveries() < self.max_buffered_deliveries
     }
 
     /// Records a request's outcome for its caller, unless the caller gave up.
@@ -308,12 +248,39 @@ impl Inner {
     }
 
     /// Sends a method the application did not ask for directly (cleanup
-    /// of abandoned work); failure means the channel is gone, which makes
-    /// the cleanup moot.
+    /// of abandoned work); its reply, if any, is dropped. Failure means the
+    /// channel is gone, which makes the cleanup moot.
     fn send_on(&mut self, channel: u16, method: impl Into<Method>) {
         if let Ok(mut handle) = self.core.channel(channel) {
             if let Ok(Some(request)) = handle.request(method) {
                 self.abandoned.insert(request);
+            }
+        }
+    }
+
+    fn clean_up(&mut self, cleanup: Vec<Cleanup>) {
+        for action in cleanup {
+            match action {
+                Cleanup::Requeue {
+                    channel,
+                    delivery_tag,
+                } => self.send_on(
+                    channel,
+                    BasicReject {
+                        delivery_tag,
+                        requeue: true,
+                    },
+                ),
+                Cleanup::Cancel {
+                    channel,
+                    consumer_tag,
+                } => self.send_on(
+                    channel,
+                    BasicCancel {
+                        consumer_tag,
+                        nowait: false,
+                    },
+                ),
             }
         }
     }
@@ -325,16 +292,16 @@ impl Inner {
                 server_properties,
             } => self.opened = Some((tuning, server_properties)),
             Event::ChannelOpened { channel, .. } => {
-                let Some(state) = self.channels.get_mut(&channel) else {
+                let Some(record) = self.ledger.channel_record(channel) else {
                     return;
                 };
-                if state.abandoned {
+                if record.extra.abandoned {
                     // Whoever opened it stopped waiting: nobody holds it.
                     if let Ok(handle) = self.core.channel(channel) {
                         let _ = handle.close(ReplyCode::REPLY_SUCCESS, "abandoned");
                     }
                 } else {
-                    state.opened = true;
+                    record.extra.opened = true;
                 }
             }
             Event::Reply {
@@ -346,7 +313,8 @@ impl Inner {
                     self.consumer_started(channel, request, ok.consumer_tag.clone());
                 }
                 if let Method::BasicCancelOk(ok) = &method {
-                    self.consumer_ended(channel, &ok.consumer_tag, ConsumerEnd::Cancelled);
+                    self.ledger
+                        .consumer_ended(channel, &ok.consumer_tag, ConsumerEnd::Cancelled);
                 }
                 self.answer(request, Ok(Reply::Method(method)));
             }
@@ -355,15 +323,12 @@ impl Inner {
                 request,
                 message,
             } => {
-                if self.abandoned.contains(&request) {
-                    self.abandoned.remove(&request);
-                    self.send_on(
+                if self.abandoned.remove(&request) {
+                    let delivery_tag = message.delivery_tag;
+                    self.clean_up(vec![Cleanup::Requeue {
                         channel,
-                        BasicReject {
-                            delivery_tag: message.delivery_tag,
-                            requeue: true,
-                        },
-                    );
+                        delivery_tag,
+                    }]);
                 } else {
                     self.replies.insert(request, Ok(Reply::Get(message)));
                 }
@@ -374,35 +339,33 @@ impl Inner {
                 self.pending_consumes.remove(&request);
                 self.answer(request, Err(failure));
             }
-            Event::Delivery(delivery) => self.delivered(delivery),
-            Event::Returned(returned) => {
-                if let Some(state) = self.channels.get_mut(&returned.channel) {
-                    if state.returned.len() >= MAX_UNHANDLED_RETURNS {
-                        state.returned.pop_front();
-                    }
-                    state.returned.push_back(*returned);
+            Event::Delivery(delivery) => {
+                if let Sorted::Returned(cleanup) = self.ledger.delivered(delivery) {
+                    self.clean_up(vec![cleanup]);
                 }
+            }
+            Event::Returned(returned) => {
+                self.ledger.returned(*returned);
             }
             Event::Confirm {
                 channel,
                 sequence,
                 outcome,
             } => {
-                if let Some(state) = self.channels.get_mut(&channel) {
-                    match &outcome {
-                        ConfirmOutcome::Ack => return,
-                        ConfirmOutcome::Nack => state.nacked_since_wait += 1,
-                        ConfirmOutcome::Failed(failure) => {
-                            state.failed_since_wait = Some(failure.clone());
-                        }
+                self.ledger.confirmed(channel, &outcome);
+                if outcome != ConfirmOutcome::Ack {
+                    if let Some(record) = self.ledger.channel_record(channel) {
+                        record.extra.refused.insert(sequence, outcome);
                     }
-                    state.refused.insert(sequence, outcome);
                 }
             }
             Event::ConsumerCancelled {
                 channel,
                 consumer_tag,
-            } => self.consumer_ended(channel, &consumer_tag, ConsumerEnd::CancelledByServer),
+            } => {
+                self.ledger
+                    .consumer_ended(channel, &consumer_tag, ConsumerEnd::CancelledByServer);
+            }
             Event::Blocked { reason } => {
                 let reason = reason.to_string_lossy().into_owned();
                 self.blocked = Some(reason.clone());
@@ -413,23 +376,9 @@ impl Inner {
                 self.blocked_changed(None);
             }
             Event::ChannelClosed { channel, reason } => {
-                if let Some(state) = self.channels.get_mut(&channel) {
-                    state.closed = Some(reason.clone());
-                }
-                for ((id, _), consumer) in &mut self.consumers {
-                    if *id == channel && consumer.end.is_none() {
-                        consumer.end = Some(ConsumerEnd::Channel(reason.clone()));
-                    }
-                }
+                self.ledger.channel_closed(channel, &reason, |_| {});
             }
-            Event::Closed(error) => {
-                for consumer in self.consumers.values_mut() {
-                    if consumer.end.is_none() {
-                        consumer.end = Some(ConsumerEnd::Connection(error.clone()));
-                    }
-                }
-                self.closed = Some(error);
-            }
+            Event::Closed(error) => self.ledger.connection_closed(&error, |_| {}),
             Event::SaslChallenge { challenge } => self.challenge = Some(challenge),
             // Flow is visible through the core's publish readiness.
             _ => {}
@@ -450,95 +399,41 @@ impl Inner {
         let Some(pending) = self.pending_consumes.remove(&request) else {
             return;
         };
-        let abandoned = self.abandoned.contains(&request);
-        self.register_consumer(channel, tag.clone(), pending, abandoned);
-        if abandoned {
-            self.send_on(
-                channel,
-                BasicCancel {
-                    consumer_tag: tag,
-                    nowait: false,
-                },
-            );
+        let key = (channel, tag);
+        let generation = pending.generation;
+        self.register_consumer(key.clone(), pending);
+        if self.abandoned.contains(&request) {
+            let cleanup = self.ledger.abandon_consumer(&key, generation);
+            self.clean_up(cleanup);
         }
     }
 
-    /// Starts the record that deliveries for `tag` are sorted into.
-    pub(crate) fn register_consumer(
-        &mut self,
-        channel: u16,
-        tag: ShortString,
-        pending: PendingConsume,
-        abandoned: bool,
-    ) {
-        self.consumers.insert(
-            (channel, tag),
-            ConsumerState {
-                generation: pending.generation,
-                no_ack: pending.no_ack,
-                queue: VecDeque::new(),
-                end: None,
-                callback: pending.callback,
-                abandoned,
-            },
-        );
+    /// Starts the record that deliveries for `key` are sorted into.
+    pub(crate) fn register_consumer(&mut self, key: ConsumerKey, pending: PendingConsume) {
+        self.ledger
+            .register_consumer(key, pending.generation, pending.no_ack, pending.callback);
     }
 
-    fn consumer_ended(&mut self, channel: u16, tag: &ShortString, end: ConsumerEnd) {
-        let key = (channel, tag.clone());
-        if let Some(consumer) = self.consumers.get_mut(&key) {
-            if consumer.abandoned {
-                self.buffered_deliveries -= consumer.queue.len();
-                self.consumers.remove(&key);
-            } else if consumer.end.is_none() {
-                consumer.end = Some(end);
-            }
-        }
-    }
-
-    fn delivered(&mut self, delivery: Delivery) {
-        let key = (delivery.channel, delivery.consumer_tag.clone());
-        match self.consumers.get_mut(&key) {
-            Some(consumer) if !consumer.abandoned => {
-                consumer.queue.push_back(delivery);
-                self.buffered_deliveries += 1;
-            }
-            Some(consumer) if consumer.no_ack => {}
-            // Nobody will take it (its consumer was dropped or never
-            // registered): back to the queue for another consumer.
-            _ => self.send_on(
-                delivery.channel,
-                BasicReject {
-                    delivery_tag: delivery.delivery_tag,
-                    requeue: true,
-                },
-            ),
-        }
-    }
-
-    /// Takes the next delivery of a consumer, refilling from the core.
+    /// Takes the next delivery of a consumer.
     pub(crate) fn take_delivery(&mut self, key: &ConsumerKey) -> Option<Delivery> {
-        let delivery = self.consumers.get_mut(key)?.queue.pop_front()?;
-        self.buffered_deliveries -= 1;
-        Some(delivery)
+        self.ledger.take_delivery(key)
     }
 
     /// True when a callback has something to be called with: deliveries
     /// for callback consumers (if `consumers`), returned messages for
-    /// channels with a return handler.
-    pub(crate) fn has_callback_work(&self, consumers: bool) -> bool {
+    /// channels with a return handler, blocked changes for its handler.
+    pub(crate) fn has_callback_work(&mut self, consumers: bool) -> bool {
         let deliveries = consumers
             && self
-                .consumers
-                .values()
-                .any(|consumer| consumer.callback.is_some() && !consumer.queue.is_empty());
+                .ledger
+                .consumers()
+                .any(|(_, consumer)| consumer.extra.is_some() && consumer.has_deliveries());
         let blocked = self.blocked_handler.is_some() && !self.blocked_changes.is_empty();
         deliveries
             || blocked
-            || self
-                .channels
-                .values()
-                .any(|channel| channel.return_handler.is_some() && !channel.returned.is_empty())
+            || self.ledger.channel_records().any(|(_, channel)| {
+                channel.extra.return_handler.is_some() && !channel.returns.is_empty()
+            })
     }
 
     /// Takes the callbacks that have work, with their work, so they can be
@@ -546,33 +441,35 @@ impl Inner {
     pub(crate) fn take_callback_work(&mut self, consumers: bool) -> CallbackWork {
         let mut work = CallbackWork::default();
         if consumers {
-            for (key, consumer) in &mut self.consumers {
-                if consumer.queue.is_empty() {
-                    continue;
-                }
-                if let Some(callback) = consumer.callback.take() {
-                    let deliveries = std::mem::take(&mut consumer.queue);
-                    self.buffered_deliveries -= deliveries.len();
-                    work.deliveries.push(Lent {
-                        key: key.clone(),
-                        generation: consumer.generation,
-                        callback,
-                        items: deliveries,
-                    });
-                }
+            let ready: Vec<(ConsumerKey, u64, DeliveryCallback)> = self
+                .ledger
+                .consumers()
+                .filter(|(_, consumer)| consumer.has_deliveries())
+                .filter_map(|(key, consumer)| {
+                    let callback = consumer.extra.take()?;
+                    Some((key.clone(), consumer.generation, callback))
+                })
+                .collect();
+            for (key, generation, callback) in ready {
+                let items = self.ledger.take_deliveries(&key);
+                work.deliveries.push(Lent {
+                    key,
+                    generation,
+                    callback,
+                    items,
+                });
             }
         }
-        for (id, channel) in &mut self.channels {
-            if channel.returned.is_empty() {
+        for (id, channel) in self.ledger.channel_records() {
+            if channel.returns.is_empty() {
                 continue;
             }
-            if let Some(handler) = channel.return_handler.take() {
-                let returned = std::mem::take(&mut channel.returned);
+            if let Some(handler) = channel.extra.return_handler.take() {
                 work.returns.push(Lent {
                     key: *id,
                     generation: channel.generation,
                     callback: handler,
-                    items: returned,
+                    items: std::mem::take(&mut channel.returns),
                 });
             }
         }
@@ -593,61 +490,31 @@ impl Inner {
             }
         }
         for lent in work.deliveries {
-            match self.consumers.get_mut(&lent.key) {
+            match self.ledger.consumer(&lent.key) {
                 Some(consumer) if consumer.generation == lent.generation => {
-                    consumer.callback = Some(lent.callback);
+                    consumer.extra = Some(lent.callback);
                 }
                 _ => {}
             }
         }
         for lent in work.returns {
-            match self.channels.get_mut(&lent.key) {
+            match self.ledger.channel_record(lent.key) {
                 Some(channel)
                     if channel.generation == lent.generation
-                        && channel.return_handler.is_none() =>
+                        && channel.extra.return_handler.is_none() =>
                 {
-                    channel.return_handler = Some(lent.callback);
+                    channel.extra.return_handler = Some(lent.callback);
                 }
                 _ => {}
             }
         }
     }
 
-    /// A consumer handle went away: reject what it did not take, cancel it
-    /// with the server, and drop later deliveries back into the queue.
+    /// A consumer handle went away: give back what it did not take, cancel
+    /// it with the server, and give back what arrives meanwhile.
     pub(crate) fn abandon_consumer(&mut self, key: &ConsumerKey, generation: u64) {
-        let Some(consumer) = self.consumers.get_mut(key) else {
-            return;
-        };
-        if consumer.generation != generation {
-            return;
-        }
-        let unread = std::mem::take(&mut consumer.queue);
-        let (ended, no_ack) = (consumer.end.is_some(), consumer.no_ack);
-        consumer.abandoned = true;
-        self.buffered_deliveries -= unread.len();
-        if !no_ack {
-            for delivery in unread {
-                self.send_on(
-                    key.0,
-                    BasicReject {
-                        delivery_tag: delivery.delivery_tag,
-                        requeue: true,
-                    },
-                );
-            }
-        }
-        if ended {
-            self.consumers.remove(key);
-        } else {
-            self.send_on(
-                key.0,
-                BasicCancel {
-                    consumer_tag: key.1.clone(),
-                    nowait: false,
-                },
-            );
-        }
+        let cleanup = self.ledger.abandon_consumer(key, generation);
+        self.clean_up(cleanup);
         self.flush();
         self.dispatch();
     }
@@ -695,7 +562,7 @@ impl Shared {
             if let Some(result) = ready(&mut inner) {
                 return result;
             }
-            if let Some(error) = &inner.closed {
+            if let Some(error) = inner.closed() {
                 return Err(Error::ConnectionClosed(error.clone()));
             }
             let now = Instant::now();
@@ -764,7 +631,7 @@ impl Shared {
     /// connection is closed. For the heartbeat keeper.
     pub(crate) fn service(&self) -> bool {
         let mut inner = self.lock();
-        if inner.closed.is_some() {
+        if inner.closed().is_some() {
             return false;
         }
         let now = Instant::now();
@@ -785,7 +652,7 @@ impl Shared {
         inner.flush();
         inner.dispatch();
         self.changed.notify_all();
-        inner.closed.is_none()
+        inner.closed().is_none()
     }
 
     /// The earliest time the core needs attention.

@@ -612,19 +612,14 @@ impl Channel {
                 {
                     let mut state = self.shared().lock();
                     if state.core.unconfirmed(self.id) == 0 {
-                        let channel = state.channels.get_mut(&self.id);
-                        let Some(channel) = channel.filter(|c| c.generation == self.generation)
+                        let record = state.ledger.channel_record(self.id);
+                        let Some(record) = record.filter(|r| r.generation == self.generation)
                         else {
                             return Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
                                 self.id,
                             )));
                         };
-                        let nacked = std::mem::take(&mut channel.nacked_since_wait);
-                        return match channel.failed_since_wait.take() {
-                            Some(failure) => Err(failure.into()),
-                            None if nacked > 0 => Err(Error::Nacked(nacked)),
-                            None => Ok(()),
-                        };
+                        return record.take_confirm_result();
                     }
                 }
                 changed.await;

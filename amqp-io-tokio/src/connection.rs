@@ -23,7 +23,7 @@ pub(crate) struct Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        if state.closed.is_none() {
+        if state.closed().is_none() {
             // Mid-handshake this simply ends the connection.
             let _ = state
                 .core
@@ -152,11 +152,11 @@ impl Connection {
     pub async fn channel(&self) -> Result<Channel> {
         let (id, generation, opened) = {
             let mut state = self.shared().lock();
-            if let Some(error) = &state.closed {
+            if let Some(error) = state.closed() {
                 return Err(Error::ConnectionClosed(error.clone()));
             }
             let id = state.core.open_channel()?;
-            let generation = state.channel_opened(id);
+            let generation = state.ledger.open_channel(id, Default::default());
             let (sender, receiver) = oneshot::channel();
             state.channel_opens.insert(id, sender);
             (id, generation, receiver)
@@ -182,7 +182,7 @@ impl Connection {
     }
 
     fn closed_error(&self) -> Error {
-        let error = self.shared().lock().closed.clone();
+        let error = self.shared().lock().closed().cloned();
         Error::ConnectionClosed(error.unwrap_or_else(|| {
             ConnectionError::TransportClosed("the connection driver stopped".into())
         }))
@@ -259,7 +259,7 @@ impl Connection {
     /// ```
     #[must_use]
     pub fn is_open(&self) -> bool {
-        self.shared().lock().closed.is_none()
+        self.shared().lock().closed().is_none()
     }
 
     /// Why the connection ended, once it has.
@@ -273,7 +273,7 @@ impl Connection {
     /// ```
     #[must_use]
     pub fn close_reason(&self) -> Option<ConnectionError> {
-        self.shared().lock().closed.clone()
+        self.shared().lock().closed().cloned()
     }
 
     /// Waits until the connection ends, and says why.
@@ -323,7 +323,7 @@ impl Connection {
     pub async fn close_with(&self, code: ReplyCode, text: &str) -> Result<()> {
         {
             let mut state = self.shared().lock();
-            if let Some(error) = &state.closed {
+            if let Some(error) = state.closed() {
                 return Err(Error::ConnectionClosed(error.clone()));
             }
             state.core.close(code, text)?;

@@ -200,14 +200,16 @@ impl Stream for Consumer {
         let shared = std::sync::Arc::clone(self.channel.shared());
         let mut state = shared.lock();
         let generation = self.channel.generation();
-        let consumer = state.consumers.get_mut(&key);
+        let current = state
+            .ledger
+            .consumer(&key)
+            .is_some_and(|consumer| consumer.generation == generation);
         // A consumer of an earlier opening of this channel id is over.
-        let Some(consumer) = consumer.filter(|consumer| consumer.generation == generation) else {
+        if !current {
             self.finished = true;
             return Poll::Ready(None);
-        };
-        if let Some(delivery) = consumer.queue.pop_front() {
-            state.buffered_deliveries -= 1;
+        }
+        if let Some(delivery) = state.ledger.take_delivery(&key) {
             drop(state);
             // The driver may have stopped reading for want of room.
             shared.wake_driver.notify_one();
@@ -216,13 +218,16 @@ impl Stream for Consumer {
                 channel: self.channel.clone(),
             })));
         }
+        let Some(consumer) = state.ledger.consumer(&key) else {
+            return Poll::Ready(None);
+        };
         if let Some(end) = &consumer.end {
             let error = end.error(&self.tag);
             drop(state);
             self.finished = true;
             return Poll::Ready(error.map(Err));
         }
-        consumer.waker = Some(context.waker().clone());
+        consumer.extra = Some(context.waker().clone());
         Poll::Pending
     }
 }
@@ -230,7 +235,12 @@ impl Stream for Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         let key = (self.channel.id(), self.tag.clone());
-        self.channel.shared().lock().abandon_consumer(&key);
+        let mut state = self.channel.shared().lock();
+        let cleanup = state
+            .ledger
+            .abandon_consumer(&key, self.channel.generation());
+        state.clean_up(cleanup);
+        drop(state);
         self.channel.shared().wake_driver.notify_one();
     }
 }
@@ -268,9 +278,9 @@ impl Stream for Returns {
     fn poll_next(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Returned>> {
         let shared = self.channel.shared();
         let mut state = shared.lock();
-        let connection_closed = state.closed.is_some();
+        let connection_closed = state.closed().is_some();
         let id = self.channel.id();
-        let Some(channel) = state.channels.get_mut(&id) else {
+        let Some(channel) = state.ledger.channel_record(id) else {
             return Poll::Ready(None);
         };
         if let Some(returned) = channel.returns.pop_front() {
@@ -279,7 +289,7 @@ impl Stream for Returns {
         if channel.closed.is_some() || connection_closed {
             return Poll::Ready(None);
         }
-        channel.returns_waker = Some(context.waker().clone());
+        channel.extra.returns_waker = Some(context.waker().clone());
         Poll::Pending
     }
 }

@@ -54,11 +54,11 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
         if closed {
             let _ = writer.shutdown().await;
             let mut state = shared.lock();
-            if state.closed.is_none() {
+            if state.closed().is_none() {
                 // The core emits Closed itself; this only guards against
                 // a core that closed without saying why.
                 let error = amqp_proto::ConnectionError::TransportClosed("closed".into());
-                state.connection_closed(error);
+                state.connection_closed(&error);
             }
             drop(state);
             shared.changed.notify_waiters();

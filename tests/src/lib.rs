@@ -35,6 +35,47 @@ pub fn broker_unreachable(error: &dyn std::fmt::Display) -> ! {
     );
 }
 
+/// A name unique to this test process and call, so tests running at once
+/// never share broker state.
+#[must_use]
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "amqp-foundation-test.{prefix}.{}.{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The broker URL with other credentials (`user:password`) or vhost.
+#[must_use]
+pub fn url_with(userinfo: &str, vhost: &str) -> String {
+    let url = broker_url();
+    let rest = url.split_once('@').map_or(url.as_str(), |(_, rest)| rest);
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("amqp://{userinfo}@{host}/{vhost}")
+}
+
+/// A `basic.publish` to `queue` through the default exchange.
+#[must_use]
+pub fn publish_to(queue: &str) -> amqp_proto::spec::BasicPublish {
+    amqp_proto::spec::BasicPublish {
+        routing_key: queue.into(),
+        ..Default::default()
+    }
+}
+
+/// A passive `queue.declare` of `queue`, to read its message count.
+#[must_use]
+pub fn passive_declare(queue: &str) -> amqp_proto::spec::QueueDeclare {
+    amqp_proto::spec::QueueDeclare {
+        queue: queue.into(),
+        passive: true,
+        ..Default::default()
+    }
+}
+
 /// Runs `rabbitmqctl` with `args` and returns its standard output, or why
 /// it failed.
 pub fn rabbitmqctl(args: &[&str]) -> Result<String, String> {

@@ -66,6 +66,24 @@ impl TestPki {
         })
     }
 
+    /// Writes the CA certificate, the client certificate and the client
+    /// key to files (a fresh directory under the system's temporary one),
+    /// returning their paths in that order, for a URL to name.
+    pub fn write_files(&self) -> std::io::Result<(String, String, String)> {
+        let directory = std::env::temp_dir().join(crate::unique("tls"));
+        std::fs::create_dir_all(&directory)?;
+        let write = |name: &str, contents: &str| -> std::io::Result<String> {
+            let path = directory.join(name);
+            std::fs::write(&path, contents)?;
+            Ok(path.to_string_lossy().into_owned())
+        };
+        Ok((
+            write("ca.pem", &self.ca_pem)?,
+            write("client.pem", &self.client_cert_pem)?,
+            write("client-key.pem", &self.client_key_pem)?,
+        ))
+    }
+
     fn server_config(&self, require_client_certificate: bool) -> Result<ServerConfig, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))

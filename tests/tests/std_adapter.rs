@@ -16,7 +16,10 @@ use amqp_proto::spec::{
     ExchangeUnbind, QueueBind, QueueDeclare, QueueDelete, QueuePurge, QueueUnbind,
 };
 use amqp_proto::Initiator;
-use amqp_tests::{broker_unreachable, broker_url, connection_pid, proxy::Proxy, rabbitmqctl};
+use amqp_tests::{
+    broker_unreachable, broker_url, connection_pid, passive_declare, proxy::Proxy, publish_to,
+    rabbitmqctl, unique, url_with,
+};
 
 const SHORT: Duration = Duration::from_secs(10);
 
@@ -36,17 +39,6 @@ fn open() -> Connection {
     open_with(options(&broker_url()))
 }
 
-/// A unique name per test run, so parallel tests never share broker state.
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "amqp-foundation-test.{prefix}.{}.{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 fn exclusive_queue(channel: &amqp_io_std::Channel) -> String {
     channel
         .queue_declare(QueueDeclare {
@@ -58,19 +50,23 @@ fn exclusive_queue(channel: &amqp_io_std::Channel) -> String {
         .to_string()
 }
 
-fn publish_to(queue: &str) -> BasicPublish {
-    BasicPublish {
-        routing_key: queue.into(),
-        ..Default::default()
-    }
+fn message_count(channel: &amqp_io_std::Channel, queue: &str) -> u32 {
+    channel
+        .queue_declare(passive_declare(queue))
+        .expect("passive queue.declare")
+        .message_count
 }
 
-/// Replaces the credentials or vhost of the default URL.
-fn url_with(userinfo: &str, vhost: &str) -> String {
-    let url = broker_url();
-    let rest = url.split_once('@').map_or(url.as_str(), |(_, rest)| rest);
-    let host = rest.split('/').next().unwrap_or(rest);
-    format!("amqp://{userinfo}@{host}/{vhost}")
+/// Publishes `count` one-byte messages (0, 1, ...) to `queue` in confirm
+/// mode and waits until the broker has them all.
+fn fill(channel: &amqp_io_std::Channel, queue: &str, count: u8) {
+    channel.confirm_select().unwrap();
+    for n in 0..count {
+        channel
+            .publish(&publish_to(queue), &BasicProperties::default(), vec![n])
+            .unwrap();
+    }
+    channel.wait_for_confirms(SHORT).unwrap();
 }
 
 #[test]
@@ -152,14 +148,7 @@ fn every_channel_method_works_against_the_broker() {
             .wait(SHORT)
             .unwrap();
     }
-    let declared = channel
-        .queue_declare(QueueDeclare {
-            queue: queue.as_str().into(),
-            passive: true,
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(declared.message_count, 3);
+    assert_eq!(message_count(&channel, &queue), 3);
 
     // get, reject (requeued), get again, nack, ack.
     let get = BasicGet {
@@ -334,14 +323,7 @@ fn ten_thousand_publishes_are_each_confirmed_exactly_once() {
         confirmation.wait(SHORT).unwrap();
     }
     channel.wait_for_confirms(SHORT).unwrap();
-    let declared = channel
-        .queue_declare(QueueDeclare {
-            queue: queue.as_str().into(),
-            passive: true,
-            ..Default::default()
-        })
-        .unwrap();
-    assert_eq!(declared.message_count, 10_000);
+    assert_eq!(message_count(&channel, &queue), 10_000);
     connection.close().unwrap();
 }
 
@@ -350,13 +332,7 @@ fn prefetch_bounds_unacknowledged_deliveries_and_acks_release_more() {
     let connection = open();
     let channel = connection.channel().unwrap();
     let queue = exclusive_queue(&channel);
-    channel.confirm_select().unwrap();
-    for n in 0..50u8 {
-        channel
-            .publish(&publish_to(&queue), &BasicProperties::default(), vec![n])
-            .unwrap();
-    }
-    channel.wait_for_confirms(SHORT).unwrap();
+    fill(&channel, &queue, 50);
     channel.basic_qos(10, false).unwrap();
     let consumer = channel
         .consume(BasicConsume {
@@ -663,13 +639,7 @@ fn a_dropped_consumer_gives_its_unread_messages_back() {
     let connection = open();
     let channel = connection.channel().unwrap();
     let queue = exclusive_queue(&channel);
-    channel.confirm_select().unwrap();
-    for n in 0..20u8 {
-        channel
-            .publish(&publish_to(&queue), &BasicProperties::default(), vec![n])
-            .unwrap();
-    }
-    channel.wait_for_confirms(SHORT).unwrap();
+    fill(&channel, &queue, 20);
     let consumer = channel
         .consume(BasicConsume {
             queue: queue.as_str().into(),
@@ -715,28 +685,12 @@ fn dropping_a_connection_does_not_hang_and_fails_its_channels() {
     ));
 }
 
-/// Writes the test PKI's files where a URL can name them.
-fn pki_files(pki: &amqp_tests::tls_proxy::TestPki) -> (String, String, String) {
-    let directory = std::env::temp_dir().join(unique("tls"));
-    std::fs::create_dir_all(&directory).unwrap();
-    let write = |name: &str, contents: &str| {
-        let path = directory.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
-    (
-        write("ca.pem", &pki.ca_pem),
-        write("client.pem", &pki.client_cert_pem),
-        write("client-key.pem", &pki.client_key_pem),
-    )
-}
-
 #[test]
 fn tls_with_a_client_certificate_through_a_terminating_proxy() {
     use amqp_tests::tls_proxy::{TestPki, TlsProxy};
     let pki = TestPki::generate("localhost").unwrap();
     let proxy = TlsProxy::start(&amqp_tests::broker_address(), &pki, true).unwrap();
-    let (ca, certificate, key) = pki_files(&pki);
+    let (ca, certificate, key) = pki.write_files().unwrap();
     let url = format!(
         "amqps://guest:guest@localhost:{}/%2f?cacertfile={ca}&certfile={certificate}&keyfile={key}",
         proxy.address().port()
@@ -777,7 +731,7 @@ fn tls_refuses_a_server_the_trusted_roots_did_not_sign_unless_told_not_to_verify
     let server_pki = TestPki::generate("localhost").unwrap();
     let other_pki = TestPki::generate("localhost").unwrap();
     let proxy = TlsProxy::start(&amqp_tests::broker_address(), &server_pki, false).unwrap();
-    let (wrong_ca, _, _) = pki_files(&other_pki);
+    let (wrong_ca, _, _) = other_pki.write_files().unwrap();
     let port = proxy.address().port();
     let url = format!("amqps://guest:guest@localhost:{port}/%2f?cacertfile={wrong_ca}");
     match Connection::open_with(options(&url)) {

@@ -16,7 +16,10 @@ use amqp_proto::spec::{
     ExchangeUnbind, QueueBind, QueueDeclare, QueueDelete, QueuePurge, QueueUnbind,
 };
 use amqp_proto::Initiator;
-use amqp_tests::{broker_unreachable, broker_url, connection_pid, proxy::Proxy, rabbitmqctl};
+use amqp_tests::{
+    broker_unreachable, broker_url, connection_pid, passive_declare, proxy::Proxy, publish_to,
+    rabbitmqctl, unique, url_with,
+};
 
 const SHORT: Duration = Duration::from_secs(10);
 
@@ -36,16 +39,6 @@ async fn connect() -> Connection {
     connect_with(options(&broker_url())).await
 }
 
-fn unique(prefix: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "amqp-foundation-tokio-test.{prefix}.{}.{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 async fn exclusive_queue(channel: &Channel) -> String {
     channel
         .queue_declare(QueueDeclare {
@@ -58,30 +51,25 @@ async fn exclusive_queue(channel: &Channel) -> String {
         .to_string()
 }
 
-fn publish_to(queue: &str) -> BasicPublish {
-    BasicPublish {
-        routing_key: queue.into(),
-        ..Default::default()
-    }
-}
-
 async fn message_count(channel: &Channel, queue: &str) -> u32 {
     channel
-        .queue_declare(QueueDeclare {
-            queue: queue.into(),
-            passive: true,
-            ..Default::default()
-        })
+        .queue_declare(passive_declare(queue))
         .await
         .expect("passive declare")
         .message_count
 }
 
-fn url_with(userinfo: &str, vhost: &str) -> String {
-    let url = broker_url();
-    let rest = url.split_once('@').map_or(url.as_str(), |(_, rest)| rest);
-    let host = rest.split('/').next().unwrap_or(rest);
-    format!("amqp://{userinfo}@{host}/{vhost}")
+/// Publishes `count` one-byte messages (0, 1, ...) to `queue` in confirm
+/// mode and waits until the broker has them all.
+async fn fill(channel: &Channel, queue: &str, count: u8) {
+    channel.confirm_select().await.unwrap();
+    for n in 0..count {
+        channel
+            .publish(&publish_to(queue), &BasicProperties::default(), vec![n])
+            .await
+            .unwrap();
+    }
+    channel.wait_for_confirms(SHORT).await.unwrap();
 }
 
 #[tokio::test]
@@ -338,14 +326,7 @@ async fn prefetch_bounds_unacknowledged_deliveries_and_acks_release_more() {
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     let queue = exclusive_queue(&channel).await;
-    channel.confirm_select().await.unwrap();
-    for n in 0..50u8 {
-        channel
-            .publish(&publish_to(&queue), &BasicProperties::default(), vec![n])
-            .await
-            .unwrap();
-    }
-    channel.wait_for_confirms(SHORT).await.unwrap();
+    fill(&channel, &queue, 50).await;
     channel.basic_qos(10, false).await.unwrap();
     let consume = BasicConsume {
         queue: queue.as_str().into(),
@@ -558,14 +539,7 @@ async fn a_consumer_dropped_mid_delivery_has_its_unacked_messages_redelivered() 
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     let queue = exclusive_queue(&channel).await;
-    channel.confirm_select().await.unwrap();
-    for n in 0..20u8 {
-        channel
-            .publish(&publish_to(&queue), &BasicProperties::default(), vec![n])
-            .await
-            .unwrap();
-    }
-    channel.wait_for_confirms(SHORT).await.unwrap();
+    fill(&channel, &queue, 20).await;
     // A second channel consumes, takes a few without acking, and goes away
     // mid-stream with its channel.
     let worker = connection.channel().await.unwrap();
@@ -723,16 +697,7 @@ async fn tls_through_a_terminating_proxy_with_a_client_certificate() {
     use amqp_tests::tls_proxy::{TestPki, TlsProxy};
     let pki = TestPki::generate("localhost").unwrap();
     let proxy = TlsProxy::start(&amqp_tests::broker_address(), &pki, true).unwrap();
-    let directory = std::env::temp_dir().join(unique("tls"));
-    std::fs::create_dir_all(&directory).unwrap();
-    let write = |name: &str, contents: &str| {
-        let path = directory.join(name);
-        std::fs::write(&path, contents).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
-    let ca = write("ca.pem", &pki.ca_pem);
-    let certificate = write("client.pem", &pki.client_cert_pem);
-    let key = write("client-key.pem", &pki.client_key_pem);
+    let (ca, certificate, key) = pki.write_files().unwrap();
     let url = format!(
         "amqps://guest:guest@localhost:{}/%2f?cacertfile={ca}&certfile={certificate}&keyfile={key}",
         proxy.address().port()
@@ -775,13 +740,8 @@ async fn dropping_every_handle_closes_the_connection_in_the_background() {
     // The exclusive queue goes with its connection.
     let deadline = Instant::now() + SHORT;
     loop {
-        let passive = QueueDeclare {
-            queue: queue.as_str().into(),
-            passive: true,
-            ..Default::default()
-        };
         let probe = observer.channel().await.unwrap();
-        if probe.queue_declare(passive).await.is_err() {
+        if probe.queue_declare(passive_declare(&queue)).await.is_err() {
             break;
         }
         assert!(Instant::now() < deadline, "the connection was not closed");

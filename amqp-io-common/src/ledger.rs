@@ -1,0 +1,485 @@
+//! The adapters' bookkeeping, written once and IO-free: which opening of a
+//! channel id a handle belongs to and why it closed, the `basic.nack`s and
+//! failures a batch confirm wait reports, returned messages, and each
+//! consumer's queue of deliveries, its end, and what to give back to the
+//! broker when nobody will read it any more.
+//!
+//! Each adapter keeps one [`Ledger`] behind its connection lock, feeds it
+//! the core's events, and attaches what its own way of waiting needs: the
+//! blocking adapter a callback, the tokio adapter a waker (the `C` and `K`
+//! parameters). Whatever must be sent as a consequence (rejecting a
+//! delivery nobody will take, cancelling an abandoned consumer) comes back
+//! as [`Cleanup`] for the adapter to pass to the core.
+
+use std::collections::{HashMap, VecDeque};
+
+use amqp_proto::codec::ShortString;
+use amqp_proto::{CloseReason, ConfirmOutcome, ConnectionError, Delivery, Failure, Returned};
+
+use crate::Error;
+
+/// A consumer's identity on a connection: its channel and tag.
+pub type ConsumerKey = (u16, ShortString);
+
+/// Returned messages kept per channel before the oldest are dropped.
+const MAX_KEPT_RETURNS: usize = 1_024;
+
+/// One opening of a channel id.
+#[derive(Debug)]
+pub struct ChannelRecord<C> {
+    /// Tells this opening from earlier and later ones of the same id.
+    pub generation: u64,
+    /// Why it closed, once it has.
+    pub closed: Option<CloseReason>,
+    nacked_since_wait: u64,
+    failed_since_wait: Option<Failure>,
+    /// Returned messages not yet handed to the application (the last 1,024).
+    pub returns: VecDeque<Returned>,
+    /// What the adapter keeps per channel.
+    pub extra: C,
+}
+
+impl<C> ChannelRecord<C> {
+    /// What a batch confirm wait reports once nothing is unconfirmed: the
+    /// close that failed publishes, else how many the broker refused since
+    /// the last wait, else success. Resets the tally.
+    pub fn take_confirm_result(&mut self) -> Result<(), Error> {
+        let nacked = std::mem::take(&mut self.nacked_since_wait);
+        match self.failed_since_wait.take() {
+            Some(failure) => Err(failure.into()),
+            None if nacked > 0 => Err(Error::Nacked(nacked)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a consumer receives nothing more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumerEnd {
+    /// The application cancelled it.
+    Cancelled,
+    /// The server cancelled it (its queue was deleted, or it failed over).
+    CancelledByServer,
+    /// Its channel closed.
+    Channel(CloseReason),
+    /// The connection ended.
+    Connection(ConnectionError),
+}
+
+impl ConsumerEnd {
+    /// The error a consumer reports for this end: none for the
+    /// application's own cancel.
+    #[must_use]
+    pub fn error(&self, tag: &ShortString) -> Option<Error> {
+        match self {
+            Self::Cancelled => None,
+            Self::CancelledByServer => Some(Error::ConsumerCancelled(tag.to_string())),
+            Self::Channel(reason) => Some(Error::ChannelClosed(reason.clone())),
+            Self::Connection(error) => Some(Error::ConnectionClosed(error.clone())),
+        }
+    }
+}
+
+/// One consumer.
+#[derive(Debug)]
+pub struct ConsumerRecord<K> {
+    /// The opening of its channel it belongs to.
+    pub generation: u64,
+    no_ack: bool,
+    queue: VecDeque<Delivery>,
+    /// Why it receives nothing more, once that is so.
+    pub end: Option<ConsumerEnd>,
+    /// Nobody will read it: deliveries go back to the broker.
+    abandoned: bool,
+    /// What the adapter keeps per consumer.
+    pub extra: K,
+}
+
+impl<K> ConsumerRecord<K> {
+    /// True when deliveries wait to be taken.
+    #[must_use]
+    pub fn has_deliveries(&self) -> bool {
+        !self.queue.is_empty()
+    }
+}
+
+/// Something the adapter must send because of the bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Give a delivery back (`basic.reject` with requeue).
+    Requeue {
+        /// Its channel.
+        channel: u16,
+        /// Its delivery tag.
+        delivery_tag: u64,
+    },
+    /// Cancel a consumer nobody reads (`basic.cancel`).
+    Cancel {
+        /// Its channel.
+        channel: u16,
+        /// Its tag.
+        consumer_tag: ShortString,
+    },
+}
+
+/// Where a delivery went.
+#[derive(Debug)]
+pub enum Sorted<'a, K> {
+    /// Into its consumer's queue; wake whoever waits on it.
+    Queued(&'a mut K),
+    /// Nowhere, and nothing to do: its consumer is abandoned and
+    /// acknowledges automatically.
+    Dropped,
+    /// Back to the broker.
+    Returned(Cleanup),
+}
+
+/// The bookkeeping of one connection.
+#[derive(Debug)]
+pub struct Ledger<C, K> {
+    channels: HashMap<u16, ChannelRecord<C>>,
+    consumers: HashMap<ConsumerKey, ConsumerRecord<K>>,
+    buffered_deliveries: usize,
+    next_generation: u64,
+    closed: Option<ConnectionError>,
+}
+
+impl<C, K> Default for Ledger<C, K> {
+    fn default() -> Self {
+        Self {
+            channels: HashMap::new(),
+            consumers: HashMap::new(),
+            buffered_deliveries: 0,
+            next_generation: 1,
+            closed: None,
+        }
+    }
+}
+
+impl<C, K> Ledger<C, K> {
+    /// Starts the record of a channel the core just opened (its id may be
+    /// one used before: what belonged to that opening goes); returns its
+    /// generation.
+    pub fn open_channel(&mut self, id: u16, extra: C) -> u64 {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.consumers.retain(|(channel, _), _| *channel != id);
+        let record = ChannelRecord {
+            generation,
+            closed: None,
+            nacked_since_wait: 0,
+            failed_since_wait: None,
+            returns: VecDeque::new(),
+            extra,
+        };
+        self.channels.insert(id, record);
+        generation
+    }
+
+    /// The record of a usable channel, or why it is not usable: the
+    /// connection's end, the channel's close, or an id that was reopened
+    /// since.
+    pub fn channel(&mut self, id: u16, generation: u64) -> Result<&mut ChannelRecord<C>, Error> {
+        if let Some(error) = &self.closed {
+            return Err(Error::ConnectionClosed(error.clone()));
+        }
+        match self.channels.get_mut(&id) {
+            Some(record) if record.generation == generation => match &record.closed {
+                Some(reason) => Err(Error::ChannelClosed(reason.clone())),
+                None => Ok(record),
+            },
+            _ => Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(id))),
+        }
+    }
+
+    /// The current record of a channel id, closed or not.
+    pub fn channel_record(&mut self, id: u16) -> Option<&mut ChannelRecord<C>> {
+        self.channels.get_mut(&id)
+    }
+
+    /// Every channel record.
+    pub fn channel_records(&mut self) -> impl Iterator<Item = (&u16, &mut ChannelRecord<C>)> {
+        self.channels.iter_mut()
+    }
+
+    /// Counts a settled publish for the next batch wait.
+    pub fn confirmed(&mut self, channel: u16, outcome: &ConfirmOutcome) {
+        if let Some(record) = self.channels.get_mut(&channel) {
+            match outcome {
+                ConfirmOutcome::Ack => {}
+                ConfirmOutcome::Nack => record.nacked_since_wait += 1,
+                ConfirmOutcome::Failed(failure) => {
+                    record.failed_since_wait = Some(failure.clone());
+                }
+            }
+        }
+    }
+
+    /// Keeps a returned message for its channel; returns the channel's
+    /// record so the adapter can wake whoever waits for returns.
+    pub fn returned(&mut self, returned: Returned) -> Option<&mut ChannelRecord<C>> {
+        let record = self.channels.get_mut(&returned.channel)?;
+        if record.returns.len() >= MAX_KEPT_RETURNS {
+            record.returns.pop_front();
+        }
+        record.returns.push_back(returned);
+        Some(record)
+    }
+
+    /// Records a channel's close and ends its consumers; `wake` is called
+    /// for each consumer ended.
+    pub fn channel_closed(&mut self, id: u16, reason: &CloseReason, mut wake: impl FnMut(&mut K)) {
+        if let Some(record) = self.channels.get_mut(&id) {
+            record.closed = Some(reason.clone());
+        }
+        for ((channel, _), consumer) in &mut self.consumers {
+            if *channel == id && consumer.end.is_none() {
+                consumer.end = Some(ConsumerEnd::Channel(reason.clone()));
+                wake(&mut consumer.extra);
+            }
+        }
+    }
+
+    /// Records the connection's end and ends every consumer; `wake` is
+    /// called for each.
+    pub fn connection_closed(&mut self, error: &ConnectionError, mut wake: impl FnMut(&mut K)) {
+        for consumer in self.consumers.values_mut() {
+            if consumer.end.is_none() {
+                consumer.end = Some(ConsumerEnd::Connection(error.clone()));
+            }
+            wake(&mut consumer.extra);
+        }
+        self.closed = Some(error.clone());
+    }
+
+    /// Why the connection ended, once it has.
+    #[must_use]
+    pub fn connection_error(&self) -> Option<&ConnectionError> {
+        self.closed.as_ref()
+    }
+
+    /// Starts the queue that deliveries for `key` are sorted into.
+    pub fn register_consumer(&mut self, key: ConsumerKey, generation: u64, no_ack: bool, extra: K) {
+        let record = ConsumerRecord {
+            generation,
+            no_ack,
+            queue: VecDeque::new(),
+            end: None,
+            abandoned: false,
+            extra,
+        };
+        self.consumers.insert(key, record);
+    }
+
+    /// A consumer's record.
+    pub fn consumer(&mut self, key: &ConsumerKey) -> Option<&mut ConsumerRecord<K>> {
+        self.consumers.get_mut(key)
+    }
+
+    /// Every consumer's record.
+    pub fn consumers(&mut self) -> impl Iterator<Item = (&ConsumerKey, &mut ConsumerRecord<K>)> {
+        self.consumers.iter_mut()
+    }
+
+    /// Records that a consumer receives nothing more; returns its extra
+    /// for waking. An abandoned consumer's record goes.
+    pub fn consumer_ended(
+        &mut self,
+        channel: u16,
+        tag: &ShortString,
+        end: ConsumerEnd,
+    ) -> Option<&mut K> {
+        let key = (channel, tag.clone());
+        let consumer = self.consumers.get(&key)?;
+        if consumer.abandoned {
+            self.buffered_deliveries -= consumer.queue.len();
+            self.consumers.remove(&key);
+            return None;
+        }
+        let consumer = self.consumers.get_mut(&key)?;
+        if consumer.end.is_none() {
+            consumer.end = Some(end);
+        }
+        Some(&mut consumer.extra)
+    }
+
+    /// Sorts a delivery into its consumer's queue.
+    pub fn delivered(&mut self, delivery: Delivery) -> Sorted<'_, K> {
+        let key = (delivery.channel, delivery.consumer_tag.clone());
+        match self.consumers.get_mut(&key) {
+            Some(consumer) if !consumer.abandoned => {
+                consumer.queue.push_back(delivery);
+                self.buffered_deliveries += 1;
+                Sorted::Queued(&mut consumer.extra)
+            }
+            Some(consumer) if consumer.no_ack => Sorted::Dropped,
+            _ => Sorted::Returned(Cleanup::Requeue {
+                channel: delivery.channel,
+                delivery_tag: delivery.delivery_tag,
+            }),
+        }
+    }
+
+    /// Takes a consumer's next delivery.
+    pub fn take_delivery(&mut self, key: &ConsumerKey) -> Option<Delivery> {
+        let delivery = self.consumers.get_mut(key)?.queue.pop_front()?;
+        self.buffered_deliveries -= 1;
+        Some(delivery)
+    }
+
+    /// Takes every delivery a consumer holds.
+    pub fn take_deliveries(&mut self, key: &ConsumerKey) -> VecDeque<Delivery> {
+        let taken = self
+            .consumers
+            .get_mut(key)
+            .map(|consumer| std::mem::take(&mut consumer.queue))
+            .unwrap_or_default();
+        self.buffered_deliveries -= taken.len();
+        taken
+    }
+
+    /// Deliveries sorted and not yet taken, across consumers.
+    #[must_use]
+    pub fn buffered_deliveries(&self) -> usize {
+        self.buffered_deliveries
+    }
+
+    /// Nobody will read this consumer (of `generation`) any more: what it
+    /// holds and what arrives for it later goes back to the broker (unless
+    /// it consumes with `no_ack`), and it is cancelled unless it already
+    /// ended. Returns what to send.
+    pub fn abandon_consumer(&mut self, key: &ConsumerKey, generation: u64) -> Vec<Cleanup> {
+        let Some(consumer) = self.consumers.get_mut(key) else {
+            return Vec::new();
+        };
+        if consumer.generation != generation || consumer.abandoned {
+            return Vec::new();
+        }
+        consumer.abandoned = true;
+        let unread = std::mem::take(&mut consumer.queue);
+        let (ended, no_ack) = (consumer.end.is_some(), consumer.no_ack);
+        self.buffered_deliveries -= unread.len();
+        let mut cleanup: Vec<Cleanup> = if no_ack {
+            Vec::new()
+        } else {
+            unread
+                .into_iter()
+                .map(|delivery| Cleanup::Requeue {
+                    channel: key.0,
+                    delivery_tag: delivery.delivery_tag,
+                })
+                .collect()
+        };
+        if ended {
+            self.consumers.remove(key);
+        } else {
+            cleanup.push(Cleanup::Cancel {
+                channel: key.0,
+                consumer_tag: key.1.clone(),
+            });
+        }
+        cleanup
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amqp_proto::codec::Content;
+    use amqp_proto::codec::ContentHeader;
+
+    fn delivery(channel: u16, tag: &str, delivery_tag: u64) -> Delivery {
+        Delivery {
+            channel,
+            consumer_tag: tag.into(),
+            delivery_tag,
+            redelivered: false,
+            exchange: "".into(),
+            routing_key: "q".into(),
+            content: Content {
+                header: Box::new(ContentHeader::basic(0, Default::default())),
+                body: bytes::Bytes::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn deliveries_queue_per_consumer_and_abandoning_gives_them_back() {
+        let mut ledger: Ledger<(), u32> = Ledger::default();
+        let generation = ledger.open_channel(1, ());
+        let key: ConsumerKey = (1, "c".into());
+        ledger.register_consumer(key.clone(), generation, false, 0);
+        for tag in 1..=3 {
+            match ledger.delivered(delivery(1, "c", tag)) {
+                Sorted::Queued(wakes) => *wakes += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(ledger.buffered_deliveries(), 3);
+        assert_eq!(ledger.take_delivery(&key).map(|d| d.delivery_tag), Some(1));
+        let cleanup = ledger.abandon_consumer(&key, generation);
+        assert_eq!(
+            cleanup,
+            vec![
+                Cleanup::Requeue {
+                    channel: 1,
+                    delivery_tag: 2
+                },
+                Cleanup::Requeue {
+                    channel: 1,
+                    delivery_tag: 3
+                },
+                Cleanup::Cancel {
+                    channel: 1,
+                    consumer_tag: "c".into()
+                },
+            ]
+        );
+        assert_eq!(ledger.buffered_deliveries(), 0);
+        // Late deliveries go back too, and the cancel-ok removes it.
+        assert!(matches!(
+            ledger.delivered(delivery(1, "c", 4)),
+            Sorted::Returned(Cleanup::Requeue {
+                delivery_tag: 4,
+                ..
+            })
+        ));
+        assert!(ledger
+            .consumer_ended(1, &"c".into(), ConsumerEnd::Cancelled)
+            .is_none());
+        assert!(ledger.consumer(&key).is_none());
+    }
+
+    #[test]
+    fn batch_confirm_results_report_failures_then_nacks_then_success() {
+        let mut ledger: Ledger<(), ()> = Ledger::default();
+        let generation = ledger.open_channel(1, ());
+        ledger.confirmed(1, &ConfirmOutcome::Nack);
+        ledger.confirmed(1, &ConfirmOutcome::Ack);
+        ledger.confirmed(1, &ConfirmOutcome::Nack);
+        let record = ledger.channel(1, generation).unwrap();
+        assert!(matches!(
+            record.take_confirm_result(),
+            Err(Error::Nacked(2))
+        ));
+        assert!(record.take_confirm_result().is_ok());
+    }
+
+    #[test]
+    fn a_reopened_id_is_not_the_old_channel() {
+        let mut ledger: Ledger<(), ()> = Ledger::default();
+        let first = ledger.open_channel(1, ());
+        let reason = CloseReason {
+            code: amqp_proto::spec::constants::ReplyCode::NOT_FOUND,
+            text: "gone".into(),
+            class_id: 0,
+            method_id: 0,
+            initiator: amqp_proto::Initiator::Server,
+        };
+        ledger.channel_closed(1, &reason, |()| {});
+        assert!(matches!(ledger.channel(1, first), Err(Error::ChannelClosed(r)) if r == reason));
+        let second = ledger.open_channel(1, ());
+        assert!(ledger.channel(1, second).is_ok());
+        assert!(matches!(ledger.channel(1, first), Err(Error::Usage(_))));
+    }
+}
