@@ -847,6 +847,18 @@ fn unexpected(operation: &'static str, reply: &str) -> Error {
 ///
 /// Outside confirm mode there is nothing to wait for and
 /// [`wait`](Self::wait) returns at once.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use amqp_proto::codec::BasicProperties;
+/// use amqp_proto::spec::BasicPublish;
+/// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+/// channel.confirm_select()?;
+/// let publish = BasicPublish { routing_key: "jobs".into(), ..Default::default() };
+/// let confirmation = channel.publish(&publish, &BasicProperties::default(), "job")?;
+/// confirmation.wait(Duration::from_secs(5))?;
+/// # Ok(()) }
+/// ```
 pub struct Confirmation {
     shared: Arc<Shared>,
     channel: u16,

@@ -768,6 +768,20 @@ fn unexpected(operation: &'static str, reply: &str) -> Error {
 ///
 /// Dropping it loses nothing: the confirm is still counted for
 /// [`Channel::wait_for_confirms`].
+///
+/// ```no_run
+/// use amqp_proto::codec::BasicProperties;
+/// use amqp_proto::spec::BasicPublish;
+/// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+/// let publish = BasicPublish { routing_key: "jobs".into(), ..Default::default() };
+/// let confirmation = channel.publish(&publish, &BasicProperties::default(), "job").await?;
+/// match confirmation.await {
+///     Ok(()) => println!("the broker has it"),
+///     Err(amqp_io_tokio::Error::Nacked(_)) => println!("refused"),
+///     Err(other) => return Err(other),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Confirmation {
     sequence: Option<u64>,

@@ -129,6 +129,18 @@ impl Delivery {
 /// Dropping it, even with deliveries in hand unacknowledged, cancels the
 /// consumer: deliveries it had not yielded go back to the queue, and
 /// unacknowledged ones are redelivered when the channel closes.
+///
+/// ```no_run
+/// use amqp_proto::spec::BasicConsume;
+/// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
+/// channel.basic_qos(100, false).await?;
+/// let mut consumer = channel.basic_consume(BasicConsume { queue: "jobs".into(), ..Default::default() }).await?;
+/// while let Some(delivery) = consumer.recv().await {
+///     let delivery = delivery?; // the server's cancel or a close ends the loop with an error
+///     delivery.ack()?;
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Consumer {
     channel: Channel,
@@ -247,6 +259,15 @@ impl Drop for Consumer {
 
 /// A channel's returned messages, as a [`Stream`] (from
 /// [`Channel::returns`]); it ends when the channel closes.
+///
+/// ```no_run
+/// # async fn demo(channel: amqp_io_tokio::Channel) {
+/// let mut returns = channel.returns();
+/// while let Some(returned) = returns.recv().await {
+///     eprintln!("{} {}: {:?}", returned.reply_code, returned.reply_text, returned.routing_key);
+/// }
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Returns {
     channel: Channel,
