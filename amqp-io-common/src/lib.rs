@@ -21,6 +21,7 @@
 mod error;
 pub mod ledger;
 mod options;
+pub mod pidbox;
 #[cfg(feature = "tls")]
 mod tls;
 
