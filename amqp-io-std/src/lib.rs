@@ -56,6 +56,7 @@
 mod channel;
 mod connection;
 mod consumer;
+pub mod pidbox;
 mod shared;
 #[cfg(feature = "tls")]
 mod tls;
