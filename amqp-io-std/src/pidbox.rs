@@ -76,6 +76,7 @@ impl Broadcast {
 pub struct Mailbox {
     mailbox: pidbox::Mailbox,
     channel: Channel,
+    last_ticket: Option<String>,
 }
 
 impl Mailbox {
@@ -84,6 +85,7 @@ impl Mailbox {
         Ok(Self {
             mailbox,
             channel: connection.channel()?,
+            last_ticket: None,
         })
     }
 
@@ -105,7 +107,7 @@ impl Mailbox {
     pub fn broadcast(
         &mut self,
         broadcast: &Broadcast,
-        mut callback: impl FnMut(&Value),
+        callback: impl FnMut(&Value),
     ) -> Result<Vec<Value>> {
         self.channel
             .exchange_declare(self.mailbox.exchange_declare())?;
@@ -129,10 +131,31 @@ impl Mailbox {
         let Some(ticket) = request.ticket else {
             return Ok(Vec::new());
         };
+        self.last_ticket = Some(ticket.clone());
         let limit = broadcast
             .limit
             .or_else(|| broadcast.destination.as_ref().map(Vec::len));
-        let mut collector = self.mailbox.collect(&ticket, limit);
+        self.collect(&ticket, limit, broadcast.timeout, callback)
+    }
+
+    /// The ticket of the last broadcast that wanted replies.
+    #[must_use]
+    pub fn last_ticket(&self) -> Option<&str> {
+        self.last_ticket.as_deref()
+    }
+
+    /// Collects replies for `ticket` (kombu's `_collect`): replies kept
+    /// aside for it by earlier collects are returned at once; otherwise
+    /// deliveries are counted up to `limit`, waiting at most `timeout` for
+    /// each. The reply queue must exist (a broadcast declares it).
+    pub fn collect(
+        &mut self,
+        ticket: &str,
+        limit: Option<usize>,
+        timeout: Duration,
+        mut callback: impl FnMut(&Value),
+    ) -> Result<Vec<Value>> {
+        let mut collector = self.mailbox.collect(ticket, limit);
         if collector.is_complete() {
             return Ok(collector.replies);
         }
@@ -142,7 +165,7 @@ impl Mailbox {
             ..Default::default()
         })?;
         while !collector.is_complete() {
-            let delivery = match consumer.recv_timeout(broadcast.timeout) {
+            let delivery = match consumer.recv_timeout(timeout) {
                 Ok(delivery) => delivery,
                 Err(Error::Timeout { .. }) => break,
                 Err(error) => return Err(error),
