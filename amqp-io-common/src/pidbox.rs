@@ -120,6 +120,49 @@ impl MailboxSettings {
     }
 }
 
+/// What to broadcast, and how to collect the replies (kombu's
+/// `Mailbox._broadcast` arguments), as the adapters' mailboxes take it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Broadcast {
+    /// The command (`ping`, `stats`, `enable_events`, ...).
+    pub command: String,
+    /// Its keyword arguments, a JSON object.
+    pub arguments: Value,
+    /// The nodes it is for; `None` for every node.
+    pub destination: Option<Vec<String>>,
+    /// Whether to collect replies.
+    pub reply: bool,
+    /// How long to wait for the next reply (restarted by each one), and
+    /// the request's `expires`.
+    pub timeout: Duration,
+    /// Stop after this many deliveries on the reply queue; `None` counts
+    /// the destinations, or waits out the timeout when there are none.
+    pub limit: Option<usize>,
+}
+
+impl Broadcast {
+    /// `command` with no arguments, to every node, replies collected for
+    /// one second (what `celery inspect` does).
+    #[must_use]
+    pub fn new(command: &str) -> Self {
+        Self {
+            command: command.to_owned(),
+            arguments: Value::Object(serde_json::Map::new()),
+            destination: None,
+            reply: true,
+            timeout: Duration::from_secs(1),
+            limit: None,
+        }
+    }
+}
+
+/// The reply a kombu node gives for a command it has no handler for.
+#[must_use]
+pub fn unknown_command(command: &Command) -> Value {
+    serde_json::json!({ "error": format!("KeyError('{}')", command.method) })
+}
+
 /// The client side: broadcasts commands and collects replies.
 #[derive(Debug)]
 pub struct Mailbox {

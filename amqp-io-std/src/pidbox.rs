@@ -20,7 +20,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use amqp_io_common::pidbox::{self, Command, ReplyOutcome};
+use amqp_io_common::pidbox::{self, ReplyOutcome};
+pub use amqp_io_common::pidbox::{unknown_command, Broadcast, Command};
 use amqp_io_common::{Error, Result};
 use amqp_proto::spec::BasicConsume;
 use serde_json::Value;
@@ -32,43 +33,6 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |elapsed| elapsed.as_secs_f64())
-}
-
-/// What to broadcast, and how to collect the replies (kombu's
-/// `Mailbox._broadcast` arguments).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct Broadcast {
-    /// The command (`ping`, `stats`, `enable_events`, ...).
-    pub command: String,
-    /// Its keyword arguments, a JSON object.
-    pub arguments: Value,
-    /// The nodes it is for; `None` for every node.
-    pub destination: Option<Vec<String>>,
-    /// Whether to collect replies.
-    pub reply: bool,
-    /// How long to wait for the next reply (restarted by each one), and
-    /// the request's `expires`.
-    pub timeout: Duration,
-    /// Stop after this many deliveries on the reply queue; `None` counts
-    /// the destinations, or waits out the timeout when there are none.
-    pub limit: Option<usize>,
-}
-
-impl Broadcast {
-    /// `command` with no arguments, to every node, replies collected for
-    /// one second (what `celery inspect` does).
-    #[must_use]
-    pub fn new(command: &str) -> Self {
-        Self {
-            command: command.to_owned(),
-            arguments: Value::Object(serde_json::Map::new()),
-            destination: None,
-            reply: true,
-            timeout: Duration::from_secs(1),
-            limit: None,
-        }
-    }
 }
 
 /// A mailbox bound to a channel of its own.
@@ -205,12 +169,6 @@ pub struct Node {
     node: pidbox::Node,
     channel: Channel,
     consumer: Consumer,
-}
-
-/// The reply a kombu node gives for a command it has no handler for.
-#[must_use]
-pub fn unknown_command(command: &Command) -> Value {
-    serde_json::json!({ "error": format!("KeyError('{}')", command.method) })
 }
 
 impl Node {

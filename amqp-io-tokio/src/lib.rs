@@ -58,6 +58,7 @@ mod channel;
 mod connection;
 mod consumer;
 mod driver;
+pub mod pidbox;
 mod state;
 
 pub use channel::{Channel, Confirmation};

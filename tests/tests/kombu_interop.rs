@@ -353,3 +353,52 @@ fn a_celery_worker_answers_rust_and_celery_sees_a_rust_node() {
     assert_eq!(seen, json!({ rust_name: {"ok": "pong"} }));
     connection.close().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tokio_adapter_broadcasts_to_kombu_nodes_and_serves_a_python_mailbox() {
+    use amqp_io_tokio::pidbox::{Mailbox as AsyncMailbox, Node as AsyncNode};
+
+    let namespace = unique("mailbox");
+    let _nodes = kombu_nodes(&namespace, &["x@h", "y@h", "z@h"]);
+    let connection = match amqp_io_tokio::Connection::connect(&broker_url()).await {
+        Ok(connection) => connection,
+        Err(error) => broker_unreachable(&error),
+    };
+    let state = pidbox::Mailbox::new(&namespace, MailboxSettings::celery());
+    let mut mailbox = AsyncMailbox::new(&connection, state).await.unwrap();
+    let mut ping = Broadcast::new("ping");
+    ping.timeout = Duration::from_secs(5);
+    ping.limit = Some(3);
+    let started = Instant::now();
+    let replies = mailbox.broadcast(&ping, |_| {}).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(hostnames(&replies), ["x@h", "y@h", "z@h"]);
+
+    let hostname = "tokio@interop";
+    let state = pidbox::Node::new(hostname, &namespace, MailboxSettings::celery());
+    let mut node = AsyncNode::new(&connection, state).await.unwrap();
+    let python = tokio::task::spawn_blocking({
+        let namespace = namespace.clone();
+        move || {
+            Command::new(python())
+                .arg(interop_script("kombu_broadcast.py"))
+                .args([namespace.as_str(), "ping", hostname, "3"])
+                .output()
+                .expect("run kombu_broadcast.py")
+        }
+    });
+    let handled = node
+        .serve(Duration::from_secs(10), |_| json!({"ok": "pong"}))
+        .await
+        .unwrap();
+    assert!(handled);
+    let output = python.await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["replies"], json!([{ hostname: {"ok": "pong"} }]));
+    connection.close().await.unwrap();
+}
