@@ -57,6 +57,7 @@ mod channel;
 mod connection;
 mod consumer;
 pub mod pidbox;
+pub mod rpc;
 mod shared;
 #[cfg(feature = "tls")]
 mod tls;

@@ -59,6 +59,7 @@ mod connection;
 mod consumer;
 mod driver;
 pub mod pidbox;
+pub mod rpc;
 mod state;
 
 pub use channel::{Channel, Confirmation};

@@ -1,0 +1,196 @@
+//! Request/reply over RabbitMQ's direct reply-to for the blocking
+//! adapter: an [`RpcClient`] (usable from several threads at once) and
+//! [`serve`] for the other side. Conventions in [`amqp_io_common::rpc`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use amqp_io_std::rpc::RpcClient;
+//! use amqp_proto::codec::BasicProperties;
+//!
+//! let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+//! let client = RpcClient::new(&connection)?;
+//! let reply = client.call("", "rpc.square", BasicProperties::default(), "12", Duration::from_secs(5))?;
+//! println!("{:?}", reply.body());
+//! # Ok::<(), amqp_io_std::Error>(())
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use amqp_io_common::rpc::{self, CorrelationIds};
+use amqp_io_common::{Error, Result};
+use amqp_proto::codec::BasicProperties;
+use amqp_proto::spec::{BasicConsume, BasicPublish};
+use amqp_proto::Delivery;
+use bytes::Bytes;
+
+use crate::{Channel, Connection, Consumer};
+
+/// Sends requests and waits for their replies through direct reply-to.
+///
+/// Threads may call at once: whichever reads a reply files it under its
+/// correlation id for the caller waiting on it. A reply whose call timed
+/// out finds no entry and is discarded.
+#[derive(Debug)]
+pub struct RpcClient {
+    channel: Channel,
+    replies: Consumer,
+    /// Calls in flight, and the reply once it arrived.
+    waiting: Mutex<HashMap<String, Option<Delivery>>>,
+    ids: CorrelationIds,
+}
+
+impl RpcClient {
+    /// Opens a channel and consumes `amq.rabbitmq.reply-to` on it (before
+    /// any request, as RabbitMQ requires).
+    ///
+    /// ```no_run
+    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+    /// let client = amqp_io_std::rpc::RpcClient::new(&connection)?;
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
+    pub fn new(connection: &Connection) -> Result<Self> {
+        let channel = connection.channel()?;
+        let replies = channel.consume(BasicConsume {
+            queue: rpc::REPLY_TO.into(),
+            no_ack: true,
+            ..Default::default()
+        })?;
+        Ok(Self {
+            channel,
+            replies,
+            waiting: Mutex::default(),
+            ids: CorrelationIds::default(),
+        })
+    }
+
+    /// Publishes a request and waits up to `timeout` for its reply.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use amqp_proto::codec::BasicProperties;
+    /// # fn demo(client: &amqp_io_std::rpc::RpcClient) -> amqp_io_std::Result<()> {
+    /// let reply = client.call("", "rpc.add", BasicProperties::default(), "[1, 2]", Duration::from_secs(2))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn call(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        properties: BasicProperties,
+        body: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Delivery> {
+        let id = self.ids.next_id();
+        self.lock().insert(id.clone(), None);
+        let result = self.exchange(&id, exchange, routing_key, properties, body.into(), timeout);
+        self.lock().remove(&id);
+        result
+    }
+
+    fn exchange(
+        &self,
+        id: &str,
+        exchange: &str,
+        routing_key: &str,
+        properties: BasicProperties,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Delivery> {
+        let publish = BasicPublish {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            ..Default::default()
+        };
+        let properties = rpc::request_properties(properties, id);
+        self.channel.publish(&publish, &properties, body)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(reply) = self.lock().get_mut(id).and_then(Option::take) {
+                return Ok(reply);
+            }
+            // Short slices, so a reply another thread filed for us is
+            // seen soon.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout {
+                    operation: "rpc call",
+                    timeout,
+                });
+            }
+            match self
+                .replies
+                .recv_timeout(left.min(Duration::from_millis(50)))
+            {
+                Ok(reply) => {
+                    if let Some(reply_id) = rpc::correlation_id(&reply) {
+                        if let Some(slot) = self.lock().get_mut(&reply_id) {
+                            *slot = Some(reply);
+                        }
+                    }
+                }
+                Err(Error::Timeout { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Requests waiting for their replies.
+    ///
+    /// ```no_run
+    /// # fn demo(client: &amqp_io_std::rpc::RpcClient) {
+    /// assert_eq!(client.pending(), 0);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Delivery>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Serves up to `limit` requests (`None`: until the channel closes) from
+/// `queue`: `handler` computes each reply, which goes to the request's
+/// `reply_to` with its `correlation_id`; then the request is acknowledged.
+/// Returns how many were served.
+///
+/// ```no_run
+/// use amqp_proto::codec::BasicProperties;
+/// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
+/// let channel = connection.channel()?;
+/// amqp_io_std::rpc::serve(&channel, "rpc.square", None, |request| {
+///     let number: u64 = std::str::from_utf8(request.body()).ok().and_then(|t| t.parse().ok()).unwrap_or(0);
+///     (BasicProperties::default(), (number * number).to_string().into())
+/// })?;
+/// # Ok::<(), amqp_io_std::Error>(())
+/// ```
+pub fn serve(
+    channel: &Channel,
+    queue: &str,
+    limit: Option<usize>,
+    mut handler: impl FnMut(&Delivery) -> (BasicProperties, Bytes),
+) -> Result<usize> {
+    let requests = channel.consume(BasicConsume {
+        queue: queue.into(),
+        ..Default::default()
+    })?;
+    let mut served = 0;
+    while limit.map_or(true, |limit| served < limit) {
+        let request = match requests.recv() {
+            Ok(request) => request,
+            Err(Error::ConsumerCancelled(_)) => break,
+            Err(error) => return Err(error),
+        };
+        let (properties, body) = handler(&request);
+        if let Some((publish, properties)) = rpc::reply_to(&request, properties) {
+            channel.publish(&publish, &properties, body)?;
+        }
+        channel.ack(request.delivery_tag, false)?;
+        served += 1;
+    }
+    Ok(served)
+}

@@ -1,0 +1,223 @@
+//! Request/reply over RabbitMQ's direct reply-to: an [`RpcClient`] with
+//! many requests in flight, each with its own timeout, and [`serve`] for
+//! the other side. Conventions in [`amqp_io_common::rpc`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use amqp_io_tokio::rpc::RpcClient;
+//! use amqp_proto::codec::BasicProperties;
+//!
+//! # async fn demo(connection: amqp_io_tokio::Connection) -> amqp_io_tokio::Result<()> {
+//! let client = RpcClient::new(&connection).await?;
+//! let reply = client
+//!     .call("", "rpc.square", BasicProperties::default(), "12", Duration::from_secs(5))
+//!     .await?;
+//! println!("{:?}", reply.body());
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use amqp_io_common::rpc::{self, CorrelationIds};
+use amqp_io_common::{Error, Result};
+use amqp_proto::codec::BasicProperties;
+use amqp_proto::spec::{BasicConsume, BasicPublish};
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::consumer::Delivery;
+use crate::{Channel, Connection, Consumer};
+
+type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Delivery>>>>;
+
+/// Sends requests and awaits their replies through direct reply-to. Cheap
+/// to share (`Arc`) between tasks; many calls may be in flight at once.
+///
+/// A reply that comes after its call timed out (or was dropped) finds no
+/// waiter and is discarded; nothing is kept for it.
+#[derive(Debug)]
+pub struct RpcClient {
+    channel: Channel,
+    waiters: Waiters,
+    ids: CorrelationIds,
+    router: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RpcClient {
+    fn drop(&mut self) {
+        self.router.abort();
+    }
+}
+
+impl RpcClient {
+    /// Opens a channel and starts consuming `amq.rabbitmq.reply-to` (before
+    /// any request is published, as RabbitMQ requires).
+    ///
+    /// ```no_run
+    /// # async fn demo(connection: amqp_io_tokio::Connection) -> amqp_io_tokio::Result<()> {
+    /// let client = amqp_io_tokio::rpc::RpcClient::new(&connection).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn new(connection: &Connection) -> Result<Self> {
+        let channel = connection.channel().await?;
+        let consume = BasicConsume {
+            queue: rpc::REPLY_TO.into(),
+            no_ack: true,
+            ..Default::default()
+        };
+        let replies = channel.basic_consume(consume).await?;
+        let waiters: Waiters = Arc::default();
+        let router = tokio::spawn(route_replies(replies, Arc::clone(&waiters)));
+        Ok(Self {
+            channel,
+            waiters,
+            ids: CorrelationIds::default(),
+            router,
+        })
+    }
+
+    /// Publishes a request to `exchange` with `routing_key` and waits up
+    /// to `timeout` for its reply.
+    ///
+    /// Cancellation: dropping the future forgets the request; its reply,
+    /// if it comes, is discarded.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use amqp_proto::codec::BasicProperties;
+    /// # async fn demo(client: amqp_io_tokio::rpc::RpcClient) -> amqp_io_tokio::Result<()> {
+    /// let properties = BasicProperties::default().content_type("application/json");
+    /// let reply = client.call("", "rpc.add", properties, r#"[1, 2]"#, Duration::from_secs(2)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn call(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        properties: BasicProperties,
+        body: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<Delivery> {
+        let id = self.ids.next_id();
+        let (sender, receiver) = oneshot::channel();
+        self.lock().insert(id.clone(), sender);
+        // Forgets the request however this future ends.
+        let _forget = Forget {
+            waiters: &self.waiters,
+            id: &id,
+        };
+        let publish = BasicPublish {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            ..Default::default()
+        };
+        let properties = rpc::request_properties(properties, &id);
+        self.channel.publish(&publish, &properties, body).await?;
+        match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(self
+                .channel
+                .close_reason()
+                .map_or_else(|| closed("the reply consumer ended"), Error::ChannelClosed)),
+            Err(_) => Err(Error::Timeout {
+                operation: "rpc call",
+                timeout,
+            }),
+        }
+    }
+
+    /// Requests waiting for their replies.
+    ///
+    /// ```no_run
+    /// # fn demo(client: amqp_io_tokio::rpc::RpcClient) {
+    /// assert_eq!(client.pending(), 0);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Delivery>>> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn closed(why: &str) -> Error {
+    Error::ConnectionClosed(amqp_proto::ConnectionError::TransportClosed(why.into()))
+}
+
+/// Removes a call's waiter when the call ends, replied or not.
+struct Forget<'a> {
+    waiters: &'a Waiters,
+    id: &'a str,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(self.id);
+    }
+}
+
+/// Hands each reply to the call waiting for its correlation id.
+async fn route_replies(mut replies: Consumer, waiters: Waiters) {
+    while let Some(Ok(reply)) = replies.recv().await {
+        let Some(id) = rpc::correlation_id(&reply) else {
+            continue;
+        };
+        let waiter = waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(reply);
+        }
+    }
+    // The consumer ended: calls still waiting fail.
+    waiters
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
+}
+
+/// Serves requests from `queue` on `channel`: `handler` computes each
+/// reply's properties and body; the reply goes to the request's
+/// `reply_to` with its `correlation_id`, then the request is acknowledged.
+/// Runs until the channel or connection closes.
+///
+/// ```no_run
+/// use amqp_proto::codec::BasicProperties;
+/// # async fn demo(connection: amqp_io_tokio::Connection) -> amqp_io_tokio::Result<()> {
+/// let channel = connection.channel().await?;
+/// amqp_io_tokio::rpc::serve(&channel, "rpc.square", |request| {
+///     let number: u64 = std::str::from_utf8(request.body()).ok().and_then(|t| t.parse().ok()).unwrap_or(0);
+///     (BasicProperties::default(), (number * number).to_string().into())
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub async fn serve(
+    channel: &Channel,
+    queue: &str,
+    mut handler: impl FnMut(&Delivery) -> (BasicProperties, Bytes),
+) -> Result<()> {
+    let consume = BasicConsume {
+        queue: queue.into(),
+        ..Default::default()
+    };
+    let mut requests = channel.basic_consume(consume).await?;
+    while let Some(request) = requests.recv().await {
+        let request = request?;
+        let (properties, body) = handler(&request);
+        if let Some((publish, properties)) = rpc::reply_to(&request, properties) {
+            channel.publish(&publish, &properties, body).await?;
+        }
+        request.ack()?;
+    }
+    Ok(())
+}
