@@ -21,11 +21,10 @@
 //! `drain_events(timeout)` loop does.
 //!
 //! ```
-//! use std::time::Duration;
-//! use amqp_io_common::pidbox::Mailbox;
+//! use amqp_io_common::pidbox::{Broadcast, Mailbox};
 //!
 //! let mut mailbox = Mailbox::celery();
-//! let request = mailbox.request("ping", serde_json::json!({}), None, true, Some(Duration::from_secs(1)), 1_700_000_000.0);
+//! let request = mailbox.request(&Broadcast::new("ping"), 1_700_000_000.0);
 //! assert_eq!(request.publish.exchange, "celery.pidbox");
 //! let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
 //! assert_eq!(body["method"], "ping");
@@ -139,6 +138,12 @@ pub struct Broadcast {
     /// Stop after this many deliveries on the reply queue; `None` counts
     /// the destinations, or waits out the timeout when there are none.
     pub limit: Option<usize>,
+    /// Nodes chosen by a name pattern instead of a destination list
+    /// (with `matcher`; kombu's nodes know `glob` and `pcre`, this crate's
+    /// nodes `glob`).
+    pub pattern: Option<String>,
+    /// How `pattern` matches: `glob` or `pcre`.
+    pub matcher: Option<String>,
 }
 
 impl Broadcast {
@@ -153,6 +158,8 @@ impl Broadcast {
             reply: true,
             timeout: Duration::from_secs(1),
             limit: None,
+            pattern: None,
+            matcher: None,
         }
     }
 }
@@ -333,26 +340,17 @@ impl Mailbox {
         (exchange, queue, bind)
     }
 
-    /// Builds a broadcast of `command` with `arguments` to `destination`
-    /// (node names; `None`: every node). With `reply`, it carries a fresh
-    /// ticket and this mailbox's reply address. `timeout` sets the
-    /// `expires` header from `now` (Unix seconds).
-    pub fn request(
-        &mut self,
-        command: &str,
-        arguments: Value,
-        destination: Option<&[String]>,
-        reply: bool,
-        timeout: Option<Duration>,
-        now: f64,
-    ) -> Request {
+    /// Builds the message for `broadcast`. When it wants replies, it
+    /// carries a fresh ticket and this mailbox's reply address. Its
+    /// `expires` header is `now` (Unix seconds) plus the timeout.
+    pub fn request(&mut self, broadcast: &Broadcast, now: f64) -> Request {
         let mut message = Map::new();
-        message.insert("method".into(), json!(command));
-        message.insert("arguments".into(), arguments);
-        message.insert("destination".into(), json!(destination));
-        message.insert("pattern".into(), Value::Null);
-        message.insert("matcher".into(), Value::Null);
-        let ticket = reply.then(|| uuid::Uuid::new_v4().to_string());
+        message.insert("method".into(), json!(broadcast.command));
+        message.insert("arguments".into(), broadcast.arguments.clone());
+        message.insert("destination".into(), json!(broadcast.destination));
+        message.insert("pattern".into(), json!(broadcast.pattern));
+        message.insert("matcher".into(), json!(broadcast.matcher));
+        let ticket = broadcast.reply.then(|| uuid::Uuid::new_v4().to_string());
         if let Some(ticket) = &ticket {
             message.insert("ticket".into(), json!(ticket));
             let reply_to = json!({"exchange": self.reply_exchange(), "routing_key": self.oid});
@@ -361,7 +359,7 @@ impl Mailbox {
         let mut headers = FieldTable::new();
         let clock = i64::try_from(self.clock.forward()).unwrap_or(i64::MAX);
         headers.insert("clock", FieldValue::LongLongInt(clock));
-        let expires = timeout.map_or(0.0, |timeout| now + timeout.as_secs_f64());
+        let expires = now + broadcast.timeout.as_secs_f64();
         headers.insert("expires", FieldValue::Double(expires));
         Request {
             publish: BasicPublish {
@@ -657,7 +655,7 @@ mod tests {
     #[test]
     fn collecting_counts_every_delivery_keeps_strangers_and_drops_the_expired() {
         let mut mailbox = Mailbox::celery();
-        let request = mailbox.request("ping", json!({}), None, true, None, 100.0);
+        let request = mailbox.request(&Broadcast::new("ping"), 100.0);
         let ticket = request.ticket.unwrap();
         let mut collector = mailbox.collect(&ticket, Some(4));
         let mine = delivery(
@@ -698,14 +696,11 @@ mod tests {
     fn requests_carry_the_kombu_wire_format() {
         let mut mailbox = Mailbox::celery();
         let destination = vec!["w1@h".to_owned()];
-        let request = mailbox.request(
-            "ping",
-            json!({"x": 1}),
-            Some(&destination),
-            true,
-            Some(Duration::from_secs(2)),
-            10.0,
-        );
+        let mut broadcast = Broadcast::new("ping");
+        broadcast.arguments = json!({"x": 1});
+        broadcast.destination = Some(destination);
+        broadcast.timeout = Duration::from_secs(2);
+        let request = mailbox.request(&broadcast, 10.0);
         let body: Value = serde_json::from_slice(&request.body).unwrap();
         assert_eq!(body["destination"], json!(["w1@h"]));
         assert_eq!(body["arguments"], json!({"x": 1}));
@@ -729,11 +724,13 @@ mod tests {
         let mut mailbox = Mailbox::celery();
         let mut node = Node::celery("rust@box");
         let for_other = vec!["else@box".to_owned()];
-        let request = mailbox.request("ping", json!({}), Some(&for_other), true, None, 0.0);
+        let mut broadcast = Broadcast::new("ping");
+        broadcast.destination = Some(for_other);
+        let request = mailbox.request(&broadcast, 0.0);
         let headers = request.properties.headers.clone().unwrap();
         let body = String::from_utf8(request.body).unwrap();
         assert!(node.receive(&delivery(&body, headers.clone())).is_none());
-        let request = mailbox.request("ping", json!({}), None, true, None, 0.0);
+        let request = mailbox.request(&Broadcast::new("ping"), 0.0);
         let body = String::from_utf8(request.body).unwrap();
         let command = node
             .receive(&delivery(&body, request.properties.headers.unwrap()))

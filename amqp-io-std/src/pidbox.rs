@@ -82,14 +82,7 @@ impl Mailbox {
             self.channel.queue_declare(queue)?;
             self.channel.queue_bind(bind)?;
         }
-        let request = self.mailbox.request(
-            &broadcast.command,
-            broadcast.arguments.clone(),
-            broadcast.destination.as_deref(),
-            broadcast.reply,
-            Some(broadcast.timeout),
-            unix_now(),
-        );
+        let request = self.mailbox.request(broadcast, unix_now());
         self.channel
             .publish(&request.publish, &request.properties, request.body)?;
         let Some(ticket) = request.ticket else {

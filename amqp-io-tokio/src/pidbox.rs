@@ -118,14 +118,7 @@ impl Mailbox {
             self.channel.queue_declare(queue).await?;
             self.channel.queue_bind(bind).await?;
         }
-        let request = self.mailbox.request(
-            &broadcast.command,
-            broadcast.arguments.clone(),
-            broadcast.destination.as_deref(),
-            broadcast.reply,
-            Some(broadcast.timeout),
-            unix_now(),
-        );
+        let request = self.mailbox.request(broadcast, unix_now());
         self.channel
             .publish(&request.publish, &request.properties, request.body)
             .await?;

@@ -143,6 +143,15 @@ fn rust_broadcasts_to_three_kombu_nodes() {
     assert_eq!(hostnames(&replies), ["a@h", "b@h", "c@h"]);
     assert!(elapsed >= Duration::from_millis(700), "{elapsed:?}");
 
+    // A glob pattern picks nodes by name, as kombu's matcher does.
+    let mut picked = Broadcast::new("ping");
+    picked.pattern = Some("[ab]@*".into());
+    picked.matcher = Some("glob".into());
+    picked.limit = Some(2);
+    picked.timeout = Duration::from_secs(5);
+    let replies = mailbox.broadcast(&picked, |_| {}).unwrap();
+    assert_eq!(hostnames(&replies), ["a@h", "b@h"]);
+
     // The nodes' clocks moved ours on.
     assert!(
         mailbox.state().clock().value() > 4,
