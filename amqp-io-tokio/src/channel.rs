@@ -105,12 +105,16 @@ impl Channel {
     /// Runs `command` on the state under the lock, for this channel, then
     /// wakes the driver to send what it queued.
     fn command<T>(&self, command: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
-        let result = {
+        let (result, wake) = {
             let mut state = self.shared().lock();
             state.channel(self.id, self.generation)?;
-            command(&mut state)
+            let idle = state.core.queued_output() == 0;
+            let result = command(&mut state);
+            (result, idle && state.core.queued_output() > 0)
         };
-        self.shared().wake_driver.notify_one();
+        if wake {
+            self.shared().wake_driver.notify_one();
+        }
         result
     }
 
@@ -530,31 +534,17 @@ impl Channel {
         body: impl Into<Bytes>,
     ) -> Result<Confirmation> {
         let body = body.into();
+        // The common case, ready at once, needs no timer and no waiter.
+        if let Some(confirmation) = self.try_publish(publish, properties, &body)? {
+            return Ok(confirmation);
+        }
         let attempt = async {
             loop {
                 let changed = self.shared().changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
-                {
-                    let mut state = self.shared().lock();
-                    state.channel(self.id, self.generation)?;
-                    match state.core.publish_readiness(self.id) {
-                        Readiness::Ready => {
-                            let confirmation =
-                                self.publish_now(&mut state, publish, properties, body);
-                            drop(state);
-                            self.shared().wake_driver.notify_one();
-                            return confirmation;
-                        }
-                        Readiness::Closed => {
-                            return Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
-                                self.id,
-                            )))
-                        }
-                        // Queued output drains only if the driver runs.
-                        Readiness::OutputFull => self.shared().wake_driver.notify_one(),
-                        _ => {}
-                    }
+                if let Some(confirmation) = self.try_publish(publish, properties, &body)? {
+                    return Ok(confirmation);
                 }
                 changed.await;
             }
@@ -565,6 +555,40 @@ impl Channel {
                 operation: "publish",
                 timeout: self.timeout,
             }))
+    }
+
+    /// Publishes if flow control allows it now; `None` if it must wait.
+    fn try_publish(
+        &self,
+        publish: &BasicPublish,
+        properties: &BasicProperties,
+        body: &Bytes,
+    ) -> Result<Option<Confirmation>> {
+        let mut state = self.shared().lock();
+        state.channel(self.id, self.generation)?;
+        match state.core.publish_readiness(self.id) {
+            Readiness::Ready => {
+                let idle = state.core.queued_output() == 0;
+                let confirmation = self.publish_now(&mut state, publish, properties, body.clone());
+                drop(state);
+                // Output already queued means the driver was woken for it
+                // and has not collected it yet.
+                if idle {
+                    self.shared().wake_driver.notify_one();
+                }
+                confirmation.map(Some)
+            }
+            Readiness::Closed => Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
+                self.id,
+            ))),
+            // Queued output drains only if the driver runs.
+            Readiness::OutputFull => {
+                drop(state);
+                self.shared().wake_driver.notify_one();
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
     }
 
     fn publish_now(

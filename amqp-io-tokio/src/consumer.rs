@@ -221,10 +221,14 @@ impl Stream for Consumer {
             self.finished = true;
             return Poll::Ready(None);
         }
+        let starved = !state.wants_input();
         if let Some(delivery) = state.ledger.take_delivery(&key) {
+            let resume = starved && state.wants_input();
             drop(state);
-            // The driver may have stopped reading for want of room.
-            shared.wake_driver.notify_one();
+            // The driver stopped reading for want of room: there is now.
+            if resume {
+                shared.wake_driver.notify_one();
+            }
             return Poll::Ready(Some(Ok(Delivery {
                 delivery,
                 channel: self.channel.clone(),

@@ -1,0 +1,513 @@
+//! Side by side: amqp-io-tokio, amqprs and lapin against the local RabbitMQ.
+//!
+//! `compare` (what `scripts/compare-peers` runs) measures every scenario
+//! for every client in alternation, `ROUNDS` times (default 3), each run in
+//! a child process of its own so that its CPU time (user + sys, from
+//! /proc/self/stat around the measured part) is the client's alone, and
+//! prints a table of medians: messages per second and client CPU per
+//! message, and RPC round-trip latency.
+//!
+//! `compare child <client> <scenario> <size> <count> <queue>` is one run;
+//! it prints one JSON line.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amqp_io_tokio::Connection;
+use amqp_proto::codec::BasicProperties;
+use amqp_proto::spec::{BasicPublish, QueueDeclare, QueueDelete, QueuePurge};
+use serde_json::{json, Value};
+
+const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const CLIENTS: [&str; 3] = ["amqp-io-tokio", "amqprs", "lapin"];
+const WINDOW: u64 = 1_000;
+const PREFETCH: u16 = 1_000;
+const ACK_EVERY: u64 = 100;
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+/// CPU time of this process so far, from /proc/self/stat (utime + stime,
+/// in clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of the file; the 12th and 13th after the name.
+    let ticks = |index: usize| fields.get(index).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Measure {
+    started: Instant,
+    cpu: f64,
+}
+
+impl Measure {
+    fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            cpu: cpu_seconds(),
+        }
+    }
+
+    fn finish(self, messages: u64, latencies: &mut [f64]) -> Value {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - self.cpu;
+        latencies.sort_by(f64::total_cmp);
+        let quantile = |q: f64| {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+            latencies[index.min(latencies.len() - 1)]
+        };
+        json!({"messages": messages, "seconds": seconds, "cpu": cpu,
+               "p50_us": quantile(0.5), "p99_us": quantile(0.99)})
+    }
+}
+
+fn body(size: usize) -> Vec<u8> {
+    vec![b'x'; size]
+}
+
+// ---- amqp-io-tokio -------------------------------------------------------
+
+mod ours {
+    use super::*;
+
+    pub async fn run(scenario: &str, size: usize, count: u64, queue: &str) -> Result<Value, Failure> {
+        let connection = Connection::connect(URL).await?;
+        let channel = connection.channel().await?;
+        let publish = BasicPublish {
+            routing_key: queue.into(),
+            ..Default::default()
+        };
+        let properties = BasicProperties::default();
+        let payload = bytes::Bytes::from(body(size));
+        let mut latencies = Vec::new();
+        let measure;
+        match scenario {
+            "publish" | "publish-confirm" => {
+                if scenario == "publish-confirm" {
+                    channel.confirm_select().await?;
+                }
+                measure = Measure::start();
+                for _ in 0..count {
+                    // The core keeps at most 1,000 unconfirmed (the window).
+                    channel.publish(&publish, &properties, payload.clone()).await?;
+                }
+                if scenario == "publish-confirm" {
+                    channel.wait_for_confirms(Duration::from_secs(120)).await?;
+                } else {
+                    let passive = QueueDeclare { queue: queue.into(), passive: true, ..Default::default() };
+                    channel.queue_declare(passive).await?;
+                }
+            }
+            "consume" => {
+                channel.basic_qos(PREFETCH, false).await?;
+                measure = Measure::start();
+                let consume = amqp_proto::spec::BasicConsume { queue: queue.into(), ..Default::default() };
+                let mut consumer = channel.basic_consume(consume).await?;
+                for received in 1..=count {
+                    let delivery = consumer.recv().await.ok_or("consumer ended")??;
+                    if received % ACK_EVERY == 0 || received == count {
+                        delivery.ack_multiple()?;
+                    }
+                }
+            }
+            "rpc" => {
+                let client = amqp_io_tokio::rpc::RpcClient::new(&connection).await?;
+                measure = Measure::start();
+                for _ in 0..count {
+                    let sent = Instant::now();
+                    client
+                        .call("", queue, BasicProperties::default(), payload.clone(), Duration::from_secs(10))
+                        .await?;
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            other => return Err(format!("unknown scenario {other}").into()),
+        }
+        let result = measure.finish(count, &mut latencies);
+        connection.close().await?;
+        Ok(result)
+    }
+}
+
+// ---- amqprs ----------------------------------------------------------------
+
+mod peer_amqprs {
+    use super::*;
+    use amqprs::callbacks::{DefaultConnectionCallback, ChannelCallback};
+    use amqprs::channel::{
+        BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments,
+        Channel, ConfirmSelectArguments, QueueDeclareArguments,
+    };
+    use amqprs::connection::{Connection, OpenConnectionArguments};
+    use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
+
+    /// Counts confirms (RabbitMQ settles a single queue's publishes in
+    /// order, so the highest tag settled is the count).
+    struct Confirms(Arc<AtomicU64>, Arc<tokio::sync::Notify>);
+
+    #[async_trait::async_trait]
+    impl ChannelCallback for Confirms {
+        async fn close(&mut self, _: &Channel, _: CloseChannel) -> Result<(), amqprs::error::Error> {
+            Ok(())
+        }
+        async fn cancel(&mut self, _: &Channel, _: Cancel) -> Result<(), amqprs::error::Error> {
+            Ok(())
+        }
+        async fn flow(&mut self, _: &Channel, active: bool) -> Result<bool, amqprs::error::Error> {
+            Ok(active)
+        }
+        async fn publish_ack(&mut self, _: &Channel, ack: Ack) {
+            self.0.fetch_max(ack.delivery_tag(), Ordering::SeqCst);
+            self.1.notify_waiters();
+        }
+        async fn publish_nack(&mut self, _: &Channel, nack: Nack) {
+            self.0.fetch_max(nack.delivery_tag(), Ordering::SeqCst);
+            self.1.notify_waiters();
+        }
+        async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {}
+    }
+
+    pub async fn run(scenario: &str, size: usize, count: u64, queue: &str) -> Result<Value, Failure> {
+        let arguments = OpenConnectionArguments::new("127.0.0.1", 5672, "guest", "guest");
+        let connection = Connection::open(&arguments).await?;
+        connection.register_callback(DefaultConnectionCallback).await?;
+        let channel = connection.open_channel(None).await?;
+        let confirmed = Arc::new(AtomicU64::new(0));
+        let settled = Arc::new(tokio::sync::Notify::new());
+        channel
+            .register_callback(Confirms(Arc::clone(&confirmed), Arc::clone(&settled)))
+            .await?;
+        let payload = body(size);
+        let mut latencies = Vec::new();
+        let measure;
+        match scenario {
+            "publish" | "publish-confirm" => {
+                let confirms = scenario == "publish-confirm";
+                if confirms {
+                    channel.confirm_select(ConfirmSelectArguments::default()).await?;
+                }
+                measure = Measure::start();
+                for published in 1..=count {
+                    while confirms && published - confirmed.load(Ordering::SeqCst) > WINDOW {
+                        let wait = settled.notified();
+                        tokio::pin!(wait);
+                        wait.as_mut().enable();
+                        if published - confirmed.load(Ordering::SeqCst) > WINDOW {
+                            wait.await;
+                        }
+                    }
+                    let arguments = BasicPublishArguments::new("", queue);
+                    channel
+                        .basic_publish(BasicProperties::default(), payload.clone(), arguments)
+                        .await?;
+                }
+                if confirms {
+                    while confirmed.load(Ordering::SeqCst) < count {
+                        let wait = settled.notified();
+                        tokio::pin!(wait);
+                        wait.as_mut().enable();
+                        if confirmed.load(Ordering::SeqCst) < count {
+                            wait.await;
+                        }
+                    }
+                } else {
+                    let mut passive = QueueDeclareArguments::new(queue);
+                    passive.passive(true);
+                    channel.queue_declare(passive).await?;
+                }
+            }
+            "consume" => {
+                channel.basic_qos(BasicQosArguments::new(0, PREFETCH, false)).await?;
+                measure = Measure::start();
+                let (_, mut messages) = channel
+                    .basic_consume_rx(BasicConsumeArguments::new(queue, "compare"))
+                    .await?;
+                for received in 1..=count {
+                    let message = messages.recv().await.ok_or("consumer ended")?;
+                    let tag = message.deliver.ok_or("no deliver")?.delivery_tag();
+                    if received % ACK_EVERY == 0 || received == count {
+                        channel.basic_ack(BasicAckArguments::new(tag, true)).await?;
+                    }
+                }
+            }
+            "rpc" => {
+                let mut reply_to = BasicConsumeArguments::new("amq.rabbitmq.reply-to", "replies");
+                reply_to.manual_ack(false);
+                let (_, mut replies) = channel.basic_consume_rx(reply_to).await?;
+                measure = Measure::start();
+                for call in 0..count {
+                    let id = call.to_string();
+                    let properties = BasicProperties::default()
+                        .with_reply_to("amq.rabbitmq.reply-to")
+                        .with_correlation_id(&id)
+                        .finish();
+                    let sent = Instant::now();
+                    channel
+                        .basic_publish(properties, payload.clone(), BasicPublishArguments::new("", queue))
+                        .await?;
+                    loop {
+                        let reply = replies.recv().await.ok_or("reply consumer ended")?;
+                        let matches = reply
+                            .basic_properties
+                            .as_ref()
+                            .and_then(BasicProperties::correlation_id)
+                            .is_some_and(|reply_id| *reply_id == id);
+                        if matches {
+                            break;
+                        }
+                    }
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            other => return Err(format!("unknown scenario {other}").into()),
+        }
+        let result = measure.finish(count, &mut latencies);
+        channel.close().await?;
+        connection.close().await?;
+        Ok(result)
+    }
+}
+
+// ---- lapin -----------------------------------------------------------------
+
+mod peer_lapin {
+    use super::*;
+    use futures_lite::StreamExt;
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, QueueDeclareOptions,
+    };
+    use lapin::types::FieldTable;
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+    pub async fn run(scenario: &str, size: usize, count: u64, queue: &str) -> Result<Value, Failure> {
+        let connection = Connection::connect(URL, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        let payload = body(size);
+        let mut latencies = Vec::new();
+        let measure;
+        match scenario {
+            "publish" | "publish-confirm" => {
+                let confirms = scenario == "publish-confirm";
+                if confirms {
+                    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+                }
+                measure = Measure::start();
+                let mut outstanding = std::collections::VecDeque::new();
+                for _ in 0..count {
+                    let confirm = channel
+                        .basic_publish(
+                            "".into(),
+                            queue.into(),
+                            BasicPublishOptions::default(),
+                            &payload,
+                            BasicProperties::default(),
+                        )
+                        .await?;
+                    if confirms {
+                        outstanding.push_back(confirm);
+                        while outstanding.len() as u64 >= WINDOW {
+                            if let Some(oldest) = outstanding.pop_front() {
+                                oldest.await?;
+                            }
+                        }
+                    }
+                }
+                for confirm in outstanding {
+                    confirm.await?;
+                }
+                if !confirms {
+                    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+                    channel.queue_declare(queue.into(), passive, FieldTable::default()).await?;
+                }
+            }
+            "consume" => {
+                channel.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+                measure = Measure::start();
+                let mut consumer = channel
+                    .basic_consume(queue.into(), "compare".into(), BasicConsumeOptions::default(), FieldTable::default())
+                    .await?;
+                for received in 1..=count {
+                    let delivery = consumer.next().await.ok_or("consumer ended")??;
+                    if received % ACK_EVERY == 0 || received == count {
+                        delivery.ack(BasicAckOptions { multiple: true }).await?;
+                    }
+                }
+            }
+            "rpc" => {
+                let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+                let mut replies = channel
+                    .basic_consume("amq.rabbitmq.reply-to".into(), "replies".into(), no_ack, FieldTable::default())
+                    .await?;
+                measure = Measure::start();
+                for call in 0..count {
+                    let id = call.to_string();
+                    let properties = BasicProperties::default()
+                        .with_reply_to("amq.rabbitmq.reply-to".into())
+                        .with_correlation_id(id.as_str().into());
+                    let sent = Instant::now();
+                    channel
+                        .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &payload, properties)
+                        .await?;
+                    loop {
+                        let reply = replies.next().await.ok_or("reply consumer ended")??;
+                        let matches = reply
+                            .properties
+                            .correlation_id()
+                            .as_ref()
+                            .is_some_and(|reply_id| reply_id.as_str() == id);
+                        if matches {
+                            break;
+                        }
+                    }
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            other => return Err(format!("unknown scenario {other}").into()),
+        }
+        let result = measure.finish(count, &mut latencies);
+        connection.close(200, "done".into()).await?;
+        Ok(result)
+    }
+}
+
+// ---- the parent -------------------------------------------------------------
+
+async fn child(arguments: &[String]) -> Result<(), Failure> {
+    let [client, scenario, size, count, queue] = arguments else {
+        return Err("usage: compare child <client> <scenario> <size> <count> <queue>".into());
+    };
+    let (size, count): (usize, u64) = (size.parse()?, count.parse()?);
+    let result = match client.as_str() {
+        "amqp-io-tokio" => ours::run(scenario, size, count, queue).await?,
+        "amqprs" => peer_amqprs::run(scenario, size, count, queue).await?,
+        "lapin" => peer_lapin::run(scenario, size, count, queue).await?,
+        other => return Err(format!("unknown client {other}").into()),
+    };
+    println!("{result}");
+    Ok(())
+}
+
+fn run_child(client: &str, scenario: &str, size: usize, count: u64, queue: &str) -> Result<Value, Failure> {
+    let output = Command::new(std::env::current_exe()?)
+        .args(["child", client, scenario, &size.to_string(), &count.to_string(), queue])
+        .output()?;
+    if !output.status.success() {
+        return Err(format!(
+            "{client} {scenario} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+async fn parent() -> Result<(), Failure> {
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let scale: f64 = std::env::var("SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let connection = Connection::connect(URL).await?;
+    let channel = connection.channel().await?;
+    let queue = format!("compare-{}", std::process::id());
+    let declare = QueueDeclare { queue: queue.as_str().into(), ..Default::default() };
+    channel.queue_declare(declare).await?;
+    let rpc_queue = format!("compare-rpc-{}", std::process::id());
+    let declare = QueueDeclare { queue: rpc_queue.as_str().into(), ..Default::default() };
+    channel.queue_declare(declare).await?;
+    let server = connection.channel().await?;
+    server.basic_qos(100, false).await?;
+    let serving = tokio::spawn({
+        let (server, rpc_queue) = (server.clone(), rpc_queue.clone());
+        async move {
+            amqp_io_tokio::rpc::serve(&server, &rpc_queue, |request| {
+                (BasicProperties::default(), request.body().clone())
+            })
+            .await
+        }
+    });
+
+    let scaled = |count: f64| ((count * scale) as u64).max(100);
+    let scenarios: Vec<(&str, usize, u64)> = vec![
+        ("publish", 16, scaled(200_000.0)),
+        ("publish-confirm", 16, scaled(100_000.0)),
+        ("consume", 16, scaled(100_000.0)),
+        ("publish", 4096, scaled(50_000.0)),
+        ("publish-confirm", 4096, scaled(50_000.0)),
+        ("consume", 4096, scaled(50_000.0)),
+        ("rpc", 16, scaled(5_000.0)),
+    ];
+    println!("{rounds} rounds per cell, clients alternating; medians; client CPU = user+sys of the client process");
+    println!("{:<16} {:>6} {:<14} {:>12} {:>14} {:>10} {:>10}", "scenario", "size", "client", "msgs/s", "CPU us/msg", "p50 us", "p99 us");
+    let publish = BasicPublish { routing_key: queue.as_str().into(), ..Default::default() };
+    for (scenario, size, count) in scenarios {
+        let mut results: Vec<(&str, Vec<Value>)> = CLIENTS.iter().map(|client| (*client, Vec::new())).collect();
+        for _ in 0..rounds {
+            for (client, runs) in &mut results {
+                let target = if scenario == "rpc" { &rpc_queue } else { &queue };
+                if scenario == "consume" {
+                    channel.confirm_select().await.ok();
+                    let payload = bytes::Bytes::from(body(size));
+                    for _ in 0..count {
+                        channel.publish(&publish, &BasicProperties::default(), payload.clone()).await?;
+                    }
+                    channel.wait_for_confirms(Duration::from_secs(120)).await?;
+                }
+                runs.push(run_child(client, scenario, size, count, target)?);
+                let purge = QueuePurge { queue: queue.as_str().into(), ..Default::default() };
+                channel.queue_purge(purge).await?;
+            }
+        }
+        for (client, runs) in results {
+            let field = |name: &str| -> Vec<f64> { runs.iter().map(|run| run[name].as_f64().unwrap_or(0.0)).collect() };
+            let rates: Vec<f64> = runs
+                .iter()
+                .map(|run| run["messages"].as_f64().unwrap_or(0.0) / run["seconds"].as_f64().unwrap_or(1.0))
+                .collect();
+            let cpu_per: Vec<f64> = runs
+                .iter()
+                .map(|run| run["cpu"].as_f64().unwrap_or(0.0) / run["messages"].as_f64().unwrap_or(1.0) * 1e6)
+                .collect();
+            let (p50, p99) = if scenario == "rpc" {
+                (format!("{:.0}", median(field("p50_us"))), format!("{:.0}", median(field("p99_us"))))
+            } else {
+                ("-".into(), "-".into())
+            };
+            println!(
+                "{scenario:<16} {size:>6} {client:<14} {:>12.0} {:>14.2} {p50:>10} {p99:>10}",
+                median(rates),
+                median(cpu_per)
+            );
+        }
+    }
+    serving.abort();
+    for name in [&queue, &rpc_queue] {
+        let delete = QueueDelete { queue: name.as_str().into(), ..Default::default() };
+        channel.queue_delete(delete).await?;
+    }
+    connection.close().await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let result = match arguments.first().map(String::as_str) {
+        Some("child") => child(&arguments[1..]).await,
+        _ => parent().await,
+    };
+    if let Err(error) = result {
+        eprintln!("compare: {error}");
+        std::process::exit(1);
+    }
+}
