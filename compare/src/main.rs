@@ -35,7 +35,12 @@ fn cpu_seconds() -> f64 {
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // Fields 14 and 15 of the file; the 12th and 13th after the name.
-    let ticks = |index: usize| fields.get(index).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -77,7 +82,12 @@ fn body(size: usize) -> Vec<u8> {
 mod ours {
     use super::*;
 
-    pub async fn run(scenario: &str, size: usize, count: u64, queue: &str) -> Result<Value, Failure> {
+    pub async fn run(
+        scenario: &str,
+        size: usize,
+        count: u64,
+        queue: &str,
+    ) -> Result<Value, Failure> {
         let connection = Connection::connect(URL).await?;
         let channel = connection.channel().await?;
         let publish = BasicPublish {
@@ -96,19 +106,28 @@ mod ours {
                 measure = Measure::start();
                 for _ in 0..count {
                     // The core keeps at most 1,000 unconfirmed (the window).
-                    channel.publish(&publish, &properties, payload.clone()).await?;
+                    channel
+                        .publish(&publish, &properties, payload.clone())
+                        .await?;
                 }
                 if scenario == "publish-confirm" {
                     channel.wait_for_confirms(Duration::from_secs(120)).await?;
                 } else {
-                    let passive = QueueDeclare { queue: queue.into(), passive: true, ..Default::default() };
+                    let passive = QueueDeclare {
+                        queue: queue.into(),
+                        passive: true,
+                        ..Default::default()
+                    };
                     channel.queue_declare(passive).await?;
                 }
             }
             "consume" => {
                 channel.basic_qos(PREFETCH, false).await?;
                 measure = Measure::start();
-                let consume = amqp_proto::spec::BasicConsume { queue: queue.into(), ..Default::default() };
+                let consume = amqp_proto::spec::BasicConsume {
+                    queue: queue.into(),
+                    ..Default::default()
+                };
                 let mut consumer = channel.basic_consume(consume).await?;
                 for received in 1..=count {
                     let delivery = consumer.recv().await.ok_or("consumer ended")??;
@@ -123,7 +142,13 @@ mod ours {
                 for _ in 0..count {
                     let sent = Instant::now();
                     client
-                        .call("", queue, BasicProperties::default(), payload.clone(), Duration::from_secs(10))
+                        .call(
+                            "",
+                            queue,
+                            BasicProperties::default(),
+                            payload.clone(),
+                            Duration::from_secs(10),
+                        )
                         .await?;
                     latencies.push(sent.elapsed().as_secs_f64() * 1e6);
                 }
@@ -140,7 +165,7 @@ mod ours {
 
 mod peer_amqprs {
     use super::*;
-    use amqprs::callbacks::{DefaultConnectionCallback, ChannelCallback};
+    use amqprs::callbacks::{ChannelCallback, DefaultConnectionCallback};
     use amqprs::channel::{
         BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments,
         Channel, ConfirmSelectArguments, QueueDeclareArguments,
@@ -154,7 +179,11 @@ mod peer_amqprs {
 
     #[async_trait::async_trait]
     impl ChannelCallback for Confirms {
-        async fn close(&mut self, _: &Channel, _: CloseChannel) -> Result<(), amqprs::error::Error> {
+        async fn close(
+            &mut self,
+            _: &Channel,
+            _: CloseChannel,
+        ) -> Result<(), amqprs::error::Error> {
             Ok(())
         }
         async fn cancel(&mut self, _: &Channel, _: Cancel) -> Result<(), amqprs::error::Error> {
@@ -171,13 +200,21 @@ mod peer_amqprs {
             self.0.fetch_max(nack.delivery_tag(), Ordering::SeqCst);
             self.1.notify_waiters();
         }
-        async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {}
+        async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {
+        }
     }
 
-    pub async fn run(scenario: &str, size: usize, count: u64, queue: &str) -> Result<Value, Failure> {
+    pub async fn run(
+        scenario: &str,
+        size: usize,
+        count: u64,
+        queue: &str,
+    ) -> Result<Value, Failure> {
         let arguments = OpenConnectionArguments::new("127.0.0.1", 5672, "guest", "guest");
         let connection = Connection::open(&arguments).await?;
-        connection.register_callback(DefaultConnectionCallback).await?;
+        connection
+            .register_callback(DefaultConnectionCallback)
+            .await?;
         let channel = connection.open_channel(None).await?;
         let confirmed = Arc::new(AtomicU64::new(0));
         let settled = Arc::new(tokio::sync::Notify::new());
@@ -191,7 +228,9 @@ mod peer_amqprs {
             "publish" | "publish-confirm" => {
                 let confirms = scenario == "publish-confirm";
                 if confirms {
-                    channel.confirm_select(ConfirmSelectArguments::default()).await?;
+                    channel
+                        .confirm_select(ConfirmSelectArguments::default())
+                        .await?;
                 }
                 measure = Measure::start();
                 for published in 1..=count {
@@ -224,7 +263,9 @@ mod peer_amqprs {
                 }
             }
             "consume" => {
-                channel.basic_qos(BasicQosArguments::new(0, PREFETCH, false)).await?;
+                channel
+                    .basic_qos(BasicQosArguments::new(0, PREFETCH, false))
+                    .await?;
                 measure = Measure::start();
                 let (_, mut messages) = channel
                     .basic_consume_rx(BasicConsumeArguments::new(queue, "compare"))
@@ -250,7 +291,11 @@ mod peer_amqprs {
                         .finish();
                     let sent = Instant::now();
                     channel
-                        .basic_publish(properties, payload.clone(), BasicPublishArguments::new("", queue))
+                        .basic_publish(
+                            properties,
+                            payload.clone(),
+                            BasicPublishArguments::new("", queue),
+                        )
                         .await?;
                     loop {
                         let reply = replies.recv().await.ok_or("reply consumer ended")?;
@@ -287,7 +332,12 @@ mod peer_lapin {
     use lapin::types::FieldTable;
     use lapin::{BasicProperties, Connection, ConnectionProperties};
 
-    pub async fn run(scenario: &str, size: usize, count: u64, queue: &str) -> Result<Value, Failure> {
+    pub async fn run(
+        scenario: &str,
+        size: usize,
+        count: u64,
+        queue: &str,
+    ) -> Result<Value, Failure> {
         let connection = Connection::connect(URL, ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
         let payload = body(size);
@@ -297,7 +347,9 @@ mod peer_lapin {
             "publish" | "publish-confirm" => {
                 let confirms = scenario == "publish-confirm";
                 if confirms {
-                    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+                    channel
+                        .confirm_select(ConfirmSelectOptions::default())
+                        .await?;
                 }
                 measure = Measure::start();
                 let mut outstanding = std::collections::VecDeque::new();
@@ -324,15 +376,27 @@ mod peer_lapin {
                     confirm.await?;
                 }
                 if !confirms {
-                    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-                    channel.queue_declare(queue.into(), passive, FieldTable::default()).await?;
+                    let passive = QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    };
+                    channel
+                        .queue_declare(queue.into(), passive, FieldTable::default())
+                        .await?;
                 }
             }
             "consume" => {
-                channel.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+                channel
+                    .basic_qos(PREFETCH, BasicQosOptions::default())
+                    .await?;
                 measure = Measure::start();
                 let mut consumer = channel
-                    .basic_consume(queue.into(), "compare".into(), BasicConsumeOptions::default(), FieldTable::default())
+                    .basic_consume(
+                        queue.into(),
+                        "compare".into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
                     .await?;
                 for received in 1..=count {
                     let delivery = consumer.next().await.ok_or("consumer ended")??;
@@ -342,9 +406,17 @@ mod peer_lapin {
                 }
             }
             "rpc" => {
-                let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+                let no_ack = BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                };
                 let mut replies = channel
-                    .basic_consume("amq.rabbitmq.reply-to".into(), "replies".into(), no_ack, FieldTable::default())
+                    .basic_consume(
+                        "amq.rabbitmq.reply-to".into(),
+                        "replies".into(),
+                        no_ack,
+                        FieldTable::default(),
+                    )
                     .await?;
                 measure = Measure::start();
                 for call in 0..count {
@@ -354,7 +426,13 @@ mod peer_lapin {
                         .with_correlation_id(id.as_str().into());
                     let sent = Instant::now();
                     channel
-                        .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &payload, properties)
+                        .basic_publish(
+                            "".into(),
+                            queue.into(),
+                            BasicPublishOptions::default(),
+                            &payload,
+                            properties,
+                        )
                         .await?;
                     loop {
                         let reply = replies.next().await.ok_or("reply consumer ended")??;
@@ -395,9 +473,22 @@ async fn child(arguments: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
-fn run_child(client: &str, scenario: &str, size: usize, count: u64, queue: &str) -> Result<Value, Failure> {
+fn run_child(
+    client: &str,
+    scenario: &str,
+    size: usize,
+    count: u64,
+    queue: &str,
+) -> Result<Value, Failure> {
     let output = Command::new(std::env::current_exe()?)
-        .args(["child", client, scenario, &size.to_string(), &count.to_string(), queue])
+        .args([
+            "child",
+            client,
+            scenario,
+            &size.to_string(),
+            &count.to_string(),
+            queue,
+        ])
         .output()?;
     if !output.status.success() {
         return Err(format!(
@@ -415,15 +506,27 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 async fn parent() -> Result<(), Failure> {
-    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
-    let scale: f64 = std::env::var("SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let scale: f64 = std::env::var("SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     let connection = Connection::connect(URL).await?;
     let channel = connection.channel().await?;
     let queue = format!("compare-{}", std::process::id());
-    let declare = QueueDeclare { queue: queue.as_str().into(), ..Default::default() };
+    let declare = QueueDeclare {
+        queue: queue.as_str().into(),
+        ..Default::default()
+    };
     channel.queue_declare(declare).await?;
     let rpc_queue = format!("compare-rpc-{}", std::process::id());
-    let declare = QueueDeclare { queue: rpc_queue.as_str().into(), ..Default::default() };
+    let declare = QueueDeclare {
+        queue: rpc_queue.as_str().into(),
+        ..Default::default()
+    };
     channel.queue_declare(declare).await?;
     let server = connection.channel().await?;
     server.basic_qos(100, false).await?;
@@ -448,38 +551,66 @@ async fn parent() -> Result<(), Failure> {
         ("rpc", 16, scaled(5_000.0)),
     ];
     println!("{rounds} rounds per cell, clients alternating; medians; client CPU = user+sys of the client process");
-    println!("{:<16} {:>6} {:<14} {:>12} {:>14} {:>10} {:>10}", "scenario", "size", "client", "msgs/s", "CPU us/msg", "p50 us", "p99 us");
-    let publish = BasicPublish { routing_key: queue.as_str().into(), ..Default::default() };
+    println!(
+        "{:<16} {:>6} {:<14} {:>12} {:>14} {:>10} {:>10}",
+        "scenario", "size", "client", "msgs/s", "CPU us/msg", "p50 us", "p99 us"
+    );
+    let publish = BasicPublish {
+        routing_key: queue.as_str().into(),
+        ..Default::default()
+    };
     for (scenario, size, count) in scenarios {
-        let mut results: Vec<(&str, Vec<Value>)> = CLIENTS.iter().map(|client| (*client, Vec::new())).collect();
+        let mut results: Vec<(&str, Vec<Value>)> =
+            CLIENTS.iter().map(|client| (*client, Vec::new())).collect();
         for _ in 0..rounds {
             for (client, runs) in &mut results {
-                let target = if scenario == "rpc" { &rpc_queue } else { &queue };
+                let target = if scenario == "rpc" {
+                    &rpc_queue
+                } else {
+                    &queue
+                };
                 if scenario == "consume" {
                     channel.confirm_select().await.ok();
                     let payload = bytes::Bytes::from(body(size));
                     for _ in 0..count {
-                        channel.publish(&publish, &BasicProperties::default(), payload.clone()).await?;
+                        channel
+                            .publish(&publish, &BasicProperties::default(), payload.clone())
+                            .await?;
                     }
                     channel.wait_for_confirms(Duration::from_secs(120)).await?;
                 }
                 runs.push(run_child(client, scenario, size, count, target)?);
-                let purge = QueuePurge { queue: queue.as_str().into(), ..Default::default() };
+                let purge = QueuePurge {
+                    queue: queue.as_str().into(),
+                    ..Default::default()
+                };
                 channel.queue_purge(purge).await?;
             }
         }
         for (client, runs) in results {
-            let field = |name: &str| -> Vec<f64> { runs.iter().map(|run| run[name].as_f64().unwrap_or(0.0)).collect() };
+            let field = |name: &str| -> Vec<f64> {
+                runs.iter()
+                    .map(|run| run[name].as_f64().unwrap_or(0.0))
+                    .collect()
+            };
             let rates: Vec<f64> = runs
                 .iter()
-                .map(|run| run["messages"].as_f64().unwrap_or(0.0) / run["seconds"].as_f64().unwrap_or(1.0))
+                .map(|run| {
+                    run["messages"].as_f64().unwrap_or(0.0) / run["seconds"].as_f64().unwrap_or(1.0)
+                })
                 .collect();
             let cpu_per: Vec<f64> = runs
                 .iter()
-                .map(|run| run["cpu"].as_f64().unwrap_or(0.0) / run["messages"].as_f64().unwrap_or(1.0) * 1e6)
+                .map(|run| {
+                    run["cpu"].as_f64().unwrap_or(0.0) / run["messages"].as_f64().unwrap_or(1.0)
+                        * 1e6
+                })
                 .collect();
             let (p50, p99) = if scenario == "rpc" {
-                (format!("{:.0}", median(field("p50_us"))), format!("{:.0}", median(field("p99_us"))))
+                (
+                    format!("{:.0}", median(field("p50_us"))),
+                    format!("{:.0}", median(field("p99_us"))),
+                )
             } else {
                 ("-".into(), "-".into())
             };
@@ -492,7 +623,10 @@ async fn parent() -> Result<(), Failure> {
     }
     serving.abort();
     for name in [&queue, &rpc_queue] {
-        let delete = QueueDelete { queue: name.as_str().into(), ..Default::default() };
+        let delete = QueueDelete {
+            queue: name.as_str().into(),
+            ..Default::default()
+        };
         channel.queue_delete(delete).await?;
     }
     connection.close().await?;
