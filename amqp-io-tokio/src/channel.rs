@@ -535,18 +535,22 @@ impl Channel {
     ) -> Result<Confirmation> {
         let body = body.into();
         // The common case, ready at once, needs no timer and no waiter.
-        if let Some(confirmation) = self.try_publish(publish, properties, &body)? {
+        if let Ok(confirmation) = self.try_publish(publish, properties, &body)? {
             return Ok(confirmation);
         }
         let attempt = async {
             loop {
                 let changed = self.shared().changed.notified();
-                tokio::pin!(changed);
+                let window = self.shared().window.notified();
+                tokio::pin!(changed, window);
                 changed.as_mut().enable();
-                if let Some(confirmation) = self.try_publish(publish, properties, &body)? {
-                    return Ok(confirmation);
+                window.as_mut().enable();
+                match self.try_publish(publish, properties, &body)? {
+                    Ok(confirmation) => return Ok(confirmation),
+                    // Resumed only once the window drained to half.
+                    Err(Readiness::ConfirmWindowFull) => window.await,
+                    Err(_) => changed.await,
                 }
-                changed.await;
             }
         };
         tokio::time::timeout(self.timeout, attempt)
@@ -557,13 +561,14 @@ impl Channel {
             }))
     }
 
-    /// Publishes if flow control allows it now; `None` if it must wait.
+    /// Publishes if flow control allows it now; otherwise says what holds
+    /// it back.
     fn try_publish(
         &self,
         publish: &BasicPublish,
         properties: &BasicProperties,
         body: &Bytes,
-    ) -> Result<Option<Confirmation>> {
+    ) -> Result<std::result::Result<Confirmation, Readiness>> {
         let mut state = self.shared().lock();
         state.channel(self.id, self.generation)?;
         match state.core.publish_readiness(self.id) {
@@ -576,7 +581,7 @@ impl Channel {
                 if idle {
                     self.shared().wake_driver.notify_one();
                 }
-                confirmation.map(Some)
+                confirmation.map(Ok)
             }
             Readiness::Closed => Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
                 self.id,
@@ -585,9 +590,9 @@ impl Channel {
             Readiness::OutputFull => {
                 drop(state);
                 self.shared().wake_driver.notify_one();
-                Ok(None)
+                Ok(Err(Readiness::OutputFull))
             }
-            _ => Ok(None),
+            other => Ok(Err(other)),
         }
     }
 

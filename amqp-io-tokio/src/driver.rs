@@ -28,19 +28,24 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output: Vec<Bytes> = Vec::new();
     loop {
-        let (deadline, wants_input, closed) = {
+        let (deadline, wants_input, closed, window_opened) = {
             let mut state = shared.lock();
             state.core.handle_timeout(Instant::now());
             state.dispatch();
+            let window_opened = std::mem::take(&mut state.window_opened);
             output.extend(std::iter::from_fn(|| state.core.poll_transmit()));
             (
                 state.core.poll_timeout(),
                 state.wants_input(),
                 state.core.is_closed(),
+                window_opened,
             )
         };
         // Waiters check their conditions after every pass.
         shared.changed.notify_waiters();
+        if window_opened || closed {
+            shared.window.notify_waiters();
+        }
         if !output.is_empty() {
             if let Err(error) = write_all(&mut writer, &mut output).await {
                 output.clear();

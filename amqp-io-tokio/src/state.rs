@@ -64,6 +64,9 @@ pub(crate) struct State {
     pub(crate) blocked: watch::Sender<Option<String>>,
     /// This side's socket address.
     pub(crate) local_addr: Option<std::net::SocketAddr>,
+    /// Set when a confirm window drained to its low watermark (or a
+    /// channel closed) during dispatch; the driver then wakes publishers.
+    pub(crate) window_opened: bool,
 }
 
 impl State {
@@ -82,6 +85,7 @@ impl State {
             max_buffered_deliveries,
             blocked: watch::Sender::new(None),
             local_addr: None,
+            window_opened: false,
         }
     }
 
@@ -255,6 +259,10 @@ impl State {
                 if let Some(waiter) = self.confirms.remove(&(channel, sequence)) {
                     let _ = waiter.send(outcome);
                 }
+                let low_watermark = self.core.config().max_unconfirmed / 2;
+                if self.core.unconfirmed(channel) <= low_watermark {
+                    self.window_opened = true;
+                }
             }
             Event::ConsumerCancelled {
                 channel,
@@ -273,6 +281,7 @@ impl State {
                 self.blocked.send_replace(None);
             }
             Event::ChannelClosed { channel, reason } => {
+                self.window_opened = true;
                 self.ledger.channel_closed(channel, &reason, wake);
                 if let Some(record) = self.ledger.channel_record(channel) {
                     wake(&mut record.extra.returns_waker);
@@ -289,6 +298,7 @@ impl State {
 
     /// Records the end of the connection and wakes everyone waiting on it.
     pub(crate) fn connection_closed(&mut self, error: &ConnectionError) {
+        self.window_opened = true;
         if let Some(waiter) = self.open_waiter.take() {
             let _ = waiter.send(Err(Error::ConnectionClosed(error.clone())));
         }
@@ -332,6 +342,10 @@ pub(crate) struct Shared {
     pub(crate) wake_driver: Notify,
     /// Driver to handles: the state moved on; check your condition.
     pub(crate) changed: Notify,
+    /// Driver to publishers held back by a full confirm window: it has
+    /// drained to half (or the channel or connection closed). Waking them
+    /// on every ack instead would cost a thread switch per few messages.
+    pub(crate) window: Notify,
 }
 
 impl Shared {
@@ -340,6 +354,7 @@ impl Shared {
             state: Mutex::new(state),
             wake_driver: Notify::new(),
             changed: Notify::new(),
+            window: Notify::new(),
         }
     }
 
