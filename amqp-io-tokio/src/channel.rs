@@ -475,8 +475,9 @@ impl Channel {
                 state.register_consumer((self.id, tag.clone()), &pending);
                 Ok(())
             })?;
-            return Ok(Consumer::new(self.clone(), tag));
+            return Ok(Consumer::new(self.clone(), tag, pending.no_ack));
         }
+        let no_ack = pending.no_ack;
         let receiver = self.send(consume.into(), |state, request| {
             state.pending_consumes.insert(request, pending);
         })?;
@@ -485,7 +486,7 @@ impl Channel {
         };
         match self.reply("basic.consume", receiver).await? {
             Reply::Method(Method::BasicConsumeOk(ok)) => {
-                Ok(Consumer::new(self.clone(), ok.consumer_tag))
+                Ok(Consumer::new(self.clone(), ok.consumer_tag, no_ack))
             }
             Reply::Method(other) => Err(unexpected("basic.consume", other.name())),
             Reply::Get(_) => Err(unexpected("basic.consume", "basic.get-ok")),

@@ -4,6 +4,9 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::collections::VecDeque;
+
+use amqp_io_common::ledger::Cleanup;
 use amqp_io_common::Result;
 use amqp_proto::codec::ShortString;
 use amqp_proto::Returned;
@@ -145,16 +148,30 @@ impl Delivery {
 pub struct Consumer {
     channel: Channel,
     tag: ShortString,
-    /// The error the end was reported with, once yielded.
+    no_ack: bool,
+    /// Deliveries taken from the shared queue in one go and not yielded
+    /// yet: one lock per batch instead of one per delivery, which keeps
+    /// the driver and this task from contending for it.
+    taken: VecDeque<amqp_proto::Delivery>,
+    /// The end was reported.
     finished: bool,
 }
 
 impl Consumer {
-    pub(crate) fn new(channel: Channel, tag: ShortString) -> Self {
+    pub(crate) fn new(channel: Channel, tag: ShortString, no_ack: bool) -> Self {
         Self {
             channel,
             tag,
+            no_ack,
+            taken: VecDeque::new(),
             finished: false,
+        }
+    }
+
+    fn wrap(&self, delivery: amqp_proto::Delivery) -> Delivery {
+        Delivery {
+            delivery,
+            channel: self.channel.clone(),
         }
     }
 
@@ -205,6 +222,9 @@ impl Stream for Consumer {
     type Item = Result<Delivery>;
 
     fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(delivery) = self.taken.pop_front() {
+            return Poll::Ready(Some(Ok(self.wrap(delivery))));
+        }
         if self.finished {
             return Poll::Ready(None);
         }
@@ -222,17 +242,16 @@ impl Stream for Consumer {
             return Poll::Ready(None);
         }
         let starved = !state.wants_input();
-        if let Some(delivery) = state.ledger.take_delivery(&key) {
+        let mut taken = state.ledger.take_deliveries(&key);
+        if let Some(delivery) = taken.pop_front() {
             let resume = starved && state.wants_input();
             drop(state);
             // The driver stopped reading for want of room: there is now.
             if resume {
                 shared.wake_driver.notify_one();
             }
-            return Poll::Ready(Some(Ok(Delivery {
-                delivery,
-                channel: self.channel.clone(),
-            })));
+            self.taken = taken;
+            return Poll::Ready(Some(Ok(self.wrap(delivery))));
         }
         let Some(consumer) = state.ledger.consumer(&key) else {
             return Poll::Ready(None);
@@ -251,10 +270,24 @@ impl Stream for Consumer {
 impl Drop for Consumer {
     fn drop(&mut self) {
         let key = (self.channel.id(), self.tag.clone());
+        // Taken but never yielded: back to the broker like the rest.
+        let mut cleanup: Vec<Cleanup> = if self.no_ack {
+            Vec::new()
+        } else {
+            self.taken
+                .drain(..)
+                .map(|delivery| Cleanup::Requeue {
+                    channel: key.0,
+                    delivery_tag: delivery.delivery_tag,
+                })
+                .collect()
+        };
         let mut state = self.channel.shared().lock();
-        let cleanup = state
-            .ledger
-            .abandon_consumer(&key, self.channel.generation());
+        cleanup.extend(
+            state
+                .ledger
+                .abandon_consumer(&key, self.channel.generation()),
+        );
         state.clean_up(cleanup);
         drop(state);
         self.channel.shared().wake_driver.notify_one();
