@@ -1,22 +1,31 @@
-//! A TCP proxy on loopback for fault tests: it forwards both directions
-//! until told to stall, then stops forwarding while keeping both sockets
-//! open, as a hung peer or a black-holed network does.
+//! A fault-injecting TCP proxy on loopback. It forwards both directions
+//! and, on command: stalls (stops forwarding but keeps both sockets open,
+//! as a hung peer or a black-holed network does), cuts every connection
+//! it carries, or splits the traffic into 1-byte writes.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-/// How often a forwarding thread looks at the stall flag.
+/// How often a forwarding thread looks at the flags.
 const POLL: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Default)]
+struct Faults {
+    stalled: AtomicBool,
+    fragmented: AtomicBool,
+    /// Bumped by [`Proxy::cut`]: connections of an older generation end.
+    generation: AtomicU64,
+}
 
 /// A running proxy; it forwards every connection it accepts to the target.
 #[derive(Debug)]
 pub struct Proxy {
     address: SocketAddr,
-    stalled: Arc<AtomicBool>,
+    faults: Arc<Faults>,
 }
 
 impl Proxy {
@@ -24,26 +33,27 @@ impl Proxy {
     pub fn start(target: &str) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let address = listener.local_addr()?;
-        let stalled = Arc::new(AtomicBool::new(false));
+        let faults = Arc::new(Faults::default());
         let target = target.to_owned();
-        let flag = Arc::clone(&stalled);
+        let shared = Arc::clone(&faults);
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(&target) else {
                     continue;
                 };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
                 let (Ok(client_reader), Ok(server_reader)) =
                     (client.try_clone(), server.try_clone())
                 else {
                     continue;
                 };
-                let upstream = Arc::clone(&flag);
-                let downstream = Arc::clone(&flag);
-                thread::spawn(move || forward(client_reader, server, &upstream));
-                thread::spawn(move || forward(server_reader, client, &downstream));
+                let generation = shared.generation.load(Ordering::SeqCst);
+                let (up, down) = (Arc::clone(&shared), Arc::clone(&shared));
+                thread::spawn(move || forward(client_reader, server, &up, generation));
+                thread::spawn(move || forward(server_reader, client, &down, generation));
             }
         });
-        Ok(Self { address, stalled })
+        Ok(Self { address, faults })
     }
 
     /// Where to connect to go through the proxy.
@@ -55,24 +65,44 @@ impl Proxy {
     /// Stops (or resumes) forwarding in both directions; the sockets stay
     /// open.
     pub fn stall(&self, stalled: bool) {
-        self.stalled.store(stalled, Ordering::SeqCst);
+        self.faults.stalled.store(stalled, Ordering::SeqCst);
+    }
+
+    /// Forwards byte by byte, one write each (or back to whole reads).
+    pub fn fragment(&self, fragmented: bool) {
+        self.faults.fragmented.store(fragmented, Ordering::SeqCst);
+    }
+
+    /// Closes every connection carried so far, both sides, as a broken
+    /// network or a restarted broker does. New connections go through.
+    pub fn cut(&self) {
+        self.faults.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 
-fn forward(mut from: TcpStream, mut to: TcpStream, stalled: &AtomicBool) {
+fn forward(mut from: TcpStream, mut to: TcpStream, faults: &Faults, generation: u64) {
     let mut buffer = vec![0u8; 64 * 1024];
     if from.set_read_timeout(Some(POLL)).is_err() {
         return;
     }
     loop {
-        if stalled.load(Ordering::SeqCst) {
+        if faults.generation.load(Ordering::SeqCst) != generation {
+            break;
+        }
+        if faults.stalled.load(Ordering::SeqCst) {
             thread::sleep(POLL);
             continue;
         }
         match from.read(&mut buffer) {
             Ok(0) => break,
             Ok(read) => {
-                if to.write_all(&buffer[..read]).is_err() {
+                let chunk = &buffer[..read];
+                let written = if faults.fragmented.load(Ordering::SeqCst) {
+                    chunk.chunks(1).try_for_each(|byte| to.write_all(byte))
+                } else {
+                    to.write_all(chunk)
+                };
+                if written.is_err() {
                     break;
                 }
             }
@@ -80,5 +110,6 @@ fn forward(mut from: TcpStream, mut to: TcpStream, stalled: &AtomicBool) {
             Err(_) => break,
         }
     }
-    let _ = to.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
 }
