@@ -327,6 +327,27 @@ pub enum ConnectionError {
     TransportClosed(String),
 }
 
+impl ConnectionError {
+    /// True for failures a new connection may cure, so automatic recovery
+    /// should try: the transport failed, the server went silent, or the
+    /// server closed the connection because of its own state (an operator
+    /// forced it, 320; the server failed, 541). False for what a new
+    /// connection would repeat: the application's own close, refused
+    /// credentials or virtual host, a server that broke the protocol.
+    #[must_use]
+    pub fn is_recoverable(&self) -> bool {
+        match self {
+            Self::TransportClosed(_) | Self::HeartbeatTimeout => true,
+            Self::Closed(reason) => {
+                reason.initiator == Initiator::Server
+                    && [ReplyCode::CONNECTION_FORCED, ReplyCode::INTERNAL_ERROR]
+                        .contains(&reason.code)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A protocol rule the server broke: either a frame that could not be
 /// decoded, or a well-formed frame at the wrong time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -389,6 +410,10 @@ pub enum UsageError {
     /// The handshake has not completed yet.
     #[error("the connection is not open yet")]
     NotOpen,
+    /// The connection is declaring its topology again after a failure;
+    /// wait for [`Event::Recovered`](crate::Event::Recovered).
+    #[error("the connection is recovering")]
+    Recovering,
     /// The connection is closing or closed.
     #[error("the connection is closing or closed")]
     ConnectionClosed,

@@ -215,6 +215,18 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
+    /// A connection made with [`Connection::recover`](crate::Connection::recover)
+    /// declared the recorded topology again: channels (same ids, modes,
+    /// qos), exchanges, queues, bindings and consumers (same tags). The
+    /// channels are usable again from this event on.
+    Recovered {
+        /// Server-named queues, each with its old and its new name.
+        renamed_queues: Vec<(ShortString, ShortString)>,
+        /// Steps the server refused; everything else was declared. An
+        /// application channel whose step failed was closed (its
+        /// [`Event::ChannelClosed`] came before this).
+        failures: Vec<crate::recovery::RecoveryFailure>,
+    },
     /// The connection is over: the adapter sends what is still queued (at
     /// most a close or close-ok) and closes the socket. Always the last event.
     Closed(ConnectionError),

@@ -158,6 +158,7 @@ pub mod codec;
 mod connection;
 pub mod error;
 mod event;
+pub mod recovery;
 pub mod spec;
 pub mod uri;
 
@@ -168,3 +169,4 @@ pub use error::{
     UsageError,
 };
 pub use event::{ConfirmOutcome, Delivery, Event, Failure, GetMessage, RequestId, Returned};
+pub use recovery::{Backoff, Topology};

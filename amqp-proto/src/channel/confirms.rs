@@ -7,6 +7,9 @@ use std::collections::VecDeque;
 /// `confirm.select`, as the broker counts them (RabbitMQ's confirms guide).
 #[derive(Debug)]
 pub(crate) struct Confirms {
+    /// Added to the broker's numbers: a channel recovered after a
+    /// connection failure continues the old channel's numbering.
+    offset: u64,
     next_sequence: u64,
     /// Unsettled sequence numbers, ascending.
     outstanding: VecDeque<u64>,
@@ -17,9 +20,11 @@ pub(crate) struct Confirms {
 pub(crate) struct UnknownTag;
 
 impl Confirms {
-    pub(crate) fn new() -> Self {
+    /// Numbering starts after `offset` (0 on a fresh channel).
+    pub(crate) fn new(offset: u64) -> Self {
         Self {
-            next_sequence: 1,
+            offset,
+            next_sequence: offset + 1,
             outstanding: VecDeque::new(),
         }
     }
@@ -32,6 +37,11 @@ impl Confirms {
         sequence
     }
 
+    /// The last sequence number given out (the offset before any).
+    pub(crate) fn last_sequence(&self) -> u64 {
+        self.next_sequence - 1
+    }
+
     /// Publishes not yet settled.
     pub(crate) fn unconfirmed(&self) -> usize {
         self.outstanding.len()
@@ -42,16 +52,20 @@ impl Confirms {
         self.outstanding.binary_search(&sequence).is_ok()
     }
 
-    /// Settles `tag`, or with `multiple` every publish up to and including
-    /// it (tag 0 with `multiple` means all), calling `settled` for each in
-    /// order. A tag beyond the last publish is the server's error; a tag
-    /// already settled settles nothing again.
+    /// Settles the broker's `tag`, or with `multiple` every publish up to
+    /// and including it (tag 0 with `multiple` means all), calling
+    /// `settled` for each in order. A tag beyond the last publish is the
+    /// server's error; a tag already settled settles nothing again.
     pub(crate) fn settle(
         &mut self,
         tag: u64,
         multiple: bool,
         mut settled: impl FnMut(u64),
     ) -> Result<(), UnknownTag> {
+        let tag = match tag {
+            0 => 0,
+            tag => tag.checked_add(self.offset).ok_or(UnknownTag)?,
+        };
         if tag >= self.next_sequence {
             return Err(UnknownTag);
         }
@@ -89,7 +103,7 @@ mod tests {
 
     #[test]
     fn multiple_settles_everything_up_to_the_tag_once() {
-        let mut confirms = Confirms::new();
+        let mut confirms = Confirms::new(0);
         for expected in 1..=5 {
             assert_eq!(confirms.publish(), expected);
         }
@@ -103,5 +117,17 @@ mod tests {
         assert_eq!(settle(&mut confirms, 6, false), Err(UnknownTag));
         assert_eq!(settle(&mut confirms, 0, true), Ok(vec![5]));
         assert_eq!(confirms.drain().count(), 0);
+    }
+
+    #[test]
+    fn a_recovered_channel_continues_the_numbering() {
+        let mut confirms = Confirms::new(41);
+        assert_eq!(confirms.last_sequence(), 41);
+        assert_eq!(confirms.publish(), 42);
+        assert_eq!(confirms.publish(), 43);
+        // The broker counts from 1 on the new channel.
+        assert_eq!(settle(&mut confirms, 1, false), Ok(vec![42]));
+        assert_eq!(settle(&mut confirms, 3, false), Err(UnknownTag));
+        assert_eq!(settle(&mut confirms, 2, true), Ok(vec![43]));
     }
 }

@@ -51,8 +51,14 @@ impl<'a> ChannelRef<'a> {
     /// a reply will come ([`Event::Reply`](crate::Event::Reply), or
     /// [`Event::GetOk`](crate::Event::GetOk) for `basic.get`), `None` for
     /// methods without one (acks, `nowait`).
+    ///
+    /// An acknowledgement (`basic.ack`, `nack`, `reject`) of a delivery made
+    /// before a [recovery](Connection::recover) is dropped: the broker
+    /// requeued that message when the old connection failed.
     pub fn request(&mut self, method: impl Into<Method>) -> Result<Option<RequestId>, UsageError> {
-        let method = method.into();
+        let Some(method) = self.with_wire_tags(method.into()) else {
+            return Ok(None);
+        };
         self.check_request(&method)?;
         let frame_max = self.connection.tuning().frame_max;
         encode_method_frame(
@@ -67,7 +73,33 @@ impl<'a> ChannelRef<'a> {
         if let Some(channel) = self.connection.channel_state(self.id) {
             channel.sent(&method, request);
         }
+        if let Some(recorder) = self.connection.recorder_mut() {
+            recorder.sent(self.id, &method, request);
+        }
         Ok(request)
+    }
+
+    /// The method with the application's delivery tag turned into the
+    /// server's, or `None` for an acknowledgement of a delivery from
+    /// before a recovery.
+    fn with_wire_tags(&mut self, mut method: Method) -> Option<Method> {
+        let Some(channel) = self.connection.channel_state(self.id) else {
+            return Some(method);
+        };
+        let (Method::BasicAck(BasicAck {
+            delivery_tag: tag, ..
+        })
+        | Method::BasicNack(BasicNack {
+            delivery_tag: tag, ..
+        })
+        | Method::BasicReject(BasicReject {
+            delivery_tag: tag, ..
+        })) = &mut method
+        else {
+            return Some(method);
+        };
+        *tag = channel.wire_delivery_tag(*tag)?;
+        Some(method)
     }
 
     fn check_request(&mut self, method: &Method) -> Result<(), UsageError> {

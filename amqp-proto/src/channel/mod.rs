@@ -82,11 +82,31 @@ pub(crate) struct Channel {
     confirms: Option<Confirms>,
     transactional: bool,
     flow_active: bool,
+    /// Added to the server's delivery tags: nonzero on a channel recovered
+    /// after a connection failure, so tags keep growing across connections
+    /// and an acknowledgement of an older delivery can be told apart.
+    delivery_tag_offset: u64,
+    /// The highest delivery tag handed to the application (offset included).
+    highest_delivery_tag: u64,
+    /// Where publish sequence numbers continue from, likewise.
+    sequence_offset: u64,
 }
 
 impl Channel {
     /// A channel whose `channel.open` (request `open`) was just sent.
     pub(crate) fn opening(id: u16, open: RequestId, max_body_size: u64) -> Self {
+        Self::recovered(id, open, max_body_size, 0, 0)
+    }
+
+    /// A channel reopened by recovery, numbering its deliveries after
+    /// `delivery_tag_offset` and its publishes after `sequence_offset`.
+    pub(crate) fn recovered(
+        id: u16,
+        open: RequestId,
+        max_body_size: u64,
+        delivery_tag_offset: u64,
+        sequence_offset: u64,
+    ) -> Self {
         let mut pending = VecDeque::new();
         pending.push_back(Pending {
             request: open,
@@ -103,7 +123,43 @@ impl Channel {
             confirms: None,
             transactional: false,
             flow_active: true,
+            delivery_tag_offset,
+            highest_delivery_tag: delivery_tag_offset,
+            sequence_offset,
         }
+    }
+
+    /// The highest delivery tag the application was given.
+    pub(crate) fn highest_delivery_tag(&self) -> u64 {
+        self.highest_delivery_tag
+    }
+
+    /// The last publish sequence number given out.
+    pub(crate) fn last_sequence(&self) -> u64 {
+        self.confirms
+            .as_ref()
+            .map_or(self.sequence_offset, Confirms::last_sequence)
+    }
+
+    /// The server's tag for a delivery tag the application holds, or `None`
+    /// for a delivery from before a recovery (it cannot be acknowledged
+    /// any more; the broker requeued it). Tag 0 (with `multiple`: all) stays.
+    pub(crate) fn wire_delivery_tag(&self, tag: u64) -> Option<u64> {
+        match tag {
+            0 => Some(0),
+            tag if tag <= self.delivery_tag_offset => None,
+            tag => Some(tag - self.delivery_tag_offset),
+        }
+    }
+
+    fn delivery_tag(&mut self, wire: u64) -> u64 {
+        let tag = wire.saturating_add(self.delivery_tag_offset);
+        self.highest_delivery_tag = self.highest_delivery_tag.max(tag);
+        tag
+    }
+
+    pub(crate) fn id(&self) -> u16 {
+        self.id
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -356,7 +412,7 @@ impl Channel {
             Some(ContentMethod::Deliver(deliver)) => Event::Delivery(Delivery {
                 channel,
                 consumer_tag: deliver.consumer_tag,
-                delivery_tag: deliver.delivery_tag,
+                delivery_tag: self.delivery_tag(deliver.delivery_tag),
                 redelivered: deliver.redelivered,
                 exchange: deliver.exchange,
                 routing_key: deliver.routing_key,
@@ -374,7 +430,7 @@ impl Channel {
                 channel,
                 request,
                 message: Box::new(GetMessage {
-                    delivery_tag: get_ok.delivery_tag,
+                    delivery_tag: self.delivery_tag(get_ok.delivery_tag),
                     redelivered: get_ok.redelivered,
                     exchange: get_ok.exchange,
                     routing_key: get_ok.routing_key,
@@ -431,7 +487,7 @@ impl Channel {
     pub(crate) fn sent(&mut self, method: &Method, request: Option<RequestId>) {
         match method {
             Method::ConfirmSelect(_) if self.confirms.is_none() => {
-                self.confirms = Some(Confirms::new());
+                self.confirms = Some(Confirms::new(self.sequence_offset));
             }
             Method::TxSelect(_) => self.transactional = true,
             Method::BasicConsume(consume) if consume.nowait => {

@@ -146,6 +146,11 @@ pub struct Config {
     /// Extra client properties, merged over the defaults (product, version,
     /// platform, capabilities).
     pub client_properties: FieldTable,
+    /// Record the topology this connection declares (exchanges, queues,
+    /// bindings, qos, consumers), for
+    /// [`Connection::recover`](crate::Connection::recover). Off by default:
+    /// recording costs a look at every event.
+    pub record_topology: bool,
 }
 
 impl Default for Config {
@@ -169,6 +174,7 @@ impl Default for Config {
             max_buffered_events: 4_096,
             connection_name: None,
             client_properties: FieldTable::new(),
+            record_topology: false,
         }
     }
 }

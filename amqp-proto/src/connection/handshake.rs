@@ -87,6 +87,7 @@ impl Connection {
                     tuning: self.tuning,
                     server_properties,
                 });
+                self.start_replay();
                 Ok(())
             }
             (state, Method::ConnectionClose(close)) => {

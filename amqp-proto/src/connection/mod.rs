@@ -4,6 +4,7 @@
 mod config;
 mod handshake;
 pub(crate) mod output;
+mod recovery;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use crate::codec::{
 };
 use crate::error::{CloseReason, ConnectionError, Initiator, ProtocolViolation, UsageError};
 use crate::event::{Event, Failure, RequestId};
+use crate::recovery::{Recorder, Replay, Topology};
 use crate::spec::constants::{ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER};
 use crate::spec::{ConnectionClose, ConnectionCloseOk, ConnectionUpdateSecret, Method};
 pub(crate) use output::Output;
@@ -61,6 +63,9 @@ pub enum Readiness {
     OutputFull,
     /// The channel or connection is not usable.
     Closed,
+    /// The connection is declaring its topology again after a failure;
+    /// wait for [`Event::Recovered`].
+    Recovering,
 }
 
 /// Where [`Channel`]s send frames and report events while handling input.
@@ -130,6 +135,12 @@ pub struct Connection {
     challenge_pending: bool,
     /// What `connection.start` said, kept for [`Event::Opened`].
     server_properties: crate::codec::FieldTable,
+    /// The topology record, when [`Config::record_topology`] is on.
+    recorder: Option<Recorder>,
+    /// Made by [`Connection::recover`]: replay the record after open-ok.
+    replay_on_open: bool,
+    /// The replay under way.
+    replay: Option<Replay>,
 }
 
 impl Connection {
@@ -143,6 +154,7 @@ impl Connection {
             max_frame_size: FRAME_MIN_SIZE,
             max_table_depth: config.max_table_depth,
         });
+        let recorder = config.record_topology.then(Recorder::default);
         Self {
             handshake_deadline: now + config.handshake_timeout,
             config,
@@ -164,7 +176,46 @@ impl Connection {
             blocked: false,
             challenge_pending: false,
             server_properties: crate::codec::FieldTable::new(),
+            recorder,
+            replay_on_open: false,
+            replay: None,
         }
+    }
+
+    /// A connection that, once open, declares `topology` again (taken from
+    /// a failed connection's [`topology`](Self::topology)) before the
+    /// application may use it: it reopens the same channel ids with their
+    /// confirm or transaction mode and qos, declares exchanges, queues
+    /// (server-named ones get new names) and bindings on a channel of its
+    /// own, and consumes again with the same consumer tags. Then
+    /// [`Event::Recovered`] reports new queue names and refused steps.
+    /// Until then commands fail with [`UsageError::Recovering`].
+    ///
+    /// Delivery tags and publish sequence numbers on the recovered channels
+    /// continue where the old connection's stopped: acknowledging a
+    /// delivery from before the failure does nothing (the broker requeued
+    /// it), and confirms of new publishes never collide with old ones.
+    #[must_use]
+    pub fn recover(mut config: Config, topology: Topology, now: Instant) -> Self {
+        config.record_topology = true;
+        let mut connection = Self::new(config, now);
+        connection.recorder = Some(Recorder::new(topology));
+        connection.replay_on_open = true;
+        connection
+    }
+
+    /// The topology recorded so far (with [`Config::record_topology`]),
+    /// still available after [`Event::Closed`] for
+    /// [`recover`](Self::recover).
+    #[must_use]
+    pub fn topology(&self) -> Option<&Topology> {
+        self.recorder.as_ref().map(|recorder| &recorder.topology)
+    }
+
+    /// True while a recovered connection declares its topology again.
+    #[must_use]
+    pub fn is_recovering(&self) -> bool {
+        self.replay.is_some() || (self.replay_on_open && !self.is_open() && !self.is_closed())
     }
 
     /// The configuration it was created with.
@@ -219,8 +270,12 @@ impl Connection {
         while !self.is_closed() {
             match self.decoder.decode() {
                 Ok(Some(frame)) => {
+                    let first_new = self.events.len();
                     if let Err(violation) = self.handle_frame(frame) {
                         self.protocol_violation(violation);
+                    }
+                    if self.recorder.is_some() {
+                        self.settle_recovery_events(first_new);
                     }
                 }
                 Ok(None) => break,
@@ -521,6 +576,14 @@ impl Connection {
             frame_max: self.tuning.frame_max,
         };
         for channel in self.channels.iter_mut().flatten() {
+            if let Some(record) = self
+                .recorder
+                .as_mut()
+                .and_then(|recorder| recorder.topology.channel_mut(channel.id()))
+            {
+                record.delivery_tag_offset = channel.highest_delivery_tag();
+                record.publish_sequence_offset = channel.last_sequence();
+            }
             channel.fail_outstanding(&failure, &mut sink);
         }
         self.channels.clear();
@@ -538,8 +601,15 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        self.fail_outstanding(&error);
         self.state = State::Closed;
+        let first_new = self.events.len();
+        self.fail_outstanding(&error);
+        if self.recorder.is_some() {
+            // The replay's own requests fail too; the application never
+            // made them.
+            self.settle_recovery_events(first_new);
+            self.replay = None;
+        }
         self.events.push_back(Event::Closed(error));
     }
 
@@ -627,6 +697,9 @@ impl Connection {
         if let Some(slot) = self.channels.get_mut(index) {
             *slot = Some(Channel::opening(id, request, self.config.max_body_size));
         }
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.topology.channel_opened(id);
+        }
         Ok(id)
     }
 
@@ -686,6 +759,8 @@ impl Connection {
         };
         if self.state != State::Open || state.is_closing() {
             Readiness::Closed
+        } else if self.replay.is_some() {
+            Readiness::Recovering
         } else if self.blocked {
             Readiness::Blocked
         } else if !state.flow_active() {
@@ -733,8 +808,13 @@ impl Connection {
         self.next_request_id()
     }
 
+    pub(crate) fn recorder_mut(&mut self) -> Option<&mut Recorder> {
+        self.recorder.as_mut()
+    }
+
     fn check_open(&self) -> Result<(), UsageError> {
         match self.state {
+            State::Open if self.replay.is_some() => Err(UsageError::Recovering),
             State::Open => Ok(()),
             State::Closing { .. } | State::Closed => Err(UsageError::ConnectionClosed),
             _ => Err(UsageError::NotOpen),

@@ -1,0 +1,163 @@
+//! The connection's side of automatic recovery: keeping the topology record
+//! current from events, and replaying a recorded topology after open-ok.
+
+use crate::channel::Channel;
+use crate::codec::encode_method_frame;
+use crate::error::{CloseReason, Initiator};
+use crate::event::{Event, Failure};
+use crate::recovery::{Next, Replay, Step};
+use crate::spec::constants::ReplyCode;
+use crate::spec::{ChannelClose, ChannelOpen};
+
+use super::Connection;
+
+impl Connection {
+    /// Passes the events pushed since `first_new` by the replay (which
+    /// takes its own replies out) and the recorder, then sends the replay's
+    /// next step if it was waiting for one of them.
+    pub(super) fn settle_recovery_events(&mut self, first_new: usize) {
+        if let Some(mut replay) = self.replay.take() {
+            let new: Vec<Event> = self.events.drain(first_new..).collect();
+            for event in new {
+                if let Some(event) = replay.intercept(event) {
+                    self.events.push_back(event);
+                }
+            }
+            self.replay = Some(replay);
+        }
+        if let Some(recorder) = self.recorder.as_mut() {
+            for event in self.events.range(first_new..) {
+                recorder.observe(event);
+            }
+        }
+        if self.replay.is_some() && self.is_open() {
+            self.advance_replay();
+        }
+    }
+
+    /// Open-ok arrived on a connection made by `recover`: start declaring.
+    pub(super) fn start_replay(&mut self) {
+        if !self.replay_on_open {
+            return;
+        }
+        self.replay_on_open = false;
+        let Some(recorder) = self.recorder.as_ref() else {
+            return;
+        };
+        let channel_max = match self.tuning.channel_max {
+            0 => u16::MAX,
+            max => max,
+        };
+        self.replay = Some(Replay::new(&recorder.topology, channel_max));
+        self.advance_replay();
+    }
+
+    /// Sends steps until one awaits a reply, or emits [`Event::Recovered`].
+    fn advance_replay(&mut self) {
+        while let Some(mut replay) = self.replay.take() {
+            match replay.next() {
+                Next::Wait => {
+                    self.replay = Some(replay);
+                    return;
+                }
+                Next::Done(event) => {
+                    if let (Event::Recovered { renamed_queues, .. }, Some(recorder)) =
+                        (&event, self.recorder.as_mut())
+                    {
+                        for (old, new) in renamed_queues {
+                            recorder.topology.rename_queue(old, new);
+                        }
+                    }
+                    self.events.push_back(event);
+                    return;
+                }
+                Next::Send(step) => {
+                    match self.send_replay_step(&step) {
+                        Ok(request) => replay.sent(step, request),
+                        // Only an over-long value can fail to encode: it is
+                        // reported like a refusal, and the replay goes on.
+                        Err((channel, method, reason)) => {
+                            replay.record_failure(channel, method, Failure::Channel(reason));
+                        }
+                    }
+                    self.replay = Some(replay);
+                }
+            }
+        }
+    }
+
+    /// Queues one step's frame; the request id its reply will carry.
+    fn send_replay_step(
+        &mut self,
+        step: &Step,
+    ) -> Result<Option<crate::event::RequestId>, (u16, &'static str, CloseReason)> {
+        let frame_max = self.tuning.frame_max;
+        let unsendable = |channel: u16, method: &'static str, error: &dyn std::fmt::Display| {
+            let text = format!("cannot be sent again: {error}");
+            (
+                channel,
+                method,
+                CloseReason::new(ReplyCode::FRAME_ERROR, text, Initiator::Client),
+            )
+        };
+        match step {
+            Step::Open(id) => {
+                let open = ChannelOpen::default().into();
+                encode_method_frame(*id, &open, frame_max, self.output.frames())
+                    .map_err(|error| unsendable(*id, "channel.open", &error))?;
+                let request = self.next_request_id();
+                let (delivery_offset, sequence_offset) = self
+                    .recorder
+                    .as_mut()
+                    .and_then(|recorder| recorder.topology.channel_mut(*id))
+                    .map_or((0, 0), |record| {
+                        (record.delivery_tag_offset, record.publish_sequence_offset)
+                    });
+                let index = usize::from(*id);
+                if self.channels.len() <= index {
+                    self.channels.resize_with(index + 1, || None);
+                }
+                if let Some(slot) = self.channels.get_mut(index) {
+                    *slot = Some(Channel::recovered(
+                        *id,
+                        request,
+                        self.config.max_body_size,
+                        delivery_offset,
+                        sequence_offset,
+                    ));
+                }
+                Ok(Some(request))
+            }
+            Step::Request {
+                channel, method, ..
+            } => {
+                encode_method_frame(*channel, method, frame_max, self.output.frames())
+                    .map_err(|error| unsendable(*channel, method.name(), &error))?;
+                let request = method.expects_reply().then(|| self.next_request_id());
+                if let Some(state) = self.channel_state(*channel) {
+                    state.sent(method, request);
+                }
+                Ok(request)
+            }
+            Step::Close(id) => {
+                let reason = CloseReason::new(
+                    ReplyCode::REPLY_SUCCESS,
+                    "recovery declarations done",
+                    Initiator::Client,
+                );
+                let close = ChannelClose {
+                    reply_code: reason.code.0,
+                    reply_text: "recovery declarations done".into(),
+                    class_id: 0,
+                    method_id: 0,
+                };
+                encode_method_frame(*id, &close.into(), frame_max, self.output.frames())
+                    .map_err(|error| unsendable(*id, "channel.close", &error))?;
+                if let Some(state) = self.channel_state(*id) {
+                    state.start_close(reason);
+                }
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Declaring a recorded topology again on a new connection, one request at
+//! a time: the application's channels (same ids, same modes and qos), then
+//! exchanges, queues and bindings on a channel of its own, then consumers
+//! with their tags.
+//!
+//! One request in flight keeps failure handling exact: a refused step is
+//! the one in flight, and a channel the server closed is reopened before
+//! the next. Topologies are small, so the round trips cost milliseconds.
+
+use std::collections::VecDeque;
+
+use crate::codec::ShortString;
+use crate::event::{Event, Failure, RequestId};
+use crate::spec::Method;
+
+use super::topology::{Binding, Topology};
+
+/// One thing to send.
+#[derive(Debug, Clone)]
+pub(crate) enum Step {
+    /// Reopen a channel (an application's, or the one for declarations).
+    Open(u16),
+    /// A request whose reply is awaited; for a server-named queue's
+    /// declaration, `replaces` is the name the queue had before.
+    Request {
+        channel: u16,
+        method: Method,
+        replaces: Option<ShortString>,
+    },
+    /// Close the declarations channel.
+    Close(u16),
+}
+
+/// A step the server refused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveryFailure {
+    /// The channel it was sent on.
+    pub channel: u16,
+    /// What was sent (`queue.declare`, `basic.consume`, ...).
+    pub method: &'static str,
+    /// Why it failed.
+    pub failure: Failure,
+}
+
+/// What is awaited.
+#[derive(Debug)]
+enum Awaiting {
+    Nothing,
+    Reply { request: RequestId, step: Box<Step> },
+    ChannelClosed(u16),
+}
+
+#[derive(Debug)]
+pub(crate) struct Replay {
+    steps: VecDeque<Step>,
+    awaiting: Awaiting,
+    /// The channel for exchanges, queues and bindings.
+    declarations: u16,
+    /// Application channels the server closed during the replay: their
+    /// remaining steps are skipped, and the application saw the close.
+    lost: Vec<u16>,
+    renamed: Vec<(ShortString, ShortString)>,
+    failures: Vec<RecoveryFailure>,
+}
+
+/// What the connection must do next for the replay.
+#[derive(Debug)]
+pub(crate) enum Next {
+    Send(Step),
+    /// Waiting for a reply.
+    Wait,
+    /// All done: emit this event.
+    Done(Event),
+}
+
+impl Replay {
+    pub(crate) fn new(topology: &Topology, channel_max: u16) -> Self {
+        let mut steps = VecDeque::new();
+        for channel in topology.channels() {
+            steps.push_back(Step::Open(channel.id));
+            let id = channel.id;
+            let request = |method: Method| Step::Request {
+                channel: id,
+                method,
+                replaces: None,
+            };
+            if channel.confirms {
+                steps.push_back(request(crate::spec::ConfirmSelect::default().into()));
+            }
+            if channel.transactional {
+                steps.push_back(request(crate::spec::TxSelect::default().into()));
+            }
+            steps.extend(channel.qos.iter().cloned().map(|qos| request(qos.into())));
+        }
+        // The lowest id no application channel uses.
+        let declarations = (1..=channel_max.max(1))
+            .find(|id| topology.channels().iter().all(|channel| channel.id != *id))
+            .unwrap_or(channel_max);
+        if !topology.declares_nothing() {
+            let request = |method: Method| Step::Request {
+                channel: declarations,
+                method,
+                replaces: None,
+            };
+            steps.push_back(Step::Open(declarations));
+            steps.extend(
+                topology
+                    .exchanges()
+                    .iter()
+                    .cloned()
+                    .map(|e| request(e.into())),
+            );
+            steps.extend(topology.queues().iter().map(|queue| Step::Request {
+                channel: declarations,
+                method: queue.declare.clone().into(),
+                replaces: queue.is_server_named().then(|| queue.name.clone()),
+            }));
+            // Exchange-to-exchange bindings first: queue bindings may route
+            // through them, and neither depends on the other to succeed.
+            let exchange_bindings = topology.bindings().iter().filter_map(|b| match b {
+                Binding::Exchange(bind) => Some(request(bind.clone().into())),
+                Binding::Queue(_) => None,
+            });
+            steps.extend(exchange_bindings.collect::<Vec<_>>());
+            let queue_bindings = topology.bindings().iter().filter_map(|b| match b {
+                Binding::Queue(bind) => Some(request(bind.clone().into())),
+                Binding::Exchange(_) => None,
+            });
+            steps.extend(queue_bindings.collect::<Vec<_>>());
+            steps.push_back(Step::Close(declarations));
+        }
+        for channel in topology.channels() {
+            steps.extend(channel.consumers.iter().map(|consume| Step::Request {
+                channel: channel.id,
+                method: consume.clone().into(),
+                replaces: None,
+            }));
+        }
+        Self {
+            steps,
+            awaiting: Awaiting::Nothing,
+            declarations,
+            lost: Vec::new(),
+            renamed: Vec::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// The next step to send, skipping those of lost channels.
+    pub(crate) fn next(&mut self) -> Next {
+        if !matches!(self.awaiting, Awaiting::Nothing) {
+            return Next::Wait;
+        }
+        while let Some(mut step) = self.steps.pop_front() {
+            let channel = match &step {
+                Step::Open(id) | Step::Close(id) => *id,
+                Step::Request { channel, .. } => *channel,
+            };
+            if self.lost.contains(&channel) {
+                continue;
+            }
+            if let Step::Request { method, .. } = &mut step {
+                self.apply_renames(method);
+            }
+            return Next::Send(step);
+        }
+        Next::Done(Event::Recovered {
+            renamed_queues: std::mem::take(&mut self.renamed),
+            failures: std::mem::take(&mut self.failures),
+        })
+    }
+
+    /// `step` was sent as `request` (`None` for a close, which is settled by
+    /// the channel's close event).
+    pub(crate) fn sent(&mut self, step: Step, request: Option<RequestId>) {
+        self.awaiting = match (request, &step) {
+            (_, Step::Close(id)) => Awaiting::ChannelClosed(*id),
+            (Some(request), _) => Awaiting::Reply {
+                request,
+                step: Box::new(step),
+            },
+            (None, _) => Awaiting::Nothing,
+        };
+    }
+
+    /// Offers an event; returns it back if it is the application's.
+    pub(crate) fn intercept(&mut self, event: Event) -> Option<Event> {
+        let awaited = match &self.awaiting {
+            Awaiting::Reply { request, .. } => Some(*request),
+            _ => None,
+        };
+        match event {
+            Event::ChannelOpened { request, .. } if Some(request) == awaited => {
+                self.awaiting = Awaiting::Nothing;
+                None
+            }
+            Event::Reply {
+                request, method, ..
+            } if Some(request) == awaited => {
+                if let (Awaiting::Reply { step, .. }, Method::QueueDeclareOk(ok)) =
+                    (&self.awaiting, &method)
+                {
+                    if let Step::Request {
+                        replaces: Some(old),
+                        ..
+                    } = step.as_ref()
+                    {
+                        self.renamed.push((old.clone(), ok.queue.clone()));
+                    }
+                }
+                self.awaiting = Awaiting::Nothing;
+                None
+            }
+            Event::RequestFailed {
+                channel,
+                request,
+                failure,
+            } if Some(request) == awaited => {
+                let Awaiting::Reply { step, .. } =
+                    std::mem::replace(&mut self.awaiting, Awaiting::Nothing)
+                else {
+                    return None;
+                };
+                let method = match step.as_ref() {
+                    Step::Request { method, .. } => method.name(),
+                    Step::Open(_) | Step::Close(_) => "channel.open",
+                };
+                self.record_failure(channel, method, failure.clone());
+                if channel == self.declarations {
+                    if matches!(failure, Failure::Channel(_)) {
+                        // The server closed it: open it again for the rest.
+                        self.steps.push_front(Step::Open(channel));
+                    }
+                } else {
+                    self.lost.push(channel);
+                }
+                None
+            }
+            Event::ChannelClosed { channel, .. } if channel == self.declarations => {
+                if matches!(self.awaiting, Awaiting::ChannelClosed(id) if id == channel) {
+                    self.awaiting = Awaiting::Nothing;
+                }
+                None
+            }
+            Event::ChannelClosed { channel, reason } => {
+                // An application channel closed by the server mid-replay:
+                // the application hears of it, and its steps are skipped.
+                self.lost.push(channel);
+                Some(Event::ChannelClosed { channel, reason })
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Reports a refused (or unsendable) step.
+    pub(crate) fn record_failure(&mut self, channel: u16, method: &'static str, failure: Failure) {
+        self.failures.push(RecoveryFailure {
+            channel,
+            method,
+            failure,
+        });
+    }
+
+    /// A server-named queue's old name, in bindings and consumers sent
+    /// later, becomes the new one.
+    fn apply_renames(&self, method: &mut Method) {
+        let rename = |queue: &mut ShortString| {
+            if let Some((_, new)) = self.renamed.iter().find(|(old, _)| old == queue) {
+                *queue = new.clone();
+            }
+        };
+        match method {
+            Method::QueueBind(bind) => rename(&mut bind.queue),
+            Method::BasicConsume(consume) => rename(&mut consume.queue),
+            _ => {}
+        }
+    }
+}
