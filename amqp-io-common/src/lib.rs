@@ -22,6 +22,7 @@ mod error;
 pub mod ledger;
 mod options;
 pub mod pidbox;
+pub mod recovery;
 pub mod rpc;
 #[cfg(feature = "tls")]
 mod tls;

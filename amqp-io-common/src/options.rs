@@ -61,6 +61,12 @@ pub struct ConnectOptions {
     /// TLS, for `amqps://` (the `tls` feature).
     #[cfg(feature = "tls")]
     pub tls: Option<crate::TlsSettings>,
+    /// Automatic recovery (off with `None`, the default): when the
+    /// connection fails for a reason a new one may cure
+    /// ([`ConnectionError::is_recoverable`](amqp_proto::ConnectionError::is_recoverable)),
+    /// reconnect waiting as this says between attempts, and declare again
+    /// what the connection declared; see [`amqp_proto::recovery`].
+    pub recovery: Option<amqp_proto::Backoff>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -71,6 +77,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("config", &self.config)
             .field("connection_timeout", &self.connection_timeout)
             .field("operation_timeout", &self.operation_timeout)
+            .field("recovery", &self.recovery)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +131,7 @@ impl ConnectOptions {
             sasl_responder: None,
             #[cfg(feature = "tls")]
             tls,
+            recovery: None,
         })
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use amqp_io_common::recovery::RecoveryEvent;
 use amqp_io_common::{ConnectOptions, Error, Result};
 use amqp_proto::codec::FieldTable;
 use amqp_proto::spec::constants::ReplyCode;
@@ -12,7 +13,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::channel::Channel;
 use crate::driver::{self, ReadHalf, WriteHalf};
-use crate::state::{Shared, State};
+use crate::state::{Recovery, Shared, State};
 
 /// What every handle of one connection holds. When the last handle goes,
 /// the connection is closed (by the driver task, so dropping never blocks).
@@ -23,6 +24,7 @@ pub(crate) struct Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
+        state.shutdown = true;
         if state.closed().is_none() {
             // Mid-handshake this simply ends the connection.
             let _ = state
@@ -108,11 +110,23 @@ impl Connection {
     /// let connection = Connection::connect_with(options).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn connect_with(options: ConnectOptions) -> Result<Self> {
+    pub async fn connect_with(mut options: ConnectOptions) -> Result<Self> {
         let (reader, writer, local_addr) = connect_transport(&options).await?;
-        let core = Core::new(options.config, Instant::now());
-        let mut state = State::new(core, options.sasl_responder);
+        if options.recovery.is_some() {
+            options.config.record_topology = true;
+        }
+        let core = Core::new(options.config.clone(), Instant::now());
+        let mut state = State::new(core, options.sasl_responder.clone());
         state.local_addr = Some(local_addr);
+        let operation_timeout = options.operation_timeout;
+        state.recovery = options.recovery.map(|backoff| Recovery {
+            options,
+            backoff,
+            handler: None,
+            events: Vec::new(),
+            pending: None,
+            attempting: false,
+        });
         let (opened, open_result) = oneshot::channel();
         state.open_waiter = Some(opened);
         let shared = Arc::new(Shared::new(state));
@@ -130,7 +144,7 @@ impl Connection {
         }
         Ok(Self {
             handle,
-            operation_timeout: options.operation_timeout,
+            operation_timeout,
         })
     }
 
@@ -250,6 +264,40 @@ impl Connection {
         self.shared().lock().local_addr
     }
 
+    /// Handles the reports of automatic recovery (see
+    /// [`ConnectOptions::recovery`]): failure, failed attempts, recovery
+    /// with renamed queues and refused declarations, or giving up. The
+    /// handler runs on the driver task between its passes, so it must
+    /// return quickly; it may use the connection.
+    ///
+    /// ```no_run
+    /// use amqp_io_tokio::{ConnectOptions, Connection, RecoveryEvent};
+    ///
+    /// # async fn demo() -> amqp_io_tokio::Result<()> {
+    /// let mut options = ConnectOptions::from_url("amqp://localhost/%2f?heartbeat=5")?;
+    /// options.recovery = Some(amqp_proto::Backoff::default());
+    /// let connection = Connection::connect_with(options).await?;
+    /// connection.on_recovery(|event| match event {
+    ///     RecoveryEvent::Started { error } => eprintln!("connection lost: {error}"),
+    ///     RecoveryEvent::Recovered { .. } => eprintln!("recovered"),
+    ///     other => eprintln!("{other:?}"),
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn on_recovery(&self, handler: impl FnMut(&RecoveryEvent) + Send + 'static) {
+        if let Some(recovery) = self.shared().lock().recovery.as_mut() {
+            recovery.handler = Some(Box::new(handler));
+        }
+    }
+
+    /// True while a failed connection is being recovered: calls fail with
+    /// a typed error until [`RecoveryEvent::Recovered`].
+    #[must_use]
+    pub fn is_recovering(&self) -> bool {
+        let state = self.shared().lock();
+        state.core.is_recovering() && state.closed().is_none()
+    }
+
     /// True until the connection ends.
     ///
     /// ```no_run
@@ -321,14 +369,26 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     pub async fn close_with(&self, code: ReplyCode, text: &str) -> Result<()> {
-        {
+        let between_attempts = {
             let mut state = self.shared().lock();
             if let Some(error) = state.closed() {
                 return Err(Error::ConnectionClosed(error.clone()));
             }
-            state.core.close(code, text)?;
-        }
+            state.shutdown = true;
+            match state.core.close(code, text) {
+                Ok(()) => false,
+                // Between a failure and the next attempt of a recovery
+                // there is no connection to close: the driver, woken,
+                // gives up and reports the failure.
+                Err(_) if state.core.is_closed() => true,
+                Err(error) => return Err(error.into()),
+            }
+        };
         self.shared().wake_driver.notify_one();
+        if between_attempts {
+            self.closed().await;
+            return Ok(());
+        }
         match self.closed().await {
             ConnectionError::Closed(reason) if reason.initiator == Initiator::Client => Ok(()),
             other => Err(Error::ConnectionClosed(other)),
@@ -337,7 +397,7 @@ impl Connection {
 }
 
 /// Connects TCP (and TLS when asked) within the connect timeout.
-async fn connect_transport(
+pub(crate) async fn connect_transport(
     options: &ConnectOptions,
 ) -> Result<(ReadHalf, WriteHalf, std::net::SocketAddr)> {
     let address = format!("{}:{}", options.host, options.port);

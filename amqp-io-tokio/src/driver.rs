@@ -11,6 +11,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::recovery;
 use crate::state::Shared;
 
 /// The read half of the transport (TCP, or TLS over it).
@@ -23,7 +24,8 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Chunks one vectored write gathers.
 const MAX_WRITE_SLICES: usize = 64;
 
-/// Runs until the connection is closed and its last bytes are written.
+/// Runs until the connection is closed and its last bytes are written;
+/// with automatic recovery, reconnects in place when it fails.
 pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer: WriteHalf) {
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output: Vec<Bytes> = Vec::new();
@@ -43,6 +45,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
         };
         // Waiters check their conditions after every pass.
         shared.changed.notify_waiters();
+        run_recovery_handler(&shared);
         if window_opened || closed {
             shared.window.notify_waiters();
         }
@@ -58,6 +61,20 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
         }
         if closed {
             let _ = writer.shutdown().await;
+            let failed = shared
+                .lock()
+                .recovery
+                .as_mut()
+                .and_then(|recovery| recovery.pending.take());
+            if let Some(error) = failed {
+                if let Some((new_reader, new_writer)) = recovery::reconnect(&shared, error).await {
+                    reader = new_reader;
+                    writer = new_writer;
+                    input.clear();
+                    continue;
+                }
+            }
+            run_recovery_handler(&shared);
             let mut state = shared.lock();
             if state.closed().is_none() {
                 // The core emits Closed itself; this only guards against
@@ -89,6 +106,33 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
             }
             () = async { if let Some(sleep) = sleep { sleep.await } }, if deadline.is_some() => {}
         }
+    }
+}
+
+/// Runs the application's recovery handler on the reports queued for it,
+/// outside the lock so the handler may use the connection.
+pub(crate) fn run_recovery_handler(shared: &Shared) {
+    let (events, handler) = {
+        let mut state = shared.lock();
+        let Some(recovery) = state.recovery.as_mut() else {
+            return;
+        };
+        if recovery.events.is_empty() {
+            return;
+        }
+        (
+            std::mem::take(&mut recovery.events),
+            recovery.handler.take(),
+        )
+    };
+    let Some(mut handler) = handler else {
+        return;
+    };
+    for event in &events {
+        handler(event);
+    }
+    if let Some(recovery) = shared.lock().recovery.as_mut() {
+        recovery.handler.get_or_insert(handler);
     }
 }
 

@@ -59,6 +59,7 @@ mod connection;
 mod consumer;
 mod driver;
 pub mod pidbox;
+mod recovery;
 pub mod rpc;
 mod state;
 
@@ -66,7 +67,9 @@ pub use channel::{Channel, Confirmation};
 pub use connection::Connection;
 pub use consumer::{Consumer, Delivery, Returns};
 
+pub use amqp_io_common::recovery::RecoveryEvent;
 #[cfg(feature = "tls")]
 pub use amqp_io_common::TlsSettings;
 pub use amqp_io_common::{ConnectOptions, Error, Result, SaslResponder};
+pub use amqp_proto::Backoff;
 pub use amqp_proto::{CloseReason, Config, ConnectionError, GetMessage, Returned, SaslMechanism};

@@ -9,7 +9,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
 use amqp_io_common::ledger::{Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
-use amqp_io_common::{Error, SaslResponder};
+use amqp_io_common::recovery::{RecoveryEvent, RecoveryHandler};
+use amqp_io_common::{ConnectOptions, Error, SaslResponder};
 use amqp_proto::codec::FieldTable;
 use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{BasicCancel, BasicReject, Method};
@@ -49,6 +50,21 @@ pub(crate) struct PendingConsume {
     pub(crate) no_ack: bool,
 }
 
+/// Automatic recovery's settings and progress.
+pub(crate) struct Recovery {
+    /// How to connect again (the original options).
+    pub(crate) options: ConnectOptions,
+    pub(crate) backoff: amqp_proto::Backoff,
+    /// The application's handler; taken out while the driver runs it.
+    pub(crate) handler: Option<RecoveryHandler>,
+    /// Reports for the handler, run by the driver outside the lock.
+    pub(crate) events: Vec<RecoveryEvent>,
+    /// The connection failed and is to be recovered: why.
+    pub(crate) pending: Option<ConnectionError>,
+    /// A recovered connection is being set up (handshake and replay).
+    pub(crate) attempting: bool,
+}
+
 /// Everything behind the connection lock.
 pub(crate) struct State {
     pub(crate) core: Core,
@@ -67,6 +83,11 @@ pub(crate) struct State {
     /// Set when a confirm window drained to its low watermark (or a
     /// channel closed) during dispatch; the driver then wakes publishers.
     pub(crate) window_opened: bool,
+    /// Automatic recovery, when the options asked for it.
+    pub(crate) recovery: Option<Recovery>,
+    /// The application closed the connection or dropped every handle: no
+    /// recovery any more.
+    pub(crate) shutdown: bool,
 }
 
 impl State {
@@ -86,6 +107,8 @@ impl State {
             blocked: watch::Sender::new(None),
             local_addr: None,
             window_opened: false,
+            recovery: None,
+            shutdown: false,
         }
     }
 
@@ -290,10 +313,46 @@ impl State {
                     let _ = waiter.send(Err(Error::ChannelClosed(reason)));
                 }
             }
-            Event::Closed(error) => self.connection_closed(&error),
+            Event::Closed(error) => {
+                if self.should_recover(&error) {
+                    if let Some(recovery) = self.recovery.as_mut() {
+                        recovery.pending = Some(error);
+                    }
+                } else {
+                    if let Some(recovery) = self.recovery.as_mut().filter(|r| r.attempting) {
+                        recovery.attempting = false;
+                        let error = error.clone();
+                        recovery.events.push(RecoveryEvent::GaveUp { error });
+                    }
+                    self.connection_closed(&error);
+                }
+            }
+            Event::Recovered {
+                renamed_queues,
+                failures,
+            } => {
+                if let Some(recovery) = self.recovery.as_mut() {
+                    recovery.attempting = false;
+                    recovery.events.push(RecoveryEvent::Recovered {
+                        renamed_queues,
+                        failures,
+                    });
+                }
+            }
             // Flow shows in the core's publish readiness.
             _ => {}
         }
+    }
+
+    /// True when a failure should be recovered from: recovery is on, the
+    /// connection had opened, the application has not closed it, and a new
+    /// connection may cure the cause.
+    fn should_recover(&self, error: &ConnectionError) -> bool {
+        self.recovery.is_some()
+            && self.opened.is_some()
+            && !self.shutdown
+            && error.is_recoverable()
+            && self.core.topology().is_some()
     }
 
     /// Records the end of the connection and wakes everyone waiting on it.

@@ -697,9 +697,6 @@ impl Connection {
         if let Some(slot) = self.channels.get_mut(index) {
             *slot = Some(Channel::opening(id, request, self.config.max_body_size));
         }
-        if let Some(recorder) = self.recorder.as_mut() {
-            recorder.topology.channel_opened(id);
-        }
         Ok(id)
     }
 

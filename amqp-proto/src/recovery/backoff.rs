@@ -94,7 +94,9 @@ mod tests {
         let backoff = Backoff::default();
         // Random 0 gives the shortest wait: half the ceiling.
         let shortest: Vec<_> = (0..10).filter_map(|n| backoff.delay(n, 0)).collect();
-        assert!(shortest.windows(2).all(|pair| pair[0] < pair[1] || pair[1] == backoff.max / 2));
+        assert!(shortest
+            .windows(2)
+            .all(|pair| pair[0] < pair[1] || pair[1] == backoff.max / 2));
         assert_eq!(shortest.last().copied(), Some(backoff.max / 2));
     }
 }

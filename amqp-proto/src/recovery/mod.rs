@@ -68,6 +68,9 @@ impl Recorder {
             Event::RequestFailed { request, .. } => {
                 self.pending.retain(|(r, ..)| r != request);
             }
+            // Recorded once open: a channel whose opening failed is not
+            // wanted again.
+            Event::ChannelOpened { channel, .. } => self.topology.channel_opened(*channel),
             Event::ChannelClosed { channel, .. } => self.topology.channel_closed(*channel),
             Event::ConsumerCancelled {
                 channel,
