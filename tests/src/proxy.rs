@@ -1,7 +1,8 @@
 //! A fault-injecting TCP proxy on loopback. It forwards both directions
 //! and, on command: stalls (stops forwarding but keeps both sockets open,
 //! as a hung peer or a black-holed network does), cuts every connection
-//! it carries, or splits the traffic into 1-byte writes.
+//! it carries, splits the traffic into 1-byte writes, or holds each chunk
+//! for a while before passing it on (a slow link).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -17,6 +18,9 @@ const POLL: Duration = Duration::from_millis(20);
 struct Faults {
     stalled: AtomicBool,
     fragmented: AtomicBool,
+    /// How long each chunk is held before it is written, in nanoseconds;
+    /// 0 for no delay.
+    delay_nanos: AtomicU64,
     /// Bumped by [`Proxy::cut`]: connections of an older generation end.
     generation: AtomicU64,
 }
@@ -73,6 +77,21 @@ impl Proxy {
         self.faults.fragmented.store(fragmented, Ordering::SeqCst);
     }
 
+    /// Holds each chunk read, in both directions, for `delay` before
+    /// writing it on (`None`, or a zero delay, forwards at once again), as
+    /// a slow link does: a request and its reply each take at least
+    /// `delay` longer. Each direction forwards one chunk at a time, in
+    /// order: a chunk that arrives while an earlier one is held is read,
+    /// and its own delay starts, only once that one is written (so a
+    /// stream of chunks is slowed, not just shifted). A chunk held when
+    /// the connection is [cut](Self::cut) is dropped.
+    pub fn delay(&self, delay: Option<Duration>) {
+        let nanos = delay.map_or(0, |delay| {
+            u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX)
+        });
+        self.faults.delay_nanos.store(nanos, Ordering::SeqCst);
+    }
+
     /// Closes every connection carried so far, both sides, as a broken
     /// network or a restarted broker does. New connections go through.
     pub fn cut(&self) {
@@ -96,6 +115,13 @@ fn forward(mut from: TcpStream, mut to: TcpStream, faults: &Faults, generation: 
         match from.read(&mut buffer) {
             Ok(0) => break,
             Ok(read) => {
+                let delay = faults.delay_nanos.load(Ordering::SeqCst);
+                if delay > 0 {
+                    thread::sleep(Duration::from_nanos(delay));
+                    if faults.generation.load(Ordering::SeqCst) != generation {
+                        break;
+                    }
+                }
                 let chunk = &buffer[..read];
                 let written = if faults.fragmented.load(Ordering::SeqCst) {
                     chunk.chunks(1).try_for_each(|byte| to.write_all(byte))
