@@ -9,8 +9,10 @@ use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::{Connection as Core, ConnectionError, Initiator, Tuning};
 
 use crate::channel::Channel;
+use crate::recovery::Recovery;
 use crate::shared::{Inner, Shared};
 use crate::transport::{self, Reader, Writer};
+use amqp_io_common::recovery::RecoveryEvent;
 use amqp_io_common::{ConnectOptions, Error, Result};
 
 /// How long dropping a connection may spend writing its `connection.close`.
@@ -94,15 +96,20 @@ impl Connection {
     /// let connection = Connection::open_with(options)?;
     /// # Ok::<(), amqp_io_std::Error>(())
     /// ```
-    pub fn open_with(options: ConnectOptions) -> Result<Self> {
+    pub fn open_with(mut options: ConnectOptions) -> Result<Self> {
         let socket = transport::connect(&options.host, options.port, options.connection_timeout)?;
         let reader_socket = socket.try_clone().map_err(|source| Error::Connect {
             address: format!("{}:{}", options.host, options.port),
             source,
         })?;
-        let core = Core::new(options.config, Instant::now());
-        #[allow(unused_mut)] // only the tls feature changes it
+        if options.recovery.is_some() {
+            options.config.record_topology = true;
+        }
+        let core = Core::new(options.config.clone(), Instant::now());
         let mut inner = Inner::new(core, Writer::new(socket));
+        if options.recovery.is_some() {
+            inner.recovery = Some(Recovery::new(options.clone()));
+        }
         #[cfg(feature = "tls")]
         if let Some(settings) = &options.tls {
             inner.set_tls(crate::tls::Session::start(settings)?);
@@ -401,6 +408,43 @@ impl Connection {
         self.close_with(ReplyCode::REPLY_SUCCESS, "closed by the application")
     }
 
+    /// Handles the reports of automatic recovery (see
+    /// [`ConnectOptions::recovery`]): failure, failed attempts, recovery
+    /// with renamed queues and refused declarations, or giving up.
+    ///
+    /// A blocking connection recovers while some thread pumps it: a call
+    /// waiting for its reply, a consumer's `recv_timeout`,
+    /// [`drain_events`](Self::drain_events), or the
+    /// [heartbeat keeper](Self::spawn_heartbeat_keeper). The handler runs on
+    /// that thread, without the connection's lock.
+    ///
+    /// ```no_run
+    /// use amqp_io_std::{ConnectOptions, Connection, RecoveryEvent};
+    ///
+    /// let mut options = ConnectOptions::from_url("amqp://localhost/%2f?heartbeat=5")?;
+    /// options.recovery = Some(amqp_proto::Backoff::default());
+    /// let connection = Connection::open_with(options)?;
+    /// connection.on_recovery(|event| match event {
+    ///     RecoveryEvent::Started { error } => eprintln!("connection lost: {error}"),
+    ///     RecoveryEvent::Recovered { .. } => eprintln!("recovered"),
+    ///     other => eprintln!("{other:?}"),
+    /// });
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
+    pub fn on_recovery(&self, handler: impl FnMut(&RecoveryEvent) + Send + 'static) {
+        if let Some(recovery) = self.shared.lock().recovery.as_mut() {
+            recovery.handler = Some(Box::new(handler));
+        }
+    }
+
+    /// True while a failed connection is being recovered: calls fail with
+    /// a typed error until [`RecoveryEvent::Recovered`].
+    #[must_use]
+    pub fn is_recovering(&self) -> bool {
+        let inner = self.shared.lock();
+        inner.core.is_recovering() && inner.closed().is_none()
+    }
+
     /// Closes with a reply code and text of the application's choosing.
     ///
     /// ```no_run
@@ -416,6 +460,7 @@ impl Connection {
             if let Some(error) = inner.closed() {
                 return Err(Error::ConnectionClosed(error.clone()));
             }
+            inner.shutdown = true;
             inner.core.close(code, text)?;
             inner.flush();
             inner.dispatch();
@@ -446,6 +491,7 @@ impl Drop for Connection {
             let _ = keeper.thread.join();
         }
         let mut inner = self.shared.lock();
+        inner.shutdown = true;
         if inner.closed().is_none() {
             // Best effort, without waiting for the server: a close it
             // misses ends the same way when the socket closes.

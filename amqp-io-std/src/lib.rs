@@ -57,15 +57,18 @@ mod channel;
 mod connection;
 mod consumer;
 pub mod pidbox;
+mod recovery;
 pub mod rpc;
 mod shared;
 #[cfg(feature = "tls")]
 mod tls;
 mod transport;
 
+pub use amqp_io_common::recovery::RecoveryEvent;
 #[cfg(feature = "tls")]
 pub use amqp_io_common::TlsSettings;
 pub use amqp_io_common::{ConnectOptions, Error, Result, SaslResponder};
+pub use amqp_proto::Backoff;
 pub use channel::{Channel, Confirmation};
 pub use connection::Connection;
 pub use consumer::Consumer;

@@ -21,7 +21,9 @@ use amqp_proto::{
     RequestId, Returned, Tuning,
 };
 
+use crate::recovery::{Phase, Recovery};
 use crate::transport::{ReadOutcome, Reader, Writer};
+use amqp_io_common::recovery::RecoveryEvent;
 
 /// The longest one pass sleeps, so that a waiter notices a reader that
 /// left without anyone else taking over.
@@ -129,6 +131,10 @@ pub(crate) struct Inner {
     pub(crate) blocked_handler: Option<BlockedCallback>,
     /// A custom SASL mechanism's challenge, for the handshake to answer.
     pub(crate) challenge: Option<amqp_proto::codec::LongString>,
+    /// Automatic recovery, when the options asked for it.
+    pub(crate) recovery: Option<Recovery>,
+    /// The application closed the connection or dropped it: no recovery.
+    pub(crate) shutdown: bool,
 }
 
 impl Inner {
@@ -149,7 +155,51 @@ impl Inner {
             blocked_changes: VecDeque::new(),
             blocked_handler: None,
             challenge: None,
+            recovery: None,
+            shutdown: false,
         }
+    }
+
+    /// True between a failure and the next socket of a recovery: there is
+    /// nothing to read from or write to.
+    pub(crate) fn between_sockets(&self) -> bool {
+        self.recovery
+            .as_ref()
+            .is_some_and(Recovery::is_between_sockets)
+    }
+
+    /// When the next reconnection attempt is due, while one is awaited.
+    pub(crate) fn attempt_due(&self) -> Option<Instant> {
+        self.recovery.as_ref().and_then(Recovery::attempt_due)
+    }
+
+    /// The core's deadline, unless there is no socket to serve it.
+    pub(crate) fn core_deadline(&self) -> Option<Instant> {
+        if self.between_sockets() {
+            None
+        } else {
+            self.core.poll_timeout()
+        }
+    }
+
+    /// Fires the core's timers, unless there is no socket to serve them.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if !self.between_sockets() {
+            self.core.handle_timeout(now);
+        }
+    }
+
+    /// Takes a new socket's writer (and TLS session) for a recovery.
+    #[cfg(feature = "tls")]
+    pub(crate) fn replace_transport(&mut self, writer: Writer, tls: Option<crate::tls::Session>) {
+        self.writer = writer;
+        self.tls = tls;
+    }
+
+    /// Takes a new socket's writer for a recovery.
+    #[cfg(not(feature = "tls"))]
+    pub(crate) fn replace_transport(&mut self, writer: Writer) {
+        self.writer = writer;
     }
 
     pub(crate) fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -197,6 +247,9 @@ impl Inner {
     /// Hands what the core queued to the socket. A write failure ends the
     /// connection in the core, which resolves everything outstanding.
     pub(crate) fn flush(&mut self) {
+        if self.between_sockets() {
+            return;
+        }
         while let Some(chunk) = self.core.poll_transmit() {
             #[cfg(feature = "tls")]
             if let Some(session) = &mut self.tls {
@@ -237,7 +290,9 @@ impl Inner {
     /// consumer bounds memory (one read's worth of deliveries past the
     /// limit at most) and the broker holds the rest.
     pub(crate) fn wants_input(&self) -> bool {
-        self.core.wants_input() && self.ledger.buffered_deliveries() < self.max_buffered_deliveries
+        self.core.wants_input()
+            && self.ledger.buffered_deliveries() < self.max_buffered_deliveries
+            && !self.between_sockets()
     }
 
     /// Records a request's outcome for its caller, unless the caller gave up.
@@ -378,8 +433,32 @@ impl Inner {
             Event::ChannelClosed { channel, reason } => {
                 self.ledger.channel_closed(channel, &reason, |_| {});
             }
-            Event::Closed(error) => self.ledger.connection_closed(&error, |_| {}),
-            Event::SaslChallenge { challenge } => self.challenge = Some(challenge),
+            Event::Closed(error) if !self.start_recovery(&error) => {
+                self.ledger.connection_closed(&error, |_| {});
+            }
+            Event::Recovered {
+                renamed_queues,
+                failures,
+            } => self.recovered(RecoveryEvent::Recovered {
+                renamed_queues,
+                failures,
+            }),
+            Event::SaslChallenge { challenge } => {
+                // During a recovery nobody else is there to answer.
+                let responder = self
+                    .recovery
+                    .as_ref()
+                    .filter(|recovery| !matches!(recovery.phase, Phase::Connected))
+                    .and_then(|recovery| recovery.options.sasl_responder.clone());
+                match responder {
+                    Some(respond) => {
+                        let _ = self
+                            .core
+                            .respond_to_challenge(respond(challenge.as_bytes()));
+                    }
+                    None => self.challenge = Some(challenge),
+                }
+            }
             // Flow is visible through the core's publish readiness.
             _ => {}
         }
@@ -542,6 +621,11 @@ impl Shared {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The reader, waiting for whoever holds it.
+    pub(crate) fn lock_reader(&self) -> MutexGuard<'_, Reader> {
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Wakes every waiter: something they wait for may have happened.
     pub(crate) fn notify(&self) {
         self.changed.notify_all();
@@ -584,11 +668,17 @@ impl Shared {
         now: Instant,
     ) -> MutexGuard<'a, Inner> {
         inner.flush();
-        let until = [deadline, inner.core.poll_timeout(), Some(now + MAX_PASS)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now);
+        let attempt_due = inner.attempt_due();
+        let until = [
+            deadline,
+            inner.core_deadline(),
+            Some(now + MAX_PASS),
+            attempt_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now);
         let wants_input = inner.wants_input();
         let reader = if wants_input {
             self.reader.try_lock().ok()
@@ -619,11 +709,14 @@ impl Shared {
                     .0;
             }
         }
-        inner.core.handle_timeout(Instant::now());
+        if attempt_due.is_some_and(|due| due <= Instant::now()) {
+            inner = self.reconnect(inner);
+        }
+        inner.handle_timeout(Instant::now());
         inner.flush();
         inner.dispatch();
         self.changed.notify_all();
-        inner
+        self.report_recovery(inner)
     }
 
     /// Services the connection without waiting for anything: reads what
@@ -648,15 +741,25 @@ impl Shared {
                 drop(reader);
             }
         }
-        inner.core.handle_timeout(Instant::now());
+        if inner.attempt_due().is_some_and(|due| due <= Instant::now()) {
+            inner = self.reconnect(inner);
+        }
+        inner.handle_timeout(Instant::now());
         inner.flush();
         inner.dispatch();
         self.changed.notify_all();
+        let inner = self.report_recovery(inner);
         inner.closed().is_none()
     }
 
-    /// The earliest time the core needs attention.
+    /// The earliest time the connection needs attention: the core's next
+    /// deadline, or a recovery's next attempt.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.lock().core.poll_timeout()
+        let inner = self.lock();
+        inner
+            .core_deadline()
+            .into_iter()
+            .chain(inner.attempt_due())
+            .min()
     }
 }

@@ -126,6 +126,7 @@ impl Connection {
             events: Vec::new(),
             pending: None,
             attempting: false,
+            attempts: 0,
         });
         let (opened, open_result) = oneshot::channel();
         state.open_waiter = Some(opened);

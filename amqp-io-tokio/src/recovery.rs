@@ -21,13 +21,19 @@ pub(crate) async fn reconnect(
     shared: &Arc<Shared>,
     error: ConnectionError,
 ) -> Option<(ReadHalf, WriteHalf)> {
-    let (options, backoff) = {
+    let (options, backoff, mut attempt) = {
         let mut state = shared.lock();
         let recovery = state.recovery.as_mut()?;
-        recovery.events.push(RecoveryEvent::Started {
-            error: error.clone(),
-        });
-        let plan = (recovery.options.clone(), recovery.backoff);
+        if recovery.attempts == 0 {
+            recovery.events.push(RecoveryEvent::Started {
+                error: error.clone(),
+            });
+        }
+        let plan = (
+            recovery.options.clone(),
+            recovery.backoff,
+            recovery.attempts,
+        );
         // Until the new socket is open, calls see a connection that is not
         // open yet rather than the failed one.
         let topology = state.core.topology().cloned().unwrap_or_default();
@@ -37,7 +43,6 @@ pub(crate) async fn reconnect(
     shared.changed.notify_waiters();
     run_recovery_handler(shared);
     let mut last_error = error;
-    let mut attempt = 0;
     loop {
         let Some(delay) = backoff.delay(attempt, jitter_seed()) else {
             give_up(shared, &last_error);
@@ -78,6 +83,7 @@ pub(crate) async fn reconnect(
                 state.local_addr = Some(local_addr);
                 if let Some(recovery) = state.recovery.as_mut() {
                     recovery.attempting = true;
+                    recovery.attempts = attempt;
                 }
                 return Some((reader, writer));
             }

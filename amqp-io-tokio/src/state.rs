@@ -63,6 +63,8 @@ pub(crate) struct Recovery {
     pub(crate) pending: Option<ConnectionError>,
     /// A recovered connection is being set up (handshake and replay).
     pub(crate) attempting: bool,
+    /// Attempts made since the connection last worked.
+    pub(crate) attempts: u32,
 }
 
 /// Everything behind the connection lock.
@@ -316,6 +318,7 @@ impl State {
             Event::Closed(error) => {
                 if self.should_recover(&error) {
                     if let Some(recovery) = self.recovery.as_mut() {
+                        recovery.attempting = false;
                         recovery.pending = Some(error);
                     }
                 } else {
@@ -333,6 +336,7 @@ impl State {
             } => {
                 if let Some(recovery) = self.recovery.as_mut() {
                     recovery.attempting = false;
+                    recovery.attempts = 0;
                     recovery.events.push(RecoveryEvent::Recovered {
                         renamed_queues,
                         failures,
@@ -348,10 +352,14 @@ impl State {
     /// connection had opened, the application has not closed it, and a new
     /// connection may cure the cause.
     fn should_recover(&self, error: &ConnectionError) -> bool {
+        // A new connection that fails in any way (a broker still starting
+        // may refuse it) is one failed attempt; only the first failure must
+        // be one a new connection may cure.
+        let attempting = self.recovery.as_ref().is_some_and(|r| r.attempting);
         self.recovery.is_some()
             && self.opened.is_some()
             && !self.shutdown
-            && error.is_recoverable()
+            && (attempting || error.is_recoverable())
             && self.core.topology().is_some()
     }
 
