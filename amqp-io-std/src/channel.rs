@@ -826,10 +826,12 @@ fn next_consumer_tag() -> String {
     )
 }
 
-/// Calls the return handlers that have work, outside the lock.
+/// Calls the return handlers (and the blocked handler) that have work,
+/// outside the lock. Whatever was lent out goes back, even when there was
+/// nothing to return: the blocked handler may have been taken alone.
 pub(crate) fn run_return_handlers(shared: &Shared) {
     let mut work = shared.lock().take_callback_work(false);
-    if work.returns.is_empty() {
+    if work.returns.is_empty() && work.blocked.is_none() {
         return;
     }
     work.run();
