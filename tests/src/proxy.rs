@@ -18,6 +18,8 @@ const POLL: Duration = Duration::from_millis(20);
 struct Faults {
     stalled: AtomicBool,
     fragmented: AtomicBool,
+    /// New connections are closed at once, as by a broker that is down.
+    refusing: AtomicBool,
     /// How long each chunk is held before it is written, in nanoseconds;
     /// 0 for no delay.
     delay_nanos: AtomicU64,
@@ -42,6 +44,10 @@ impl Proxy {
         let shared = Arc::clone(&faults);
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
+                if shared.refusing.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&target) else {
                     continue;
                 };
@@ -90,6 +96,13 @@ impl Proxy {
             u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX)
         });
         self.faults.delay_nanos.store(nanos, Ordering::SeqCst);
+    }
+
+    /// Closes each new connection as soon as it is accepted (or, with
+    /// `false`, forwards them again), as a broker that is down or still
+    /// booting does; connections already carried are not affected.
+    pub fn refuse(&self, refusing: bool) {
+        self.faults.refusing.store(refusing, Ordering::SeqCst);
     }
 
     /// Closes every connection carried so far, both sides, as a broken

@@ -339,3 +339,87 @@ fn a_cut_connection_recovers_its_topology_and_consumer_blocking() {
     channel.ack(delivery.delivery_tag, false).unwrap();
     connection.close().unwrap();
 }
+
+fn gives_up_quickly(proxy: &Proxy) -> ConnectOptions {
+    let mut options = recovering_options(proxy);
+    options.recovery = Some(Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(40),
+        max_attempts: Some(3),
+    });
+    options
+}
+
+/// What the handler saw: a start, failed attempts, and giving up last.
+fn assert_gave_up(reports: &Reports) {
+    let reports = reports.lock().unwrap();
+    let attempts = reports
+        .iter()
+        .filter(|event| matches!(event, RecoveryEvent::AttemptFailed { .. }))
+        .count();
+    assert!(
+        matches!(reports.first(), Some(RecoveryEvent::Started { .. }))
+            && matches!(reports.last(), Some(RecoveryEvent::GaveUp { .. }))
+            && attempts == 2,
+        "{reports:?}"
+    );
+}
+
+#[tokio::test]
+async fn recovery_gives_up_after_its_attempts_tokio() {
+    let proxy = start_proxy();
+    let connection = amqp_io_tokio::Connection::connect_with(gives_up_quickly(&proxy))
+        .await
+        .unwrap();
+    let reports: Reports = Arc::default();
+    let sink = Arc::clone(&reports);
+    connection.on_recovery(move |event| sink.lock().unwrap().push(event.clone()));
+    let channel = connection.channel().await.unwrap();
+    proxy.refuse(true);
+    proxy.cut();
+    let error = tokio::time::timeout(Duration::from_secs(10), connection.closed())
+        .await
+        .expect("recovery ends");
+    assert!(
+        matches!(error, amqp_proto::ConnectionError::TransportClosed(_)),
+        "{error}"
+    );
+    assert_gave_up(&reports);
+    // Every call now fails at once with the connection's end.
+    let declare = channel.queue_declare(QueueDeclare::default()).await;
+    assert!(
+        matches!(declare, Err(Error::ConnectionClosed(_))),
+        "{declare:?}"
+    );
+}
+
+#[test]
+fn recovery_gives_up_after_its_attempts_blocking() {
+    let proxy = start_proxy();
+    let connection = amqp_io_std::Connection::open_with(gives_up_quickly(&proxy)).unwrap();
+    let reports: Reports = Arc::default();
+    let sink = Arc::clone(&reports);
+    connection.on_recovery(move |event| sink.lock().unwrap().push(event.clone()));
+    let channel = connection.channel().unwrap();
+    proxy.refuse(true);
+    proxy.cut();
+    // Pumping is what drives a blocking connection's recovery.
+    let started = Instant::now();
+    let error = loop {
+        match connection.drain_events(Duration::from_millis(200)) {
+            Ok(_) | Err(Error::Timeout { .. }) => {}
+            Err(error) => break error,
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "recovery never ended"
+        );
+    };
+    assert!(matches!(error, Error::ConnectionClosed(_)), "{error:?}");
+    assert_gave_up(&reports);
+    let declare = channel.queue_declare(QueueDeclare::default());
+    assert!(
+        matches!(declare, Err(Error::ConnectionClosed(_))),
+        "{declare:?}"
+    );
+}

@@ -751,13 +751,15 @@ impl Connection {
     /// queues it), but memory then grows.
     #[must_use]
     pub fn publish_readiness(&self, channel: u16) -> Readiness {
+        if self.is_recovering() {
+            // The channel may not be reopened yet; it will be.
+            return Readiness::Recovering;
+        }
         let Some(Some(state)) = self.channels.get(usize::from(channel)) else {
             return Readiness::Closed;
         };
         if self.state != State::Open || state.is_closing() {
             Readiness::Closed
-        } else if self.replay.is_some() {
-            Readiness::Recovering
         } else if self.blocked {
             Readiness::Blocked
         } else if !state.flow_active() {
