@@ -503,3 +503,22 @@ fn cancelled_consumers_and_closed_channels_are_forgotten() {
         .collect();
     assert_eq!(channels, vec![(first, 0)]);
 }
+
+#[test]
+fn a_channel_being_closed_when_the_connection_fails_is_not_recovered() {
+    let mut peer = Peer::new(recording());
+    peer.handshake(0);
+    let kept = peer.open_channel();
+    let closing = peer.open_channel();
+    peer.connection
+        .channel(closing)
+        .unwrap()
+        .close(ReplyCode::REPLY_SUCCESS, "done")
+        .unwrap();
+    peer.expect_methods(&["channel.close"]);
+    // The close-ok never comes.
+    peer.connection.handle_transport_closed("reset");
+    let topology = peer.connection.topology().unwrap();
+    let ids: Vec<u16> = topology.channels().iter().map(|c| c.id).collect();
+    assert_eq!(ids, vec![kept]);
+}

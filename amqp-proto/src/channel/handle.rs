@@ -255,6 +255,11 @@ impl<'a> ChannelRef<'a> {
         if let Some(channel) = self.connection.channel_state(self.id) {
             channel.start_close(CloseReason::new(code, text, Initiator::Client));
         }
+        // A channel being closed is not wanted back after a recovery, even
+        // if the connection fails before the close-ok.
+        if let Some(recorder) = self.connection.recorder_mut() {
+            recorder.topology.channel_closed(self.id);
+        }
         Ok(())
     }
 
