@@ -17,65 +17,15 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use amqp_proto::codec::{encode_method_frame, DecodeLimits, Frame, FrameDecoder};
+#[path = "common.rs"]
+mod common;
+
+use amqp_proto::codec::Frame;
 use amqp_proto::spec::{self, Method};
 use amqp_proto::{Config, Connection, Event, Topology};
-use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 
-fn server(channel: u16, method: impl Into<Method>) -> BytesMut {
-    let mut out = BytesMut::new();
-    encode_method_frame(channel, &method.into(), 131_072, &mut out).unwrap();
-    out
-}
-
-/// Decodes what the client wrote, as a server would; the client must only
-/// ever write valid frames.
-struct ClientBytes {
-    decoder: FrameDecoder,
-    header_skipped: bool,
-    pending: BytesMut,
-}
-
-impl ClientBytes {
-    fn frames(&mut self, connection: &mut Connection) -> Vec<Frame> {
-        while let Some(chunk) = connection.poll_transmit() {
-            self.pending.extend_from_slice(&chunk);
-        }
-        if !self.header_skipped {
-            if self.pending.len() < 8 {
-                return Vec::new();
-            }
-            let _ = self.pending.split_to(8);
-            self.header_skipped = true;
-        }
-        self.decoder.extend_from_slice(&self.pending.split());
-        let mut frames = Vec::new();
-        while let Some(frame) = self.decoder.decode().expect("the client writes valid frames") {
-            frames.push(frame);
-        }
-        frames
-    }
-}
-
-/// The handshake a RabbitMQ-like server sends (channel-max 16, frame-max
-/// 4096, heartbeat 5 s).
-fn handshake() -> [BytesMut; 3] {
-    [
-        server(
-            0,
-            spec::ConnectionStart {
-                version_major: 0,
-                version_minor: 9,
-                mechanisms: "PLAIN".into(),
-                locales: "en_US".into(),
-                ..Default::default()
-            },
-        ),
-        server(0, spec::ConnectionTune { channel_max: 16, frame_max: 4096, heartbeat: 5 }),
-        server(0, spec::ConnectionOpenOk::default()),
-    ]
-}
+use common::{handshake, server, ClientBytes};
 
 /// A topology recorded by a well-behaved session that then lost its socket.
 fn recorded_topology() -> &'static Topology {
@@ -136,14 +86,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Connection::new(config, start)
     };
-    let mut client = ClientBytes {
-        decoder: FrameDecoder::new(DecodeLimits {
-            max_frame_size: u32::MAX,
-            ..DecodeLimits::default()
-        }),
-        header_skipped: false,
-        pending: BytesMut::new(),
-    };
+    let mut client = ClientBytes::new();
     for bytes in handshake() {
         connection.handle_input(&bytes, now);
     }
