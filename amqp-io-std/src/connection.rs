@@ -487,8 +487,18 @@ impl Drop for Connection {
             let (flag, wake) = &*keeper.stop;
             *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
             wake.notify_all();
-            // The keeper only ever waits on the flag or on a bounded read.
-            let _ = keeper.thread.join();
+            let connecting = {
+                let mut inner = self.shared.lock();
+                inner.shutdown = true;
+                inner.is_connecting()
+            };
+            // The keeper otherwise only waits on the flag or on a bounded
+            // read; a recovery's connect may take the connect timeout, so
+            // then it is left to finish alone (it gives up, seeing the
+            // shutdown) rather than holding up the drop.
+            if !connecting {
+                let _ = keeper.thread.join();
+            }
         }
         let mut inner = self.shared.lock();
         inner.shutdown = true;

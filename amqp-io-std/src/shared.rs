@@ -168,6 +168,13 @@ impl Inner {
             .is_some_and(Recovery::is_between_sockets)
     }
 
+    /// True while a recovery opens a new socket.
+    pub(crate) fn is_connecting(&self) -> bool {
+        self.recovery
+            .as_ref()
+            .is_some_and(|recovery| matches!(recovery.phase, Phase::Connecting))
+    }
+
     /// When the next reconnection attempt is due, while one is awaited.
     pub(crate) fn attempt_due(&self) -> Option<Instant> {
         self.recovery.as_ref().and_then(Recovery::attempt_due)

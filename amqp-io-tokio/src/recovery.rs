@@ -70,7 +70,25 @@ pub(crate) async fn reconnect(
             }
         }
         attempt += 1;
-        match connect_transport(&options).await {
+        // A connect may take the connect timeout; closing the connection
+        // meanwhile ends the wait.
+        let connect = connect_transport(&options);
+        tokio::pin!(connect);
+        let opened = loop {
+            tokio::select! {
+                opened = &mut connect => break Some(opened),
+                () = shared.wake_driver.notified() => {
+                    if shared.lock().shutdown {
+                        break None;
+                    }
+                }
+            }
+        };
+        let Some(opened) = opened else {
+            give_up(shared, &last_error);
+            return None;
+        };
+        match opened {
             Ok((reader, writer, local_addr)) => {
                 let mut state = shared.lock();
                 if state.shutdown {

@@ -735,3 +735,119 @@ fn blocking_slow_link_changes_nothing_but_latency() {
     eprintln!("delayed round trip {round_trip:?}");
     connection.close().unwrap();
 }
+
+/// Options that recover, patiently enough for a broker restart (a couple
+/// of seconds here).
+fn recovering(url: &str) -> ConnectOptions {
+    let mut options = ConnectOptions::from_url(url).unwrap();
+    options.recovery = Some(amqp_proto::Backoff {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(1),
+        max_attempts: Some(60),
+    });
+    options
+}
+
+type Reports = Arc<Mutex<Vec<amqp_io_common::recovery::RecoveryEvent>>>;
+
+/// The new name of the one server-named queue, once recovered.
+fn recovered_queue(reports: &Reports) -> Option<String> {
+    reports
+        .lock()
+        .unwrap()
+        .iter()
+        .find_map(|event| match event {
+            amqp_io_common::recovery::RecoveryEvent::Recovered { renamed_queues, .. } => {
+                renamed_queues.first().map(|(_, new)| new.to_string())
+            }
+            _ => None,
+        })
+}
+
+/// Publishes one message to `queue` on a connection of its own.
+fn publish_one(queue: &str, body: &'static str) {
+    let connection =
+        amqp_io_std::Connection::open(&broker_url()).unwrap_or_else(|e| broker_unreachable(&e));
+    let channel = connection.channel().unwrap();
+    channel.confirm_select().unwrap();
+    channel
+        .publish(&publish_to(queue), &BasicProperties::default(), body)
+        .unwrap()
+        .wait(Duration::from_secs(10))
+        .unwrap();
+    connection.close().unwrap();
+}
+
+#[test]
+fn tokio_broker_restart_with_recovery_resumes_the_consumer() {
+    let _turn = take_broker();
+    let _restore = KeepsBrokerRunning;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reports: Reports = Arc::default();
+    let (connection, mut consumer) = runtime.block_on(async {
+        let connection = amqp_io_tokio::Connection::connect_with(recovering(&broker_url()))
+            .await
+            .unwrap_or_else(|e| broker_unreachable(&e));
+        let sink = Arc::clone(&reports);
+        connection.on_recovery(move |event| sink.lock().unwrap().push(event.clone()));
+        let channel = connection.channel().await.unwrap();
+        let queue = channel
+            .queue_declare(exclusive_queue())
+            .await
+            .unwrap()
+            .queue;
+        let consumer = channel
+            .basic_consume(consume(&queue.to_string()))
+            .await
+            .unwrap();
+        (connection, consumer)
+    });
+    let took = restart_broker().join().unwrap().unwrap();
+    // The exclusive queue went with the broker's application; the
+    // recovery declares a new one and consumes from it again.
+    assert!(
+        eventually(Duration::from_secs(20), || recovered_queue(&reports)
+            .is_some()),
+        "no recovery after the restart ({took:?}): {:?}",
+        reports.lock().unwrap()
+    );
+    let queue = recovered_queue(&reports).unwrap();
+    publish_one(&queue, "after the restart");
+    runtime.block_on(async {
+        let next = tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await;
+        let delivery = next.unwrap().unwrap().unwrap();
+        assert_eq!(delivery.body().as_ref(), b"after the restart");
+        delivery.ack().unwrap();
+        connection.close().await.unwrap();
+    });
+}
+
+#[test]
+fn blocking_broker_restart_with_recovery_is_driven_by_the_heartbeat_keeper() {
+    let _turn = take_broker();
+    let _restore = KeepsBrokerRunning;
+    let connection = amqp_io_std::Connection::open_with(recovering(&broker_url()))
+        .unwrap_or_else(|e| broker_unreachable(&e));
+    let reports: Reports = Arc::default();
+    let sink = Arc::clone(&reports);
+    connection.on_recovery(move |event| sink.lock().unwrap().push(event.clone()));
+    // Nothing of the application's pumps the connection during the
+    // restart: the keeper alone notices the failure and recovers.
+    connection.spawn_heartbeat_keeper();
+    let channel = connection.channel().unwrap();
+    let queue = channel.queue_declare(exclusive_queue()).unwrap().queue;
+    let consumer = channel.consume(consume(&queue.to_string())).unwrap();
+    let took = restart_broker().join().unwrap().unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || recovered_queue(&reports)
+            .is_some()),
+        "no recovery after the restart ({took:?}): {:?}",
+        reports.lock().unwrap()
+    );
+    let queue = recovered_queue(&reports).unwrap();
+    publish_one(&queue, "after the restart");
+    let delivery = consumer.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(delivery.content.body.as_ref(), b"after the restart");
+    channel.ack(delivery.delivery_tag, false).unwrap();
+    connection.close().unwrap();
+}

@@ -423,3 +423,88 @@ fn recovery_gives_up_after_its_attempts_blocking() {
         "{declare:?}"
     );
 }
+
+#[test]
+fn dropping_a_recovering_connection_ends_its_recovery_blocking() {
+    let proxy = start_proxy();
+    let mut options = recovering_options(&proxy);
+    options.recovery = Some(Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(100),
+        max_attempts: None,
+    });
+    let connection = amqp_io_std::Connection::open_with(options).unwrap();
+    let reports: Reports = Arc::default();
+    let sink = Arc::clone(&reports);
+    connection.on_recovery(move |event| sink.lock().unwrap().push(event.clone()));
+    connection.spawn_heartbeat_keeper();
+    let _channel = connection.channel().unwrap();
+    proxy.refuse(true);
+    proxy.cut();
+    let started = Instant::now();
+    while !reports
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|event| matches!(event, RecoveryEvent::AttemptFailed { .. }))
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "no attempt");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(connection.is_recovering());
+    let dropped = Instant::now();
+    drop(connection);
+    assert!(
+        dropped.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        dropped.elapsed()
+    );
+    // The keeper stops trying: no attempt is reported after the drop.
+    let seen = reports.lock().unwrap().len();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = reports.lock().unwrap().clone();
+    assert!(
+        after.len() <= seen + 1
+            && after
+                .iter()
+                .skip(seen)
+                .all(|event| matches!(event, RecoveryEvent::GaveUp { .. })),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn dropping_a_recovering_connection_ends_its_driver_tokio() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let metrics = runtime.metrics();
+    let proxy = start_proxy();
+    let mut options = recovering_options(&proxy);
+    options.recovery = Some(Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(100),
+        max_attempts: None,
+    });
+    runtime.block_on(async {
+        let connection = amqp_io_tokio::Connection::connect_with(options)
+            .await
+            .unwrap();
+        let _channel = connection.channel().await.unwrap();
+        proxy.refuse(true);
+        proxy.cut();
+        let started = Instant::now();
+        while !connection.is_recovering() {
+            assert!(started.elapsed() < Duration::from_secs(10), "no recovery");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(metrics.num_alive_tasks(), 1, "the driver, reconnecting");
+    });
+    // Every handle is gone: the driver gives up and ends.
+    let started = Instant::now();
+    while metrics.num_alive_tasks() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the driver outlived its handles"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
