@@ -5,8 +5,8 @@
 //! waiting between attempts as [`Backoff`] says.
 //!
 //! Publishes unconfirmed when the old connection failed are reported failed
-//! (their [`Event::Confirm`](crate::Event::Confirm) says so) and never sent
-//! again. Recovered channels keep their ids; their delivery tags and
+//! (their [`Event::Confirm`] says so) and never sent again. Recovered
+//! channels keep their ids; their delivery tags and
 //! publish sequence numbers continue where the old connection's stopped, so
 //! an acknowledgement of a delivery from before the failure is dropped
 //! instead of acknowledging a new message.
