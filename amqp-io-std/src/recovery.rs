@@ -56,6 +56,23 @@ impl Recovery {
         self.options.recovery.unwrap_or_default()
     }
 
+    /// Schedules attempt `attempt` after `delay`; a later attempt reports
+    /// the failure of the one before.
+    fn wait_for_attempt(&mut self, attempt: u32, delay: Duration, last_error: ConnectionError) {
+        if attempt > 0 {
+            self.events.push(RecoveryEvent::AttemptFailed {
+                attempt,
+                error: last_error.to_string(),
+                retry_in: delay,
+            });
+        }
+        self.phase = Phase::Waiting {
+            attempt,
+            at: Instant::now() + delay,
+            last_error,
+        };
+    }
+
     /// True while no socket is usable (reading would be pointless).
     pub(crate) fn is_between_sockets(&self) -> bool {
         matches!(self.phase, Phase::Waiting { .. } | Phase::Connecting)
@@ -139,18 +156,8 @@ impl Inner {
         if attempt == 0 {
             let error = error.clone();
             recovery.events.push(RecoveryEvent::Started { error });
-        } else {
-            recovery.events.push(RecoveryEvent::AttemptFailed {
-                attempt,
-                error: error.to_string(),
-                retry_in: delay,
-            });
         }
-        recovery.phase = Phase::Waiting {
-            attempt,
-            at: Instant::now() + delay,
-            last_error: error.clone(),
-        };
+        recovery.wait_for_attempt(attempt, delay, error.clone());
         // Until a new socket is open, calls see a connection that is not
         // open yet rather than the failed one.
         let config = recovery.options.config.clone();
@@ -217,16 +224,7 @@ impl Shared {
                 match backoff.delay(attempt, jitter_seed()) {
                     Some(delay) => {
                         if let Some(recovery) = inner.recovery.as_mut() {
-                            recovery.events.push(RecoveryEvent::AttemptFailed {
-                                attempt,
-                                error: error.to_string(),
-                                retry_in: delay,
-                            });
-                            recovery.phase = Phase::Waiting {
-                                attempt,
-                                at: Instant::now() + delay,
-                                last_error,
-                            };
+                            recovery.wait_for_attempt(attempt, delay, last_error);
                         }
                     }
                     None => give_up(&mut inner, &last_error),

@@ -67,6 +67,15 @@ fn body_number(body: &[u8]) -> u32 {
 
 type Reports = Arc<Mutex<Vec<RecoveryEvent>>>;
 
+/// Where recovery reports are kept, and a handler that keeps them there.
+fn reporter() -> (Reports, impl FnMut(&RecoveryEvent) + Send + 'static) {
+    let reports: Reports = Arc::default();
+    let sink = Arc::clone(&reports);
+    (reports, move |event: &RecoveryEvent| {
+        sink.lock().unwrap().push(event.clone());
+    })
+}
+
 fn recovered(reports: &Reports) -> Option<Vec<(String, String)>> {
     reports
         .lock()
@@ -89,9 +98,8 @@ async fn a_cut_connection_recovers_its_topology_and_consumer_tokio() {
     let connection = amqp_io_tokio::Connection::connect_with(recovering_options(&proxy))
         .await
         .unwrap();
-    let reports: Reports = Arc::default();
-    let sink = Arc::clone(&reports);
-    connection.on_recovery(move |event| sink.lock().unwrap().push(event.clone()));
+    let (reports, report) = reporter();
+    connection.on_recovery(report);
 
     let channel = connection.channel().await.unwrap();
     channel.confirm_select().await.unwrap();
@@ -237,9 +245,8 @@ async fn a_cut_connection_recovers_its_topology_and_consumer_tokio() {
 fn a_cut_connection_recovers_its_topology_and_consumer_blocking() {
     let proxy = start_proxy();
     let connection = amqp_io_std::Connection::open_with(recovering_options(&proxy)).unwrap();
-    let reports: Reports = Arc::default();
-    let sink = Arc::clone(&reports);
-    connection.on_recovery(move |event| sink.lock().unwrap().push(event.clone()));
+    let (reports, report) = reporter();
+    connection.on_recovery(report);
 
     let channel = connection.channel().unwrap();
     channel.confirm_select().unwrap();
@@ -371,9 +378,8 @@ async fn recovery_gives_up_after_its_attempts_tokio() {
     let connection = amqp_io_tokio::Connection::connect_with(gives_up_quickly(&proxy))
         .await
         .unwrap();
-    let reports: Reports = Arc::default();
-    let sink = Arc::clone(&reports);
-    connection.on_recovery(move |event| sink.lock().unwrap().push(event.clone()));
+    let (reports, report) = reporter();
+    connection.on_recovery(report);
     let channel = connection.channel().await.unwrap();
     proxy.refuse(true);
     proxy.cut();
@@ -397,9 +403,8 @@ async fn recovery_gives_up_after_its_attempts_tokio() {
 fn recovery_gives_up_after_its_attempts_blocking() {
     let proxy = start_proxy();
     let connection = amqp_io_std::Connection::open_with(gives_up_quickly(&proxy)).unwrap();
-    let reports: Reports = Arc::default();
-    let sink = Arc::clone(&reports);
-    connection.on_recovery(move |event| sink.lock().unwrap().push(event.clone()));
+    let (reports, report) = reporter();
+    connection.on_recovery(report);
     let channel = connection.channel().unwrap();
     proxy.refuse(true);
     proxy.cut();
@@ -434,9 +439,8 @@ fn dropping_a_recovering_connection_ends_its_recovery_blocking() {
         max_attempts: None,
     });
     let connection = amqp_io_std::Connection::open_with(options).unwrap();
-    let reports: Reports = Arc::default();
-    let sink = Arc::clone(&reports);
-    connection.on_recovery(move |event| sink.lock().unwrap().push(event.clone()));
+    let (reports, report) = reporter();
+    connection.on_recovery(report);
     connection.spawn_heartbeat_keeper();
     let _channel = connection.channel().unwrap();
     proxy.refuse(true);

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use amqp_io_common::recovery::RecoveryEvent;
 use amqp_io_common::{ConnectOptions, Error};
 use amqp_proto::codec::BasicProperties;
 use amqp_proto::spec::{BasicConsume, BasicPublish, QueueDeclare, QueueDelete};
@@ -55,6 +56,17 @@ struct Published {
     not_sent: u64,
     /// Recoveries of the publishing connection.
     recoveries: u32,
+}
+
+/// A count of completed recoveries, and a handler that keeps it.
+fn recovery_counter() -> (Arc<Mutex<u32>>, impl FnMut(&RecoveryEvent) + Send + 'static) {
+    let recoveries = Arc::new(Mutex::new(0u32));
+    let counter = Arc::clone(&recoveries);
+    (recoveries, move |event: &RecoveryEvent| {
+        if matches!(event, RecoveryEvent::Recovered { .. }) {
+            *counter.lock().expect("not poisoned") += 1;
+        }
+    })
 }
 
 fn resident_kib() -> u64 {
@@ -224,16 +236,8 @@ async fn publish(options: ConnectOptions, queue: &str, deadline: Instant, rate: 
     let connection = amqp_io_tokio::Connection::connect_with(options)
         .await
         .expect("the publisher connects");
-    let recoveries = Arc::new(Mutex::new(0u32));
-    let counter = Arc::clone(&recoveries);
-    connection.on_recovery(move |event| {
-        if matches!(
-            event,
-            amqp_io_common::recovery::RecoveryEvent::Recovered { .. }
-        ) {
-            *counter.lock().expect("not poisoned") += 1;
-        }
-    });
+    let (recoveries, count) = recovery_counter();
+    connection.on_recovery(count);
     let mut channel = None;
     let publish = BasicPublish {
         routing_key: queue.into(),
@@ -292,16 +296,8 @@ fn consume(
     publishing_done: &AtomicBool,
 ) -> u32 {
     let connection = amqp_io_std::Connection::open_with(options).expect("the consumer connects");
-    let recoveries = Arc::new(Mutex::new(0u32));
-    let counter = Arc::clone(&recoveries);
-    connection.on_recovery(move |event| {
-        if matches!(
-            event,
-            amqp_io_common::recovery::RecoveryEvent::Recovered { .. }
-        ) {
-            *counter.lock().expect("not poisoned") += 1;
-        }
-    });
+    let (recoveries, count) = recovery_counter();
+    connection.on_recovery(count);
     let channel = connection.channel().expect("a channel");
     channel.basic_qos(500, false).expect("qos");
     let consumer = channel
