@@ -465,6 +465,61 @@ mod tests {
     }
 
     #[test]
+    fn exchange_bindings_go_with_unbind_and_with_either_exchange() {
+        let mut topology = Topology::default();
+        let bind = |destination: &str, source: &str| ExchangeBind {
+            destination: destination.into(),
+            source: source.into(),
+            routing_key: "k".into(),
+            ..ExchangeBind::default()
+        };
+        for exchange in ["a", "b", "c"] {
+            let declare = ExchangeDeclare {
+                exchange: exchange.into(),
+                ..ExchangeDeclare::default()
+            };
+            topology.confirmed(1, &declare.into(), None);
+        }
+        topology.confirmed(1, &bind("b", "a").into(), None);
+        topology.confirmed(1, &bind("c", "b").into(), None);
+        topology.confirmed(1, &bind("c", "a").into(), None);
+        let unbind = ExchangeUnbind {
+            destination: "c".into(),
+            source: "a".into(),
+            routing_key: "k".into(),
+            ..ExchangeUnbind::default()
+        };
+        topology.confirmed(1, &unbind.into(), None);
+        assert_eq!(topology.bindings().len(), 2);
+        // Deleting b takes both bindings it is an end of.
+        let delete = ExchangeDelete {
+            exchange: "b".into(),
+            ..ExchangeDelete::default()
+        };
+        topology.confirmed(1, &delete.into(), None);
+        assert!(topology.bindings().is_empty());
+        let names: Vec<_> = topology
+            .exchanges()
+            .iter()
+            .map(|e| e.exchange.clone())
+            .collect();
+        assert_eq!(names, vec!["a".into(), "c".into()] as Vec<ShortString>);
+    }
+
+    #[test]
+    fn a_passive_declaration_records_nothing() {
+        let mut topology = Topology::default();
+        let passive = QueueDeclare {
+            queue: "elsewhere".into(),
+            passive: true,
+            ..QueueDeclare::default()
+        };
+        assert!(!Topology::records(&passive.clone().into()));
+        topology.confirmed(1, &passive.into(), None);
+        assert!(topology.declares_nothing());
+    }
+
+    #[test]
     fn qos_keeps_the_last_of_each_scope() {
         let mut topology = Topology::default();
         topology.channel_opened(1);
