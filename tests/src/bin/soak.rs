@@ -9,8 +9,8 @@
 //! process's resident memory stayed flat; it prints the figures and exits
 //! non-zero if a check fails. `scripts/soak` runs it.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,18 +44,94 @@ fn options(proxy: &Proxy) -> ConnectOptions {
     options
 }
 
-/// What the publisher learned about each message id.
+/// How a publish ended, as the publisher learned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Acked,
+    Nacked,
+    /// Sent, then failed with the connection or channel: it may or may
+    /// not have reached the queue.
+    Failed,
+}
+
+/// What both sides learned, kept in constant memory: only ids still in
+/// flight (acked but not yet consumed, or consumed before their confirm
+/// came) are held, so the soak's RSS measures the library, not this
+/// bookkeeping. Publish outcomes arrive in id order (batches are awaited
+/// in order), so every id below `settled_below` has its outcome.
 #[derive(Default)]
-struct Published {
-    acked: Vec<u64>,
-    nacked: Vec<u64>,
-    /// Sent, then failed with the connection or channel: may or may not
-    /// have reached the queue.
-    failed_after_send: Vec<u64>,
-    /// Refused before sending (the publish call itself failed).
+struct Tally {
+    settled_below: u64,
+    acked_unconsumed: BTreeSet<u64>,
+    consumed_early: BTreeSet<u64>,
+    /// Failed and nacked ids, and which of those arrived (few).
+    failed: BTreeSet<u64>,
+    failed_arrived: BTreeSet<u64>,
+    acked: u64,
+    nacked: u64,
+    failed_count: u64,
     not_sent: u64,
-    /// Recoveries of the publishing connection.
-    recoveries: u32,
+    consumed: u64,
+    redeliveries: u64,
+    doubled: u64,
+    unknown: u64,
+}
+
+impl Tally {
+    /// The publisher learned how publish `id` ended (called in id order).
+    fn outcome(&mut self, id: u64, outcome: Outcome) {
+        self.settled_below = id + 1;
+        let arrived = self.consumed_early.remove(&id);
+        match outcome {
+            Outcome::Acked => {
+                self.acked += 1;
+                if !arrived {
+                    self.acked_unconsumed.insert(id);
+                }
+            }
+            Outcome::Nacked | Outcome::Failed => {
+                if outcome == Outcome::Nacked {
+                    self.nacked += 1;
+                } else {
+                    self.failed_count += 1;
+                }
+                self.failed.insert(id);
+                if arrived {
+                    self.failed_arrived.insert(id);
+                }
+            }
+        }
+    }
+
+    /// A publish was refused before it was sent (its id is never used).
+    fn not_sent(&mut self, id: u64) {
+        self.settled_below = id + 1;
+        self.not_sent += 1;
+    }
+
+    /// The consumer got `id`; `published` is how many ids were handed out.
+    fn consumed(&mut self, id: u64, redelivered: bool, published: u64) {
+        self.redeliveries += u64::from(redelivered);
+        if id >= published {
+            self.unknown += 1;
+            return;
+        }
+        let first = if id >= self.settled_below {
+            self.consumed_early.insert(id)
+        } else if self.acked_unconsumed.remove(&id) {
+            true
+        } else if self.failed.contains(&id) {
+            self.failed_arrived.insert(id)
+        } else {
+            false
+        };
+        if first {
+            self.consumed += 1;
+        } else if !redelivered {
+            // Seen before, and the broker did not say it was redelivering.
+            self.doubled += 1;
+        }
+    }
 }
 
 /// A count of completed recoveries, and a handler that keeps it.
@@ -87,15 +163,28 @@ fn main() {
     let cut_every = env_number("SOAK_CUT_EVERY", 30);
     let rate = env_number("SOAK_RATE", 2000);
     let proxy = Arc::new(Proxy::start(&broker_address()).expect("the proxy starts"));
-    let direct = amqp_io_std::Connection::open(&broker_url()).expect("RabbitMQ is reachable");
     let queue = unique("soak");
-    let setup = direct.channel().expect("a channel");
-    setup
-        .queue_declare(QueueDeclare {
+    let queue_count = |queue: &str| -> Option<u32> {
+        // A connection of its own each time: one left idle for the whole
+        // run would have missed its heartbeats.
+        let direct = amqp_io_std::Connection::open(&broker_url()).expect("RabbitMQ is reachable");
+        let channel = direct.channel().expect("a channel");
+        let count = channel.queue_declare(passive_declare(queue)).ok()?;
+        let _ = direct.close();
+        Some(count.message_count)
+    };
+    {
+        let direct = amqp_io_std::Connection::open(&broker_url()).expect("RabbitMQ is reachable");
+        let declare = QueueDeclare {
             queue: queue.as_str().into(),
             ..Default::default()
-        })
-        .expect("the queue is declared");
+        };
+        direct
+            .channel()
+            .and_then(|channel| channel.queue_declare(declare))
+            .expect("the queue is declared");
+        let _ = direct.close();
+    }
     println!(
         "soak: {seconds} s, a cut every {cut_every} s, {rate} msgs/s, queue {queue}, proxy {}",
         proxy.address()
@@ -104,7 +193,8 @@ fn main() {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let publishing_done = Arc::new(AtomicBool::new(false));
-    let consumed: Arc<Mutex<HashMap<u64, (u32, u32)>>> = Arc::default();
+    let tally: Arc<Mutex<Tally>> = Arc::default();
+    let published = Arc::new(AtomicU64::new(0));
     let rss = Arc::new(Mutex::new(vec![(0u64, resident_kib())]));
 
     let cutter = std::thread::spawn({
@@ -133,54 +223,41 @@ fn main() {
     let consumer = std::thread::spawn({
         let options = options(&proxy);
         let queue = queue.clone();
-        let consumed = Arc::clone(&consumed);
+        let tally = Arc::clone(&tally);
+        let published = Arc::clone(&published);
         let done = Arc::clone(&publishing_done);
-        move || consume(options, &queue, &consumed, &done)
+        move || consume(options, &queue, &tally, &published, &done)
     });
 
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    let published = runtime.block_on(publish(options(&proxy), &queue, deadline, rate));
+    let publisher_recoveries = runtime.block_on(publish(
+        options(&proxy),
+        &queue,
+        deadline,
+        rate,
+        &tally,
+        &published,
+    ));
     publishing_done.store(true, Ordering::Relaxed);
-    let consumer_reports = consumer.join().expect("the consumer ran");
+    let consumer_recoveries = consumer.join().expect("the consumer ran");
     let cuts = cutter.join().expect("the cutter ran");
     sampler.join().expect("the sampler ran");
 
-    let left = setup
-        .queue_declare(passive_declare(&queue))
-        .map(|ok| ok.message_count)
-        .unwrap_or(u32::MAX);
-    let _ = setup.queue_delete(QueueDelete {
-        queue: queue.as_str().into(),
-        ..Default::default()
-    });
-    let _ = direct.close();
+    let left = queue_count(&queue);
+    {
+        let direct = amqp_io_std::Connection::open(&broker_url()).expect("RabbitMQ is reachable");
+        let delete = QueueDelete {
+            queue: queue.as_str().into(),
+            ..Default::default()
+        };
+        let _ = direct
+            .channel()
+            .and_then(|channel| channel.queue_delete(delete));
+        let _ = direct.close();
+    }
 
-    let consumed = consumed.lock().expect("not poisoned");
-    let missing: Vec<u64> = published
-        .acked
-        .iter()
-        .copied()
-        .filter(|id| !consumed.contains_key(id))
-        .collect();
-    let sent_max = published
-        .acked
-        .iter()
-        .chain(&published.nacked)
-        .chain(&published.failed_after_send)
-        .max()
-        .copied()
-        .unwrap_or(0);
-    let unknown = consumed.keys().filter(|id| **id > sent_max).count();
-    let doubled = consumed
-        .values()
-        .filter(|(times, redelivered)| times - 1 > *redelivered)
-        .count();
-    let redeliveries: u32 = consumed.values().map(|(_, redelivered)| redelivered).sum();
-    let failed_arrived = published
-        .failed_after_send
-        .iter()
-        .filter(|id| consumed.contains_key(id))
-        .count();
+    let tally = tally.lock().expect("not poisoned");
+    let missing: Vec<u64> = tally.acked_unconsumed.iter().copied().take(10).collect();
     let rss = rss.lock().expect("not poisoned");
     // After a warm-up (a fifth of the run, at most a minute) the peak of
     // the second half must stay within a quarter (and 2 MiB) of the first
@@ -196,43 +273,54 @@ fn main() {
     let first_peak = warm.iter().take(half).max().copied().unwrap_or(0);
     let second_peak = warm.iter().skip(half).max().copied().unwrap_or(0);
     let rss_flat = half == 0 || second_peak <= first_peak + first_peak / 4 + 2048;
+
     println!(
-        "soak: {:.0} s, {cuts} cuts, recoveries: publisher {}, consumer {consumer_reports}",
+        "soak: {:.0} s, {cuts} cuts, recoveries: publisher {publisher_recoveries}, consumer {consumer_recoveries}",
         started.elapsed().as_secs_f64(),
-        published.recoveries
     );
     println!(
-        "soak: published {} acked, {} nacked, {} failed after sending ({failed_arrived} of them arrived anyway), {} refused before sending",
-        published.acked.len(),
-        published.nacked.len(),
-        published.failed_after_send.len(),
-        published.not_sent
+        "soak: published {} acked, {} nacked, {} failed after sending ({} of the failed or nacked arrived anyway), {} refused before sending",
+        tally.acked,
+        tally.nacked,
+        tally.failed_count,
+        tally.failed_arrived.len(),
+        tally.not_sent
     );
     println!(
-        "soak: consumed {} distinct ({redeliveries} redeliveries); {} confirmed but missing, {doubled} doubled without the redelivered flag, {unknown} unknown; {left} left in the queue",
-        consumed.len(),
-        missing.len()
+        "soak: consumed {} distinct ({} redeliveries); {} confirmed but missing, {} doubled without the redelivered flag, {} unknown; {left:?} left in the queue",
+        tally.consumed,
+        tally.redeliveries,
+        tally.acked_unconsumed.len(),
+        tally.doubled,
+        tally.unknown,
     );
     println!(
-        "soak: RSS KiB (second, KiB): first {:?}, last {:?}; peak first half {first_peak}, second half {second_peak}",
+        "soak: RSS (second, KiB): first {:?}, last {:?}; peak after warm-up: first half {first_peak}, second half {second_peak}",
         rss.first(),
         rss.last()
     );
-    let ok = missing.is_empty() && doubled == 0 && unknown == 0 && rss_flat && left == 0;
+    let ok = missing.is_empty()
+        && tally.doubled == 0
+        && tally.unknown == 0
+        && rss_flat
+        && left == Some(0);
     if !ok {
-        eprintln!(
-            "soak: FAILED (missing {:?}..., rss flat {rss_flat}, left {left})",
-            missing.iter().take(10).collect::<Vec<_>>()
-        );
+        eprintln!("soak: FAILED (missing {missing:?}..., RSS flat {rss_flat}, left {left:?})");
         std::process::exit(1);
     }
     println!("soak: every confirmed publish consumed, nothing doubled, RSS flat");
 }
 
 /// Publishes ids 0, 1, 2, ... until `deadline`, in batches awaited in
-/// order, at about `rate` per second.
-async fn publish(options: ConnectOptions, queue: &str, deadline: Instant, rate: u64) -> Published {
-    let mut published = Published::default();
+/// order, at about `rate` per second; returns its recoveries.
+async fn publish(
+    options: ConnectOptions,
+    queue: &str,
+    deadline: Instant,
+    rate: u64,
+    tally: &Mutex<Tally>,
+    published: &AtomicU64,
+) -> u32 {
     let connection = amqp_io_tokio::Connection::connect_with(options)
         .await
         .expect("the publisher connects");
@@ -245,7 +333,7 @@ async fn publish(options: ConnectOptions, queue: &str, deadline: Instant, rate: 
     };
     let properties = BasicProperties::default().delivery_mode(2);
     let batch_time = Duration::from_secs_f64(BATCH as f64 / rate.max(1) as f64);
-    let mut next_id = 0u64;
+    let mut batch = Vec::with_capacity(BATCH as usize);
     while Instant::now() < deadline {
         let batch_started = tokio::time::Instant::now();
         if channel.is_none() {
@@ -258,23 +346,26 @@ async fn publish(options: ConnectOptions, queue: &str, deadline: Instant, rate: 
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let mut batch = Vec::new();
         for _ in 0..BATCH {
-            let id = next_id;
-            next_id += 1;
-            match open
-                .publish(&publish, &properties, id.to_be_bytes().to_vec())
-                .await
-            {
-                Ok(confirmation) => batch.push((id, confirmation)),
-                Err(_) => published.not_sent += 1,
-            }
+            // Counted before sending, so the consumer never sees an id
+            // beyond the count.
+            let id = published.fetch_add(1, Ordering::SeqCst);
+            let body = id.to_be_bytes().to_vec();
+            batch.push((id, open.publish(&publish, &properties, body).await));
         }
-        for (id, confirmation) in batch {
-            match confirmation.await {
-                Ok(()) => published.acked.push(id),
-                Err(Error::Nacked(_)) => published.nacked.push(id),
-                Err(_) => published.failed_after_send.push(id),
+        for (id, sent) in batch.drain(..) {
+            let outcome = match sent {
+                Ok(confirmation) => match confirmation.await {
+                    Ok(()) => Some(Outcome::Acked),
+                    Err(Error::Nacked(_)) => Some(Outcome::Nacked),
+                    Err(_) => Some(Outcome::Failed),
+                },
+                Err(_) => None,
+            };
+            let mut tally = tally.lock().expect("not poisoned");
+            match outcome {
+                Some(outcome) => tally.outcome(id, outcome),
+                None => tally.not_sent(id),
             }
         }
         if open.close_reason().is_some() {
@@ -283,8 +374,8 @@ async fn publish(options: ConnectOptions, queue: &str, deadline: Instant, rate: 
         tokio::time::sleep_until(batch_started + batch_time).await;
     }
     let _ = connection.close().await;
-    published.recoveries = *recoveries.lock().expect("not poisoned");
-    published
+    let seen = *recoveries.lock().expect("not poisoned");
+    seen
 }
 
 /// Consumes and acknowledges until publishing is done and the queue has
@@ -292,7 +383,8 @@ async fn publish(options: ConnectOptions, queue: &str, deadline: Instant, rate: 
 fn consume(
     options: ConnectOptions,
     queue: &str,
-    consumed: &Mutex<HashMap<u64, (u32, u32)>>,
+    tally: &Mutex<Tally>,
+    published: &AtomicU64,
     publishing_done: &AtomicBool,
 ) -> u32 {
     let connection = amqp_io_std::Connection::open_with(options).expect("the consumer connects");
@@ -311,13 +403,13 @@ fn consume(
         match consumer.recv_timeout(Duration::from_millis(500)) {
             Ok(delivery) => {
                 quiet_since = None;
-                if let Ok(bytes) = <[u8; 8]>::try_from(delivery.content.body.as_ref()) {
-                    let id = u64::from_be_bytes(bytes);
-                    let mut consumed = consumed.lock().expect("not poisoned");
-                    let entry = consumed.entry(id).or_insert((0, 0));
-                    entry.0 += 1;
-                    entry.1 += u32::from(delivery.redelivered);
-                }
+                let id = <[u8; 8]>::try_from(delivery.content.body.as_ref())
+                    .map_or(u64::MAX, u64::from_be_bytes);
+                tally.lock().expect("not poisoned").consumed(
+                    id,
+                    delivery.redelivered,
+                    published.load(Ordering::SeqCst),
+                );
                 // An ack lost in a cut makes a redelivery, which the
                 // check allows; an ack refused during a recovery likewise.
                 let _ = channel.ack(delivery.delivery_tag, false);
