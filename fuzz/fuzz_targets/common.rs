@@ -44,9 +44,13 @@ pub struct ClientBytes {
 impl ClientBytes {
     pub fn new() -> Self {
         Self {
+            // The nesting limit is a receiver's own defence, not part of
+            // the wire format: an application may send a table nested
+            // deeper than our decoder would accept (the session target's
+            // arbitrary requests do), and it is still a valid frame.
             decoder: FrameDecoder::new(DecodeLimits {
                 max_frame_size: u32::MAX,
-                ..DecodeLimits::default()
+                max_table_depth: 1_000,
             }),
             header_skipped: false,
             pending: BytesMut::new(),
