@@ -4,7 +4,7 @@
 
 use amqp_proto::codec::{encode_method_frame, DecodeLimits, Frame, FrameDecoder};
 use amqp_proto::spec::{self, Method};
-use amqp_proto::Connection;
+use amqp_proto::{Connection, DecodeError};
 use bytes::BytesMut;
 
 /// A method frame as the server sends it.
@@ -39,6 +39,7 @@ pub struct ClientBytes {
     decoder: FrameDecoder,
     header_skipped: bool,
     pending: BytesMut,
+    too_deep: bool,
 }
 
 impl ClientBytes {
@@ -46,14 +47,16 @@ impl ClientBytes {
         Self {
             // The nesting limit is a receiver's own defence, not part of
             // the wire format: an application may send a table nested
-            // deeper than our decoder would accept (the session target's
-            // arbitrary requests do), and it is still a valid frame.
+            // deeper than a decoder would accept (the session target's
+            // arbitrary requests do), and it is still a valid frame. Past
+            // one deeper than even this, checking stops.
             decoder: FrameDecoder::new(DecodeLimits {
                 max_frame_size: u32::MAX,
                 max_table_depth: 1_000,
             }),
             header_skipped: false,
             pending: BytesMut::new(),
+            too_deep: false,
         }
     }
 
@@ -68,10 +71,23 @@ impl ClientBytes {
             let _ = self.pending.split_to(8);
             self.header_skipped = true;
         }
+        if self.too_deep {
+            // Past an over-deep table the stream cannot be followed.
+            self.pending.clear();
+            return Vec::new();
+        }
         self.decoder.extend_from_slice(&self.pending.split());
         let mut frames = Vec::new();
-        while let Some(frame) = self.decoder.decode().expect("the client writes valid frames") {
-            frames.push(frame);
+        loop {
+            match self.decoder.decode() {
+                Ok(Some(frame)) => frames.push(frame),
+                Ok(None) => break,
+                Err(DecodeError::TableTooDeep { .. }) => {
+                    self.too_deep = true;
+                    break;
+                }
+                Err(error) => panic!("the client writes valid frames: {error:?}"),
+            }
         }
         frames
     }

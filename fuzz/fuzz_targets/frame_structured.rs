@@ -5,6 +5,7 @@
 #![no_main]
 
 use amqp_proto::codec::{DecodeLimits, Frame, FrameDecoder};
+use amqp_proto::DecodeError;
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 
@@ -31,14 +32,30 @@ fuzz_target!(|input: (Vec<Frame>, Vec<u8>)| {
     let mut decoded = Vec::new();
     let mut rest = &wire[..];
     let mut sizes = splits.iter().map(|size| usize::from(*size) + 1).cycle();
-    while !rest.is_empty() {
+    let mut too_deep = false;
+    'feed: while !rest.is_empty() {
         let take = sizes.next().unwrap_or(rest.len()).min(rest.len());
         let (piece, tail) = rest.split_at(take);
         rest = tail;
         decoder.extend_from_slice(piece);
-        while let Some(frame) = decoder.decode().expect("valid frames decode") {
-            decoded.push(frame);
+        loop {
+            match decoder.decode() {
+                Ok(Some(frame)) => decoded.push(frame),
+                Ok(None) => break,
+                // A table nested deeper than the receiver's limit is valid
+                // on the wire and refused by design; `arbitrary` can build
+                // one. Everything before it must have decoded exactly.
+                Err(DecodeError::TableTooDeep { .. }) => {
+                    too_deep = true;
+                    break 'feed;
+                }
+                Err(error) => panic!("valid frames decode: {error:?}"),
+            }
         }
     }
-    assert_eq!(decoded, expected);
+    if too_deep {
+        assert!(expected.starts_with(&decoded));
+    } else {
+        assert_eq!(decoded, expected);
+    }
 });
