@@ -3,14 +3,13 @@
 use bytes::Bytes;
 
 use crate::codec::{
-    body_frame_header, encode_method_frame, encode_properties_frame, encode_publish_frame,
-    BasicProperties,
+    body_frame_header, encode_properties_frame, encode_publish_frame, BasicProperties,
 };
 use crate::connection::Connection;
-use crate::error::{CloseReason, Initiator, UsageError};
+use crate::error::UsageError;
 use crate::event::RequestId;
 use crate::spec::constants::{ReplyCode, FRAME_OVERHEAD};
-use crate::spec::{BasicAck, BasicNack, BasicPublish, BasicReject, ChannelClose, Method};
+use crate::spec::{BasicAck, BasicNack, BasicPublish, BasicReject, Method};
 
 /// A borrowed handle on one channel of a [`Connection`], from
 /// [`Connection::channel`]. Every command queues frames and returns at once;
@@ -60,19 +59,7 @@ impl<'a> ChannelRef<'a> {
             return Ok(None);
         };
         self.check_request(&method)?;
-        let frame_max = self.connection.tuning().frame_max;
-        encode_method_frame(
-            self.id,
-            &method,
-            frame_max,
-            self.connection.output_mut().frames(),
-        )?;
-        let request = method
-            .expects_reply()
-            .then(|| self.connection.allocate_request());
-        if let Some(channel) = self.connection.channel_state(self.id) {
-            channel.sent(&method, request);
-        }
+        let request = self.connection.send_request(self.id, &method)?;
         if let Some(recorder) = self.connection.recorder_mut() {
             recorder.sent(self.id, &method, request);
         }
@@ -243,18 +230,7 @@ impl<'a> ChannelRef<'a> {
     /// fail when the server's `close-ok` arrives, followed by
     /// [`Event::ChannelClosed`](crate::Event::ChannelClosed).
     pub fn close(self, code: ReplyCode, text: &str) -> Result<(), UsageError> {
-        let close = ChannelClose {
-            reply_code: code.0,
-            reply_text: text.into(),
-            class_id: 0,
-            method_id: 0,
-        };
-        let frame_max = self.connection.tuning().frame_max;
-        let output = self.connection.output_mut().frames();
-        encode_method_frame(self.id, &close.into(), frame_max, output)?;
-        if let Some(channel) = self.connection.channel_state(self.id) {
-            channel.start_close(CloseReason::new(code, text, Initiator::Client));
-        }
+        self.connection.send_channel_close(self.id, code, text)?;
         // A channel being closed is not wanted back after a recovery, even
         // if the connection fails before the close-ok.
         if let Some(recorder) = self.connection.recorder_mut() {

@@ -22,7 +22,9 @@ use crate::error::{CloseReason, ConnectionError, Initiator, ProtocolViolation, U
 use crate::event::{Event, Failure, RequestId};
 use crate::recovery::{Recorder, Replay, Topology};
 use crate::spec::constants::{ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER};
-use crate::spec::{ConnectionClose, ConnectionCloseOk, ConnectionUpdateSecret, Method};
+use crate::spec::{
+    ChannelClose, ConnectionClose, ConnectionCloseOk, ConnectionUpdateSecret, Method,
+};
 pub(crate) use output::Output;
 
 /// Where the connection is in its life.
@@ -689,14 +691,8 @@ impl Connection {
             None => return Err(UsageError::NoFreeChannel(channel_max)),
         };
         let id = u16::try_from(index).map_err(|_| UsageError::NoFreeChannel(channel_max))?;
-        self.send(id, &crate::spec::ChannelOpen::default().into())?;
-        let request = self.next_request_id();
-        if self.channels.len() <= index {
-            self.channels.resize_with(index + 1, || None);
-        }
-        if let Some(slot) = self.channels.get_mut(index) {
-            *slot = Some(Channel::opening(id, request, self.config.max_body_size));
-        }
+        let max_body_size = self.config.max_body_size;
+        self.send_channel_open(id, |request| Channel::opening(id, request, max_body_size))?;
         Ok(id)
     }
 
@@ -803,8 +799,64 @@ impl Connection {
         self.channels.get_mut(usize::from(id))?.as_mut()
     }
 
-    pub(crate) fn allocate_request(&mut self) -> RequestId {
-        self.next_request_id()
+    /// Queues `method` on channel `id` and tells the channel it was sent;
+    /// the request id its reply will carry, if one will come.
+    pub(crate) fn send_request(
+        &mut self,
+        id: u16,
+        method: &Method,
+    ) -> Result<Option<RequestId>, crate::EncodeError> {
+        encode_method_frame(id, method, self.tuning.frame_max, self.output.frames())?;
+        let request = method.expects_reply().then(|| self.next_request_id());
+        if let Some(channel) = self.channel_state(id) {
+            channel.sent(method, request);
+        }
+        Ok(request)
+    }
+
+    /// Queues `channel.close` on channel `id` and starts its close
+    /// handshake.
+    pub(crate) fn send_channel_close(
+        &mut self,
+        id: u16,
+        code: ReplyCode,
+        text: &str,
+    ) -> Result<(), crate::EncodeError> {
+        let close = ChannelClose {
+            reply_code: code.0,
+            reply_text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        };
+        encode_method_frame(
+            id,
+            &close.into(),
+            self.tuning.frame_max,
+            self.output.frames(),
+        )?;
+        if let Some(channel) = self.channel_state(id) {
+            channel.start_close(CloseReason::new(code, text, Initiator::Client));
+        }
+        Ok(())
+    }
+
+    /// Sends `channel.open` on `id` and puts `channel` (made with the
+    /// request id it is given) in its slot.
+    pub(crate) fn send_channel_open(
+        &mut self,
+        id: u16,
+        channel: impl FnOnce(RequestId) -> Channel,
+    ) -> Result<(), UsageError> {
+        self.send(id, &crate::spec::ChannelOpen::default().into())?;
+        let request = self.next_request_id();
+        let index = usize::from(id);
+        if self.channels.len() <= index {
+            self.channels.resize_with(index + 1, || None);
+        }
+        if let Some(slot) = self.channels.get_mut(index) {
+            *slot = Some(channel(request));
+        }
+        Ok(())
     }
 
     pub(crate) fn recorder_mut(&mut self) -> Option<&mut Recorder> {

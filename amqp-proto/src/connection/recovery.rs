@@ -2,12 +2,10 @@
 //! current from events, and replaying a recorded topology after open-ok.
 
 use crate::channel::Channel;
-use crate::codec::encode_method_frame;
 use crate::error::{CloseReason, Initiator};
 use crate::event::{Event, Failure};
 use crate::recovery::{Next, Replay, Step};
 use crate::spec::constants::ReplyCode;
-use crate::spec::{ChannelClose, ChannelOpen};
 
 use super::Connection;
 
@@ -91,7 +89,6 @@ impl Connection {
         &mut self,
         step: &Step,
     ) -> Result<Option<crate::event::RequestId>, (u16, &'static str, CloseReason)> {
-        let frame_max = self.tuning.frame_max;
         let unsendable = |channel: u16, method: &'static str, error: &dyn std::fmt::Display| {
             let text = format!("cannot be sent again: {error}");
             (
@@ -102,10 +99,6 @@ impl Connection {
         };
         match step {
             Step::Open(id) => {
-                let open = ChannelOpen::default().into();
-                encode_method_frame(*id, &open, frame_max, self.output.frames())
-                    .map_err(|error| unsendable(*id, "channel.open", &error))?;
-                let request = self.next_request_id();
                 let (delivery_offset, sequence_offset) = self
                     .recorder
                     .as_mut()
@@ -113,49 +106,30 @@ impl Connection {
                     .map_or((0, 0), |record| {
                         (record.delivery_tag_offset, record.publish_sequence_offset)
                     });
-                let index = usize::from(*id);
-                if self.channels.len() <= index {
-                    self.channels.resize_with(index + 1, || None);
-                }
-                if let Some(slot) = self.channels.get_mut(index) {
-                    *slot = Some(Channel::recovered(
+                let max_body_size = self.config.max_body_size;
+                let mut opened = None;
+                self.send_channel_open(*id, |request| {
+                    opened = Some(request);
+                    Channel::recovered(
                         *id,
                         request,
-                        self.config.max_body_size,
+                        max_body_size,
                         delivery_offset,
                         sequence_offset,
-                    ));
-                }
-                Ok(Some(request))
+                    )
+                })
+                .map_err(|error| unsendable(*id, "channel.open", &error))?;
+                Ok(opened)
             }
             Step::Request {
                 channel, method, ..
-            } => {
-                encode_method_frame(*channel, method, frame_max, self.output.frames())
-                    .map_err(|error| unsendable(*channel, method.name(), &error))?;
-                let request = method.expects_reply().then(|| self.next_request_id());
-                if let Some(state) = self.channel_state(*channel) {
-                    state.sent(method, request);
-                }
-                Ok(request)
-            }
+            } => self
+                .send_request(*channel, method)
+                .map_err(|error| unsendable(*channel, method.name(), &error)),
             Step::Close(id) => {
-                let reason = CloseReason::new(
-                    ReplyCode::REPLY_SUCCESS,
-                    "recovery declarations done",
-                    Initiator::Client,
-                );
-                let close = ChannelClose {
-                    reply_code: reason.code.0,
-                    reply_text: "recovery declarations done".into(),
-                    class_id: 0,
-                    method_id: 0,
-                };
-                encode_method_frame(*id, &close.into(), frame_max, self.output.frames())
+                let text = "recovery declarations done";
+                self.send_channel_close(*id, ReplyCode::REPLY_SUCCESS, text)
                     .map_err(|error| unsendable(*id, "channel.close", &error))?;
-                if let Some(state) = self.channel_state(*id) {
-                    state.start_close(reason);
-                }
                 Ok(None)
             }
         }
