@@ -9,11 +9,23 @@ SECONDS (default 1.0). Prints "ready <hostname>" once consuming.
 import sys
 import threading
 import time
+import traceback
 
 from kombu import Connection
 from kombu.pidbox import Mailbox
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+
+# print() writes the text and the newline separately, so the nodes' threads
+# could interleave their lines; one write per line under a lock keeps each
+# whole.
+OUTPUT = threading.Lock()
+
+
+def say(line):
+    with OUTPUT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def serve(namespace, hostname, slow, stop):
@@ -34,13 +46,21 @@ def serve(namespace, hostname, slow, stop):
         node.handlers["ping"] = ping
         node.handlers["slow"] = slow_ping
         consumer = node.listen()
-        print(f"ready {hostname}", flush=True)
+        say(f"ready {hostname}")
         with consumer:
             while not stop.is_set():
                 try:
                     connection.drain_events(timeout=0.2)
                 except TimeoutError:
                     pass
+
+
+def run(namespace, hostname, slow, stop):
+    try:
+        serve(namespace, hostname, slow, stop)
+    except Exception as error:  # reported to the test rather than lost
+        say(f"failed {hostname}: {error!r}")
+        traceback.print_exc()
 
 
 def main():
@@ -52,7 +72,7 @@ def main():
         del arguments[index:index + 2]
     namespace, hostnames = arguments[0], arguments[1:]
     stop = threading.Event()
-    threads = [threading.Thread(target=serve, args=(namespace, name, slow, stop), daemon=True)
+    threads = [threading.Thread(target=run, args=(namespace, name, slow, stop), daemon=True)
                for name in hostnames]
     for thread in threads:
         thread.start()
