@@ -11,11 +11,12 @@
 //! delivery nobody will take, cancelling an abandoned consumer) comes back
 //! as [`Cleanup`] for the adapter to pass to the core.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use amqp_proto::codec::ShortString;
 use amqp_proto::{CloseReason, ConfirmOutcome, ConnectionError, Delivery, Failure, Returned};
 
+use crate::map::Map;
 use crate::Error;
 
 /// A consumer's identity on a connection: its channel and tag.
@@ -137,8 +138,8 @@ pub enum Sorted<'a, K> {
 /// The bookkeeping of one connection.
 #[derive(Debug)]
 pub struct Ledger<C, K> {
-    channels: HashMap<u16, ChannelRecord<C>>,
-    consumers: HashMap<ConsumerKey, ConsumerRecord<K>>,
+    channels: Map<u16, ChannelRecord<C>>,
+    consumers: Map<ConsumerKey, ConsumerRecord<K>>,
     buffered_deliveries: usize,
     next_generation: u64,
     closed: Option<ConnectionError>,
@@ -147,8 +148,8 @@ pub struct Ledger<C, K> {
 impl<C, K> Default for Ledger<C, K> {
     fn default() -> Self {
         Self {
-            channels: HashMap::new(),
-            consumers: HashMap::new(),
+            channels: Map::default(),
+            consumers: Map::default(),
             buffered_deliveries: 0,
             next_generation: 1,
             closed: None,

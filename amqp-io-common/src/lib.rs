@@ -20,6 +20,7 @@
 
 mod error;
 pub mod ledger;
+pub mod map;
 mod options;
 pub mod pidbox;
 pub mod recovery;

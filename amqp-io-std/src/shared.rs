@@ -7,11 +7,12 @@
 //! records below and wakes every waiter. A waiter that finds the reader
 //! taken sleeps on the condition variable instead.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use amqp_io_common::ledger::{Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
+use amqp_io_common::map::Map;
 use amqp_io_common::{Error, Result};
 use amqp_proto::codec::ShortString;
 use amqp_proto::spec::constants::ReplyCode;
@@ -52,7 +53,7 @@ pub(crate) struct ChannelExtra {
     /// The opener stopped waiting before `open-ok`: close it when it comes.
     pub(crate) abandoned: bool,
     /// Confirms settled other than by `basic.ack`, until waited for.
-    pub(crate) refused: HashMap<u64, ConfirmOutcome>,
+    pub(crate) refused: Map<u64, ConfirmOutcome>,
     pub(crate) return_handler: Option<ReturnCallback>,
 }
 
@@ -118,10 +119,10 @@ pub(crate) struct Inner {
     /// Encryption between the core and the socket, for `amqps://`.
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::Session>,
-    pub(crate) replies: HashMap<RequestId, Result<Reply, Failure>>,
+    pub(crate) replies: Map<RequestId, Result<Reply, Failure>>,
     /// Requests whose caller gave up waiting: their replies are dropped.
     pub(crate) abandoned: HashSet<RequestId>,
-    pub(crate) pending_consumes: HashMap<RequestId, PendingConsume>,
+    pub(crate) pending_consumes: Map<RequestId, PendingConsume>,
     pub(crate) ledger: Ledger<ChannelExtra, ConsumerExtra>,
     max_buffered_deliveries: usize,
     pub(crate) opened: Option<(Tuning, amqp_proto::codec::FieldTable)>,
@@ -145,9 +146,9 @@ impl Inner {
             writer,
             #[cfg(feature = "tls")]
             tls: None,
-            replies: HashMap::new(),
+            replies: Map::default(),
             abandoned: HashSet::new(),
-            pending_consumes: HashMap::new(),
+            pending_consumes: Map::default(),
             ledger: Ledger::default(),
             max_buffered_deliveries,
             opened: None,

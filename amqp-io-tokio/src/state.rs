@@ -4,11 +4,11 @@
 //! waiters (one-shot channels for replies and confirms, wakers for consumer
 //! and return streams, a `Notify` for everything polled by condition).
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
 use amqp_io_common::ledger::{Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
+use amqp_io_common::map::Map;
 use amqp_io_common::recovery::{RecoveryEvent, RecoveryHandler};
 use amqp_io_common::{ConnectOptions, Error, SaslResponder};
 use amqp_proto::codec::FieldTable;
@@ -73,10 +73,10 @@ pub(crate) struct State {
     sasl_responder: Option<SaslResponder>,
     pub(crate) open_waiter: Option<oneshot::Sender<Result<(), Error>>>,
     pub(crate) opened: Option<(Tuning, FieldTable)>,
-    pub(crate) replies: HashMap<RequestId, ReplySender>,
-    pub(crate) channel_opens: HashMap<u16, oneshot::Sender<Result<(), Error>>>,
-    pub(crate) confirms: HashMap<(u16, u64), oneshot::Sender<ConfirmOutcome>>,
-    pub(crate) pending_consumes: HashMap<RequestId, PendingConsume>,
+    pub(crate) replies: Map<RequestId, ReplySender>,
+    pub(crate) channel_opens: Map<u16, oneshot::Sender<Result<(), Error>>>,
+    pub(crate) confirms: Map<(u16, u64), oneshot::Sender<ConfirmOutcome>>,
+    pub(crate) pending_consumes: Map<RequestId, PendingConsume>,
     pub(crate) ledger: Ledger<ChannelExtra, ConsumerExtra>,
     max_buffered_deliveries: usize,
     pub(crate) blocked: watch::Sender<Option<String>>,
@@ -100,10 +100,10 @@ impl State {
             sasl_responder,
             open_waiter: None,
             opened: None,
-            replies: HashMap::new(),
-            channel_opens: HashMap::new(),
-            confirms: HashMap::new(),
-            pending_consumes: HashMap::new(),
+            replies: Map::default(),
+            channel_opens: Map::default(),
+            confirms: Map::default(),
+            pending_consumes: Map::default(),
             ledger: Ledger::default(),
             max_buffered_deliveries,
             blocked: watch::Sender::new(None),
