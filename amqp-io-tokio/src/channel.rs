@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -608,12 +609,12 @@ impl Channel {
             .core
             .channel(self.id)?
             .publish(publish, properties, body)?;
-        let receiver = sequence.map(|sequence| {
-            let (sender, receiver) = oneshot::channel();
-            state.confirms.insert((self.id, sequence), sender);
-            receiver
-        });
-        Ok(Confirmation { sequence, receiver })
+        Ok(match sequence {
+            Some(sequence) => {
+                Confirmation::track(self.shared(), self.id, self.generation, sequence)
+            }
+            None => Confirmation::settled(),
+        })
     }
 
     /// Waits until every publish of this channel so far is confirmed:
@@ -812,13 +813,63 @@ fn unexpected(operation: &'static str, reply: &str) -> Error {
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct Confirmation {
     sequence: Option<u64>,
-    receiver: Option<oneshot::Receiver<ConfirmOutcome>>,
+    /// Until it resolves: where its outcome will be. No allocation and no
+    /// registration per publish; a waker is registered only when polled
+    /// before the confirm arrived.
+    pending: Option<PendingConfirm>,
+}
+
+/// What an unresolved [`Confirmation`] needs to find its outcome.
+struct PendingConfirm {
+    shared: Arc<Shared>,
+    channel: u16,
+    generation: u64,
+    sequence: u64,
+}
+
+impl Drop for PendingConfirm {
+    fn drop(&mut self) {
+        self.shared
+            .live_confirmations
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl std::fmt::Debug for Confirmation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Confirmation")
+            .field("sequence", &self.sequence)
+            .field("resolved", &self.pending.is_none())
+            .finish()
+    }
 }
 
 impl Confirmation {
+    /// Outside confirm mode: nothing to wait for.
+    fn settled() -> Self {
+        Self {
+            sequence: None,
+            pending: None,
+        }
+    }
+
+    /// Follows `sequence` on the channel; called under the state lock, so
+    /// the driver cannot dispatch its confirm before it is counted.
+    fn track(shared: &Arc<Shared>, channel: u16, generation: u64, sequence: u64) -> Self {
+        shared.live_confirmations.fetch_add(1, Ordering::AcqRel);
+        Self {
+            sequence: Some(sequence),
+            pending: Some(PendingConfirm {
+                shared: Arc::clone(shared),
+                channel,
+                generation,
+                sequence,
+            }),
+        }
+    }
+
     /// The publish's sequence number on its channel, in confirm mode.
     ///
     /// ```no_run
@@ -833,27 +884,69 @@ impl Confirmation {
     }
 }
 
+impl PendingConfirm {
+    /// The outcome if the confirm has arrived; otherwise registers `waker`.
+    fn check(&self, waker: &std::task::Waker) -> Option<Result<()>> {
+        let mut state = self.shared.lock();
+        let state = &mut *state;
+        let key = (self.channel, self.sequence);
+        let current = state
+            .ledger
+            .channel_record(self.channel)
+            .is_some_and(|record| record.generation == self.generation);
+        if !current {
+            // The channel closed and its id was reused: the publish was
+            // settled (failed) with the old channel, whose record is gone.
+            state.confirm_waiters.remove(&key);
+            return Some(Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
+                self.channel,
+            ))));
+        }
+        if state.core.is_unconfirmed(self.channel, self.sequence) {
+            match state.confirm_waiters.get_mut(&key) {
+                Some(registered) => registered.clone_from(waker),
+                None => {
+                    state.confirm_waiters.insert(key, waker.clone());
+                }
+            }
+            return None;
+        }
+        state.confirm_waiters.remove(&key);
+        // The core settles a publish while it reads; the driver sorts the
+        // outcome into `refused` only on its next pass. Sort it now, or a
+        // nack read a moment ago would pass for an ack; the driver is then
+        // woken for anything the sorting asks of it.
+        let live_confirmations = self.shared.live_confirmations.load(Ordering::Acquire);
+        if state.dispatch(live_confirmations) {
+            self.shared.wake_driver.notify_one();
+        }
+        let refused = state
+            .ledger
+            .channel_record(self.channel)
+            .and_then(|record| record.extra.refused.remove(&self.sequence));
+        if refused.is_some() {
+            state.refused_kept = state.refused_kept.saturating_sub(1);
+        }
+        Some(match refused {
+            None | Some(ConfirmOutcome::Ack) => Ok(()),
+            Some(ConfirmOutcome::Nack) => Err(Error::Nacked(1)),
+            Some(ConfirmOutcome::Failed(failure)) => Err(failure.into()),
+        })
+    }
+}
+
 impl Future for Confirmation {
     type Output = Result<()>;
 
     fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Result<()>> {
-        let Some(receiver) = self.receiver.as_mut() else {
+        let Some(pending) = self.pending.as_ref() else {
             return Poll::Ready(Ok(()));
         };
-        match Pin::new(receiver).poll(context) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(outcome) => {
-                self.receiver = None;
-                Poll::Ready(match outcome {
-                    Ok(ConfirmOutcome::Ack) => Ok(()),
-                    Ok(ConfirmOutcome::Nack) => Err(Error::Nacked(1)),
-                    Ok(ConfirmOutcome::Failed(failure)) => Err(failure.into()),
-                    Err(_) => Err(Error::ConnectionClosed(
-                        amqp_proto::ConnectionError::TransportClosed(
-                            "the connection ended before the confirm".into(),
-                        ),
-                    )),
-                })
+        match pending.check(context.waker()) {
+            None => Poll::Pending,
+            Some(outcome) => {
+                self.pending = None;
+                Poll::Ready(outcome)
             }
         }
     }

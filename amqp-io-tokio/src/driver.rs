@@ -5,6 +5,7 @@
 
 use std::io::IoSlice;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,7 +34,8 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
         let (deadline, wants_input, closed, window_opened) = {
             let mut state = shared.lock();
             state.core.handle_timeout(Instant::now());
-            state.dispatch();
+            let live_confirmations = shared.live_confirmations.load(Ordering::Acquire);
+            let _ = state.dispatch(live_confirmations);
             let window_opened = std::mem::take(&mut state.window_opened);
             output.extend(std::iter::from_fn(|| state.core.poll_transmit()));
             (

@@ -1,9 +1,10 @@
 //! The state every handle and the driver share: the core, and who waits
 //! for what. Handles queue commands into the core under the lock and wake
 //! the driver; the driver feeds the core and sorts its events to the
-//! waiters (one-shot channels for replies and confirms, wakers for consumer
+//! waiters (one-shot channels for replies, wakers for confirms, consumer
 //! and return streams, a `Notify` for everything polled by condition).
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
@@ -29,10 +30,13 @@ pub(crate) enum Reply {
 
 pub(crate) type ReplySender = oneshot::Sender<Result<Reply, Failure>>;
 
-/// What this adapter keeps per channel: who waits for its returns.
+/// What this adapter keeps per channel: who waits for its returns, and
+/// the confirms settled other than by `basic.ack` that a live
+/// [`Confirmation`](crate::Confirmation) may still ask for.
 #[derive(Default)]
 pub(crate) struct ChannelExtra {
     pub(crate) returns_waker: Option<Waker>,
+    pub(crate) refused: Map<u64, ConfirmOutcome>,
 }
 
 /// What this adapter keeps per consumer: the waker of its stream.
@@ -75,7 +79,12 @@ pub(crate) struct State {
     pub(crate) opened: Option<(Tuning, FieldTable)>,
     pub(crate) replies: Map<RequestId, ReplySender>,
     pub(crate) channel_opens: Map<u16, oneshot::Sender<Result<(), Error>>>,
-    pub(crate) confirms: Map<(u16, u64), oneshot::Sender<ConfirmOutcome>>,
+    /// Confirmations polled before their confirm arrived, by channel and
+    /// sequence number.
+    pub(crate) confirm_waiters: Map<(u16, u64), Waker>,
+    /// Entries in the channels' `refused` maps, so that they are cleared
+    /// without a scan when no confirmation is left to read them.
+    pub(crate) refused_kept: usize,
     pub(crate) pending_consumes: Map<RequestId, PendingConsume>,
     pub(crate) ledger: Ledger<ChannelExtra, ConsumerExtra>,
     max_buffered_deliveries: usize,
@@ -102,7 +111,8 @@ impl State {
             opened: None,
             replies: Map::default(),
             channel_opens: Map::default(),
-            confirms: Map::default(),
+            confirm_waiters: Map::default(),
+            refused_kept: 0,
             pending_consumes: Map::default(),
             ledger: Ledger::default(),
             max_buffered_deliveries,
@@ -135,11 +145,22 @@ impl State {
         self.ledger.channel(id, generation)
     }
 
-    /// Sorts the core's events to their waiters.
-    pub(crate) fn dispatch(&mut self) {
+    /// Sorts the core's events to their waiters. `live_confirmations` is
+    /// how many [`Confirmation`](crate::Confirmation)s exist: with none, no
+    /// refused confirm needs keeping. Returns true if there were any.
+    pub(crate) fn dispatch(&mut self, live_confirmations: usize) -> bool {
+        let mut dispatched = false;
         while let Some(event) = self.core.poll_event() {
-            self.handle_event(event);
+            dispatched = true;
+            self.handle_event(event, live_confirmations);
         }
+        if live_confirmations == 0 && self.refused_kept > 0 {
+            for (_, record) in self.ledger.channel_records() {
+                record.extra.refused.clear();
+            }
+            self.refused_kept = 0;
+        }
+        dispatched
     }
 
     /// Sends what the bookkeeping asks for (cleanup after dropped
@@ -174,7 +195,7 @@ impl State {
         }
     }
 
-    fn handle_event(&mut self, event: Event) {
+    fn handle_event(&mut self, event: Event, live_confirmations: usize) {
         match event {
             Event::Opened {
                 tuning,
@@ -281,8 +302,16 @@ impl State {
                 outcome,
             } => {
                 self.ledger.confirmed(channel, &outcome);
-                if let Some(waiter) = self.confirms.remove(&(channel, sequence)) {
-                    let _ = waiter.send(outcome);
+                if outcome != ConfirmOutcome::Ack && live_confirmations > 0 {
+                    if let Some(record) = self.ledger.channel_record(channel) {
+                        record.extra.refused.insert(sequence, outcome);
+                        self.refused_kept += 1;
+                    }
+                }
+                if !self.confirm_waiters.is_empty() {
+                    if let Some(waker) = self.confirm_waiters.remove(&(channel, sequence)) {
+                        waker.wake();
+                    }
                 }
                 let low_watermark = self.core.config().max_unconfirmed / 2;
                 if self.core.unconfirmed(channel) <= low_watermark {
@@ -379,7 +408,9 @@ impl State {
         // Every request and confirm was failed by the core before its
         // Closed event; what is left has no waiter.
         self.replies.clear();
-        self.confirms.clear();
+        for (_, waker) in self.confirm_waiters.drain() {
+            waker.wake();
+        }
     }
 
     fn consumer_started(
@@ -413,6 +444,11 @@ pub(crate) struct Shared {
     /// drained to half (or the channel or connection closed). Waking them
     /// on every ack instead would cost a thread switch per few messages.
     pub(crate) window: Notify,
+    /// [`Confirmation`](crate::Confirmation)s in existence. Raised under
+    /// the lock, so the driver's dispatch (also under it) never misses
+    /// one; lowered on drop without the lock, which costs a confirmation
+    /// nothing but an atomic decrement.
+    pub(crate) live_confirmations: AtomicUsize,
 }
 
 impl Shared {
@@ -422,6 +458,7 @@ impl Shared {
             wake_driver: Notify::new(),
             changed: Notify::new(),
             window: Notify::new(),
+            live_confirmations: AtomicUsize::new(0),
         }
     }
 

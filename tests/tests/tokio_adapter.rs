@@ -252,6 +252,81 @@ async fn a_channel_error_reports_the_servers_code_and_leaves_other_channels_work
     connection.close().await.unwrap();
 }
 
+/// Confirmations keep their exact outcome however late they are awaited:
+/// acks, nacks (a full `reject-publish` queue), and the failure of
+/// publishes the channel's close cut off; dropped ones cost nothing.
+#[tokio::test]
+async fn kept_confirmations_report_acks_nacks_and_failures_however_late() {
+    let connection = connect().await;
+    let channel = connection.channel().await.unwrap();
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length", FieldValue::LongInt(2));
+    arguments.insert("x-overflow", FieldValue::LongString("reject-publish".into()));
+    let queue = channel
+        .queue_declare(QueueDeclare {
+            exclusive: true,
+            arguments,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .queue
+        .to_string();
+    channel.confirm_select().await.unwrap();
+    let publish = publish_to(&queue);
+    let properties = BasicProperties::default();
+    let mut kept = Vec::new();
+    for n in 0..6u32 {
+        let confirmation = channel
+            .publish(&publish, &properties, n.to_be_bytes().to_vec())
+            .await
+            .unwrap();
+        // Every other one is dropped unawaited.
+        if n % 2 == 0 || n == 5 {
+            kept.push(confirmation);
+        }
+    }
+    // Settled long before anyone asks; the count of refusals is reported
+    // to the batch wait too.
+    assert!(matches!(
+        channel.wait_for_confirms(SHORT).await,
+        Err(Error::Nacked(4))
+    ));
+    let outcomes: Vec<bool> = futures_outcomes(kept).await;
+    assert_eq!(outcomes, [true, false, false, false], "sequences 1, 3, 5, 6");
+
+    // A publish the broker never settles because the channel closes.
+    let confirmation = channel
+        .publish(
+            &BasicPublish {
+                exchange: unique("no-such-exchange").as_str().into(),
+                ..Default::default()
+            },
+            &properties,
+            "lost",
+        )
+        .await
+        .unwrap();
+    match confirmation.await {
+        Err(Error::ChannelClosed(reason)) => assert_eq!(reason.code, ReplyCode::NOT_FOUND),
+        other => panic!("expected the channel's close, got {other:?}"),
+    }
+    connection.close().await.unwrap();
+}
+
+/// Awaits each confirmation in order; true for an ack, false for a nack.
+async fn futures_outcomes(confirmations: Vec<amqp_io_tokio::Confirmation>) -> Vec<bool> {
+    let mut outcomes = Vec::new();
+    for confirmation in confirmations {
+        match confirmation.await {
+            Ok(()) => outcomes.push(true),
+            Err(Error::Nacked(1)) => outcomes.push(false),
+            Err(other) => panic!("unexpected confirm outcome {other}"),
+        }
+    }
+    outcomes
+}
+
 #[tokio::test]
 async fn ten_thousand_publishes_are_each_confirmed_exactly_once() {
     let connection = connect().await;
