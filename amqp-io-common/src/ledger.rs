@@ -339,6 +339,22 @@ impl<C, K> Ledger<C, K> {
         taken
     }
 
+    /// Moves every delivery a consumer holds to the end of `taken`. When
+    /// `taken` is empty the two queues trade places, so a consumer that
+    /// takes its deliveries batch after batch reuses two buffers instead
+    /// of growing a new one for each batch.
+    pub fn take_deliveries_into(&mut self, key: &ConsumerKey, taken: &mut VecDeque<Delivery>) {
+        let Some(consumer) = self.consumers.get_mut(key) else {
+            return;
+        };
+        self.buffered_deliveries -= consumer.queue.len();
+        if taken.is_empty() {
+            std::mem::swap(&mut consumer.queue, taken);
+        } else {
+            taken.append(&mut consumer.queue);
+        }
+    }
+
     /// Deliveries sorted and not yet taken, across consumers.
     #[must_use]
     pub fn buffered_deliveries(&self) -> usize {
@@ -402,6 +418,38 @@ mod tests {
                 body: bytes::Bytes::new(),
             },
         }
+    }
+
+    #[test]
+    fn taking_into_a_queue_keeps_order_and_counts() {
+        let mut ledger: Ledger<(), u32> = Ledger::default();
+        let generation = ledger.open_channel(1, ());
+        let key: ConsumerKey = (1, "c".into());
+        ledger.register_consumer(key.clone(), generation, false, 0);
+        let tags = |queue: &VecDeque<Delivery>| -> Vec<u64> {
+            queue.iter().map(|delivery| delivery.delivery_tag).collect()
+        };
+        let mut taken = VecDeque::new();
+        for tag in 1..=2 {
+            let _ = ledger.delivered(delivery(1, "c", tag));
+        }
+        ledger.take_deliveries_into(&key, &mut taken);
+        assert_eq!(tags(&taken), [1, 2]);
+        assert_eq!(ledger.buffered_deliveries(), 0);
+        // Into a queue still holding some: appended after them.
+        let _ = ledger.delivered(delivery(1, "c", 3));
+        ledger.take_deliveries_into(&key, &mut taken);
+        assert_eq!(tags(&taken), [1, 2, 3]);
+        // Emptied, it trades places and the consumer's queue starts empty.
+        taken.clear();
+        let _ = ledger.delivered(delivery(1, "c", 4));
+        ledger.take_deliveries_into(&key, &mut taken);
+        ledger.take_deliveries_into(&key, &mut taken);
+        assert_eq!(tags(&taken), [4]);
+        assert_eq!(ledger.buffered_deliveries(), 0);
+        // An unknown consumer leaves it alone.
+        ledger.take_deliveries_into(&(2, "x".into()), &mut taken);
+        assert_eq!(tags(&taken), [4]);
     }
 
     #[test]

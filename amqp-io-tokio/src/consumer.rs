@@ -242,15 +242,14 @@ impl Stream for Consumer {
             return Poll::Ready(None);
         }
         let starved = !state.wants_input();
-        let mut taken = state.ledger.take_deliveries(&key);
-        if let Some(delivery) = taken.pop_front() {
+        state.ledger.take_deliveries_into(&key, &mut self.taken);
+        if let Some(delivery) = self.taken.pop_front() {
             let resume = starved && state.wants_input();
             drop(state);
             // The driver stopped reading for want of room: there is now.
             if resume {
                 shared.wake_driver.notify_one();
             }
-            self.taken = taken;
             return Poll::Ready(Some(Ok(self.wrap(delivery))));
         }
         let Some(consumer) = state.ledger.consumer(&key) else {

@@ -261,7 +261,10 @@ async fn kept_confirmations_report_acks_nacks_and_failures_however_late() {
     let channel = connection.channel().await.unwrap();
     let mut arguments = FieldTable::default();
     arguments.insert("x-max-length", FieldValue::LongInt(2));
-    arguments.insert("x-overflow", FieldValue::LongString("reject-publish".into()));
+    arguments.insert(
+        "x-overflow",
+        FieldValue::LongString("reject-publish".into()),
+    );
     let queue = channel
         .queue_declare(QueueDeclare {
             exclusive: true,
@@ -293,7 +296,11 @@ async fn kept_confirmations_report_acks_nacks_and_failures_however_late() {
         Err(Error::Nacked(4))
     ));
     let outcomes: Vec<bool> = futures_outcomes(kept).await;
-    assert_eq!(outcomes, [true, false, false, false], "sequences 1, 3, 5, 6");
+    assert_eq!(
+        outcomes,
+        [true, false, false, false],
+        "sequences 1, 3, 5, 6"
+    );
 
     // A publish the broker never settles because the channel closes.
     let confirmation = channel
