@@ -151,6 +151,20 @@
 //! sent and no state changed. An [`EncodeError`] is a value that cannot go
 //! on the wire.
 #![forbid(unsafe_code)]
+// Nothing a peer sends may panic the core: outside tests, clippy rejects
+// every construct that could (tests may unwrap what they built).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::indexing_slicing
+    )
+)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod channel;
