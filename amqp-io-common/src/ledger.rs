@@ -34,6 +34,9 @@ pub struct ChannelRecord<C> {
     pub closed: Option<CloseReason>,
     nacked_since_wait: u64,
     failed_since_wait: Option<Failure>,
+    /// Publishes settled other than by `basic.ack`, by sequence number,
+    /// kept for a per-publish confirmation to read.
+    refused: Map<u64, ConfirmOutcome>,
     /// Returned messages not yet handed to the application (the last 1,024).
     pub returns: VecDeque<Returned>,
     /// What the adapter keeps per channel.
@@ -143,6 +146,9 @@ pub struct Ledger<C, K> {
     buffered_deliveries: usize,
     next_generation: u64,
     closed: Option<ConnectionError>,
+    /// Entries in the channels' `refused` maps, so forgetting them all
+    /// costs nothing when there are none.
+    refused_kept: usize,
 }
 
 impl<C, K> Default for Ledger<C, K> {
@@ -153,6 +159,7 @@ impl<C, K> Default for Ledger<C, K> {
             buffered_deliveries: 0,
             next_generation: 1,
             closed: None,
+            refused_kept: 0,
         }
     }
 }
@@ -170,10 +177,13 @@ impl<C, K> Ledger<C, K> {
             closed: None,
             nacked_since_wait: 0,
             failed_since_wait: None,
+            refused: Map::default(),
             returns: VecDeque::new(),
             extra,
         };
-        self.channels.insert(id, record);
+        if let Some(earlier) = self.channels.insert(id, record) {
+            self.refused_kept -= earlier.refused.len();
+        }
         generation
     }
 
@@ -203,15 +213,72 @@ impl<C, K> Ledger<C, K> {
         self.channels.iter_mut()
     }
 
-    /// Counts a settled publish for the next batch wait.
-    pub fn confirmed(&mut self, channel: u16, outcome: &ConfirmOutcome) {
-        if let Some(record) = self.channels.get_mut(&channel) {
-            match outcome {
-                ConfirmOutcome::Ack => {}
-                ConfirmOutcome::Nack => record.nacked_since_wait += 1,
-                ConfirmOutcome::Failed(failure) => {
-                    record.failed_since_wait = Some(failure.clone());
-                }
+    /// Counts a settled publish for the next batch wait and, with
+    /// `keep_refusal`, keeps a nack or failure for
+    /// [`take_confirm_outcome`](Self::take_confirm_outcome) (an ack needs
+    /// no keeping: a settled publish with nothing kept was acked).
+    pub fn confirmed(
+        &mut self,
+        channel: u16,
+        sequence: u64,
+        outcome: ConfirmOutcome,
+        keep_refusal: bool,
+    ) {
+        let Some(record) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        match &outcome {
+            ConfirmOutcome::Ack => return,
+            ConfirmOutcome::Nack => record.nacked_since_wait += 1,
+            ConfirmOutcome::Failed(failure) => {
+                record.failed_since_wait = Some(failure.clone());
+            }
+        }
+        if keep_refusal && record.refused.insert(sequence, outcome).is_none() {
+            self.refused_kept += 1;
+        }
+    }
+
+    /// How the publish `sequence` of the channel's opening `generation`
+    /// was settled, once the core no longer counts it unconfirmed: a kept
+    /// nack or failure (forgotten as it is read), else the ack.
+    pub fn take_confirm_outcome(
+        &mut self,
+        channel: u16,
+        generation: u64,
+        sequence: u64,
+    ) -> Result<(), Error> {
+        let record = self
+            .channels
+            .get_mut(&channel)
+            .filter(|record| record.generation == generation);
+        let Some(record) = record else {
+            // The channel closed and its id was reused: the publish was
+            // settled with the old channel, whose record is gone.
+            return Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
+                channel,
+            )));
+        };
+        let refused = record.refused.remove(&sequence);
+        if refused.is_some() {
+            self.refused_kept -= 1;
+        }
+        match refused {
+            None | Some(ConfirmOutcome::Ack) => Ok(()),
+            Some(ConfirmOutcome::Nack) => Err(Error::Nacked(1)),
+            Some(ConfirmOutcome::Failed(failure)) => Err(failure.into()),
+        }
+    }
+
+    /// Forgets the kept refusals of `channel`, or of every channel.
+    pub fn forget_refusals(&mut self, channel: Option<u16>) {
+        if self.refused_kept == 0 {
+            return;
+        }
+        for (id, record) in &mut self.channels {
+            if !matches!(channel, Some(channel) if channel != *id) {
+                self.refused_kept -= record.refused.len();
+                record.refused.clear();
             }
         }
     }
@@ -421,6 +488,48 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_kept_for_their_confirmation_until_forgotten() {
+        let mut ledger: Ledger<(), u32> = Ledger::default();
+        let generation = ledger.open_channel(1, ());
+        let failure = Failure::Connection(ConnectionError::TransportClosed("cut".into()));
+        ledger.confirmed(1, 1, ConfirmOutcome::Ack, true);
+        ledger.confirmed(1, 2, ConfirmOutcome::Nack, true);
+        ledger.confirmed(1, 3, ConfirmOutcome::Failed(failure), true);
+        ledger.confirmed(1, 4, ConfirmOutcome::Nack, false);
+        assert!(ledger.take_confirm_outcome(1, generation, 1).is_ok());
+        assert!(matches!(
+            ledger.take_confirm_outcome(1, generation, 2),
+            Err(Error::Nacked(1))
+        ));
+        // Read once: a second read finds nothing kept.
+        assert!(ledger.take_confirm_outcome(1, generation, 2).is_ok());
+        assert!(matches!(
+            ledger.take_confirm_outcome(1, generation, 3),
+            Err(Error::ConnectionClosed(ConnectionError::TransportClosed(_)))
+        ));
+        assert!(ledger.take_confirm_outcome(1, generation, 4).is_ok());
+        // The batch wait still counts every refusal.
+        let record = ledger.channel_record(1).unwrap();
+        assert!(record.take_confirm_result().is_err());
+        ledger.confirmed(1, 5, ConfirmOutcome::Nack, true);
+        ledger.forget_refusals(Some(2));
+        assert_eq!(ledger.refused_kept, 1);
+        ledger.forget_refusals(None);
+        assert_eq!(ledger.refused_kept, 0);
+        assert!(ledger.take_confirm_outcome(1, generation, 5).is_ok());
+        // A reopened id drops the old opening's refusals from the count
+        // and answers for the old opening that it is gone.
+        ledger.confirmed(1, 6, ConfirmOutcome::Nack, true);
+        let reopened = ledger.open_channel(1, ());
+        assert_eq!(ledger.refused_kept, 0);
+        assert!(matches!(
+            ledger.take_confirm_outcome(1, generation, 6),
+            Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(1)))
+        ));
+        assert!(ledger.take_confirm_outcome(1, reopened, 6).is_ok());
+    }
+
+    #[test]
     fn taking_into_a_queue_keeps_order_and_counts() {
         let mut ledger: Ledger<(), u32> = Ledger::default();
         let generation = ledger.open_channel(1, ());
@@ -503,9 +612,9 @@ mod tests {
     fn batch_confirm_results_report_failures_then_nacks_then_success() {
         let mut ledger: Ledger<(), ()> = Ledger::default();
         let generation = ledger.open_channel(1, ());
-        ledger.confirmed(1, &ConfirmOutcome::Nack);
-        ledger.confirmed(1, &ConfirmOutcome::Ack);
-        ledger.confirmed(1, &ConfirmOutcome::Nack);
+        ledger.confirmed(1, 1, ConfirmOutcome::Nack, false);
+        ledger.confirmed(1, 2, ConfirmOutcome::Ack, false);
+        ledger.confirmed(1, 3, ConfirmOutcome::Nack, false);
         let record = ledger.channel(1, generation).unwrap();
         assert!(matches!(
             record.take_confirm_result(),

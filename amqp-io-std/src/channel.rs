@@ -679,8 +679,9 @@ impl Channel {
                     let Some(record) = record else {
                         return Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(id)));
                     };
-                    record.extra.refused.clear();
-                    record.take_confirm_result()
+                    let result = record.take_confirm_result();
+                    inner.ledger.forget_refusals(Some(id));
+                    result
                 })
             });
         run_return_handlers(&self.shared);
@@ -928,20 +929,7 @@ impl Confirmation {
                 if inner.core.is_unconfirmed(id, sequence) {
                     return None;
                 }
-                let record = inner
-                    .ledger
-                    .channel_record(id)
-                    .filter(|record| record.generation == generation);
-                let Some(record) = record else {
-                    return Some(Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
-                        id,
-                    ))));
-                };
-                Some(match record.extra.refused.remove(&sequence) {
-                    None | Some(amqp_proto::ConfirmOutcome::Ack) => Ok(()),
-                    Some(amqp_proto::ConfirmOutcome::Nack) => Err(Error::Nacked(1)),
-                    Some(amqp_proto::ConfirmOutcome::Failed(failure)) => Err(failure.into()),
-                })
+                Some(inner.ledger.take_confirm_outcome(id, generation, sequence))
             });
         run_return_handlers(&self.shared);
         result

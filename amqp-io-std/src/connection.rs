@@ -160,9 +160,6 @@ impl Connection {
             if let Some(error) = inner.closed() {
                 return Err(Error::ConnectionClosed(error.clone()));
             }
-            // The core frees a channel id on `close-ok`; sort that channel's
-            // last events first, so none lands in the new channel's record.
-            inner.dispatch();
             let id = inner.core.open_channel()?;
             let generation = inner.ledger.open_channel(id, Default::default());
             inner.flush();

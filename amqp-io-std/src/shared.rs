@@ -18,8 +18,8 @@ use amqp_proto::codec::ShortString;
 use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{BasicCancel, BasicReject, Method};
 use amqp_proto::{
-    ConfirmOutcome, Connection as Core, ConnectionError, Delivery, Event, Failure, GetMessage,
-    RequestId, Returned, Tuning,
+    Connection as Core, ConnectionError, Delivery, Event, Failure, GetMessage, RequestId, Returned,
+    Tuning,
 };
 
 use crate::recovery::{Phase, Recovery};
@@ -52,8 +52,6 @@ pub(crate) struct ChannelExtra {
     pub(crate) opened: bool,
     /// The opener stopped waiting before `open-ok`: close it when it comes.
     pub(crate) abandoned: bool,
-    /// Confirms settled other than by `basic.ack`, until waited for.
-    pub(crate) refused: Map<u64, ConfirmOutcome>,
     pub(crate) return_handler: Option<ReturnCallback>,
 }
 
@@ -415,12 +413,8 @@ impl Inner {
                 sequence,
                 outcome,
             } => {
-                self.ledger.confirmed(channel, &outcome);
-                if outcome != ConfirmOutcome::Ack {
-                    if let Some(record) = self.ledger.channel_record(channel) {
-                        record.extra.refused.insert(sequence, outcome);
-                    }
-                }
+                // Kept until the channel's next batch wait.
+                self.ledger.confirmed(channel, sequence, outcome, true);
             }
             Event::ConsumerCancelled {
                 channel,

@@ -15,7 +15,7 @@ use amqp_proto::spec::{
     ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, Method, QueueBind, QueueDeclare,
     QueueDeclareOk, QueueDelete, QueuePurge, QueueUnbind, TxCommit, TxRollback, TxSelect,
 };
-use amqp_proto::{ConfirmOutcome, GetMessage, Readiness};
+use amqp_proto::{GetMessage, Readiness};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
@@ -894,15 +894,9 @@ impl PendingConfirm {
             .ledger
             .channel_record(self.channel)
             .is_some_and(|record| record.generation == self.generation);
-        if !current {
-            // The channel closed and its id was reused: the publish was
-            // settled (failed) with the old channel, whose record is gone.
-            state.confirm_waiters.remove(&key);
-            return Some(Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
-                self.channel,
-            ))));
-        }
-        if state.core.is_unconfirmed(self.channel, self.sequence) {
+        // A reused channel id numbers its publishes afresh: ask the core
+        // only about this opening's.
+        if current && state.core.is_unconfirmed(self.channel, self.sequence) {
             match state.confirm_waiters.get_mut(&key) {
                 Some(registered) => registered.clone_from(waker),
                 None => {
@@ -912,26 +906,11 @@ impl PendingConfirm {
             return None;
         }
         state.confirm_waiters.remove(&key);
-        // The core settles a publish while it reads; the driver sorts the
-        // outcome into `refused` only on its next pass. Sort it now, or a
-        // nack read a moment ago would pass for an ack; the driver is then
-        // woken for anything the sorting asks of it.
-        let live_confirmations = self.shared.live_confirmations.load(Ordering::Acquire);
-        if state.dispatch(live_confirmations) {
-            self.shared.wake_driver.notify_one();
-        }
-        let refused = state
-            .ledger
-            .channel_record(self.channel)
-            .and_then(|record| record.extra.refused.remove(&self.sequence));
-        if refused.is_some() {
-            state.refused_kept = state.refused_kept.saturating_sub(1);
-        }
-        Some(match refused {
-            None | Some(ConfirmOutcome::Ack) => Ok(()),
-            Some(ConfirmOutcome::Nack) => Err(Error::Nacked(1)),
-            Some(ConfirmOutcome::Failed(failure)) => Err(failure.into()),
-        })
+        Some(
+            state
+                .ledger
+                .take_confirm_outcome(self.channel, self.generation, self.sequence),
+        )
     }
 }
 

@@ -1,6 +1,5 @@
 //! Connecting, and the connection handle.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -171,11 +170,6 @@ impl Connection {
             if let Some(error) = state.closed() {
                 return Err(Error::ConnectionClosed(error.clone()));
             }
-            // The core frees a channel id on `close-ok`, before the driver
-            // has sorted that channel's last events; sort them now, so none
-            // lands in the record of the new channel that takes the id.
-            let live_confirmations = self.shared().live_confirmations.load(Ordering::Acquire);
-            let _ = state.dispatch(live_confirmations);
             let id = state.core.open_channel()?;
             let generation = state.ledger.open_channel(id, Default::default());
             let (sender, receiver) = oneshot::channel();

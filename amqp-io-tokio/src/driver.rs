@@ -5,7 +5,6 @@
 
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,8 +33,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
         let (deadline, wants_input, closed, window_opened) = {
             let mut state = shared.lock();
             state.core.handle_timeout(Instant::now());
-            let live_confirmations = shared.live_confirmations.load(Ordering::Acquire);
-            let _ = state.dispatch(live_confirmations);
+            shared.dispatch(&mut state);
             let window_opened = std::mem::take(&mut state.window_opened);
             output.extend(std::iter::from_fn(|| state.core.poll_transmit()));
             (
@@ -58,6 +56,7 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
                 state
                     .core
                     .handle_transport_closed(format!("writing to the socket failed: {error}"));
+                shared.dispatch(&mut state);
                 continue;
             }
         }
@@ -102,6 +101,8 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
                     }
                     Err(error) => state.core.handle_transport_closed(error.to_string()),
                 }
+                shared.dispatch(&mut state);
+                drop(state);
                 if input.capacity() < READ_CHUNK {
                     input.reserve(READ_CHUNK);
                 }

@@ -4,7 +4,7 @@
 //! waiters (one-shot channels for replies, wakers for confirms, consumer
 //! and return streams, a `Notify` for everything polled by condition).
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
@@ -16,8 +16,7 @@ use amqp_proto::codec::FieldTable;
 use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{BasicCancel, BasicReject, Method};
 use amqp_proto::{
-    ConfirmOutcome, Connection as Core, ConnectionError, Event, Failure, GetMessage, RequestId,
-    Tuning,
+    Connection as Core, ConnectionError, Event, Failure, GetMessage, RequestId, Tuning,
 };
 use tokio::sync::{oneshot, watch, Notify};
 
@@ -30,13 +29,10 @@ pub(crate) enum Reply {
 
 pub(crate) type ReplySender = oneshot::Sender<Result<Reply, Failure>>;
 
-/// What this adapter keeps per channel: who waits for its returns, and
-/// the confirms settled other than by `basic.ack` that a live
-/// [`Confirmation`](crate::Confirmation) may still ask for.
+/// What this adapter keeps per channel: who waits for its returns.
 #[derive(Default)]
 pub(crate) struct ChannelExtra {
     pub(crate) returns_waker: Option<Waker>,
-    pub(crate) refused: Map<u64, ConfirmOutcome>,
 }
 
 /// What this adapter keeps per consumer: the waker of its stream.
@@ -82,9 +78,6 @@ pub(crate) struct State {
     /// Confirmations polled before their confirm arrived, by channel and
     /// sequence number.
     pub(crate) confirm_waiters: Map<(u16, u64), Waker>,
-    /// Entries in the channels' `refused` maps, so that they are cleared
-    /// without a scan when no confirmation is left to read them.
-    pub(crate) refused_kept: usize,
     pub(crate) pending_consumes: Map<RequestId, PendingConsume>,
     pub(crate) ledger: Ledger<ChannelExtra, ConsumerExtra>,
     max_buffered_deliveries: usize,
@@ -112,7 +105,6 @@ impl State {
             replies: Map::default(),
             channel_opens: Map::default(),
             confirm_waiters: Map::default(),
-            refused_kept: 0,
             pending_consumes: Map::default(),
             ledger: Ledger::default(),
             max_buffered_deliveries,
@@ -147,20 +139,14 @@ impl State {
 
     /// Sorts the core's events to their waiters. `live_confirmations` is
     /// how many [`Confirmation`](crate::Confirmation)s exist: with none, no
-    /// refused confirm needs keeping. Returns true if there were any.
-    pub(crate) fn dispatch(&mut self, live_confirmations: usize) -> bool {
-        let mut dispatched = false;
+    /// refused confirm needs keeping.
+    pub(crate) fn dispatch(&mut self, live_confirmations: usize) {
         while let Some(event) = self.core.poll_event() {
-            dispatched = true;
             self.handle_event(event, live_confirmations);
         }
-        if live_confirmations == 0 && self.refused_kept > 0 {
-            for (_, record) in self.ledger.channel_records() {
-                record.extra.refused.clear();
-            }
-            self.refused_kept = 0;
+        if live_confirmations == 0 {
+            self.ledger.forget_refusals(None);
         }
-        dispatched
     }
 
     /// Sends what the bookkeeping asks for (cleanup after dropped
@@ -301,13 +287,10 @@ impl State {
                 sequence,
                 outcome,
             } => {
-                self.ledger.confirmed(channel, &outcome);
-                if outcome != ConfirmOutcome::Ack && live_confirmations > 0 {
-                    if let Some(record) = self.ledger.channel_record(channel) {
-                        record.extra.refused.insert(sequence, outcome);
-                        self.refused_kept += 1;
-                    }
-                }
+                // Kept only while a confirmation may still ask for it.
+                let keep_refusal = live_confirmations > 0;
+                self.ledger
+                    .confirmed(channel, sequence, outcome, keep_refusal);
                 if !self.confirm_waiters.is_empty() {
                     if let Some(waker) = self.confirm_waiters.remove(&(channel, sequence)) {
                         waker.wake();
@@ -460,6 +443,15 @@ impl Shared {
             window: Notify::new(),
             live_confirmations: AtomicUsize::new(0),
         }
+    }
+
+    /// Sorts the core's events to their waiters. The driver calls it in
+    /// the same critical section as every change it makes to the core, so
+    /// no handle ever sees the core ahead of the records (a publish settled
+    /// whose nack is not sorted yet, a channel id freed with its old
+    /// channel's events still queued).
+    pub(crate) fn dispatch(&self, state: &mut State) {
+        state.dispatch(self.live_confirmations.load(Ordering::Acquire));
     }
 
     /// Locks the state; a panic elsewhere while it was held leaves it
