@@ -461,7 +461,7 @@ impl Connection {
                 return Err(Error::ConnectionClosed(error.clone()));
             }
             inner.shutdown = true;
-            inner.core.close(code, text)?;
+            inner.core.close(code, text, Instant::now())?;
             inner.flush();
             inner.dispatch();
         }
@@ -506,9 +506,11 @@ impl Drop for Connection {
             // Best effort, without waiting for the server: a close it
             // misses ends the same way when the socket closes.
             let _ = inner.set_write_timeout(DROP_WRITE_TIMEOUT);
-            let _ = inner
-                .core
-                .close(ReplyCode::REPLY_SUCCESS, "connection dropped");
+            let _ = inner.core.close(
+                ReplyCode::REPLY_SUCCESS,
+                "connection dropped",
+                Instant::now(),
+            );
             inner.flush();
             inner
                 .core

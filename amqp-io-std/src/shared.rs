@@ -256,7 +256,8 @@ impl Inner {
         if self.between_sockets() {
             return;
         }
-        while let Some(chunk) = self.core.poll_transmit() {
+        let now = Instant::now();
+        while let Some(chunk) = self.core.poll_transmit(now) {
             #[cfg(feature = "tls")]
             if let Some(session) = &mut self.tls {
                 match session.send(&chunk) {

@@ -27,9 +27,11 @@ impl Drop for Handle {
         state.shutdown = true;
         if state.closed().is_none() {
             // Mid-handshake this simply ends the connection.
-            let _ = state
-                .core
-                .close(ReplyCode::REPLY_SUCCESS, "every handle was dropped");
+            let _ = state.core.close(
+                ReplyCode::REPLY_SUCCESS,
+                "every handle was dropped",
+                Instant::now(),
+            );
         }
         drop(state);
         self.shared.wake_driver.notify_one();
@@ -376,7 +378,7 @@ impl Connection {
                 return Err(Error::ConnectionClosed(error.clone()));
             }
             state.shutdown = true;
-            match state.core.close(code, text) {
+            match state.core.close(code, text, Instant::now()) {
                 Ok(()) => false,
                 // Between a failure and the next attempt of a recovery
                 // there is no connection to close: the driver, woken,

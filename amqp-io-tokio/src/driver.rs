@@ -32,10 +32,11 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
     loop {
         let (deadline, wants_input, closed, window_opened) = {
             let mut state = shared.lock();
-            state.core.handle_timeout(Instant::now());
+            let now = Instant::now();
+            state.core.handle_timeout(now);
             shared.dispatch(&mut state);
             let window_opened = std::mem::take(&mut state.window_opened);
-            output.extend(std::iter::from_fn(|| state.core.poll_transmit()));
+            output.extend(std::iter::from_fn(|| state.core.poll_transmit(now)));
             (
                 state.core.poll_timeout(),
                 state.wants_input(),

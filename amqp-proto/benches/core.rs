@@ -32,7 +32,7 @@ fn open_connection(confirms: bool) -> Connection {
     let mut connection = Connection::new(Config::default(), now);
     let feed = |connection: &mut Connection, bytes: BytesMut| {
         connection.handle_input(&bytes, now);
-        while connection.poll_transmit().is_some() {}
+        while connection.poll_transmit(now).is_some() {}
         while connection.poll_event().is_some() {}
     };
     feed(
@@ -121,7 +121,7 @@ fn publish_all(connection: &mut Connection, body: &Bytes, ack: Option<&[u8]>) {
             .publish(&publish, &properties, body.clone())
             .unwrap();
     }
-    while let Some(chunk) = connection.poll_transmit() {
+    while let Some(chunk) = connection.poll_transmit(Instant::now()) {
         black_box(chunk);
     }
     if let Some(ack) = ack {

@@ -25,7 +25,7 @@ impl Client {
     /// Writes what the core queued, reads once (until the core's next
     /// deadline at most), fires due timers and collects the events.
     fn pump(&mut self) -> Result<()> {
-        while let Some(chunk) = self.core.poll_transmit() {
+        while let Some(chunk) = self.core.poll_transmit(Instant::now()) {
             self.socket.write_all(&chunk)?;
         }
         let deadline = self.core.poll_timeout().unwrap_or_else(Instant::now);
@@ -131,7 +131,8 @@ fn main() -> Result<()> {
         c.core.channel(ch)?.ack(delivery.delivery_tag, false)?;
     }
 
-    c.core.close(ReplyCode::REPLY_SUCCESS, "done")?;
+    c.core
+        .close(ReplyCode::REPLY_SUCCESS, "done", Instant::now())?;
     // `until` reports the final Event::Closed as an error with its reason.
     let closed = c.until(|_| None::<()>).unwrap_err().to_string();
     if !closed.contains("closed by client with 200") {

@@ -82,6 +82,8 @@ pub enum DecodeError {
         method_id: u16,
     },
     /// A content header for a class that has no content (only `basic` does).
+    /// Spec 4.2.6 counts a wrong class id among the badly formatted
+    /// contents answered with 505 unexpected-frame.
     #[error("content header for class {0}, which carries no content")]
     UnknownContentClass(u16),
     /// The property-flags word sets a bit that names no property.
@@ -155,8 +157,10 @@ impl DecodeError {
                 ReplyCode::SYNTAX_ERROR
             }
             Self::TableTooDeep { .. } | Self::BodyTooLarge { .. } => ReplyCode::RESOURCE_ERROR,
-            Self::UnknownMethod { .. } | Self::UnknownContentClass(_) => ReplyCode::NOT_IMPLEMENTED,
-            Self::UnexpectedFrame { .. } => ReplyCode::UNEXPECTED_FRAME,
+            Self::UnknownMethod { .. } => ReplyCode::NOT_IMPLEMENTED,
+            Self::UnexpectedFrame { .. } | Self::UnknownContentClass(_) => {
+                ReplyCode::UNEXPECTED_FRAME
+            }
         }
     }
 
@@ -378,6 +382,18 @@ pub enum ProtocolViolation {
         /// The channel it arrived on.
         channel: u16,
     },
+    /// A method frame where the content of a `basic.deliver`, `get-ok` or
+    /// `return` was due (spec 4.2.6: its header and body frames come
+    /// before any other frame on the channel).
+    #[error("{method} on channel {channel}, where {due} was due")]
+    ContentExpected {
+        /// The channel it arrived on.
+        channel: u16,
+        /// The method's name.
+        method: &'static str,
+        /// What the channel waited for.
+        due: &'static str,
+    },
     /// A heartbeat or method frame on channel 0 that belongs to a channel,
     /// or a channel method on channel 0.
     #[error("{method} is not valid on channel {channel}")]
@@ -397,7 +413,9 @@ impl ProtocolViolation {
             Self::Decode(error) => error.reply_code(),
             Self::ChannelNotOpen { .. } => ReplyCode::CHANNEL_ERROR,
             Self::UnexpectedMethod { .. } | Self::WrongChannel { .. } => ReplyCode::COMMAND_INVALID,
-            Self::UnexpectedContent { .. } => ReplyCode::UNEXPECTED_FRAME,
+            Self::UnexpectedContent { .. } | Self::ContentExpected { .. } => {
+                ReplyCode::UNEXPECTED_FRAME
+            }
         }
     }
 }

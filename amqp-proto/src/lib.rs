@@ -43,7 +43,7 @@
 //! let start = Instant::now();
 //! let mut connection = Connection::new(Config::default(), start);
 //! // The protocol header is the first thing to write.
-//! assert_eq!(&connection.poll_transmit().unwrap()[..], b"AMQP\x00\x00\x09\x01");
+//! assert_eq!(&connection.poll_transmit(start).unwrap()[..], b"AMQP\x00\x00\x09\x01");
 //!
 //! // The handshake: each server frame makes the core queue its answer.
 //! let start_method = spec::ConnectionStart {
@@ -57,7 +57,7 @@
 //! let tune = spec::ConnectionTune { channel_max: 2047, frame_max: 131_072, heartbeat: 60 };
 //! connection.handle_input(&server(0, tune), start);
 //! connection.handle_input(&server(0, spec::ConnectionOpenOk::default()), start);
-//! while connection.poll_transmit().is_some() {} // start-ok, tune-ok, open
+//! while connection.poll_transmit(start).is_some() {} // start-ok, tune-ok, open
 //! assert!(matches!(connection.poll_event(), Some(Event::Opened { .. })));
 //!
 //! // Heartbeats are deadlines: nothing sent for 60 s means one is due.
@@ -74,7 +74,7 @@
 //!     &BasicProperties::default().content_type("text/plain"),
 //!     "hello",
 //! )?;
-//! while connection.poll_transmit().is_some() {} // channel.open, queue.declare, publish
+//! while connection.poll_transmit(start).is_some() {} // channel.open, queue.declare, publish
 //!
 //! // Replies arrive in order and name the request they answer.
 //! connection.handle_input(&server(channel, spec::ChannelOpenOk::default()), start);

@@ -473,8 +473,9 @@ fn a_bad_frame_end_drops_the_connection_without_a_word() {
 #[test]
 fn both_sides_closing_at_once_completes() {
     let mut peer = open_peer(0);
+    let now = peer.now;
     peer.connection
-        .close(ReplyCode::REPLY_SUCCESS, "bye")
+        .close(ReplyCode::REPLY_SUCCESS, "bye", now)
         .unwrap();
     peer.expect_methods(&["connection.close"]);
     peer.send(

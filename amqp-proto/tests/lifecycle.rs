@@ -96,8 +96,9 @@ fn an_unanswered_close_times_out_at_the_close_deadline() {
         })
         .unwrap()
         .unwrap();
+    let now = peer.now;
     peer.connection
-        .close(ReplyCode::REPLY_SUCCESS, "bye")
+        .close(ReplyCode::REPLY_SUCCESS, "bye", now)
         .unwrap();
     // The pending request fails at once, not when the close completes.
     let events = peer.events();

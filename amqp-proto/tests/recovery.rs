@@ -395,8 +395,9 @@ fn the_application_close_is_not_recoverable_and_records_nothing_more() {
     let mut peer = Peer::new(recording());
     peer.handshake(0);
     peer.open_channel();
+    let now = peer.now;
     peer.connection
-        .close(ReplyCode::REPLY_SUCCESS, "bye")
+        .close(ReplyCode::REPLY_SUCCESS, "bye", now)
         .unwrap();
     peer.expect_methods(&["connection.close"]);
     peer.send(0, spec::ConnectionCloseOk {});

@@ -202,3 +202,61 @@ proptest! {
         prop_assert!(closed_last, "the channel close is the last event: {:?}", events.last());
     }
 }
+
+/// What a server may say first instead of `connection.start`: its own
+/// protocol header (another version, AMQP 1.0, or ours echoed back), bytes
+/// that merely start like one, and a real start.
+fn first_words() -> Vec<Vec<u8>> {
+    let mut start = BytesMut::new();
+    amqp_proto::codec::encode_method_frame(
+        0,
+        &spec::ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            mechanisms: "PLAIN".into(),
+            locales: "en_US".into(),
+            ..Default::default()
+        }
+        .into(),
+        u32::MAX,
+        &mut start,
+    )
+    .unwrap();
+    vec![
+        b"AMQP\x01\x01\x00\x0a".to_vec(),
+        b"AMQP\x00\x00\x09\x01".to_vec(),
+        b"AMQP\x03\x01\x00\x00".to_vec(),
+        b"AMQX\x00\x00\x09\x01".to_vec(),
+        b"AM\x00\x00\x00\x00\x00\x00".to_vec(),
+        start.to_vec(),
+    ]
+}
+
+/// A fresh connection fed `bytes` cut at `cuts`: its events and output.
+fn first_contact(bytes: &[u8], cuts: &[usize]) -> (Vec<Event>, Vec<u8>) {
+    let mut peer = Peer::new(Config::default());
+    let mut rest = bytes;
+    for cut in cuts.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (piece, tail) = rest.split_at((*cut).min(rest.len()));
+        rest = tail;
+        peer.feed(piece);
+    }
+    (peer.events(), peer.transmitted().to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_servers_first_words_mean_the_same_in_any_split(
+        which in 0usize..6,
+        cuts in proptest::collection::vec(1usize..9, 1..8),
+    ) {
+        let bytes = first_words().swap_remove(which);
+        let whole = first_contact(&bytes, &[bytes.len()]);
+        prop_assert_eq!(first_contact(&bytes, &cuts), whole);
+    }
+}

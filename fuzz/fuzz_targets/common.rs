@@ -6,6 +6,7 @@ use amqp_proto::codec::{encode_method_frame, DecodeLimits, Frame, FrameDecoder};
 use amqp_proto::spec::{self, Method};
 use amqp_proto::{Connection, DecodeError};
 use bytes::BytesMut;
+use std::time::Instant;
 
 /// A method frame as the server sends it.
 pub fn server(channel: u16, method: impl Into<Method>) -> BytesMut {
@@ -60,8 +61,8 @@ impl ClientBytes {
         }
     }
 
-    pub fn frames(&mut self, connection: &mut Connection) -> Vec<Frame> {
-        while let Some(chunk) = connection.poll_transmit() {
+    pub fn frames(&mut self, connection: &mut Connection, now: Instant) -> Vec<Frame> {
+        while let Some(chunk) = connection.poll_transmit(now) {
             self.pending.extend_from_slice(&chunk);
         }
         if !self.header_skipped {
@@ -103,8 +104,8 @@ pub struct Watch {
 
 impl Watch {
     /// Checks the client's output and events after one step.
-    pub fn check(&mut self, connection: &mut Connection, client: &mut ClientBytes) {
-        for frame in client.frames(connection) {
+    pub fn check(&mut self, connection: &mut Connection, client: &mut ClientBytes, now: Instant) {
+        for frame in client.frames(connection, now) {
             assert!(!self.closed, "nothing is sent after Closed: {frame:?}");
             let is_close = matches!(
                 frame,

@@ -90,14 +90,14 @@ fuzz_target!(|data: &[u8]| {
     for bytes in handshake() {
         connection.handle_input(&bytes, now);
     }
-    client.frames(&mut connection);
+    client.frames(&mut connection, now);
     // Open a couple of channels, one in confirm mode with publishes
     // outstanding, so the input has state to disturb (a recovering
     // connection has its replay instead).
     if !recovering {
         open_and_publish(&mut connection, now);
     }
-    client.frames(&mut connection);
+    client.frames(&mut connection, now);
     fuzz_session(&mut connection, &mut client, input, control, now);
 });
 
@@ -131,7 +131,7 @@ fn fuzz_session(
         // Time moves on by a step the input chose, firing heartbeats.
         now += Duration::from_millis(u64::from(piece[0]) * 40);
         connection.handle_timeout(now);
-        for frame in client.frames(connection) {
+        for frame in client.frames(connection, now) {
             assert!(!closed, "nothing is sent after Closed: {frame:?}");
             if closing {
                 assert!(

@@ -79,7 +79,7 @@ fn delivery(channel: u16, consumer_tag: u8, delivery_tag: u64, body: &[u8]) -> B
     out
 }
 
-fn command(connection: &mut Connection, command: Command) {
+fn command(connection: &mut Connection, command: Command, now: Instant) {
     // Misuse is refused with a UsageError; that is fine here.
     match command {
         Command::OpenChannel => {
@@ -107,7 +107,7 @@ fn command(connection: &mut Connection, command: Command) {
             }
         }
         Command::Close => {
-            let _ = connection.close(ReplyCode::REPLY_SUCCESS, "bye");
+            let _ = connection.close(ReplyCode::REPLY_SUCCESS, "bye", now);
         }
     }
 }
@@ -123,7 +123,7 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
     for bytes in handshake() {
         connection.handle_input(&bytes, now);
     }
-    client.frames(&mut connection);
+    client.frames(&mut connection, now);
     let mut watch = Watch::default();
     let mut fed = 0usize;
     for step in steps {
@@ -157,7 +157,7 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
             }
             Step::Command(action) => {
                 fed += 64;
-                command(&mut connection, action);
+                command(&mut connection, action, now);
             }
             Step::Advance { millis } => {
                 now += Duration::from_millis(u64::from(millis));
@@ -169,7 +169,7 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
                 // adapter's recovery would, and the steps go on there.
                 if let Some(topology) = connection.topology().cloned() {
                     while connection.poll_event().is_some() {}
-                    while connection.poll_transmit().is_some() {}
+                    while connection.poll_transmit(now).is_some() {}
                     let mut config = Config::default();
                     config.record_topology = true;
                     connection = Connection::recover(config, topology, now);
@@ -181,7 +181,7 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
                 }
             }
         }
-        watch.check(&mut connection, &mut client);
+        watch.check(&mut connection, &mut client, now);
         assert!(connection.queued_output() <= 64 * 1024 + 16 * fed);
         assert!(watch.events <= 16 + 4 * fed);
     }

@@ -46,7 +46,7 @@ fn open() -> Connection {
     connection.handle_input(&server(0, spec::ConnectionOpenOk::default()), now);
     let channel = connection.open_channel().unwrap();
     connection.handle_input(&server(channel, spec::ChannelOpenOk::default()), now);
-    while connection.poll_transmit().is_some() {}
+    while connection.poll_transmit(now).is_some() {}
     while connection.poll_event().is_some() {}
     connection
 }
@@ -72,7 +72,9 @@ fn a_published_body_is_sent_from_the_applications_memory() {
             .unwrap()
             .publish(&publish, &properties, body.clone())
             .unwrap();
-        chunks.extend(std::iter::from_fn(|| connection.poll_transmit()));
+        chunks.extend(std::iter::from_fn(|| {
+            connection.poll_transmit(Instant::now())
+        }));
     });
     let from_body: usize = chunks
         .iter()

@@ -42,6 +42,13 @@ struct Pending {
 }
 
 impl Pending {
+    /// True for a `basic.consume` awaiting its reply that named `tag`
+    /// (the empty tag: one that let the server choose).
+    fn named(&self, tag: &ShortString) -> bool {
+        self.replies.contains(&crate::spec::BasicConsumeOk::ID)
+            && self.consumer_tag.as_ref() == Some(tag)
+    }
+
     /// True if `reply` answers this request.
     fn answered_by(&self, reply: &Method) -> bool {
         if !self.replies.contains(&reply.id()) {
@@ -196,9 +203,9 @@ impl Channel {
         method: Method,
         sink: &mut Sink<'_>,
     ) -> Result<Disposition, ProtocolViolation> {
-        if self.content.is_collecting() {
-            return Err(ProtocolViolation::UnexpectedContent { channel: self.id });
-        }
+        // While closing, everything but the close handshake is discarded
+        // (spec 2.2.4), content frames included, so a content cut short by
+        // our close is no violation.
         if let State::Closing(reason) = &self.state {
             return Ok(match method {
                 Method::ChannelCloseOk(_) => {
@@ -213,6 +220,15 @@ impl Channel {
                     Disposition::Keep
                 }
                 _ => Disposition::Keep,
+            });
+        }
+        // Spec 4.2.6: a content-carrying method is followed by its header
+        // and body frames and nothing else on the channel.
+        if let Some(due) = self.content_due() {
+            return Err(ProtocolViolation::ContentExpected {
+                channel: self.id,
+                method: method.name(),
+                due,
             });
         }
         match method {
@@ -291,7 +307,18 @@ impl Channel {
         // other reply answers the oldest request that is not a consume or
         // cancel, in order.
         let position = match &method {
-            Method::BasicConsumeOk(_) | Method::BasicCancelOk(_) => self
+            // The consume that named this tag, else the oldest that named
+            // none: an unnamed consume must never take a named one's reply.
+            Method::BasicConsumeOk(ok) => self
+                .pending
+                .iter()
+                .position(|pending| pending.named(&ok.consumer_tag))
+                .or_else(|| {
+                    self.pending
+                        .iter()
+                        .position(|pending| pending.named(&ShortString::default()))
+                }),
+            Method::BasicCancelOk(_) => self
                 .pending
                 .iter()
                 .position(|pending| pending.answered_by(&method)),
@@ -529,8 +556,27 @@ impl Channel {
         self.confirms.as_mut().map(Confirms::publish)
     }
 
-    /// Starts closing from this side.
+    /// Starts closing from this side. A content being received is
+    /// abandoned: its remaining frames are discarded like everything else
+    /// but the close-ok. A `basic.get` whose message it was still fails
+    /// when the close completes.
     pub(crate) fn start_close(&mut self, reason: CloseReason) {
+        self.content.reset();
+        if !matches!(self.content_method, Some(ContentMethod::GetOk(..))) {
+            self.content_method = None;
+        }
         self.state = State::Closing(reason);
+    }
+
+    /// What the channel waits for while a content is being received: the
+    /// header after a content-carrying method, or the rest of the body.
+    fn content_due(&self) -> Option<&'static str> {
+        if self.content.is_collecting() {
+            Some("a content body frame")
+        } else if self.content_method.is_some() {
+            Some("a content header frame")
+        } else {
+            None
+        }
     }
 }

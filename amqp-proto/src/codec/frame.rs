@@ -286,6 +286,10 @@ fn peek_frame(input: &[u8], limits: &DecodeLimits) -> Result<Peek, DecodeError> 
     Ok(Peek::Frame { total })
 }
 
+/// The most a frame header alone makes the decoder reserve for the frame's
+/// payload; see `split_ready`.
+const MAX_RESERVE_AHEAD: usize = 256 * 1024;
+
 /// Recognises a protocol header at the front of what the server sent: its
 /// answer to a protocol header it does not accept (spec 4.2.2).
 fn unsupported_protocol(input: &[u8]) -> Option<DecodeError> {
@@ -330,7 +334,11 @@ fn decode_payload(header: RawHeader, reader: &mut Reader<'_>) -> Result<Frame, D
 /// [`DecodeLimits::max_frame_size`] as soon as its 7-byte header is in, so a
 /// hostile length never makes the buffer grow past the limit.
 ///
-/// After an error the decoder stays failed and returns the same error.
+/// After an error in the framing itself (a bad frame end, an oversize or
+/// unknown frame, a protocol header) the decoder stays failed and returns
+/// the same error: nothing after it can be told apart. A frame whose
+/// payload does not decode is reported once and passed over; the next call
+/// decodes the frame after it, so a peer's close-ok can still be read.
 ///
 /// ```
 /// use amqp_proto::codec::{Frame, FrameDecoder, DecodeLimits};
@@ -409,11 +417,13 @@ impl FrameDecoder {
         if self.ready_at >= self.ready.len() && !self.split_ready()? {
             return Ok(None);
         }
-        let result = self.decode_ready();
-        if let Err(error) = &result {
-            self.failed = Some(error.clone());
-        }
-        result.map(Some)
+        self.decode_ready().map(Some)
+    }
+
+    /// True once the framing itself failed: see the type's docs.
+    #[must_use]
+    pub fn is_failed(&self) -> bool {
+        self.failed.is_some()
     }
 
     /// Moves every complete frame at the front of `incoming` into `ready`.
@@ -427,10 +437,15 @@ impl FrameDecoder {
             Err(error)
         };
         if self.at_start && self.incoming.first() == Some(&PROTOCOL_HEADER[0]) {
+            // Any protocol header the server answers with starts "AMQP";
+            // wait for all eight bytes before judging, so the outcome is
+            // the same however they were split.
+            let literal = PROTOCOL_HEADER.get(..4).unwrap_or_default();
+            let seen = self.incoming.get(..4).unwrap_or(&self.incoming);
             return match unsupported_protocol(&self.incoming) {
                 Some(error) => failure(self, error),
                 None if self.incoming.len() < PROTOCOL_HEADER.len()
-                    && PROTOCOL_HEADER.starts_with(&self.incoming) =>
+                    && literal.starts_with(seen) =>
                 {
                     Ok(false)
                 }
@@ -453,7 +468,13 @@ impl FrameDecoder {
                 }
                 Ok(Peek::Frame { total, .. }) => {
                     if end == 0 {
-                        self.incoming.reserve(total - rest.len());
+                        // Room for the rest of the frame in one step, but
+                        // never more than a bounded amount on the word of a
+                        // header alone: with an unlimited frame-max the
+                        // size may be anything up to 4 GiB, and the buffer
+                        // then grows only as the bytes really arrive.
+                        self.incoming
+                            .reserve((total - rest.len()).min(MAX_RESERVE_AHEAD));
                     }
                     break;
                 }

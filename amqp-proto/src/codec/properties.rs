@@ -299,7 +299,8 @@ mod tests {
         let payload = [0, 50, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let error = decode_content_header(&payload, &DecodeLimits::default()).unwrap_err();
         assert_eq!(error, DecodeError::UnknownContentClass(50));
-        assert_eq!(error.reply_code(), ReplyCode::NOT_IMPLEMENTED);
+        // Spec 4.2.6: a wrong class id is a badly formatted content.
+        assert_eq!(error.reply_code(), ReplyCode::UNEXPECTED_FRAME);
     }
 
     #[test]

@@ -158,7 +158,7 @@ impl Connection {
         });
         let recorder = config.record_topology.then(Recorder::default);
         Self {
-            handshake_deadline: now + config.handshake_timeout,
+            handshake_deadline: later(now, config.handshake_timeout),
             config,
             state: State::AwaitStart,
             decoder,
@@ -264,11 +264,11 @@ impl Connection {
 
     /// Processes what was read into [`input_buffer`](Self::input_buffer).
     pub fn handle_buffered_input(&mut self, now: Instant) {
-        self.now = now;
+        self.advance_clock(now);
         if self.decoder.buffered_len() == 0 || self.is_closed() {
             return;
         }
-        self.last_received = now;
+        self.last_received = self.now;
         while !self.is_closed() {
             match self.decoder.decode() {
                 Ok(Some(frame)) => {
@@ -282,9 +282,23 @@ impl Connection {
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    // The decoder stays failed: nothing after this can be read.
+                    let framing_lost = self.decoder.is_failed();
                     self.protocol_violation(ProtocolViolation::Decode(error));
-                    break;
+                    if framing_lost {
+                        // Nothing after this can be read, the close-ok
+                        // included: the close is queued, and the
+                        // connection ends now rather than at the deadline
+                        // (or with the next bytes, which would make the
+                        // outcome depend on how the input was split).
+                        let error = match &self.state {
+                            State::Closing { error, .. } => Some(error.clone()),
+                            _ => None,
+                        };
+                        if let Some(error) = error {
+                            self.finish(error);
+                        }
+                        break;
+                    }
                 }
             }
         }
@@ -312,10 +326,23 @@ impl Connection {
     /// Frames are coalesced into one chunk; each message body is its own
     /// chunk, never copied, so adapters can write them with one vectored
     /// write.
-    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+    ///
+    /// `now` is when the chunk is taken for writing: the next heartbeat is
+    /// due one interval after the last write, so the time must be the real
+    /// one, not that of the last input (the connection may have been idle
+    /// since).
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         let chunk = self.output.pop()?;
+        self.advance_clock(now);
         self.last_sent = self.now;
         Some(chunk)
+    }
+
+    /// Moves the connection's notion of the current time forward; a caller
+    /// whose clock reading is older than one already given changes nothing,
+    /// so deadlines never move backwards.
+    fn advance_clock(&mut self, now: Instant) {
+        self.now = self.now.max(now);
     }
 
     /// Bytes queued for writing.
@@ -363,14 +390,15 @@ impl Connection {
 
     fn heartbeat_deadline(&self) -> Option<Instant> {
         let interval = self.heartbeat_interval()?;
-        let send = self.last_sent + interval;
-        let dead = self.last_received + interval * 2;
+        let send = later(self.last_sent, interval);
+        let dead = later(self.last_received, interval * 2);
         Some(send.min(dead))
     }
 
     /// Acts on the deadlines that have passed by `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.now = now;
+        self.advance_clock(now);
+        let now = self.now;
         match &self.state {
             State::Closed => return,
             State::Closing { error, deadline } => {
@@ -404,14 +432,14 @@ impl Connection {
             // drained: silence now says nothing about the server. Count
             // from now once reading resumes.
             self.last_received = now;
-        } else if now >= self.last_received + interval * 2 {
+        } else if now >= later(self.last_received, interval * 2) {
             // Spec 4.2.7: a peer silent for two intervals is dead; close the
             // socket without sending anything more.
             self.output.clear();
             self.finish(ConnectionError::HeartbeatTimeout);
             return;
         }
-        if now >= self.last_sent + interval {
+        if now >= later(self.last_sent, interval) {
             encode_heartbeat_frame(self.output.frames());
             self.last_sent = now;
         }
@@ -604,15 +632,22 @@ impl Connection {
             return;
         }
         self.state = State::Closed;
-        let first_new = self.events.len();
-        self.fail_outstanding(&error);
-        if self.recorder.is_some() {
-            // The replay's own requests fail too; the application never
-            // made them.
-            self.settle_recovery_events(first_new);
-            self.replay = None;
-        }
+        self.abandon_outstanding(&error);
         self.events.push_back(Event::Closed(error));
+    }
+
+    /// Resolves everything outstanding with `error`. A replay under way
+    /// ends: its own requests fail too, but the application never made
+    /// them, so their failures are not reported, and nothing more of it is
+    /// sent.
+    fn abandon_outstanding(&mut self, error: &ConnectionError) {
+        let first_new = self.events.len();
+        self.fail_outstanding(error);
+        if self.recorder.is_some() {
+            self.intercept_replay_events(first_new);
+            self.replay = None;
+            self.record_events(first_new);
+        }
     }
 
     /// The server broke the protocol: close with the prescribed code.
@@ -628,9 +663,10 @@ impl Connection {
             return;
         }
         if matches!(self.state, State::Closing { .. }) {
-            // Our close is queued already; the decoder is dead, so its
-            // close-ok could not be read anyway.
-            self.finish(error);
+            // Our close is queued already, and while closing everything but
+            // the close handshake is discarded (spec 2.2.4): a frame that
+            // does not decode, too. If the framing itself is lost, the
+            // input loop ends the connection.
             return;
         }
         self.start_close(code, &text, error);
@@ -646,17 +682,20 @@ impl Connection {
             method_id: 0,
         };
         self.sink().send(0, &close.into());
-        self.fail_outstanding(&error);
+        self.abandon_outstanding(&error);
         self.state = State::Closing {
             error,
-            deadline: self.now + self.config.close_timeout,
+            deadline: later(self.now, self.config.close_timeout),
         };
     }
 
     /// Closes the connection with `code` (200 for a normal close) and `text`.
     /// Every outstanding request and publish fails at once; [`Event::Closed`]
-    /// follows the server's `close-ok` (or the close deadline).
-    pub fn close(&mut self, code: ReplyCode, text: &str) -> Result<(), UsageError> {
+    /// follows the server's `close-ok`, or [`Config::close_timeout`] after
+    /// `now` (the current time: the deadline runs from the call, however
+    /// long the connection was idle before it).
+    pub fn close(&mut self, code: ReplyCode, text: &str, now: Instant) -> Result<(), UsageError> {
+        self.advance_clock(now);
         match self.state {
             State::Closing { .. } | State::Closed => return Err(UsageError::ConnectionClosed),
             State::AwaitStart | State::AwaitTune => {
@@ -870,6 +909,18 @@ impl Connection {
             State::Closing { .. } | State::Closed => Err(UsageError::ConnectionClosed),
             _ => Err(UsageError::NotOpen),
         }
+    }
+}
+
+/// `at + by`, or the latest instant this platform can represent when that
+/// overflows (a configured timeout of `Duration::MAX` means "never").
+fn later(at: Instant, by: Duration) -> Instant {
+    let mut by = by;
+    loop {
+        if let Some(instant) = at.checked_add(by) {
+            return instant;
+        }
+        by /= 2;
     }
 }
 

@@ -14,6 +14,15 @@ impl Connection {
     /// takes its own replies out) and the recorder, then sends the replay's
     /// next step if it was waiting for one of them.
     pub(super) fn settle_recovery_events(&mut self, first_new: usize) {
+        self.intercept_replay_events(first_new);
+        self.record_events(first_new);
+        if self.replay.is_some() && self.is_open() {
+            self.advance_replay();
+        }
+    }
+
+    /// Takes the replay's own events out of those pushed since `first_new`.
+    pub(super) fn intercept_replay_events(&mut self, first_new: usize) {
         if let Some(mut replay) = self.replay.take() {
             let new: Vec<Event> = self.events.drain(first_new..).collect();
             for event in new {
@@ -23,13 +32,14 @@ impl Connection {
             }
             self.replay = Some(replay);
         }
+    }
+
+    /// Keeps the topology record current with the events since `first_new`.
+    pub(super) fn record_events(&mut self, first_new: usize) {
         if let Some(recorder) = self.recorder.as_mut() {
             for event in self.events.range(first_new..) {
                 recorder.observe(event);
             }
-        }
-        if self.replay.is_some() && self.is_open() {
-            self.advance_replay();
         }
     }
 

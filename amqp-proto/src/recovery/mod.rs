@@ -20,6 +20,7 @@ pub use replay::RecoveryFailure;
 pub(crate) use replay::{Next, Replay, Step};
 pub use topology::{Binding, RecordedChannel, RecordedQueue, Topology};
 
+use crate::codec::ShortString;
 use crate::event::{Event, RequestId};
 use crate::spec::Method;
 
@@ -27,56 +28,155 @@ use crate::spec::Method;
 #[derive(Debug, Default)]
 pub(crate) struct Recorder {
     pub(crate) topology: Topology,
-    /// Requests whose effect is recorded when their reply comes.
-    pending: Vec<(RequestId, u16, Method)>,
+    /// Requests whose effect is recorded when their reply comes, in the
+    /// order they were sent.
+    pending: Vec<Pending>,
+    /// Per channel, the queue its last `queue.declare` named: what an
+    /// empty queue name in a later bind, unbind, delete or consume on that
+    /// channel means to RabbitMQ. The record keeps the real name, so a
+    /// replay on another channel binds the right queue.
+    last_declared: Vec<(u16, ShortString)>,
+}
+
+/// A request the record waits on.
+#[derive(Debug)]
+struct Pending {
+    /// The reply that settles it: its own, or, for a `nowait` request sent
+    /// while a `queue.declare` on its channel was unanswered, that
+    /// declaration's (only then is the queue an empty name means known).
+    settled_by: RequestId,
+    channel: u16,
+    method: Method,
 }
 
 impl Recorder {
     pub(crate) fn new(topology: Topology) -> Self {
         Self {
             topology,
-            pending: Vec::new(),
+            ..Self::default()
         }
     }
 
     /// The application sent `method` on `channel`.
     pub(crate) fn sent(&mut self, channel: u16, method: &Method, request: Option<RequestId>) {
-        if !Topology::records(method) {
+        if let (Method::QueueDeclare(declare), None) = (method, request) {
+            // A nowait declaration names its queue (the core refuses an
+            // unnamed one), so the name is known at once.
+            self.declared(channel, declare.queue.clone());
+        }
+        // A passive declaration records nothing, but it too names the
+        // queue an empty name means afterwards.
+        if !Topology::records(method) && !matches!(method, Method::QueueDeclare(_)) {
             return;
         }
+        let unanswered_declaration = self
+            .pending
+            .iter()
+            .rev()
+            .find(|pending| {
+                pending.channel == channel && matches!(pending.method, Method::QueueDeclare(_))
+            })
+            .map(|pending| pending.settled_by);
         match (request, method) {
+            (None, _) if names_last_declared(method) && unanswered_declaration.is_some() => {
+                if let Some(settled_by) = unanswered_declaration {
+                    self.pending.push(Pending {
+                        settled_by,
+                        channel,
+                        method: method.clone(),
+                    });
+                }
+            }
             // Cancelling is recorded at once: no delivery for the consumer
             // is wanted after a recovery, even if the cancel-ok was lost.
             (_, Method::BasicCancel(_)) | (None, _) => {
-                self.topology.confirmed(channel, method, None);
+                let method = self.resolved(channel, method.clone());
+                self.topology.confirmed(channel, &method, None);
             }
-            (Some(request), _) => self.pending.push((request, channel, method.clone())),
+            (Some(request), _) => self.pending.push(Pending {
+                settled_by: request,
+                channel,
+                method: method.clone(),
+            }),
         }
+    }
+
+    /// `method` with an empty queue name replaced by the one it stands for.
+    fn resolved(&self, channel: u16, mut method: Method) -> Method {
+        let queue = match &mut method {
+            Method::QueueBind(bind) => &mut bind.queue,
+            Method::QueueUnbind(unbind) => &mut unbind.queue,
+            Method::QueueDelete(delete) => &mut delete.queue,
+            Method::BasicConsume(consume) => &mut consume.queue,
+            _ => return method,
+        };
+        if queue.is_empty() {
+            if let Some((_, name)) = self.last_declared.iter().find(|(id, _)| *id == channel) {
+                queue.clone_from(name);
+            }
+        }
+        method
+    }
+
+    fn declared(&mut self, channel: u16, queue: ShortString) {
+        self.last_declared.retain(|(id, _)| *id != channel);
+        self.last_declared.push((channel, queue));
     }
 
     /// Records what an event settles.
     pub(crate) fn observe(&mut self, event: &Event) {
         match event {
             Event::Reply {
-                request, method, ..
+                channel,
+                request,
+                method,
             } => {
-                if let Some(index) = self.pending.iter().position(|(r, ..)| r == request) {
-                    let (_, channel, sent) = self.pending.swap_remove(index);
-                    self.topology.confirmed(channel, &sent, Some(method));
+                if let Method::QueueDeclareOk(ok) = method {
+                    self.declared(*channel, ok.queue.clone());
+                }
+                let mut index = 0;
+                while let Some(pending) = self.pending.get(index) {
+                    if pending.settled_by != *request {
+                        index += 1;
+                        continue;
+                    }
+                    let pending = self.pending.remove(index);
+                    let method_sent = self.resolved(pending.channel, pending.method);
+                    // Only the request's own reply confirms it; what waited
+                    // for a declaration was sent without a reply.
+                    let reply = method_sent.expects_reply().then_some(method);
+                    self.topology
+                        .confirmed(pending.channel, &method_sent, reply);
                 }
             }
             Event::RequestFailed { request, .. } => {
-                self.pending.retain(|(r, ..)| r != request);
+                self.pending
+                    .retain(|pending| pending.settled_by != *request);
             }
             // Recorded once open: a channel whose opening failed is not
             // wanted again.
             Event::ChannelOpened { channel, .. } => self.topology.channel_opened(*channel),
-            Event::ChannelClosed { channel, .. } => self.topology.channel_closed(*channel),
+            Event::ChannelClosed { channel, .. } => {
+                self.last_declared.retain(|(id, _)| id != channel);
+                self.topology.channel_closed(*channel);
+            }
             Event::ConsumerCancelled {
                 channel,
                 consumer_tag,
             } => self.topology.consumer_gone(*channel, consumer_tag),
             _ => {}
         }
+    }
+}
+
+/// True for a method whose empty queue name means the channel's last
+/// declared queue.
+fn names_last_declared(method: &Method) -> bool {
+    match method {
+        Method::QueueBind(bind) => bind.queue.is_empty(),
+        Method::QueueUnbind(unbind) => unbind.queue.is_empty(),
+        Method::QueueDelete(delete) => delete.queue.is_empty(),
+        Method::BasicConsume(consume) => consume.queue.is_empty(),
+        _ => false,
     }
 }

@@ -58,7 +58,7 @@ impl Peer {
     /// Drains the client's transmits; returns the raw bytes.
     pub fn transmitted(&mut self) -> Bytes {
         let mut bytes = std::mem::take(&mut self.pending);
-        while let Some(chunk) = self.connection.poll_transmit() {
+        while let Some(chunk) = self.connection.poll_transmit(self.now) {
             bytes.put_slice(&chunk);
         }
         self.written.put_slice(&bytes);
@@ -172,7 +172,7 @@ impl Peer {
     /// Like `transmitted`, but keeps the bytes for a later `client_frames`.
     fn transmitted_keep(&mut self) -> usize {
         let mut total = 0;
-        while let Some(chunk) = self.connection.poll_transmit() {
+        while let Some(chunk) = self.connection.poll_transmit(self.now) {
             total += chunk.len();
             self.pending.put_slice(&chunk);
         }

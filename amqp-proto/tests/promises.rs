@@ -1,0 +1,504 @@
+//! Sequences that once broke the core's own promises ("every outstanding
+//! request is resolved", "the prescribed close code", "the same outcome
+//! whatever the split of the input"), each on the scripted broker and the
+//! simulated clock. Every test here failed before its fix (issue #13).
+
+mod support;
+
+use std::time::Duration;
+
+use amqp_proto::codec::{
+    encode_header_frame, encode_method_frame, BasicProperties, ContentHeader, Frame,
+};
+use amqp_proto::spec::constants::ReplyCode;
+use amqp_proto::spec::{self, Method};
+use amqp_proto::{Config, ConfirmOutcome, ConnectionError, Event, Failure, Topology};
+use bytes::{BufMut, BytesMut};
+use support::Peer;
+
+fn open_peer(config: Config, heartbeat: u16) -> Peer {
+    let mut peer = Peer::new(config);
+    peer.handshake(heartbeat);
+    peer
+}
+
+/// The reply code of the one `connection.close` the client sent.
+fn close_code(peer: &mut Peer) -> u16 {
+    let sent = peer.expect_methods(&["connection.close"]);
+    match &sent[0].1 {
+        Method::ConnectionClose(close) => close.reply_code,
+        other => panic!("expected connection.close, got {other:?}"),
+    }
+}
+
+fn deliver(consumer_tag: &str, delivery_tag: u64) -> spec::BasicDeliver {
+    spec::BasicDeliver {
+        consumer_tag: consumer_tag.into(),
+        delivery_tag,
+        redelivered: false,
+        exchange: "".into(),
+        routing_key: "jobs".into(),
+    }
+}
+
+fn method_bytes(channel: u16, method: impl Into<Method>) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode_method_frame(channel, &method.into(), u32::MAX, &mut out).unwrap();
+    out
+}
+
+fn header_bytes(channel: u16, body_size: u64) -> BytesMut {
+    let mut out = BytesMut::new();
+    let header = ContentHeader::basic(body_size, BasicProperties::default());
+    encode_header_frame(channel, &header, u32::MAX, &mut out).unwrap();
+    out
+}
+
+fn body_bytes(channel: u16, body: &[u8]) -> BytesMut {
+    let mut out = BytesMut::new();
+    Frame::Body {
+        channel,
+        payload: bytes::Bytes::copy_from_slice(body),
+    }
+    .encode(&mut out, u32::MAX)
+    .unwrap();
+    out
+}
+
+fn request(peer: &mut Peer, channel: u16, method: impl Into<Method>) -> amqp_proto::RequestId {
+    peer.connection
+        .channel(channel)
+        .unwrap()
+        .request(method)
+        .unwrap()
+        .expect("a request with a reply")
+}
+
+// 1. A channel closed by the application while a message is half received.
+#[test]
+fn closing_a_channel_mid_content_closes_only_the_channel() {
+    let mut peer = open_peer(Config::default(), 0);
+    let channel = peer.open_channel();
+    peer.feed(&method_bytes(channel, deliver("c1", 1)));
+    peer.feed(&header_bytes(channel, 10));
+    peer.connection
+        .channel(channel)
+        .unwrap()
+        .close(ReplyCode::REPLY_SUCCESS, "done")
+        .unwrap();
+    peer.expect_methods(&["channel.close"]);
+    // The server had sent the body before it read our close.
+    peer.feed(&body_bytes(channel, b"0123456789"));
+    peer.send(channel, spec::ChannelCloseOk {});
+    assert!(peer.client_frames().is_empty(), "nothing more is sent");
+    let events = peer.events();
+    assert!(
+        matches!(events.as_slice(), [Event::ChannelClosed { channel: id, .. }] if *id == channel),
+        "events: {events:?}"
+    );
+    assert!(peer.connection.is_open(), "the connection is intact");
+    // The id is free and usable again.
+    assert_eq!(peer.open_channel(), channel);
+}
+
+// 1, the other order: the close crosses a deliver whose header and body
+// arrive after our close was sent.
+#[test]
+fn a_content_arriving_after_our_channel_close_is_discarded_whole() {
+    let mut peer = open_peer(Config::default(), 0);
+    let channel = peer.open_channel();
+    peer.connection
+        .channel(channel)
+        .unwrap()
+        .close(ReplyCode::REPLY_SUCCESS, "done")
+        .unwrap();
+    peer.expect_methods(&["channel.close"]);
+    peer.send_content(
+        channel,
+        deliver("c1", 1),
+        BasicProperties::default(),
+        b"late",
+    );
+    peer.send(channel, spec::ChannelCloseOk {});
+    let events = peer.events();
+    assert!(
+        matches!(events.as_slice(), [Event::ChannelClosed { .. }]),
+        "events: {events:?}"
+    );
+    assert!(peer.connection.is_open());
+}
+
+// 2. A method between a content-carrying method and its content header.
+#[test]
+fn a_method_where_a_content_header_is_due_is_an_unexpected_frame() {
+    let mut peer = open_peer(Config::default(), 0);
+    let channel = peer.open_channel();
+    let get = request(&mut peer, channel, spec::BasicGet::default());
+    peer.expect_methods(&["basic.get"]);
+    peer.feed(&method_bytes(
+        channel,
+        spec::BasicGetOk {
+            delivery_tag: 1,
+            redelivered: false,
+            exchange: "".into(),
+            routing_key: "jobs".into(),
+            message_count: 0,
+        },
+    ));
+    // A deliver where the get-ok's header is due.
+    peer.feed(&method_bytes(channel, deliver("c1", 2)));
+    assert_eq!(close_code(&mut peer), ReplyCode::UNEXPECTED_FRAME.0);
+    let events = peer.events();
+    assert!(
+        events.iter().any(|event| matches!(
+            event,
+            Event::RequestFailed { request, failure: Failure::Connection(_), .. } if *request == get
+        )),
+        "the basic.get is resolved: {events:?}"
+    );
+    peer.send(0, spec::ConnectionCloseOk {});
+    assert!(matches!(
+        peer.events().as_slice(),
+        [Event::Closed(ConnectionError::ProtocolViolation { .. })]
+    ));
+}
+
+// 2, and the header of the wrong class (spec 4.2.6: 505 as well).
+#[test]
+fn a_content_header_of_another_class_is_an_unexpected_frame() {
+    let mut peer = open_peer(Config::default(), 0);
+    let channel = peer.open_channel();
+    peer.feed(&method_bytes(channel, deliver("c1", 1)));
+    let mut header = header_bytes(channel, 0);
+    // Class id sits right after the 7-byte frame header: make it 50 (queue).
+    header[7] = 0;
+    header[8] = 50;
+    peer.feed(&header);
+    let code = close_code(&mut peer);
+    assert_eq!(code, ReplyCode::UNEXPECTED_FRAME.0);
+}
+
+// 3. `close` takes the current time: its deadline runs from the call.
+#[test]
+fn the_close_deadline_runs_from_the_close_call() {
+    let mut config = Config::default();
+    config.close_timeout = Duration::from_secs(5);
+    let mut peer = open_peer(config, 60);
+    peer.advance(Duration::from_secs(30));
+    let now = peer.now;
+    peer.connection
+        .close(ReplyCode::REPLY_SUCCESS, "bye", now)
+        .unwrap();
+    peer.expect_methods(&["connection.close"]);
+    assert_eq!(
+        peer.connection.poll_timeout(),
+        Some(now + Duration::from_secs(5))
+    );
+    peer.advance(Duration::from_millis(4_999));
+    assert!(peer.events().is_empty(), "still waiting for close-ok");
+    peer.send(0, spec::ConnectionCloseOk {});
+    assert!(matches!(
+        peer.events().as_slice(),
+        [Event::Closed(ConnectionError::Closed(_))]
+    ));
+}
+
+// 3. What is written is stamped with the time it was taken for writing,
+// not with the time of the last input.
+#[test]
+fn a_write_after_an_idle_spell_postpones_the_next_heartbeat() {
+    let mut peer = open_peer(Config::default(), 60);
+    peer.advance(Duration::from_secs(50));
+    let channel = peer.connection.open_channel().unwrap();
+    let now = peer.now;
+    let mut written = 0;
+    while let Some(chunk) = peer.connection.poll_transmit(now) {
+        written += chunk.len();
+    }
+    assert!(written > 0);
+    // Next heartbeat: one interval after that write; the server is dead
+    // two intervals after the last thing it sent (at time zero).
+    assert_eq!(
+        peer.connection.poll_timeout(),
+        Some(peer.start + Duration::from_secs(110))
+    );
+    let _ = channel;
+}
+
+// 4. The server's protocol header, in any split.
+#[test]
+fn a_protocol_header_reply_is_recognised_in_any_split() {
+    let reply = *b"AMQP\x01\x01\x00\x0a";
+    let outcome = |splits: &[usize]| {
+        let mut peer = Peer::new(Config::default());
+        peer.client_frames();
+        let mut at = 0;
+        for &end in splits.iter().chain(std::iter::once(&reply.len())) {
+            peer.feed(&reply[at..end]);
+            at = end;
+        }
+        (peer.events(), peer.transmitted())
+    };
+    let whole = outcome(&[]);
+    assert!(
+        matches!(
+            whole.0.as_slice(),
+            [Event::Closed(ConnectionError::ProtocolViolation {
+                error: amqp_proto::ProtocolViolation::Decode(
+                    amqp_proto::DecodeError::UnsupportedProtocol { .. }
+                )
+            })]
+        ),
+        "{whole:?}"
+    );
+    for split in 1..reply.len() {
+        assert_eq!(outcome(&[split]), whole, "split at {split}");
+    }
+    assert_eq!(outcome(&[1, 2, 3, 4, 5, 6, 7]), whole);
+}
+
+/// A topology with channel 1 (confirm mode) and one queue: enough for a
+/// replay that has requests of its own.
+fn recorded() -> Topology {
+    let mut config = Config::default();
+    config.record_topology = true;
+    let mut peer = open_peer(config, 0);
+    let channel = peer.open_channel();
+    request(&mut peer, channel, spec::ConfirmSelect::default());
+    peer.expect_methods(&["confirm.select"]);
+    peer.send(channel, spec::ConfirmSelectOk {});
+    request(
+        &mut peer,
+        channel,
+        spec::QueueDeclare {
+            queue: "jobs".into(),
+            ..Default::default()
+        },
+    );
+    peer.expect_methods(&["queue.declare"]);
+    peer.send(
+        channel,
+        spec::QueueDeclareOk {
+            queue: "jobs".into(),
+            message_count: 0,
+            consumer_count: 0,
+        },
+    );
+    peer.events();
+    peer.connection.handle_transport_closed("cut");
+    peer.events();
+    peer.connection.topology().cloned().unwrap()
+}
+
+// 5. Closing during a replay reports nothing the application did not ask.
+#[test]
+fn closing_during_a_replay_fails_none_of_the_replays_own_requests() {
+    let start = std::time::Instant::now();
+    let mut peer = Peer::new(Config::default());
+    peer.connection = amqp_proto::Connection::recover(Config::default(), recorded(), start);
+    peer.handshake(0);
+    // The replay reopened channel 1 and waits for its open-ok.
+    peer.expect_methods(&["channel.open"]);
+    let now = peer.now;
+    peer.connection
+        .close(ReplyCode::REPLY_SUCCESS, "bye", now)
+        .unwrap();
+    peer.expect_methods(&["connection.close"]);
+    peer.send(0, spec::ConnectionCloseOk {});
+    let events = peer.events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Closed(ConnectionError::Closed(_))]
+        ),
+        "events: {events:?}"
+    );
+}
+
+// 5, the same for a protocol violation during the replay.
+#[test]
+fn a_violation_during_a_replay_fails_none_of_the_replays_own_requests() {
+    let start = std::time::Instant::now();
+    let mut peer = Peer::new(Config::default());
+    peer.connection = amqp_proto::Connection::recover(Config::default(), recorded(), start);
+    peer.handshake(0);
+    peer.expect_methods(&["channel.open"]);
+    peer.send(7, spec::ChannelOpenOk::default());
+    assert_eq!(close_code(&mut peer), ReplyCode::CHANNEL_ERROR.0);
+    let events = peer.events();
+    assert!(events.is_empty(), "events: {events:?}");
+}
+
+// 6. consume-ok is matched by its exact tag before an unnamed consume.
+#[test]
+fn a_named_consume_ok_never_answers_an_unnamed_consume() {
+    let mut peer = open_peer(Config::default(), 0);
+    let channel = peer.open_channel();
+    let consume = |queue: &str, tag: &str| spec::BasicConsume {
+        queue: queue.into(),
+        consumer_tag: tag.into(),
+        ..Default::default()
+    };
+    let unnamed = request(&mut peer, channel, consume("a", ""));
+    let named = request(&mut peer, channel, consume("b", "mine"));
+    peer.expect_methods(&["basic.consume", "basic.consume"]);
+    // RabbitMQ sends consume-ok from the queue's process: the second
+    // queue answered first.
+    let ok = |tag: &str| spec::BasicConsumeOk {
+        consumer_tag: tag.into(),
+    };
+    peer.send(channel, ok("mine"));
+    peer.send(channel, ok("amq.ctag-1"));
+    let replies: Vec<_> = peer
+        .events()
+        .into_iter()
+        .map(|event| match event {
+            Event::Reply {
+                request,
+                method: Method::BasicConsumeOk(ok),
+                ..
+            } => (request, ok.consumer_tag.to_string()),
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        replies,
+        vec![
+            (named, "mine".to_owned()),
+            (unnamed, "amq.ctag-1".to_owned())
+        ]
+    );
+    assert!(peer.connection.is_open());
+}
+
+// 8. "" names the channel's last declared queue; recovery must not replay
+// it on another channel.
+#[test]
+fn an_unnamed_queue_in_bind_and_consume_is_recorded_by_its_name() {
+    let mut config = Config::default();
+    config.record_topology = true;
+    let mut peer = open_peer(config, 0);
+    let channel = peer.open_channel();
+    request(&mut peer, channel, spec::QueueDeclare::default());
+    request(
+        &mut peer,
+        channel,
+        spec::QueueBind {
+            exchange: "amq.fanout".into(),
+            ..Default::default()
+        },
+    );
+    request(&mut peer, channel, spec::BasicConsume::default());
+    peer.expect_methods(&["queue.declare", "queue.bind", "basic.consume"]);
+    peer.send(
+        channel,
+        spec::QueueDeclareOk {
+            queue: "amq.gen-1".into(),
+            message_count: 0,
+            consumer_count: 0,
+        },
+    );
+    peer.send(channel, spec::QueueBindOk {});
+    peer.send(
+        channel,
+        spec::BasicConsumeOk {
+            consumer_tag: "amq.ctag-1".into(),
+        },
+    );
+    let topology = peer.connection.topology().unwrap();
+    let bound: Vec<String> = topology
+        .bindings()
+        .iter()
+        .map(|binding| match binding {
+            amqp_proto::recovery::Binding::Queue(bind) => bind.queue.to_string(),
+            amqp_proto::recovery::Binding::Exchange(bind) => bind.destination.to_string(),
+        })
+        .collect();
+    assert_eq!(bound, vec!["amq.gen-1".to_owned()]);
+    let consumed: Vec<String> = topology.channels()[0]
+        .consumers
+        .iter()
+        .map(|consume| consume.queue.to_string())
+        .collect();
+    assert_eq!(consumed, vec!["amq.gen-1".to_owned()]);
+}
+
+// 9. frame-max 0 on both sides: a 7-byte header reserves no gigabytes.
+#[test]
+fn an_unbounded_frame_max_reserves_only_what_arrives() {
+    let mut config = Config::default();
+    config.frame_max = 0;
+    let mut peer = Peer::new(config);
+    peer.client_frames();
+    peer.send(
+        0,
+        spec::ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            mechanisms: "PLAIN".into(),
+            locales: "en_US".into(),
+            ..Default::default()
+        },
+    );
+    peer.send(
+        0,
+        spec::ConnectionTune {
+            channel_max: 0,
+            frame_max: 0,
+            heartbeat: 0,
+        },
+    );
+    peer.send(0, spec::ConnectionOpenOk::default());
+    peer.events();
+    let mut header = BytesMut::new();
+    header.put_u8(3);
+    header.put_u16(1);
+    header.put_u32(u32::MAX - 8);
+    peer.feed(&header);
+    assert!(
+        peer.connection.input_buffer().capacity() < 4 << 20,
+        "reserved {} bytes for a frame that has not arrived",
+        peer.connection.input_buffer().capacity()
+    );
+}
+
+// Confirms are failed once each when a close interrupts them (the
+// simulation's invariant, pinned here for a plain close).
+#[test]
+fn a_close_fails_each_unconfirmed_publish_once() {
+    let mut peer = open_peer(Config::default(), 0);
+    let channel = peer.open_channel();
+    request(&mut peer, channel, spec::ConfirmSelect::default());
+    peer.expect_methods(&["confirm.select"]);
+    peer.send(channel, spec::ConfirmSelectOk {});
+    peer.events();
+    for _ in 0..3 {
+        peer.connection
+            .channel(channel)
+            .unwrap()
+            .publish(
+                &spec::BasicPublish::default(),
+                &BasicProperties::default(),
+                &b"x"[..],
+            )
+            .unwrap();
+    }
+    let now = peer.now;
+    peer.connection
+        .close(ReplyCode::REPLY_SUCCESS, "bye", now)
+        .unwrap();
+    let failed = peer
+        .events()
+        .into_iter()
+        .filter(|event| {
+            matches!(
+                event,
+                Event::Confirm {
+                    outcome: ConfirmOutcome::Failed(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(failed, 3);
+}
