@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use amqp_proto::uri::UriError;
-use amqp_proto::{CloseReason, ConnectionError, Failure, UsageError};
+use amqp_proto::{CloseReason, ConnectionError, DecodeError, Failure, UsageError};
 
 /// Why a call failed.
 ///
@@ -83,6 +83,12 @@ pub enum Error {
     /// failed over to another node).
     #[error("consumer {0:?} was cancelled by the server")]
     ConsumerCancelled(String),
+    /// A `basic.get` was answered with a message that breaks a per-message
+    /// limit (headers nested too deeply, a body over the configured
+    /// maximum); the core dropped it and, unless fetched with `no_ack`,
+    /// rejected it without requeueing. The channel goes on.
+    #[error("the message was refused: {0}")]
+    MessageRefused(DecodeError),
 }
 
 impl From<Failure> for Error {
@@ -90,6 +96,7 @@ impl From<Failure> for Error {
         match failure {
             Failure::Channel(reason) => Self::ChannelClosed(reason),
             Failure::Connection(error) => Self::ConnectionClosed(error),
+            Failure::MessageRefused(error) => Self::MessageRefused(error),
         }
     }
 }

@@ -196,6 +196,14 @@ pub enum EncodeError {
         /// The encoded length in bytes.
         len: usize,
     },
+    /// Field tables and arrays nest deeper than `max` (the depth a decoder
+    /// accepts by default): a peer would refuse what it cannot read, so
+    /// it is not sent.
+    #[error("field tables nest deeper than {max} levels")]
+    TableTooDeep {
+        /// The deepest nesting allowed.
+        max: usize,
+    },
     /// The encoded frame would exceed the frame-max in force.
     #[error("frame of {size} bytes exceeds the frame-max of {max} bytes")]
     FrameTooLarge {

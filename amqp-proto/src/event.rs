@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use crate::codec::{BasicProperties, Content, FieldTable, LongString, ShortString};
 use crate::connection::Tuning;
-use crate::error::{CloseReason, ConnectionError};
+use crate::error::{CloseReason, ConnectionError, DecodeError};
 use crate::spec::Method;
 
 /// Identifies one request (a synchronous method, or a channel open/close)
@@ -31,6 +31,13 @@ pub enum Failure {
     /// The connection ended.
     #[error(transparent)]
     Connection(ConnectionError),
+    /// The `basic.get` was answered with a message that breaks a
+    /// per-message limit ([`Config::max_table_depth`](crate::Config::max_table_depth)
+    /// in its headers, or [`Config::max_body_size`](crate::Config::max_body_size));
+    /// the message was read, dropped and, unless fetched with `no_ack`,
+    /// rejected without requeueing. The connection goes on.
+    #[error("the message was refused: {0}")]
+    MessageRefused(DecodeError),
 }
 
 /// How the server settled one confirmed publish.
@@ -93,6 +100,42 @@ pub struct Returned {
     pub routing_key: ShortString,
     /// Its properties and body.
     pub content: Content,
+}
+
+/// What carried a refused message; see [`Event::MessageRefused`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusedOrigin {
+    /// A `basic.deliver` to a consumer.
+    Delivery {
+        /// The consumer it was for.
+        consumer_tag: ShortString,
+        /// Its delivery tag (already settled when `rejected`).
+        delivery_tag: u64,
+        /// True if it was delivered before.
+        redelivered: bool,
+    },
+    /// A `basic.return` of a mandatory message.
+    Return {
+        /// Why the broker returned it.
+        reply_code: u16,
+    },
+}
+
+/// A message the core read and dropped because it breaks a per-message
+/// limit; see [`Event::MessageRefused`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedMessage {
+    /// The channel it arrived on.
+    pub channel: u16,
+    /// What carried it.
+    pub origin: RefusedOrigin,
+    /// The limit it broke.
+    pub error: DecodeError,
+    /// True if the core rejected it (`basic.reject`, no requeue) because
+    /// it awaited an acknowledgement: the broker dead-letters or drops it
+    /// rather than handing it to the next consumer.
+    pub rejected: bool,
 }
 
 /// A message fetched with `basic.get`.
@@ -171,6 +214,15 @@ pub enum Event {
     },
     /// A message for a consumer.
     Delivery(Delivery),
+    /// A delivered or returned message broke a per-message limit (a
+    /// headers table deeper than [`Config::max_table_depth`](crate::Config::max_table_depth),
+    /// a body over [`Config::max_body_size`](crate::Config::max_body_size)).
+    /// Its frames were read and dropped and, if it awaited an
+    /// acknowledgement, the core rejected it without requeueing, so it
+    /// cannot come back and fail the next consumer too. Only that message
+    /// is lost: the connection and channel go on. A `basic.get` answered
+    /// with such a message fails with [`Failure::MessageRefused`] instead.
+    MessageRefused(Box<RefusedMessage>),
     /// An unroutable mandatory message came back. RabbitMQ sends it before
     /// the confirm of the same publish, and events keep that order.
     Returned(Box<Returned>),

@@ -182,5 +182,8 @@ pub use error::{
     CloseReason, ConnectionError, DecodeError, EncodeError, Initiator, ProtocolViolation,
     UsageError,
 };
-pub use event::{ConfirmOutcome, Delivery, Event, Failure, GetMessage, RequestId, Returned};
+pub use event::{
+    ConfirmOutcome, Delivery, Event, Failure, GetMessage, RefusedMessage, RefusedOrigin, RequestId,
+    Returned,
+};
 pub use recovery::{Backoff, Topology};

@@ -387,7 +387,8 @@ fn the_remaining_hostile_classes_get_their_codes() {
     ]);
     assert_eq!(close_code(&mut peer), 502);
 
-    // 506: a body over the configured maximum, refused at its header.
+    // A body over the configured maximum, refused at its header: only that
+    // message (issue #13: it is rejected, the connection goes on).
     let mut config = Config::default();
     config.max_body_size = 1_000;
     let mut peer = open_peer(config);
@@ -403,7 +404,19 @@ fn the_remaining_hostile_classes_get_their_codes() {
     let mut bytes = bytes::BytesMut::new();
     amqp_proto::codec::encode_header_frame(channel, &header, u32::MAX, &mut bytes).unwrap();
     peer.feed(&bytes);
-    assert_eq!(close_code(&mut peer), 506);
+    let body = amqp_proto::codec::Frame::Body {
+        channel,
+        payload: vec![7; 1_001].into(),
+    };
+    let mut bytes = bytes::BytesMut::new();
+    body.encode(&mut bytes, u32::MAX).unwrap();
+    peer.feed(&bytes);
+    peer.expect_methods(&["basic.reject"]);
+    assert!(matches!(
+        peer.events().as_slice(),
+        [Event::MessageRefused(refused)] if refused.rejected
+    ));
+    assert!(peer.connection.is_open());
 
     // 501: more body than the header announced.
     let mut peer = open_peer(Config::default());

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use amqp_proto::codec::{
-    encode_header_frame, encode_method_frame, BasicProperties, ContentHeader, Frame,
+    encode_header_frame, encode_method_frame, BasicProperties, ContentHeader, FieldTable, Frame,
 };
 use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{self, Method};
@@ -501,4 +501,185 @@ fn a_close_fails_each_unconfirmed_publish_once() {
         })
         .count();
     assert_eq!(failed, 3);
+}
+
+/// A field table nested `depth` levels deep, as wire bytes (the encoder
+/// refuses to write one deeper than a decoder accepts).
+fn nested_table(depth: usize) -> Vec<u8> {
+    let mut table = vec![0, 0, 0, 0];
+    for _ in 1..depth {
+        let mut entry = vec![1, b'a', b'F'];
+        entry.extend_from_slice(&table);
+        table = (entry.len() as u32).to_be_bytes().to_vec();
+        table.extend_from_slice(&entry);
+    }
+    table
+}
+
+/// A content header frame whose `headers` property is nested `depth` deep.
+fn deep_header_bytes(channel: u16, body_size: u64, depth: usize) -> BytesMut {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&60u16.to_be_bytes());
+    payload.extend_from_slice(&0u16.to_be_bytes());
+    payload.extend_from_slice(&body_size.to_be_bytes());
+    payload.extend_from_slice(&0x2000u16.to_be_bytes());
+    payload.extend_from_slice(&nested_table(depth));
+    let mut out = BytesMut::new();
+    out.put_u8(2);
+    out.put_u16(channel);
+    out.put_u32(payload.len() as u32);
+    out.put_slice(&payload);
+    out.put_u8(0xCE);
+    out
+}
+
+fn consume(peer: &mut Peer, channel: u16, tag: &str, no_ack: bool) {
+    request(
+        peer,
+        channel,
+        spec::BasicConsume {
+            queue: "jobs".into(),
+            consumer_tag: tag.into(),
+            no_ack,
+            ..Default::default()
+        },
+    );
+    peer.expect_methods(&["basic.consume"]);
+    peer.send(
+        channel,
+        spec::BasicConsumeOk {
+            consumer_tag: tag.into(),
+        },
+    );
+    peer.events();
+}
+
+// 7. One over-deep header refuses that message, not the connection.
+#[test]
+fn an_over_deep_message_header_refuses_only_that_message() {
+    let mut peer = open_peer(Config::default(), 0);
+    let channel = peer.open_channel();
+    consume(&mut peer, channel, "c1", false);
+    peer.feed(&method_bytes(channel, deliver("c1", 1)));
+    peer.feed(&deep_header_bytes(channel, 4, 33));
+    peer.feed(&body_bytes(channel, b"body"));
+    let sent = peer.expect_methods(&["basic.reject"]);
+    assert_eq!(
+        sent[0].1,
+        Method::BasicReject(spec::BasicReject {
+            delivery_tag: 1,
+            requeue: false
+        }),
+        "rejected without requeue, so no other consumer gets it"
+    );
+    let events = peer.events();
+    match events.as_slice() {
+        [Event::MessageRefused(refused)] => {
+            assert!(refused.rejected);
+            assert_eq!(
+                refused.error,
+                amqp_proto::DecodeError::TableTooDeep { max: 32 }
+            );
+            assert!(matches!(
+                refused.origin,
+                amqp_proto::RefusedOrigin::Delivery {
+                    delivery_tag: 1,
+                    ..
+                }
+            ));
+        }
+        other => panic!("events: {other:?}"),
+    }
+    // The next message is delivered as usual.
+    peer.send_content(channel, deliver("c1", 2), BasicProperties::default(), b"ok");
+    assert!(matches!(
+        peer.events().as_slice(),
+        [Event::Delivery(delivery)] if delivery.delivery_tag == 2
+    ));
+    assert!(peer.connection.is_open());
+    // A header at the limit is still accepted.
+    peer.feed(&method_bytes(channel, deliver("c1", 3)));
+    peer.feed(&deep_header_bytes(channel, 0, 32));
+    assert!(matches!(peer.events().as_slice(), [Event::Delivery(_)]));
+}
+
+// 7. A body over the configured maximum: the same, and with no_ack nothing
+// is rejected.
+#[test]
+fn an_over_large_body_refuses_only_that_message() {
+    let mut config = Config::default();
+    config.max_body_size = 8;
+    let mut peer = open_peer(config, 0);
+    let channel = peer.open_channel();
+    consume(&mut peer, channel, "auto", true);
+    peer.send_content(
+        channel,
+        deliver("auto", 1),
+        BasicProperties::default(),
+        b"twelve bytes",
+    );
+    assert!(peer.client_frames().is_empty(), "no_ack: nothing to reject");
+    match peer.events().as_slice() {
+        [Event::MessageRefused(refused)] => {
+            assert!(!refused.rejected);
+            assert_eq!(
+                refused.error,
+                amqp_proto::DecodeError::BodyTooLarge { size: 12, max: 8 }
+            );
+        }
+        other => panic!("events: {other:?}"),
+    }
+    assert!(peer.connection.is_open());
+}
+
+// 7. A basic.get answered with such a message is resolved, not lost.
+#[test]
+fn a_refused_get_ok_resolves_the_get() {
+    let mut peer = open_peer(Config::default(), 0);
+    let channel = peer.open_channel();
+    let get = request(&mut peer, channel, spec::BasicGet::default());
+    peer.expect_methods(&["basic.get"]);
+    peer.feed(&method_bytes(
+        channel,
+        spec::BasicGetOk {
+            delivery_tag: 7,
+            redelivered: false,
+            exchange: "".into(),
+            routing_key: "jobs".into(),
+            message_count: 0,
+        },
+    ));
+    peer.feed(&deep_header_bytes(channel, 0, 40));
+    peer.expect_methods(&["basic.reject"]);
+    assert!(matches!(
+        peer.events().as_slice(),
+        [Event::RequestFailed { request, failure: Failure::MessageRefused(_), .. }] if *request == get
+    ));
+}
+
+// 7. The encoder caps depth where the decoder does.
+#[test]
+fn a_table_deeper_than_a_decoder_accepts_is_not_sent() {
+    let mut peer = open_peer(Config::default(), 0);
+    let channel = peer.open_channel();
+    let mut table = FieldTable::new();
+    for _ in 0..32 {
+        let mut outer = FieldTable::new();
+        outer.insert("a", table);
+        table = outer;
+    }
+    // 33 levels with the headers table itself.
+    let properties = BasicProperties::default().headers(table);
+    let refused = peer.connection.channel(channel).unwrap().publish(
+        &spec::BasicPublish::default(),
+        &properties,
+        &b"x"[..],
+    );
+    assert_eq!(
+        refused,
+        Err(amqp_proto::UsageError::Encode(
+            amqp_proto::EncodeError::TableTooDeep { max: 32 }
+        ))
+    );
+    assert!(peer.client_frames().is_empty(), "nothing was queued");
 }

@@ -13,7 +13,10 @@ pub use handle::ChannelRef;
 use crate::codec::{ContentAssembler, ContentHeader, ShortString};
 use crate::connection::Sink;
 use crate::error::{CloseReason, ProtocolViolation};
-use crate::event::{ConfirmOutcome, Delivery, Event, Failure, GetMessage, RequestId, Returned};
+use crate::event::{
+    ConfirmOutcome, Delivery, Event, Failure, GetMessage, RefusedMessage, RefusedOrigin, RequestId,
+    Returned,
+};
 use crate::spec::{
     BasicCancelOk, BasicDeliver, BasicGetOk, BasicReturn, ChannelCloseOk, ChannelFlowOk, Method,
     MethodId,
@@ -39,6 +42,9 @@ struct Pending {
     /// (empty when the server is to make one up). Their replies may lag
     /// behind later replies and are matched by it; see `handle_reply`.
     consumer_tag: Option<ShortString>,
+    /// For `basic.consume` and `basic.get`: what they get needs no
+    /// acknowledgement.
+    no_ack: bool,
 }
 
 impl Pending {
@@ -67,7 +73,8 @@ impl Pending {
 enum ContentMethod {
     Deliver(BasicDeliver),
     Return(BasicReturn),
-    GetOk(BasicGetOk, RequestId),
+    /// The get-ok, the `basic.get` it answers, and that get's `no_ack`.
+    GetOk(BasicGetOk, RequestId, bool),
 }
 
 /// What the connection must do with a channel after a frame.
@@ -86,6 +93,10 @@ pub(crate) struct Channel {
     content: ContentAssembler,
     content_method: Option<ContentMethod>,
     consumers: Vec<ShortString>,
+    /// The consumers among them that consume without acknowledgements.
+    no_ack_consumers: Vec<ShortString>,
+    /// Why the content being received is skipped rather than kept.
+    refused: Option<crate::DecodeError>,
     confirms: Option<Confirms>,
     transactional: bool,
     flow_active: bool,
@@ -119,6 +130,7 @@ impl Channel {
             request: open,
             replies: crate::spec::ChannelOpen::REPLIES,
             consumer_tag: None,
+            no_ack: false,
         });
         Self {
             id,
@@ -127,6 +139,8 @@ impl Channel {
             content: ContentAssembler::new(max_body_size),
             content_method: None,
             consumers: Vec::new(),
+            no_ack_consumers: Vec::new(),
+            refused: None,
             confirms: None,
             transactional: false,
             flow_active: true,
@@ -274,7 +288,7 @@ impl Channel {
             }
             Method::BasicCancel(cancel) if self.consumers.contains(&cancel.consumer_tag) => {
                 // RabbitMQ's consumer_cancel_notify: the server cancelled it.
-                self.consumers.retain(|tag| *tag != cancel.consumer_tag);
+                self.forget_consumer(&cancel.consumer_tag);
                 if !cancel.nowait {
                     let reply = BasicCancelOk {
                         consumer_tag: cancel.consumer_tag.clone(),
@@ -332,7 +346,9 @@ impl Channel {
                         .is_some_and(|pending| pending.answered_by(&method))
                 }),
         };
-        let Some(Pending { request, .. }) = position.and_then(|index| self.pending.remove(index))
+        let Some(Pending {
+            request, no_ack, ..
+        }) = position.and_then(|index| self.pending.remove(index))
         else {
             return Err(self.violation(&method, "no request on this channel awaits it"));
         };
@@ -346,16 +362,16 @@ impl Channel {
                 return Ok(Disposition::Keep);
             }
             Method::BasicGetOk(get_ok) => {
-                self.content_method = Some(ContentMethod::GetOk(get_ok, request));
+                self.content_method = Some(ContentMethod::GetOk(get_ok, request, no_ack));
                 return Ok(Disposition::Keep);
             }
             Method::BasicConsumeOk(ref consume_ok)
                 if !self.consumers.contains(&consume_ok.consumer_tag) =>
             {
-                self.consumers.push(consume_ok.consumer_tag.clone());
+                self.add_consumer(&consume_ok.consumer_tag, no_ack);
             }
             Method::BasicCancelOk(ref cancel_ok) => {
-                self.consumers.retain(|tag| *tag != cancel_ok.consumer_tag);
+                self.forget_consumer(&cancel_ok.consumer_tag);
             }
             _ => {}
         }
@@ -409,8 +425,41 @@ impl Channel {
         if self.content_method.is_none() || self.content.is_collecting() {
             return Err(ProtocolViolation::UnexpectedContent { channel: self.id });
         }
+        let max = self.content.max_body_size();
+        if header.body_size > max {
+            let error = crate::DecodeError::BodyTooLarge {
+                size: header.body_size,
+                max,
+            };
+            return self.handle_refused_header(header.body_size, error, sink);
+        }
         if let Some(content) = self.content.start(header)? {
             self.complete_content(content, sink);
+        }
+        Ok(Disposition::Keep)
+    }
+
+    /// Handles a content header that breaks a per-message limit: the
+    /// content is read and dropped, and only that message is refused.
+    pub(crate) fn handle_refused_header(
+        &mut self,
+        body_size: u64,
+        error: crate::DecodeError,
+        sink: &mut Sink<'_>,
+    ) -> Result<Disposition, ProtocolViolation> {
+        if self.is_closing() {
+            return Ok(Disposition::Keep);
+        }
+        if self.content_method.is_none() || self.content.is_collecting() {
+            return Err(ProtocolViolation::UnexpectedContent { channel: self.id });
+        }
+        self.refused = Some(error);
+        if self.content.skip(body_size)? {
+            let nothing = crate::codec::Content {
+                header: Box::default(),
+                body: Bytes::new(),
+            };
+            self.complete_content(nothing, sink);
         }
         Ok(Disposition::Keep)
     }
@@ -434,6 +483,10 @@ impl Channel {
     }
 
     fn complete_content(&mut self, content: crate::codec::Content, sink: &mut Sink<'_>) {
+        if let Some(error) = self.refused.take() {
+            self.refuse_content(error, sink);
+            return;
+        }
         let channel = self.id;
         let event = match self.content_method.take() {
             Some(ContentMethod::Deliver(deliver)) => Event::Delivery(Delivery {
@@ -453,7 +506,7 @@ impl Channel {
                 routing_key: returned.routing_key,
                 content,
             })),
-            Some(ContentMethod::GetOk(get_ok, request)) => Event::GetOk {
+            Some(ContentMethod::GetOk(get_ok, request, _)) => Event::GetOk {
                 channel,
                 request,
                 message: Box::new(GetMessage {
@@ -482,7 +535,8 @@ impl Channel {
                 failure: failure.clone(),
             });
         }
-        if let Some(ContentMethod::GetOk(_, request)) = self.content_method.take() {
+        self.refused = None;
+        if let Some(ContentMethod::GetOk(_, request, _)) = self.content_method.take() {
             sink.emit(Event::RequestFailed {
                 channel,
                 request,
@@ -500,6 +554,76 @@ impl Channel {
         }
         self.content.reset();
         self.consumers.clear();
+        self.no_ack_consumers.clear();
+    }
+
+    /// A refused content is complete: report it, and reject the message if
+    /// it awaits an acknowledgement, so the broker does not hand it to the
+    /// next consumer to fail the same way.
+    fn refuse_content(&mut self, error: crate::DecodeError, sink: &mut Sink<'_>) {
+        let channel = self.id;
+        let reject = |sink: &mut Sink<'_>, delivery_tag: u64| {
+            let reject = crate::spec::BasicReject {
+                delivery_tag,
+                requeue: false,
+            };
+            sink.send(channel, &reject.into());
+        };
+        let origin = match self.content_method.take() {
+            Some(ContentMethod::Deliver(deliver)) => {
+                let rejected = !self.no_ack_consumers.contains(&deliver.consumer_tag);
+                if rejected {
+                    reject(sink, deliver.delivery_tag);
+                }
+                let delivery_tag = self.delivery_tag(deliver.delivery_tag);
+                (
+                    RefusedOrigin::Delivery {
+                        consumer_tag: deliver.consumer_tag,
+                        delivery_tag,
+                        redelivered: deliver.redelivered,
+                    },
+                    rejected,
+                )
+            }
+            Some(ContentMethod::Return(returned)) => (
+                RefusedOrigin::Return {
+                    reply_code: returned.reply_code,
+                },
+                false,
+            ),
+            Some(ContentMethod::GetOk(get_ok, request, no_ack)) => {
+                if !no_ack {
+                    reject(sink, get_ok.delivery_tag);
+                }
+                self.delivery_tag(get_ok.delivery_tag);
+                sink.emit(Event::RequestFailed {
+                    channel,
+                    request,
+                    failure: Failure::MessageRefused(error),
+                });
+                return;
+            }
+            None => return,
+        };
+        let (origin, rejected) = origin;
+        sink.emit(Event::MessageRefused(Box::new(RefusedMessage {
+            channel,
+            origin,
+            error,
+            rejected,
+        })));
+    }
+
+    fn add_consumer(&mut self, tag: &ShortString, no_ack: bool) {
+        self.consumers.push(tag.clone());
+        if no_ack {
+            self.no_ack_consumers.push(tag.clone());
+        }
+    }
+
+    fn forget_consumer(&mut self, tag: &ShortString) {
+        self.consumers.retain(|known| known != tag);
+        self.no_ack_consumers.retain(|known| known != tag);
     }
 
     fn finish_close(&mut self, reason: CloseReason, sink: &mut Sink<'_>) {
@@ -518,10 +642,10 @@ impl Channel {
             }
             Method::TxSelect(_) => self.transactional = true,
             Method::BasicConsume(consume) if consume.nowait => {
-                self.consumers.push(consume.consumer_tag.clone());
+                self.add_consumer(&consume.consumer_tag, consume.no_ack);
             }
             Method::BasicCancel(cancel) if cancel.nowait => {
-                self.consumers.retain(|tag| *tag != cancel.consumer_tag);
+                self.forget_consumer(&cancel.consumer_tag);
             }
             _ => {}
         }
@@ -531,10 +655,16 @@ impl Channel {
                 Method::BasicCancel(cancel) => Some(cancel.consumer_tag.clone()),
                 _ => None,
             };
+            let no_ack = match method {
+                Method::BasicConsume(consume) => consume.no_ack,
+                Method::BasicGet(get) => get.no_ack,
+                _ => false,
+            };
             self.pending.push_back(Pending {
                 request,
                 replies: method.replies(),
                 consumer_tag,
+                no_ack,
             });
         }
     }

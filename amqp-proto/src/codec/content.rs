@@ -53,6 +53,8 @@ enum Body {
     Single(Bytes),
     /// Several frames: joined into one buffer.
     Joined(BytesMut),
+    /// A refused message's body: counted as it arrives, never kept.
+    Skipped,
 }
 
 impl ContentAssembler {
@@ -63,6 +65,12 @@ impl ContentAssembler {
             max_body_size,
             pending: None,
         }
+    }
+
+    /// The largest body accepted.
+    #[must_use]
+    pub fn max_body_size(&self) -> u64 {
+        self.max_body_size
     }
 
     /// True while a header was received and body bytes are still due.
@@ -108,6 +116,28 @@ impl ContentAssembler {
         Ok(None)
     }
 
+    /// Begins a content that is read but not kept (a message refused for a
+    /// per-message limit): its body frames are counted against `body_size`
+    /// and dropped, and it completes as a content with an empty body.
+    /// Returns true when there is nothing to skip.
+    pub fn skip(&mut self, body_size: u64) -> Result<bool, DecodeError> {
+        if self.pending.is_some() {
+            return Err(DecodeError::UnexpectedFrame {
+                found: "content header",
+                expected: "a body frame of the content in progress",
+            });
+        }
+        if body_size == 0 {
+            return Ok(true);
+        }
+        self.pending = Some(Pending {
+            header: Box::new(ContentHeader::basic(body_size, Default::default())),
+            received: 0,
+            body: Body::Skipped,
+        });
+        Ok(false)
+    }
+
     /// Adds a body frame's payload; returns the content once complete.
     pub fn push_body(&mut self, payload: Bytes) -> Result<Option<Content>, DecodeError> {
         let Some(pending) = self.pending.as_mut() else {
@@ -125,6 +155,7 @@ impl ContentAssembler {
         }
         pending.received = received;
         pending.body = match std::mem::replace(&mut pending.body, Body::Empty) {
+            Body::Skipped => Body::Skipped,
             Body::Empty => Body::Single(payload),
             Body::Single(first) => {
                 let mut joined = BytesMut::with_capacity(first.len() + payload.len());
@@ -144,7 +175,7 @@ impl ContentAssembler {
             return Ok(None);
         };
         let body = match body {
-            Body::Empty => Bytes::new(),
+            Body::Empty | Body::Skipped => Bytes::new(),
             Body::Single(bytes) => bytes,
             Body::Joined(joined) => joined.freeze(),
         };

@@ -54,6 +54,26 @@ pub enum Frame {
     },
     /// A heartbeat frame (always channel 0, empty).
     Heartbeat,
+    /// A well-framed content header whose properties break a per-message
+    /// limit of the decoder (a headers table nested deeper than
+    /// [`DecodeLimits::max_table_depth`]). Only that message is refused:
+    /// its body frames follow as usual and the connection goes on.
+    RefusedHeader {
+        /// The channel.
+        channel: u16,
+        /// The body size the header announced.
+        body_size: u64,
+        /// The limit it broke.
+        #[cfg_attr(any(test, feature = "arbitrary"), arbitrary(with = arbitrary_refusal))]
+        error: DecodeError,
+    },
+}
+
+#[cfg(any(test, feature = "arbitrary"))]
+fn arbitrary_refusal(u: &mut arbitrary::Unstructured<'_>) -> arbitrary::Result<DecodeError> {
+    Ok(DecodeError::TableTooDeep {
+        max: usize::from(u.arbitrary::<u8>()?),
+    })
 }
 
 #[cfg(any(test, feature = "arbitrary"))]
@@ -69,7 +89,8 @@ impl Frame {
         match self {
             Self::Method { channel, .. }
             | Self::Header { channel, .. }
-            | Self::Body { channel, .. } => *channel,
+            | Self::Body { channel, .. }
+            | Self::RefusedHeader { channel, .. } => *channel,
             Self::Heartbeat => 0,
         }
     }
@@ -77,7 +98,9 @@ impl Frame {
     /// Appends the encoded frame to `out`, copying a body payload.
     ///
     /// Fails, leaving `out` as it was, if a value cannot be encoded or the
-    /// frame would exceed `max_frame_size` bytes. Publishers that want the
+    /// frame would exceed `max_frame_size` bytes. A
+    /// [`RefusedHeader`](Self::RefusedHeader) has no properties left to
+    /// encode and fails with the limit it broke. Publishers that want the
     /// body sent without a copy use [`body_frame_header`] and write the
     /// payload as its own chunk.
     pub fn encode(&self, out: &mut BytesMut, max_frame_size: u32) -> Result<(), EncodeError> {
@@ -100,6 +123,12 @@ impl Frame {
                 encode_heartbeat_frame(out);
                 Ok(())
             }
+            Self::RefusedHeader { error, .. } => Err(EncodeError::TableTooDeep {
+                max: match error {
+                    DecodeError::TableTooDeep { max } => *max,
+                    _ => DEFAULT_MAX_TABLE_DEPTH,
+                },
+            }),
         }
     }
 }
@@ -315,11 +344,20 @@ fn decode_payload(header: RawHeader, reader: &mut Reader<'_>) -> Result<Frame, D
         }),
         FRAME_HEADER => {
             let mut content_header = Box::<ContentHeader>::default();
-            content_header.decode_into(reader)?;
-            Ok(Frame::Header {
-                channel: header.channel,
-                header: content_header,
-            })
+            match content_header.decode_into(reader) {
+                Ok(()) => Ok(Frame::Header {
+                    channel: header.channel,
+                    header: content_header,
+                }),
+                // The frame is sound and its size known: refuse the one
+                // message, not the connection.
+                Err(error @ DecodeError::TableTooDeep { .. }) => Ok(Frame::RefusedHeader {
+                    channel: header.channel,
+                    body_size: content_header.body_size,
+                    error,
+                }),
+                Err(error) => Err(error),
+            }
         }
         other => Err(DecodeError::UnknownFrameType(other)),
     }

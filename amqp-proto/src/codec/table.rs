@@ -333,7 +333,7 @@ impl FieldTable {
     }
 
     pub(crate) fn encode(&self, writer: &mut Writer<'_>) -> Result<(), EncodeError> {
-        writer.length_prefixed(|writer| {
+        writer.nested(|writer| {
             for (name, value) in &self.0 {
                 writer.shortstr(name)?;
                 value.encode(writer)?;
@@ -419,7 +419,7 @@ impl FieldArray {
     }
 
     fn encode(&self, writer: &mut Writer<'_>) -> Result<(), EncodeError> {
-        writer.length_prefixed(|writer| {
+        writer.nested(|writer| {
             for value in &self.0 {
                 value.encode(writer)?;
             }
@@ -590,7 +590,34 @@ mod tests {
             value = FieldValue::Array(vec![value].into());
         }
         let table: FieldTable = [("a", value)].into_iter().collect();
-        let error = decode_field_table(&encode(&table), DEFAULT_MAX_TABLE_DEPTH).unwrap_err();
+        // The encoder refuses what a decoder would.
+        let mut out = BytesMut::new();
+        assert_eq!(
+            encode_field_table(&table, &mut out),
+            Err(EncodeError::TableTooDeep {
+                max: DEFAULT_MAX_TABLE_DEPTH
+            })
+        );
+        assert!(
+            out.is_empty(),
+            "a refused encode leaves the buffer as it was"
+        );
+        // The same nesting written by hand: a table holding 40 arrays, each
+        // the only value of the one around it.
+        let mut array = vec![b'V'];
+        for _ in 0..40 {
+            let mut outer = vec![b'A'];
+            outer.extend_from_slice(&u32::try_from(array.len()).unwrap().to_be_bytes());
+            outer.extend_from_slice(&array);
+            array = outer;
+        }
+        let mut bytes = u32::try_from(array.len() + 2)
+            .unwrap()
+            .to_be_bytes()
+            .to_vec();
+        bytes.extend_from_slice(&[1, b'a']);
+        bytes.extend_from_slice(&array);
+        let error = decode_field_table(&bytes, DEFAULT_MAX_TABLE_DEPTH).unwrap_err();
         assert_eq!(
             error,
             DecodeError::TableTooDeep {
@@ -643,14 +670,17 @@ mod tests {
             let mut out = BytesMut::new();
             match encode_field_table(&table, &mut out) {
                 Ok(()) => {
+                    prop_assert!(table.depth() <= DEFAULT_MAX_TABLE_DEPTH);
                     let decoded = decode_field_table(&out, DEFAULT_MAX_TABLE_DEPTH);
-                    if table.depth() <= DEFAULT_MAX_TABLE_DEPTH {
-                        prop_assert_eq!(decoded, Ok(table));
-                    } else {
-                        prop_assert_eq!(decoded, Err(DecodeError::TableTooDeep { max: DEFAULT_MAX_TABLE_DEPTH }));
-                    }
+                    prop_assert_eq!(decoded, Ok(table));
                 }
-                // Only names longer than 255 bytes cannot be encoded.
+                // Names longer than 255 bytes, and nesting deeper than a
+                // decoder accepts, cannot be encoded.
+                Err(EncodeError::TableTooDeep { max }) => {
+                    prop_assert_eq!(max, DEFAULT_MAX_TABLE_DEPTH);
+                    prop_assert!(table.depth() > DEFAULT_MAX_TABLE_DEPTH);
+                    prop_assert!(out.is_empty());
+                }
                 Err(error) => {
                     prop_assert!(matches!(error, EncodeError::ShortStringTooLong { .. }), "unexpected {:?}", error);
                     prop_assert!(out.is_empty());

@@ -2,6 +2,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::reader::DEFAULT_MAX_TABLE_DEPTH;
 use super::strings::{LongString, ShortString};
 use super::table::FieldTable;
 use crate::error::EncodeError;
@@ -12,11 +13,35 @@ pub(crate) struct Writer<'a> {
     /// Position of the octet bits are being packed into, and the next bit's
     /// index; `None` when the next bit starts a new octet.
     bits: Option<(usize, u8)>,
+    /// Tables and arrays open around what is written now.
+    depth: usize,
 }
 
 impl<'a> Writer<'a> {
     pub(crate) fn new(buf: &'a mut BytesMut) -> Self {
-        Self { buf, bits: None }
+        Self {
+            buf,
+            bits: None,
+            depth: 0,
+        }
+    }
+
+    /// Writes a table or array: length-prefixed, one level deeper, and
+    /// refused past the depth a decoder accepts by default, so the encoder
+    /// never sends what a peer (this crate's decoder included) must refuse.
+    pub(crate) fn nested(
+        &mut self,
+        body: impl FnOnce(&mut Self) -> Result<(), EncodeError>,
+    ) -> Result<(), EncodeError> {
+        if self.depth >= DEFAULT_MAX_TABLE_DEPTH {
+            return Err(EncodeError::TableTooDeep {
+                max: DEFAULT_MAX_TABLE_DEPTH,
+            });
+        }
+        self.depth += 1;
+        let result = self.length_prefixed(body);
+        self.depth -= 1;
+        result
     }
 
     pub(crate) fn buf(&mut self) -> &mut BytesMut {

@@ -501,6 +501,16 @@ impl Connection {
                 Frame::Body { channel, payload } => {
                     self.with_channel(channel, |channel, sink| channel.handle_body(payload, sink))
                 }
+                Frame::RefusedHeader { channel: 0, .. } => {
+                    Err(ProtocolViolation::UnexpectedContent { channel: 0 })
+                }
+                Frame::RefusedHeader {
+                    channel,
+                    body_size,
+                    error,
+                } => self.with_channel(channel, |channel, sink| {
+                    channel.handle_refused_header(body_size, error, sink)
+                }),
             },
         }
     }
