@@ -100,6 +100,20 @@ pub enum DecodeError {
         /// The configured maximum.
         max: u64,
     },
+    /// A content header announced a body that would take the bodies being
+    /// received on all channels at once past the configured total.
+    #[error(
+        "message body of {size} bytes would take the bodies in progress \
+         ({in_progress} bytes) past the configured total of {max}"
+    )]
+    BodiesInProgressTooLarge {
+        /// The size the header announced.
+        size: u64,
+        /// Announced bytes of the bodies already being received.
+        in_progress: u64,
+        /// The configured total.
+        max: u64,
+    },
     /// Body frames carried more bytes than the content header announced.
     #[error("body frames carry {received} bytes but the header announced {expected}")]
     BodyOverrun {
@@ -156,7 +170,9 @@ impl DecodeError {
             Self::UnknownFieldType { .. } | Self::InvalidPropertyFlags { .. } => {
                 ReplyCode::SYNTAX_ERROR
             }
-            Self::TableTooDeep { .. } | Self::BodyTooLarge { .. } => ReplyCode::RESOURCE_ERROR,
+            Self::TableTooDeep { .. }
+            | Self::BodyTooLarge { .. }
+            | Self::BodiesInProgressTooLarge { .. } => ReplyCode::RESOURCE_ERROR,
             Self::UnknownMethod { .. } => ReplyCode::NOT_IMPLEMENTED,
             Self::UnexpectedFrame { .. } | Self::UnknownContentClass(_) => {
                 ReplyCode::UNEXPECTED_FRAME

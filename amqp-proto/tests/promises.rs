@@ -8,7 +8,8 @@ mod support;
 use std::time::Duration;
 
 use amqp_proto::codec::{
-    encode_header_frame, encode_method_frame, BasicProperties, ContentHeader, FieldTable, Frame,
+    encode_header_frame, encode_method_frame, BasicProperties, ContentHeader, FieldTable,
+    FieldValue, Frame,
 };
 use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{self, Method};
@@ -682,4 +683,150 @@ fn a_table_deeper_than_a_decoder_accepts_is_not_sent() {
         ))
     );
     assert!(peer.client_frames().is_empty(), "nothing was queued");
+}
+
+// Hardening: what buffered events hold bounds reading, not only how many
+// there are (a field table decodes to many times its wire size).
+#[test]
+fn buffered_bytes_bound_reading_as_well_as_the_event_count() {
+    let mut config = Config::default();
+    config.max_buffered_bytes = 64 * 1024;
+    let mut peer = open_peer(config, 0);
+    let channel = peer.open_channel();
+    let mut headers = FieldTable::new();
+    for index in 0..300 {
+        headers.insert(format!("h{index}").as_str(), FieldValue::Void);
+    }
+    let properties = BasicProperties::default().headers(headers);
+    let mut deliveries = 0;
+    while peer.connection.wants_input() {
+        deliveries += 1;
+        peer.send_content(
+            channel,
+            deliver("c1", deliveries),
+            properties.clone(),
+            b"tiny",
+        );
+        assert!(deliveries < 1_000, "reading never stopped");
+    }
+    // About 1.2 KiB on the wire each, but far more once decoded.
+    assert!(deliveries < 20, "stopped after {deliveries} deliveries");
+    peer.events();
+    assert!(
+        peer.connection.wants_input(),
+        "reading resumes once drained"
+    );
+}
+
+// Hardening: partial bodies on many channels have a connection-wide cap.
+#[test]
+fn bodies_in_progress_are_capped_across_channels() {
+    let mut config = Config::default();
+    config.max_bodies_in_progress = 1_000;
+    let mut peer = open_peer(config, 0);
+    let first = peer.open_channel();
+    let second = peer.open_channel();
+    peer.feed(&method_bytes(first, deliver("c1", 1)));
+    peer.feed(&header_bytes(first, 600));
+    peer.feed(&method_bytes(second, deliver("c2", 1)));
+    peer.feed(&header_bytes(second, 600));
+    peer.feed(&body_bytes(second, &[0; 600]));
+    peer.feed(&body_bytes(first, &[1; 600]));
+    peer.expect_methods(&["basic.reject"]);
+    let events = peer.events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::MessageRefused(refused), Event::Delivery(kept)]
+                if refused.channel == second
+                    && matches!(refused.error, amqp_proto::DecodeError::BodiesInProgressTooLarge { .. })
+                    && kept.channel == first
+        ),
+        "events: {events:?}"
+    );
+    // Both finished: the whole allowance is free again.
+    peer.feed(&method_bytes(second, deliver("c2", 2)));
+    peer.feed(&header_bytes(second, 1_000));
+    peer.feed(&body_bytes(second, &[2; 1_000]));
+    assert!(matches!(peer.events().as_slice(), [Event::Delivery(_)]));
+}
+
+// Hardening: a recovery on a server with a lower channel-max.
+#[test]
+fn a_replay_closes_the_channels_a_new_server_does_not_allow() {
+    let mut config = Config::default();
+    config.record_topology = true;
+    let mut peer = open_peer(config.clone(), 0);
+    peer.open_channel();
+    peer.open_channel();
+    peer.connection.handle_transport_closed("cut");
+    peer.events();
+    let topology = peer.connection.topology().cloned().unwrap();
+    assert_eq!(topology.channels().len(), 2);
+
+    let mut peer = Peer::new(Config::default());
+    peer.connection = amqp_proto::Connection::recover(config, topology, peer.now);
+    peer.client_frames();
+    peer.send(
+        0,
+        spec::ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            mechanisms: "PLAIN".into(),
+            locales: "en_US".into(),
+            ..Default::default()
+        },
+    );
+    peer.send(
+        0,
+        spec::ConnectionTune {
+            channel_max: 1,
+            frame_max: 131_072,
+            heartbeat: 0,
+        },
+    );
+    peer.send(0, spec::ConnectionOpenOk::default());
+    let sent = peer.expect_methods(&[
+        "connection.start-ok",
+        "connection.tune-ok",
+        "connection.open",
+        "channel.open",
+    ]);
+    assert_eq!(sent[3].0, 1, "only channel 1 is reopened");
+    peer.send(1, spec::ChannelOpenOk::default());
+    let events = peer.events();
+    let closed: Vec<u16> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::ChannelClosed { channel, .. } => Some(*channel),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(closed, vec![2]);
+    match events.last() {
+        Some(Event::Recovered { failures, .. }) => {
+            assert_eq!(failures.len(), 1);
+            assert_eq!(failures[0].channel, 2);
+        }
+        other => panic!("last event: {other:?}"),
+    }
+    assert!(peer.connection.channel(1).is_ok());
+}
+
+// Hardening: configured durations never overflow the clock.
+#[test]
+fn unbounded_timeouts_do_not_overflow() {
+    let mut config = Config::default();
+    config.handshake_timeout = Duration::MAX;
+    config.close_timeout = Duration::MAX;
+    let mut peer = Peer::new(config);
+    assert!(peer.connection.poll_timeout().is_some());
+    peer.handshake(0);
+    let now = peer.now;
+    peer.connection
+        .close(ReplyCode::REPLY_SUCCESS, "bye", now)
+        .unwrap();
+    assert!(peer.connection.poll_timeout().unwrap() > now);
+    peer.advance(Duration::from_secs(3600));
+    assert!(peer.events().is_empty(), "still waiting for close-ok");
 }

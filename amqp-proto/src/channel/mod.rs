@@ -97,6 +97,9 @@ pub(crate) struct Channel {
     no_ack_consumers: Vec<ShortString>,
     /// Why the content being received is skipped rather than kept.
     refused: Option<crate::DecodeError>,
+    /// The body size announced for the content being kept, counted in the
+    /// connection's bodies in progress until it completes.
+    receiving: u64,
     confirms: Option<Confirms>,
     transactional: bool,
     flow_active: bool,
@@ -141,6 +144,7 @@ impl Channel {
             consumers: Vec::new(),
             no_ack_consumers: Vec::new(),
             refused: None,
+            receiving: 0,
             confirms: None,
             transactional: false,
             flow_active: true,
@@ -433,6 +437,17 @@ impl Channel {
             };
             return self.handle_refused_header(header.body_size, error, sink);
         }
+        let in_progress = *sink.bodies_in_progress;
+        if in_progress.saturating_add(header.body_size) > sink.max_bodies_in_progress {
+            let error = crate::DecodeError::BodiesInProgressTooLarge {
+                size: header.body_size,
+                in_progress,
+                max: sink.max_bodies_in_progress,
+            };
+            return self.handle_refused_header(header.body_size, error, sink);
+        }
+        self.receiving = header.body_size;
+        *sink.bodies_in_progress += header.body_size;
         if let Some(content) = self.content.start(header)? {
             self.complete_content(content, sink);
         }
@@ -483,6 +498,7 @@ impl Channel {
     }
 
     fn complete_content(&mut self, content: crate::codec::Content, sink: &mut Sink<'_>) {
+        self.release_body(sink);
         if let Some(error) = self.refused.take() {
             self.refuse_content(error, sink);
             return;
@@ -553,8 +569,17 @@ impl Channel {
             }
         }
         self.content.reset();
+        self.release_body(sink);
         self.consumers.clear();
         self.no_ack_consumers.clear();
+    }
+
+    /// The content kept is complete or abandoned: its announced size no
+    /// longer counts towards the connection's bodies in progress.
+    fn release_body(&mut self, sink: &mut Sink<'_>) {
+        *sink.bodies_in_progress = sink
+            .bodies_in_progress
+            .saturating_sub(std::mem::take(&mut self.receiving));
     }
 
     /// A refused content is complete: report it, and reject the message if
@@ -690,12 +715,16 @@ impl Channel {
     /// abandoned: its remaining frames are discarded like everything else
     /// but the close-ok. A `basic.get` whose message it was still fails
     /// when the close completes.
-    pub(crate) fn start_close(&mut self, reason: CloseReason) {
+    ///
+    /// Returns the announced size of the body abandoned, which no longer
+    /// counts towards the connection's bodies in progress.
+    pub(crate) fn start_close(&mut self, reason: CloseReason) -> u64 {
         self.content.reset();
         if !matches!(self.content_method, Some(ContentMethod::GetOk(..))) {
             self.content_method = None;
         }
         self.state = State::Closing(reason);
+        std::mem::take(&mut self.receiving)
     }
 
     /// What the channel waits for while a content is being received: the

@@ -141,6 +141,18 @@ pub struct Config {
     /// [`Connection::wants_input`](crate::Connection::wants_input) asks the
     /// adapter to stop reading.
     pub max_buffered_events: usize,
+    /// Bytes the buffered events may hold (message bodies and decoded
+    /// headers tables, which take several times their wire size) beyond
+    /// which [`Connection::wants_input`](crate::Connection::wants_input)
+    /// asks the adapter to stop reading. 64 MiB by default.
+    pub max_buffered_bytes: usize,
+    /// The total size the content headers announced of message bodies
+    /// still being received, across all channels: a server interleaving
+    /// large messages on many channels cannot hold more than this in
+    /// partial bodies. A message that would pass it is refused alone, as
+    /// one over [`max_body_size`](Self::max_body_size) is. 256 MiB by
+    /// default.
+    pub max_bodies_in_progress: u64,
     /// A name shown in the management UI (`connection_name`).
     pub connection_name: Option<String>,
     /// Extra client properties, merged over the defaults (product, version,
@@ -172,6 +184,8 @@ impl Default for Config {
             max_unconfirmed: 1_000,
             max_queued_output: 1 << 20,
             max_buffered_events: 4_096,
+            max_buffered_bytes: 64 << 20,
+            max_bodies_in_progress: 256 << 20,
             connection_name: None,
             client_properties: FieldTable::new(),
             record_topology: false,

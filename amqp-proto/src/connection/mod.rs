@@ -2,6 +2,7 @@
 //! channel bookkeeping and closing, driven by bytes and time from outside.
 
 mod config;
+mod events;
 mod handshake;
 pub(crate) mod output;
 mod recovery;
@@ -25,6 +26,7 @@ use crate::spec::constants::{ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER};
 use crate::spec::{
     ChannelClose, ConnectionClose, ConnectionCloseOk, ConnectionUpdateSecret, Method,
 };
+use events::EventQueue;
 pub(crate) use output::Output;
 
 /// Where the connection is in its life.
@@ -73,8 +75,12 @@ pub enum Readiness {
 /// Where [`Channel`]s send frames and report events while handling input.
 pub(crate) struct Sink<'a> {
     output: &'a mut Output,
-    events: &'a mut VecDeque<Event>,
+    events: &'a mut EventQueue,
     frame_max: u32,
+    /// Announced bytes of the bodies being received on all channels, and
+    /// the most allowed ([`Config::max_bodies_in_progress`]).
+    pub(crate) bodies_in_progress: &'a mut u64,
+    pub(crate) max_bodies_in_progress: u64,
 }
 
 impl Sink<'_> {
@@ -122,9 +128,12 @@ pub struct Connection {
     state: State,
     decoder: FrameDecoder,
     output: Output,
-    events: VecDeque<Event>,
+    events: EventQueue,
     /// Indexed by channel id; slot 0 is never used.
     channels: Vec<Option<Channel>>,
+    /// Announced bytes of the message bodies being received, all channels
+    /// together.
+    bodies_in_progress: u64,
     tuning: Tuning,
     now: Instant,
     handshake_deadline: Instant,
@@ -163,8 +172,9 @@ impl Connection {
             state: State::AwaitStart,
             decoder,
             output,
-            events: VecDeque::new(),
+            events: EventQueue::default(),
             channels: Vec::new(),
+            bodies_in_progress: 0,
             tuning: Tuning {
                 channel_max: 0,
                 frame_max: FRAME_MIN_SIZE,
@@ -358,11 +368,15 @@ impl Connection {
     }
 
     /// True while the adapter should keep reading from the socket: the
-    /// events not yet polled are fewer than [`Config::max_buffered_events`].
-    /// Stop reading otherwise, so a slow consumer bounds memory.
+    /// events not yet polled are fewer than [`Config::max_buffered_events`]
+    /// and hold less than [`Config::max_buffered_bytes`] (message bodies
+    /// and decoded headers). Stop reading otherwise, so a slow consumer
+    /// bounds memory.
     #[must_use]
     pub fn wants_input(&self) -> bool {
-        self.state != State::Closed && self.events.len() < self.config.max_buffered_events
+        self.state != State::Closed
+            && self.events.len() < self.config.max_buffered_events
+            && self.events.bytes() < self.config.max_buffered_bytes
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called:
@@ -455,6 +469,8 @@ impl Connection {
             output: &mut self.output,
             events: &mut self.events,
             frame_max: self.tuning.frame_max,
+            bodies_in_progress: &mut self.bodies_in_progress,
+            max_bodies_in_progress: self.config.max_bodies_in_progress,
         }
     }
 
@@ -524,6 +540,8 @@ impl Connection {
             output: &mut self.output,
             events: &mut self.events,
             frame_max: self.tuning.frame_max,
+            bodies_in_progress: &mut self.bodies_in_progress,
+            max_bodies_in_progress: self.config.max_bodies_in_progress,
         };
         let slot = self.channels.get_mut(usize::from(id));
         let Some(Some(channel)) = slot else {
@@ -614,6 +632,8 @@ impl Connection {
             output: &mut self.output,
             events: &mut self.events,
             frame_max: self.tuning.frame_max,
+            bodies_in_progress: &mut self.bodies_in_progress,
+            max_bodies_in_progress: self.config.max_bodies_in_progress,
         };
         for channel in self.channels.iter_mut().flatten() {
             if let Some(record) = self
@@ -627,6 +647,7 @@ impl Connection {
             channel.fail_outstanding(&failure, &mut sink);
         }
         self.channels.clear();
+        self.bodies_in_progress = 0;
         for request in self.connection_requests.drain(..) {
             self.events.push_back(Event::RequestFailed {
                 channel: 0,
@@ -884,7 +905,8 @@ impl Connection {
             self.output.frames(),
         )?;
         if let Some(channel) = self.channel_state(id) {
-            channel.start_close(CloseReason::new(code, text, Initiator::Client));
+            let abandoned = channel.start_close(CloseReason::new(code, text, Initiator::Client));
+            self.bodies_in_progress = self.bodies_in_progress.saturating_sub(abandoned);
         }
         Ok(())
     }

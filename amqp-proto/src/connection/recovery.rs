@@ -24,7 +24,7 @@ impl Connection {
     /// Takes the replay's own events out of those pushed since `first_new`.
     pub(super) fn intercept_replay_events(&mut self, first_new: usize) {
         if let Some(mut replay) = self.replay.take() {
-            let new: Vec<Event> = self.events.drain(first_new..).collect();
+            let new = self.events.split_off(first_new);
             for event in new {
                 if let Some(event) = replay.intercept(event) {
                     self.events.push_back(event);
@@ -37,7 +37,7 @@ impl Connection {
     /// Keeps the topology record current with the events since `first_new`.
     pub(super) fn record_events(&mut self, first_new: usize) {
         if let Some(recorder) = self.recorder.as_mut() {
-            for event in self.events.range(first_new..) {
+            for event in self.events.since(first_new) {
                 recorder.observe(event);
             }
         }
@@ -49,14 +49,40 @@ impl Connection {
             return;
         }
         self.replay_on_open = false;
-        let Some(recorder) = self.recorder.as_ref() else {
-            return;
-        };
         let channel_max = match self.tuning.channel_max {
             0 => u16::MAX,
             max => max,
         };
-        self.replay = Some(Replay::new(&recorder.topology, channel_max));
+        let Some(recorder) = self.recorder.as_mut() else {
+            return;
+        };
+        // The new server may allow fewer channels than the old one did: a
+        // channel whose id it does not allow cannot come back. It closes,
+        // and the recovery reports it refused.
+        let beyond: Vec<u16> = recorder
+            .topology
+            .channels()
+            .iter()
+            .map(|channel| channel.id)
+            .filter(|id| *id > channel_max)
+            .collect();
+        let mut refused = Vec::new();
+        for id in beyond {
+            recorder.topology.channel_closed(id);
+            let reason = CloseReason::new(
+                ReplyCode::CHANNEL_ERROR,
+                format!("channel {id} is beyond the new server's channel-max of {channel_max}"),
+                Initiator::Client,
+            );
+            refused.push((id, reason));
+        }
+        let mut replay = Replay::new(&recorder.topology, channel_max);
+        for (channel, reason) in refused {
+            replay.record_failure(channel, "channel.open", Failure::Channel(reason.clone()));
+            self.events
+                .push_back(Event::ChannelClosed { channel, reason });
+        }
+        self.replay = Some(replay);
         self.advance_replay();
     }
 
