@@ -1,8 +1,9 @@
 //! Automatic recovery as data: the core records what the application
 //! declared on a connection ([`Topology`]), and a new connection made with
 //! [`Connection::recover`](crate::Connection::recover) declares it again
-//! before handing the channels back. Adapters only open the new socket,
-//! waiting between attempts as [`Backoff`] says.
+//! before handing the channels back. When to reconnect and when to give up
+//! is the [`Supervisor`]'s pure policy, waiting between attempts as
+//! [`Backoff`] says; adapters only open the new socket.
 //!
 //! Publishes unconfirmed when the old connection failed are reported failed
 //! (their [`Event::Confirm`] says so) and never sent again. Recovered
@@ -13,11 +14,13 @@
 
 mod backoff;
 mod replay;
+mod supervisor;
 mod topology;
 
 pub use backoff::Backoff;
 pub use replay::RecoveryFailure;
 pub(crate) use replay::{Next, Replay, Step};
+pub use supervisor::{Decision, RecoveryEvent, Supervisor};
 pub use topology::{Binding, RecordedChannel, RecordedQueue, Topology};
 
 use crate::codec::ShortString;

@@ -1,0 +1,419 @@
+//! When to reconnect after a failure, and when to give up: automatic
+//! recovery's policy, with no socket and no clock of its own. The adapter
+//! tells it what happened (the connection closed, a socket could not be
+//! opened, a new one is open, the topology is declared again) with the
+//! current time, and asks it when the next attempt is due; every report for
+//! the application comes out as a [`RecoveryEvent`].
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use amqp_proto::recovery::{Decision, RecoveryEvent, Supervisor};
+//! use amqp_proto::{Backoff, ConnectionError};
+//!
+//! let start = Instant::now();
+//! let mut supervisor = Supervisor::new(Backoff::default());
+//! let cut = ConnectionError::TransportClosed("reset".into());
+//! let Decision::ReconnectAt(due) = supervisor.on_closed(&cut, true, start, 0) else {
+//!     unreachable!("a reset is worth a new connection");
+//! };
+//! assert!(matches!(supervisor.poll_event(), Some(RecoveryEvent::Started { .. })));
+//! assert_eq!(supervisor.poll_timeout(), Some(due));
+//! assert!(supervisor.start_attempt(due));
+//! supervisor.connected();
+//! supervisor.recovered(Vec::new(), Vec::new());
+//! assert!(matches!(supervisor.poll_event(), Some(RecoveryEvent::Recovered { .. })));
+//! assert!(!supervisor.is_recovering());
+//! ```
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::{Backoff, RecoveryFailure};
+use crate::codec::ShortString;
+use crate::error::ConnectionError;
+
+/// A step of automatic recovery, for the application's recovery handler.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RecoveryEvent {
+    /// The connection failed; calls fail until it is recovered, and every
+    /// publish that was unconfirmed has been reported failed.
+    Started {
+        /// Why the connection failed.
+        error: ConnectionError,
+    },
+    /// An attempt to connect failed; the next follows after `retry_in`.
+    AttemptFailed {
+        /// Attempts made so far.
+        attempt: u32,
+        /// Why it failed.
+        error: String,
+        /// The wait before the next attempt.
+        retry_in: Duration,
+    },
+    /// A new connection is open and declared everything again; channels,
+    /// consumers and publishing work as before.
+    Recovered {
+        /// Server-named queues, each with its old and new name.
+        renamed_queues: Vec<(ShortString, ShortString)>,
+        /// Declarations the server refused.
+        failures: Vec<RecoveryFailure>,
+    },
+    /// Recovery stopped: the attempts ran out, the application closed the
+    /// connection, or the new connection was refused for a reason another
+    /// attempt would repeat. The connection is closed with this error.
+    GaveUp {
+        /// The last failure.
+        error: ConnectionError,
+    },
+}
+
+/// What the adapter does after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Decision {
+    /// Open a new socket at this time (the backoff's wait), then call
+    /// [`Supervisor::start_attempt`].
+    ReconnectAt(Instant),
+    /// It is over: the connection stays closed ([`RecoveryEvent::GaveUp`]
+    /// says why, if a recovery was under way).
+    GiveUp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// Nothing to recover.
+    Connected,
+    /// Attempt `attempt` (from 0) is due at `at`.
+    Waiting {
+        attempt: u32,
+        at: Instant,
+        last_error: ConnectionError,
+    },
+    /// The adapter is opening a socket for attempt `attempt`.
+    Connecting {
+        attempt: u32,
+        last_error: ConnectionError,
+    },
+    /// A new socket is open: the core shakes hands and declares again. A
+    /// failure now counts as attempt `attempt` failing.
+    Replaying { attempt: u32 },
+}
+
+/// Automatic recovery's decisions for one connection; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    backoff: Backoff,
+    phase: Phase,
+    events: VecDeque<RecoveryEvent>,
+}
+
+impl Supervisor {
+    /// A supervisor waiting between attempts as `backoff` says.
+    #[must_use]
+    pub fn new(backoff: Backoff) -> Self {
+        Self {
+            backoff,
+            phase: Phase::Connected,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The connection ended with `error` (its [`Event::Closed`](crate::Event::Closed)).
+    /// `wanted` is false when the application closed it, when it never
+    /// opened, or when no topology was recorded: then nothing is
+    /// recovered. Otherwise a failure a new connection may cure (see
+    /// [`ConnectionError::is_recoverable`]) starts a recovery, and any
+    /// failure of a connection made by one counts as a failed attempt.
+    /// `random` is any random number, for the backoff's jitter.
+    pub fn on_closed(
+        &mut self,
+        error: &ConnectionError,
+        wanted: bool,
+        now: Instant,
+        random: u64,
+    ) -> Decision {
+        let replaying = match self.phase {
+            Phase::Replaying { attempt } => Some(attempt),
+            _ => None,
+        };
+        if !wanted || (replaying.is_none() && !error.is_recoverable()) {
+            return self.give_up(error.clone());
+        }
+        let attempt = replaying.map_or(0, |attempt| attempt + 1);
+        if attempt == 0 {
+            self.events.push_back(RecoveryEvent::Started {
+                error: error.clone(),
+            });
+        }
+        self.schedule(attempt, error.clone(), now, random)
+    }
+
+    /// When the next attempt is due, while one is awaited.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Waiting { at, .. } => Some(*at),
+            _ => None,
+        }
+    }
+
+    /// The adapter is about to open a socket: true if an attempt is due
+    /// by `now` (the attempt is then under way), false otherwise.
+    pub fn start_attempt(&mut self, now: Instant) -> bool {
+        match &self.phase {
+            Phase::Waiting {
+                attempt,
+                at,
+                last_error,
+            } if *at <= now => {
+                self.phase = Phase::Connecting {
+                    attempt: *attempt,
+                    last_error: last_error.clone(),
+                };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The socket for the attempt under way could not be opened.
+    pub fn connect_failed(
+        &mut self,
+        error: ConnectionError,
+        now: Instant,
+        random: u64,
+    ) -> Decision {
+        match self.phase {
+            Phase::Connecting { attempt, .. } => self.schedule(attempt + 1, error, now, random),
+            _ => Decision::GiveUp,
+        }
+    }
+
+    /// A new socket is open; the adapter hands the core
+    /// [`Connection::recover`](crate::Connection::recover).
+    pub fn connected(&mut self) {
+        if let Phase::Connecting { attempt, .. } = self.phase {
+            self.phase = Phase::Replaying { attempt };
+        }
+    }
+
+    /// The new connection declared everything again
+    /// ([`Event::Recovered`](crate::Event::Recovered)).
+    pub fn recovered(
+        &mut self,
+        renamed_queues: Vec<(ShortString, ShortString)>,
+        failures: Vec<RecoveryFailure>,
+    ) {
+        self.phase = Phase::Connected;
+        self.events.push_back(RecoveryEvent::Recovered {
+            renamed_queues,
+            failures,
+        });
+    }
+
+    /// The application closed the connection while it was being
+    /// recovered: recovery stops with the last failure.
+    pub fn shut_down(&mut self) {
+        let last = match &self.phase {
+            Phase::Waiting { last_error, .. } | Phase::Connecting { last_error, .. } => {
+                last_error.clone()
+            }
+            Phase::Replaying { .. } => {
+                ConnectionError::TransportClosed("closed by the application".into())
+            }
+            Phase::Connected => return,
+        };
+        let _ = self.give_up(last);
+    }
+
+    /// The error recovery stopped on, for a connection closed for good
+    /// between sockets.
+    #[must_use]
+    pub fn last_error(&self) -> Option<&ConnectionError> {
+        match &self.phase {
+            Phase::Waiting { last_error, .. } | Phase::Connecting { last_error, .. } => {
+                Some(last_error)
+            }
+            _ => None,
+        }
+    }
+
+    /// True from a failure until the topology is declared again, or
+    /// recovery gives up.
+    #[must_use]
+    pub fn is_recovering(&self) -> bool {
+        self.phase != Phase::Connected
+    }
+
+    /// True while no socket is open (waiting for an attempt, or opening
+    /// one): there is nothing to read or write.
+    #[must_use]
+    pub fn is_between_sockets(&self) -> bool {
+        matches!(self.phase, Phase::Waiting { .. } | Phase::Connecting { .. })
+    }
+
+    /// The next report for the application's recovery handler.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<RecoveryEvent> {
+        self.events.pop_front()
+    }
+
+    /// Waits before `attempt`, reporting the failure of the one before.
+    fn schedule(
+        &mut self,
+        attempt: u32,
+        last_error: ConnectionError,
+        now: Instant,
+        random: u64,
+    ) -> Decision {
+        let Some(delay) = self.backoff.delay(attempt, random) else {
+            return self.give_up(last_error);
+        };
+        if attempt > 0 {
+            self.events.push_back(RecoveryEvent::AttemptFailed {
+                attempt,
+                error: last_error.to_string(),
+                retry_in: delay,
+            });
+        }
+        let at = now.checked_add(delay).unwrap_or(now);
+        self.phase = Phase::Waiting {
+            attempt,
+            at,
+            last_error,
+        };
+        Decision::ReconnectAt(at)
+    }
+
+    fn give_up(&mut self, error: ConnectionError) -> Decision {
+        if self.phase != Phase::Connected {
+            self.events.push_back(RecoveryEvent::GaveUp { error });
+        }
+        self.phase = Phase::Connected;
+        Decision::GiveUp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reset() -> ConnectionError {
+        ConnectionError::TransportClosed("reset".into())
+    }
+
+    fn events(supervisor: &mut Supervisor) -> Vec<RecoveryEvent> {
+        std::iter::from_fn(|| supervisor.poll_event()).collect()
+    }
+
+    fn backoff(max_attempts: Option<u32>) -> Backoff {
+        Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(8),
+            max_attempts,
+        }
+    }
+
+    #[test]
+    fn a_cut_is_recovered_after_the_backoffs_wait() {
+        let start = Instant::now();
+        let mut supervisor = Supervisor::new(backoff(None));
+        let due = supervisor.on_closed(&reset(), true, start, 0);
+        // Attempt 0 waits half of the initial second with zero jitter.
+        assert_eq!(
+            due,
+            Decision::ReconnectAt(start + Duration::from_millis(500))
+        );
+        assert!(supervisor.is_between_sockets());
+        assert!(!supervisor.start_attempt(start + Duration::from_millis(499)));
+        assert!(supervisor.start_attempt(start + Duration::from_millis(500)));
+        supervisor.connected();
+        assert!(!supervisor.is_between_sockets());
+        assert!(supervisor.is_recovering());
+        supervisor.recovered(Vec::new(), Vec::new());
+        assert!(!supervisor.is_recovering());
+        let reported = events(&mut supervisor);
+        assert!(matches!(
+            reported.as_slice(),
+            [
+                RecoveryEvent::Started { .. },
+                RecoveryEvent::Recovered { .. }
+            ]
+        ));
+    }
+
+    #[test]
+    fn failed_attempts_double_the_wait_and_are_reported() {
+        let start = Instant::now();
+        let mut supervisor = Supervisor::new(backoff(None));
+        let _ = supervisor.on_closed(&reset(), true, start, 0);
+        let mut now = start;
+        for attempt in 1..=4u32 {
+            now += Duration::from_secs(10);
+            assert!(supervisor.start_attempt(now));
+            let due = supervisor.connect_failed(reset(), now, 0);
+            let wait = Duration::from_secs(1) * 2u32.pow(attempt).min(8) / 2;
+            assert_eq!(due, Decision::ReconnectAt(now + wait));
+        }
+        let reported = events(&mut supervisor);
+        assert_eq!(reported.len(), 5);
+        assert!(matches!(
+            reported[4],
+            RecoveryEvent::AttemptFailed { attempt: 4, .. }
+        ));
+    }
+
+    #[test]
+    fn a_new_connection_failing_in_any_way_is_a_failed_attempt() {
+        let start = Instant::now();
+        let mut supervisor = Supervisor::new(backoff(Some(2)));
+        let _ = supervisor.on_closed(&reset(), true, start, 0);
+        assert!(supervisor.start_attempt(start + Duration::from_secs(1)));
+        supervisor.connected();
+        // A refusal would end a first connection; during a recovery it is
+        // one more failed attempt (a broker starting up may refuse).
+        let refused = ConnectionError::AccessRefused("starting".into());
+        let due = supervisor.on_closed(&refused, true, start + Duration::from_secs(2), 0);
+        assert!(matches!(due, Decision::ReconnectAt(_)));
+        assert!(supervisor.start_attempt(start + Duration::from_secs(9)));
+        supervisor.connected();
+        // The attempts run out.
+        let due = supervisor.on_closed(&reset(), true, start + Duration::from_secs(10), 0);
+        assert_eq!(due, Decision::GiveUp);
+        assert!(matches!(
+            events(&mut supervisor).last(),
+            Some(RecoveryEvent::GaveUp { .. })
+        ));
+        assert!(!supervisor.is_recovering());
+    }
+
+    #[test]
+    fn what_a_new_connection_cannot_cure_is_not_retried() {
+        let mut supervisor = Supervisor::new(backoff(None));
+        let refused = ConnectionError::AccessRefused("no such vhost".into());
+        assert_eq!(
+            supervisor.on_closed(&refused, true, Instant::now(), 0),
+            Decision::GiveUp
+        );
+        assert_eq!(
+            supervisor.on_closed(&reset(), false, Instant::now(), 0),
+            Decision::GiveUp
+        );
+        assert!(events(&mut supervisor).is_empty(), "nothing was started");
+    }
+
+    #[test]
+    fn closing_between_sockets_gives_up_with_the_last_failure() {
+        let start = Instant::now();
+        let mut supervisor = Supervisor::new(backoff(None));
+        let _ = supervisor.on_closed(&reset(), true, start, 0);
+        assert_eq!(supervisor.last_error(), Some(&reset()));
+        supervisor.shut_down();
+        assert_eq!(supervisor.poll_timeout(), None);
+        assert!(matches!(
+            events(&mut supervisor).as_slice(),
+            [RecoveryEvent::Started { .. }, RecoveryEvent::GaveUp { error }] if *error == reset()
+        ));
+    }
+}
