@@ -25,6 +25,7 @@ mod options;
 pub mod pidbox;
 pub mod recovery;
 pub mod rpc;
+pub mod session;
 #[cfg(feature = "tls")]
 mod tls;
 

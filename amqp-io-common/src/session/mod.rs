@@ -1,0 +1,735 @@
+//! One IO-free session under every adapter: the core, plus everything an
+//! adapter would otherwise derive from its events. It sorts the events to
+//! their waiters, keeps the registry of who waits for which reply (generic
+//! over how a waiter is woken), gives back what nobody waits for any more,
+//! decides when a publisher may go on, when to reconnect, and how long a
+//! write may take.
+//!
+//! An adapter keeps one [`Session`] behind its connection lock and adds
+//! only a socket, a clock and its way of waiting: after feeding the core
+//! input, time or a command it calls [`dispatch`](Session::dispatch), then
+//! wakes its waiters (the tokio adapter's wakers are woken by the session
+//! itself; the blocking adapter's threads recheck after every pass).
+
+mod replies;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use amqp_proto::codec::{FieldTable, ShortString};
+use amqp_proto::recovery::{Decision, RecoveryEvent, Supervisor};
+use amqp_proto::spec::constants::ReplyCode;
+use amqp_proto::spec::{BasicCancel, BasicReject, Method};
+use amqp_proto::{
+    Config, Connection as Core, ConnectionError, Event, Failure, Readiness, RequestId, Tuning,
+};
+
+use crate::ledger::{ChannelRecord, Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
+use crate::map::Map;
+use crate::{Error, SaslResponder};
+use replies::Replies;
+pub use replies::{Outcome, Reply, Wake};
+
+/// What an adapter attaches to the session's records, and how it learns
+/// that they changed.
+pub trait Attach {
+    /// How a waiter for a reply, a confirm or the open is woken.
+    type Waker: Wake;
+    /// Kept per channel (a return handler, a returns stream's waker).
+    type Channel: Default;
+    /// Kept per consumer (a callback, a stream's waker).
+    type Consumer;
+    /// A consumer's queue grew or it ended.
+    fn consumer_changed(consumer: &mut Self::Consumer);
+    /// A channel's returned messages grew or it closed.
+    fn returns_changed(channel: &mut Self::Channel);
+}
+
+/// A `basic.consume` awaiting its `consume-ok`.
+#[derive(Debug)]
+pub struct PendingConsume<K> {
+    /// The opening of the channel it was sent on.
+    pub generation: u64,
+    /// Whether its deliveries need no acknowledgement.
+    pub no_ack: bool,
+    /// What the adapter keeps for the consumer.
+    pub extra: K,
+}
+
+/// Blocked changes kept for a handler that has not run yet: only the
+/// latest few matter, and an alarm that flaps while nobody drains must not
+/// grow memory.
+const KEPT_BLOCKED_CHANGES: usize = 16;
+
+/// The shortest write deadline: a broker that stops reading (a resource
+/// alarm it did not announce) must not block a writer for ever, and a
+/// dead peer must be noticed even when heartbeats cannot be written.
+const MIN_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The core and the adapter-independent state around it; see the module
+/// docs.
+pub struct Session<A: Attach> {
+    /// The protocol core.
+    pub core: Core,
+    config: Config,
+    ledger: Ledger<A::Channel, A::Consumer>,
+    replies: Replies<RequestId, A::Waker>,
+    opens: Replies<u16, A::Waker>,
+    pending_consumes: Map<RequestId, PendingConsume<A::Consumer>>,
+    confirm_waiters: Map<(u16, u64), A::Waker>,
+    /// Channels whose publishers were told the confirm window is full:
+    /// they wait until it drains to half, not for every ack.
+    window_full: Vec<u16>,
+    window_opened: bool,
+    opened: Option<(Tuning, FieldTable)>,
+    open_waiter: Option<A::Waker>,
+    blocked: Option<String>,
+    blocked_changes: VecDeque<Option<String>>,
+    sasl_responder: Option<SaslResponder>,
+    supervisor: Option<Supervisor>,
+    /// The application closed the connection (or dropped it): no recovery.
+    shutdown: bool,
+}
+
+impl<A: Attach> std::fmt::Debug for Session<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("core", &self.core)
+            .field("opened", &self.opened.is_some())
+            .field("shutdown", &self.shutdown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Attach> Session<A> {
+    /// A session over a connection about to start with `config` at `now`.
+    /// With `recovery`, a connection that fails after opening is recovered
+    /// as the backoff says (the topology is recorded for it).
+    #[must_use]
+    pub fn new(
+        mut config: Config,
+        now: Instant,
+        recovery: Option<amqp_proto::Backoff>,
+        sasl_responder: Option<SaslResponder>,
+    ) -> Self {
+        if recovery.is_some() {
+            config.record_topology = true;
+        }
+        Self {
+            core: Core::new(config.clone(), now),
+            config,
+            ledger: Ledger::default(),
+            replies: Replies::default(),
+            opens: Replies::default(),
+            pending_consumes: Map::default(),
+            confirm_waiters: Map::default(),
+            window_full: Vec::new(),
+            window_opened: false,
+            opened: None,
+            open_waiter: None,
+            blocked: None,
+            blocked_changes: VecDeque::new(),
+            sasl_responder,
+            supervisor: recovery.map(Supervisor::new),
+            shutdown: false,
+        }
+    }
+
+    /// The bookkeeping of channels, consumers, confirms and returns.
+    pub fn ledger(&mut self) -> &mut Ledger<A::Channel, A::Consumer> {
+        &mut self.ledger
+    }
+
+    /// Why the connection ended for good, once it has.
+    #[must_use]
+    pub fn closed(&self) -> Option<&ConnectionError> {
+        self.ledger.connection_error()
+    }
+
+    /// The negotiated limits and the server's properties, once open.
+    #[must_use]
+    pub fn opened(&self) -> Option<&(Tuning, FieldTable)> {
+        self.opened.as_ref()
+    }
+
+    /// The broker's reason while it blocks publishing.
+    #[must_use]
+    pub fn blocked(&self) -> Option<&str> {
+        self.blocked.as_deref()
+    }
+
+    /// Blocked (`Some(reason)`) and unblocked (`None`) changes not yet
+    /// handed to the application, oldest first.
+    pub fn take_blocked_changes(&mut self) -> VecDeque<Option<String>> {
+        std::mem::take(&mut self.blocked_changes)
+    }
+
+    /// The channel's record, or why it is unusable.
+    pub fn channel(
+        &mut self,
+        id: u16,
+        generation: u64,
+    ) -> Result<&mut ChannelRecord<A::Channel>, Error> {
+        self.ledger.channel(id, generation)
+    }
+
+    /// True while the socket should be read: the core has room, the
+    /// consumers' queues too, and there is a socket.
+    #[must_use]
+    pub fn wants_input(&self) -> bool {
+        self.core.wants_input()
+            && self.ledger.buffered_deliveries() < self.config.max_buffered_events
+            && !self.is_between_sockets()
+    }
+
+    /// How long one write may take before the connection counts as dead:
+    /// twice the negotiated heartbeat, and at least 30 s.
+    #[must_use]
+    pub fn write_timeout(&self) -> Duration {
+        let heartbeat = match self.opened {
+            Some((tuning, _)) => tuning.heartbeat,
+            None => self.config.heartbeat,
+        };
+        (Duration::from_secs(u64::from(heartbeat)) * 2).max(MIN_WRITE_TIMEOUT)
+    }
+
+    /// Opens a channel: its id, with the opening's generation; wait for
+    /// it with [`poll_open`](Self::poll_open).
+    pub fn open_channel(&mut self) -> Result<(u16, u64), Error> {
+        if let Some(error) = self.closed() {
+            return Err(Error::ConnectionClosed(error.clone()));
+        }
+        let id = self.core.open_channel()?;
+        let generation = self.ledger.open_channel(id, A::Channel::default());
+        self.opens.expect(id);
+        Ok((id, generation))
+    }
+
+    /// The open of channel `id` is done (`Some`), or `waker` is kept.
+    pub fn poll_open(
+        &mut self,
+        id: u16,
+        waker: impl FnOnce() -> A::Waker,
+    ) -> Option<Result<(), Error>> {
+        match self.opens.poll(&id, waker)? {
+            Ok(_) => Some(Ok(())),
+            Err(failure) => Some(Err(failure.into())),
+        }
+    }
+
+    /// The opener stopped waiting: a channel that opens after all is
+    /// closed again.
+    pub fn abandon_open(&mut self, id: u16) {
+        if self
+            .opens
+            .abandon(id)
+            .is_some_and(|outcome| outcome.is_ok())
+        {
+            self.close_unwanted_channel(id);
+        }
+    }
+
+    /// Sends `method` on channel `id` (of opening `generation`); with a
+    /// reply to come, registers its waiter and returns the request.
+    pub fn request(
+        &mut self,
+        id: u16,
+        generation: u64,
+        method: Method,
+    ) -> Result<Option<RequestId>, Error> {
+        self.ledger.channel(id, generation)?;
+        let request = self.core.channel(id)?.request(method)?;
+        if let Some(request) = request {
+            self.replies.expect(request);
+        }
+        Ok(request)
+    }
+
+    /// Sends a `basic.consume` whose consumer gets `extra` once the server
+    /// confirms it (at once with `nowait`).
+    pub fn consume(
+        &mut self,
+        id: u16,
+        generation: u64,
+        consume: amqp_proto::spec::BasicConsume,
+        extra: A::Consumer,
+    ) -> Result<Option<RequestId>, Error> {
+        let no_ack = consume.no_ack;
+        let tag = consume.consumer_tag.clone();
+        let nowait = consume.nowait;
+        let request = self.request(id, generation, consume.into())?;
+        let pending = PendingConsume {
+            generation,
+            no_ack,
+            extra,
+        };
+        match request {
+            Some(request) => {
+                self.pending_consumes.insert(request, pending);
+            }
+            None if nowait => self.register_consumer((id, tag), pending),
+            None => {}
+        }
+        Ok(request)
+    }
+
+    /// Starts the record deliveries for `key` are sorted into.
+    pub fn register_consumer(&mut self, key: ConsumerKey, pending: PendingConsume<A::Consumer>) {
+        self.ledger
+            .register_consumer(key, pending.generation, pending.no_ack, pending.extra);
+    }
+
+    /// The reply to `request` (`Some`), or `waker` is kept.
+    pub fn poll_reply(
+        &mut self,
+        request: RequestId,
+        waker: impl FnOnce() -> A::Waker,
+    ) -> Option<Outcome> {
+        self.replies.poll(&request, waker)
+    }
+
+    /// The caller stopped waiting for `request` (timed out, or dropped its
+    /// future): a reply already in is returned for it to use; what comes
+    /// later (a message, a consumer) is given back to the broker.
+    pub fn abandon_reply(&mut self, request: RequestId) -> Option<Outcome> {
+        self.pending_consumes.remove(&request);
+        self.replies.abandon(request)
+    }
+
+    /// True while the publish `sequence` of channel `id` awaits its
+    /// confirm; otherwise its outcome is read from the ledger. With a
+    /// waker, it is woken when the confirm comes.
+    pub fn await_confirm(&mut self, id: u16, sequence: u64, waker: Option<A::Waker>) -> bool {
+        if !self.core.is_unconfirmed(id, sequence) {
+            self.confirm_waiters.remove(&(id, sequence));
+            return false;
+        }
+        if let Some(waker) = waker {
+            self.confirm_waiters.insert((id, sequence), waker);
+        }
+        true
+    }
+
+    /// The caller of [`await_confirm`](Self::await_confirm) stopped waiting.
+    pub fn forget_confirm_waiter(&mut self, id: u16, sequence: u64) {
+        self.confirm_waiters.remove(&(id, sequence));
+    }
+
+    /// Whether a publisher on `id` may go on: the core's answer, except
+    /// that once the confirm window was full it stays so until half of it
+    /// drained, so a waiting publisher is woken once per half window
+    /// rather than once per ack.
+    pub fn publish_readiness(&mut self, id: u16) -> Readiness {
+        let readiness = self.core.publish_readiness(id);
+        let index = self.window_full.iter().position(|full| *full == id);
+        match (readiness, index) {
+            (Readiness::ConfirmWindowFull, None) => {
+                self.window_full.push(id);
+                readiness
+            }
+            (Readiness::Ready, Some(index)) => {
+                if self.core.unconfirmed(id) > self.low_watermark() {
+                    Readiness::ConfirmWindowFull
+                } else {
+                    self.window_full.swap_remove(index);
+                    readiness
+                }
+            }
+            _ => readiness,
+        }
+    }
+
+    /// True once since the last call if a full confirm window drained to
+    /// half, or a channel or the connection closed: wake publishers.
+    pub fn take_window_opened(&mut self) -> bool {
+        std::mem::take(&mut self.window_opened)
+    }
+
+    fn low_watermark(&self) -> usize {
+        self.config.max_unconfirmed / 2
+    }
+
+    /// Sends what the bookkeeping asks for (giving back what nobody takes);
+    /// replies to it are discarded. A failure means the channel is gone,
+    /// which makes the cleanup moot.
+    pub fn clean_up(&mut self, cleanup: Vec<Cleanup>) {
+        for action in cleanup {
+            let (channel, method): (u16, Method) = match action {
+                Cleanup::Requeue {
+                    channel,
+                    delivery_tag,
+                } => {
+                    let reject = BasicReject {
+                        delivery_tag,
+                        requeue: true,
+                    };
+                    (channel, reject.into())
+                }
+                Cleanup::Cancel {
+                    channel,
+                    consumer_tag,
+                } => {
+                    let cancel = BasicCancel {
+                        consumer_tag,
+                        nowait: false,
+                    };
+                    (channel, cancel.into())
+                }
+            };
+            if let Ok(mut handle) = self.core.channel(channel) {
+                if let Ok(Some(request)) = handle.request(method) {
+                    let _ = self.replies.abandon(request);
+                }
+            }
+        }
+    }
+
+    /// A consumer handle went away: give back what it did not take, cancel
+    /// it with the server, and give back what arrives meanwhile.
+    pub fn abandon_consumer(&mut self, key: &ConsumerKey, generation: u64) {
+        let cleanup = self.ledger.abandon_consumer(key, generation);
+        self.clean_up(cleanup);
+    }
+
+    /// The application closes the connection: no recovery from now on.
+    pub fn shut_down(&mut self) {
+        self.shutdown = true;
+        if let Some(supervisor) = self.supervisor.as_mut() {
+            let between = supervisor.is_between_sockets();
+            let last = supervisor.last_error().cloned();
+            supervisor.shut_down();
+            if let (true, Some(error)) = (between, last) {
+                self.connection_closed(&error);
+            }
+        }
+    }
+
+    /// True once the application closed the connection.
+    #[must_use]
+    pub fn is_shut_down(&self) -> bool {
+        self.shutdown
+    }
+
+    /// Sorts the core's events to their waiters. `live_confirmations` is
+    /// how many per-publish confirmation handles exist: while none does,
+    /// no refused confirm needs keeping.
+    pub fn dispatch(&mut self, live_confirmations: usize) {
+        while let Some(event) = self.core.poll_event() {
+            self.handle_event(event, live_confirmations > 0);
+        }
+        if live_confirmations == 0 {
+            self.ledger.forget_refusals(None);
+        }
+    }
+
+    fn handle_event(&mut self, event: Event, keep_refusals: bool) {
+        match event {
+            Event::Opened {
+                tuning,
+                server_properties,
+            } => {
+                self.opened = Some((tuning, server_properties));
+                if let Some(waker) = self.open_waiter.take() {
+                    waker.wake();
+                }
+            }
+            Event::SaslChallenge { challenge } => {
+                let response = self
+                    .sasl_responder
+                    .as_ref()
+                    .map(|respond| respond(challenge.as_bytes()))
+                    .unwrap_or_default();
+                let _ = self.core.respond_to_challenge(response);
+            }
+            Event::ChannelOpened { channel, .. }
+                if self.opens.answer(&channel, Ok(Reply::Opened)).is_some() =>
+            {
+                self.close_unwanted_channel(channel);
+            }
+            Event::Reply {
+                channel,
+                request,
+                method,
+            } => self.replied(channel, request, method),
+            Event::GetOk {
+                channel,
+                request,
+                message,
+            } => {
+                let delivery_tag = message.delivery_tag;
+                if self
+                    .replies
+                    .answer(&request, Ok(Reply::Get(message)))
+                    .is_some()
+                {
+                    self.clean_up(vec![Cleanup::Requeue {
+                        channel,
+                        delivery_tag,
+                    }]);
+                }
+            }
+            Event::RequestFailed {
+                channel,
+                request,
+                failure,
+            } => {
+                self.pending_consumes.remove(&request);
+                if self.replies.is_expected(&request) {
+                    let _ = self.replies.answer(&request, Err(failure));
+                } else if self.opens.is_expected(&channel) {
+                    let _ = self.opens.answer(&channel, Err(failure));
+                }
+            }
+            Event::Delivery(delivery) => match self.ledger.delivered(delivery) {
+                Sorted::Queued(extra) => A::consumer_changed(extra),
+                Sorted::Dropped => {}
+                Sorted::Returned(cleanup) => self.clean_up(vec![cleanup]),
+            },
+            Event::Returned(returned) => {
+                if let Some(record) = self.ledger.returned(*returned) {
+                    A::returns_changed(&mut record.extra);
+                }
+            }
+            Event::Confirm {
+                channel,
+                sequence,
+                outcome,
+            } => {
+                self.ledger
+                    .confirmed(channel, sequence, outcome, keep_refusals);
+                if !self.confirm_waiters.is_empty() {
+                    if let Some(waker) = self.confirm_waiters.remove(&(channel, sequence)) {
+                        waker.wake();
+                    }
+                }
+                if self.window_full.contains(&channel)
+                    && self.core.unconfirmed(channel) <= self.low_watermark()
+                {
+                    self.window_opened = true;
+                }
+            }
+            Event::ConsumerCancelled {
+                channel,
+                consumer_tag,
+            } => {
+                let end = ConsumerEnd::CancelledByServer;
+                if let Some(extra) = self.ledger.consumer_ended(channel, &consumer_tag, end) {
+                    A::consumer_changed(extra);
+                }
+            }
+            Event::Blocked { reason } => {
+                let reason = reason.to_string_lossy().into_owned();
+                self.blocked = Some(reason.clone());
+                self.blocked_changed(Some(reason));
+            }
+            Event::Unblocked => {
+                self.blocked = None;
+                self.blocked_changed(None);
+            }
+            Event::ChannelClosed { channel, reason } => {
+                self.window_opened = true;
+                self.window_full.retain(|id| *id != channel);
+                self.ledger
+                    .channel_closed(channel, &reason, A::consumer_changed);
+                if let Some(record) = self.ledger.channel_record(channel) {
+                    A::returns_changed(&mut record.extra);
+                }
+                if self.opens.is_expected(&channel) {
+                    let _ = self.opens.answer(&channel, Err(Failure::Channel(reason)));
+                }
+            }
+            Event::Closed(error) => self.core_closed(&error),
+            Event::Recovered {
+                renamed_queues,
+                failures,
+            } => {
+                if let Some(supervisor) = self.supervisor.as_mut() {
+                    supervisor.recovered(renamed_queues, failures);
+                }
+            }
+            // Flow shows in the core's publish readiness; a refused
+            // message was rejected by the core already.
+            _ => {}
+        }
+    }
+
+    fn replied(&mut self, channel: u16, request: RequestId, method: Method) {
+        let started = match &method {
+            Method::BasicConsumeOk(ok) => {
+                self.consumer_started(channel, request, ok.consumer_tag.clone())
+            }
+            Method::BasicCancelOk(ok) => {
+                let end = ConsumerEnd::Cancelled;
+                if let Some(extra) = self.ledger.consumer_ended(channel, &ok.consumer_tag, end) {
+                    A::consumer_changed(extra);
+                }
+                None
+            }
+            _ => None,
+        };
+        let unwanted = self
+            .replies
+            .answer(&request, Ok(Reply::Method(method)))
+            .is_some();
+        if let (true, Some((key, generation))) = (unwanted, started) {
+            self.abandon_consumer(&key, generation);
+        }
+    }
+
+    fn consumer_started(
+        &mut self,
+        channel: u16,
+        request: RequestId,
+        tag: ShortString,
+    ) -> Option<(ConsumerKey, u64)> {
+        let pending = self.pending_consumes.remove(&request)?;
+        let key = (channel, tag);
+        let generation = pending.generation;
+        self.register_consumer(key.clone(), pending);
+        Some((key, generation))
+    }
+
+    fn close_unwanted_channel(&mut self, id: u16) {
+        if let Ok(handle) = self.core.channel(id) {
+            let _ = handle.close(ReplyCode::REPLY_SUCCESS, "abandoned");
+        }
+    }
+
+    fn blocked_changed(&mut self, change: Option<String>) {
+        if self.blocked_changes.len() >= KEPT_BLOCKED_CHANGES {
+            self.blocked_changes.pop_front();
+        }
+        self.blocked_changes.push_back(change);
+    }
+
+    /// The core ended: recover, or record the end and wake everyone.
+    fn core_closed(&mut self, error: &ConnectionError) {
+        let wanted = !self.shutdown && self.opened.is_some() && self.core.topology().is_some();
+        let decision = self.supervisor.as_mut().map(|supervisor| {
+            supervisor.on_closed(
+                error,
+                wanted,
+                Instant::now(),
+                crate::recovery::jitter_seed(),
+            )
+        });
+        match decision {
+            Some(Decision::ReconnectAt(_)) => {
+                self.window_opened = true;
+                // Until a new socket is open, calls see a connection that
+                // is not open yet rather than the failed one.
+                let topology = self.core.topology().cloned().unwrap_or_default();
+                self.core = Core::recover(self.config.clone(), topology, Instant::now());
+            }
+            Some(Decision::GiveUp) | None => self.connection_closed(error),
+        }
+    }
+
+    /// Records the end of the connection and wakes everyone waiting on it.
+    fn connection_closed(&mut self, error: &ConnectionError) {
+        self.window_opened = true;
+        if let Some(waker) = self.open_waiter.take() {
+            waker.wake();
+        }
+        self.ledger.connection_closed(error, A::consumer_changed);
+        for (_, record) in self.ledger.channel_records() {
+            A::returns_changed(&mut record.extra);
+        }
+        // Every request and confirm was failed by the core before its
+        // Closed event; what is left has no waiter.
+        self.replies.wake_all();
+        self.opens.clear();
+        for (_, waker) in self.confirm_waiters.drain() {
+            waker.wake();
+        }
+    }
+
+    /// Keeps `waker` for the handshake's end.
+    pub fn wait_open(&mut self, waker: A::Waker) {
+        self.open_waiter = Some(waker);
+    }
+
+    // Recovery: the adapter opens sockets; the supervisor decides.
+
+    /// True while no socket is usable (between a failure and the next
+    /// socket of a recovery).
+    #[must_use]
+    pub fn is_between_sockets(&self) -> bool {
+        self.supervisor
+            .as_ref()
+            .is_some_and(Supervisor::is_between_sockets)
+    }
+
+    /// True from a failure until the topology is declared again.
+    #[must_use]
+    pub fn is_recovering(&self) -> bool {
+        self.supervisor
+            .as_ref()
+            .is_some_and(Supervisor::is_recovering)
+    }
+
+    /// When the next reconnection attempt is due, while one is awaited.
+    #[must_use]
+    pub fn reconnect_due(&self) -> Option<Instant> {
+        self.supervisor.as_ref().and_then(Supervisor::poll_timeout)
+    }
+
+    /// The core's next deadline, unless there is no socket to serve it.
+    #[must_use]
+    pub fn core_deadline(&self) -> Option<Instant> {
+        if self.is_between_sockets() {
+            None
+        } else {
+            self.core.poll_timeout()
+        }
+    }
+
+    /// Fires the core's timers, unless there is no socket to serve them.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.is_between_sockets() {
+            self.core.handle_timeout(now);
+        }
+    }
+
+    /// The adapter is about to open a socket for a recovery: true if an
+    /// attempt is due by `now`. Returns the options' config to use.
+    pub fn start_attempt(&mut self, now: Instant) -> bool {
+        !self.shutdown
+            && self
+                .supervisor
+                .as_mut()
+                .is_some_and(|supervisor| supervisor.start_attempt(now))
+    }
+
+    /// The recovery's socket is open: the core declares the topology
+    /// again on it.
+    pub fn reconnected(&mut self, now: Instant) {
+        if self.shutdown {
+            return;
+        }
+        if let Some(supervisor) = self.supervisor.as_mut() {
+            supervisor.connected();
+        }
+        let topology = self.core.topology().cloned().unwrap_or_default();
+        self.core = Core::recover(self.config.clone(), topology, now);
+    }
+
+    /// The recovery's socket could not be opened.
+    pub fn reconnect_failed(&mut self, error: &ConnectionError, now: Instant) {
+        let decision = self.supervisor.as_mut().map(|supervisor| {
+            supervisor.connect_failed(error.clone(), now, crate::recovery::jitter_seed())
+        });
+        if !matches!(decision, Some(Decision::ReconnectAt(_))) {
+            self.connection_closed(error);
+        }
+    }
+
+    /// Reports for the application's recovery handler.
+    pub fn take_recovery_events(&mut self) -> Vec<RecoveryEvent> {
+        self.supervisor
+            .as_mut()
+            .map_or_else(Vec::new, |supervisor| {
+                std::iter::from_fn(|| supervisor.poll_event()).collect()
+            })
+    }
+}
