@@ -15,13 +15,12 @@ use amqp_proto::spec::{
     ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, Method, QueueBind, QueueDeclare,
     QueueDeclareOk, QueueDelete, QueuePurge, QueueUnbind, TxCommit, TxRollback, TxSelect,
 };
-use amqp_proto::{GetMessage, Readiness};
+use amqp_proto::{GetMessage, Readiness, RequestId};
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
 use crate::connection::Handle;
 use crate::consumer::{Consumer, Returns};
-use crate::state::{PendingConsume, Reply, Shared, State};
+use crate::state::{Reply, Shared, State};
 
 /// One channel of a [`Connection`](crate::Connection); clones are handles
 /// on the same channel, usable from many tasks at once.
@@ -119,45 +118,22 @@ impl Channel {
         result
     }
 
-    /// Sends `method`; returns where its reply will arrive, if it has one.
-    fn send(
-        &self,
-        method: Method,
-        register: impl FnOnce(&mut State, amqp_proto::RequestId),
-    ) -> Result<Option<oneshot::Receiver<Result<Reply, amqp_proto::Failure>>>> {
-        self.command(|state| {
-            let Some(request) = state.core.channel(self.id)?.request(method)? else {
-                return Ok(None);
-            };
-            register(state, request);
-            let (sender, receiver) = oneshot::channel();
-            state.replies.insert(request, sender);
-            Ok(Some(receiver))
-        })
+    /// Sends `method`; returns the request its reply will answer, if one
+    /// will come.
+    fn send(&self, method: Method) -> Result<Option<RequestId>> {
+        self.command(|state| state.request(self.id, self.generation, method))
     }
 
-    async fn reply(
-        &self,
-        operation: &'static str,
-        receiver: oneshot::Receiver<Result<Reply, amqp_proto::Failure>>,
-    ) -> Result<Reply> {
-        match tokio::time::timeout(self.timeout, receiver).await {
-            Ok(Ok(reply)) => reply.map_err(Error::from),
-            Ok(Err(_)) => Err(self.gone()),
+    /// Waits for `request`'s reply within the channel's timeout; a reply
+    /// that comes after is given back to the broker by the session.
+    async fn reply(&self, operation: &'static str, request: RequestId) -> Result<Reply> {
+        let reply = self.shared().reply(self.id, request);
+        match tokio::time::timeout(self.timeout, reply).await {
+            Ok(reply) => reply.map_err(Error::from),
             Err(_) => Err(Error::Timeout {
                 operation,
                 timeout: self.timeout,
             }),
-        }
-    }
-
-    /// Why a waiter's sender went away: the channel or connection ended.
-    fn gone(&self) -> Error {
-        match self.shared().lock().channel(self.id, self.generation) {
-            Err(error) => error,
-            Ok(_) => Error::ConnectionClosed(amqp_proto::ConnectionError::TransportClosed(
-                "the connection driver stopped".into(),
-            )),
         }
     }
 
@@ -176,12 +152,12 @@ impl Channel {
     pub async fn call(&self, method: impl Into<Method>) -> Result<Option<Method>> {
         let method = method.into();
         let operation = method.name();
-        let Some(receiver) = self.send(method, |_, _| {})? else {
+        let Some(request) = self.send(method)? else {
             return Ok(None);
         };
-        match self.reply(operation, receiver).await? {
+        match self.reply(operation, request).await? {
             Reply::Method(method) => Ok(Some(method)),
-            Reply::Get(_) => Err(unexpected(operation, "basic.get-ok")),
+            other => Err(unexpected(operation, &format!("{other:?}"))),
         }
     }
 
@@ -432,13 +408,13 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub async fn basic_get(&self, get: BasicGet) -> Result<Option<GetMessage>> {
-        let Some(receiver) = self.send(get.into(), |_, _| {})? else {
+        let Some(request) = self.send(get.into())? else {
             return Err(unexpected("basic.get", "no reply expected"));
         };
-        match self.reply("basic.get", receiver).await? {
+        match self.reply("basic.get", request).await? {
             Reply::Get(message) => Ok(Some(*message)),
             Reply::Method(Method::BasicGetEmpty(_)) => Ok(None),
-            Reply::Method(other) => Err(unexpected("basic.get", other.name())),
+            other => Err(unexpected("basic.get", &format!("{other:?}"))),
         }
     }
 
@@ -466,31 +442,17 @@ impl Channel {
             consume.consumer_tag = next_consumer_tag().into();
         }
         let tag = consume.consumer_tag.clone();
-        let pending = PendingConsume {
-            generation: self.generation,
-            no_ack: consume.no_ack,
+        let no_ack = consume.no_ack;
+        let request =
+            self.command(|state| state.consume(self.id, self.generation, consume, None))?;
+        let Some(request) = request else {
+            return Ok(Consumer::new(self.clone(), tag, no_ack));
         };
-        if consume.nowait {
-            self.command(|state| {
-                state.core.channel(self.id)?.request(consume)?;
-                state.register_consumer((self.id, tag.clone()), &pending);
-                Ok(())
-            })?;
-            return Ok(Consumer::new(self.clone(), tag, pending.no_ack));
-        }
-        let no_ack = pending.no_ack;
-        let receiver = self.send(consume.into(), |state, request| {
-            state.pending_consumes.insert(request, pending);
-        })?;
-        let Some(receiver) = receiver else {
-            return Err(unexpected("basic.consume", "no reply expected"));
-        };
-        match self.reply("basic.consume", receiver).await? {
+        match self.reply("basic.consume", request).await? {
             Reply::Method(Method::BasicConsumeOk(ok)) => {
                 Ok(Consumer::new(self.clone(), ok.consumer_tag, no_ack))
             }
-            Reply::Method(other) => Err(unexpected("basic.consume", other.name())),
-            Reply::Get(_) => Err(unexpected("basic.consume", "basic.get-ok")),
+            other => Err(unexpected("basic.consume", &format!("{other:?}"))),
         }
     }
 
@@ -573,7 +535,7 @@ impl Channel {
     ) -> Result<std::result::Result<Confirmation, Readiness>> {
         let mut state = self.shared().lock();
         state.channel(self.id, self.generation)?;
-        match state.core.publish_readiness(self.id) {
+        match state.publish_readiness(self.id) {
             Readiness::Ready => {
                 let idle = state.core.queued_output() == 0;
                 let confirmation = self.publish_now(&mut state, publish, properties, body.clone());
@@ -643,7 +605,7 @@ impl Channel {
                 {
                     let mut state = self.shared().lock();
                     if state.core.unconfirmed(self.id) == 0 {
-                        let record = state.ledger.channel_record(self.id);
+                        let record = state.ledger().channel_record(self.id);
                         let Some(record) = record.filter(|r| r.generation == self.generation)
                         else {
                             return Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
@@ -887,30 +849,11 @@ impl Confirmation {
 impl PendingConfirm {
     /// The outcome if the confirm has arrived; otherwise registers `waker`.
     fn check(&self, waker: &std::task::Waker) -> Option<Result<()>> {
-        let mut state = self.shared.lock();
-        let state = &mut *state;
-        let key = (self.channel, self.sequence);
-        let current = state
-            .ledger
-            .channel_record(self.channel)
-            .is_some_and(|record| record.generation == self.generation);
-        // A reused channel id numbers its publishes afresh: ask the core
-        // only about this opening's.
-        if current && state.core.is_unconfirmed(self.channel, self.sequence) {
-            match state.confirm_waiters.get_mut(&key) {
-                Some(registered) => registered.clone_from(waker),
-                None => {
-                    state.confirm_waiters.insert(key, waker.clone());
-                }
-            }
-            return None;
-        }
-        state.confirm_waiters.remove(&key);
-        Some(
-            state
-                .ledger
-                .take_confirm_outcome(self.channel, self.generation, self.sequence),
-        )
+        self.shared
+            .lock()
+            .poll_confirm(self.channel, self.generation, self.sequence, || {
+                waker.clone()
+            })
     }
 }
 

@@ -7,13 +7,13 @@ use amqp_io_common::recovery::RecoveryEvent;
 use amqp_io_common::{ConnectOptions, Error, Result};
 use amqp_proto::codec::FieldTable;
 use amqp_proto::spec::constants::ReplyCode;
-use amqp_proto::{Connection as Core, ConnectionError, Initiator, Tuning};
+use amqp_proto::{ConnectionError, Initiator, Tuning};
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::channel::Channel;
 use crate::driver::{self, ReadHalf, WriteHalf};
-use crate::state::{Recovery, Shared, State};
+use crate::state::{Shared, State};
 
 /// What every handle of one connection holds. When the last handle goes,
 /// the connection is closed (by the driver task, so dropping never blocks).
@@ -24,7 +24,7 @@ pub(crate) struct Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        state.shutdown = true;
+        state.shut_down();
         if state.closed().is_none() {
             // Mid-handshake this simply ends the connection.
             let _ = state.core.close(
@@ -117,32 +117,35 @@ impl Connection {
         if options.recovery.is_some() {
             options.config.record_topology = true;
         }
-        let core = Core::new(options.config.clone(), Instant::now());
-        let mut state = State::new(core, options.sasl_responder.clone());
-        state.local_addr = Some(local_addr);
         let operation_timeout = options.operation_timeout;
-        state.recovery = options.recovery.map(|backoff| Recovery {
-            options,
-            backoff,
-            handler: None,
-            events: Vec::new(),
-            pending: None,
-            attempting: false,
-            attempts: 0,
-        });
-        let (opened, open_result) = oneshot::channel();
-        state.open_waiter = Some(opened);
+        let mut state = State::new(options);
+        state.local_addr = Some(local_addr);
         let shared = Arc::new(Shared::new(state));
-        let driver = tokio::spawn(driver::drive(Arc::clone(&shared), reader, writer));
-        let handle = Arc::new(Handle { shared });
+        let mut driver = tokio::spawn(driver::drive(Arc::clone(&shared), reader, writer));
+        let handle = Arc::new(Handle {
+            shared: Arc::clone(&shared),
+        });
         // The core's handshake deadline bounds this wait.
-        match open_result.await {
-            Ok(result) => result?,
-            Err(_) => {
-                driver.abort();
-                return Err(Error::ConnectionClosed(ConnectionError::TransportClosed(
-                    "the connection driver stopped".into(),
-                )));
+        let opened = std::future::poll_fn(|context| {
+            let mut state = shared.lock();
+            if state.opened().is_some() {
+                return std::task::Poll::Ready(Ok(()));
+            }
+            if let Some(error) = state.closed() {
+                return std::task::Poll::Ready(Err(Error::ConnectionClosed(error.clone())));
+            }
+            state.wait_open(context.waker().clone());
+            std::task::Poll::Pending
+        });
+        tokio::select! {
+            biased;
+            opened = opened => opened?,
+            _ = &mut driver => {
+                // The driver ends once the connection has: say why.
+                let error = shared.lock().closed().cloned().unwrap_or_else(|| {
+                    ConnectionError::TransportClosed("the connection driver stopped".into())
+                });
+                return Err(Error::ConnectionClosed(error));
             }
         }
         Ok(Self {
@@ -167,27 +170,36 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     pub async fn channel(&self) -> Result<Channel> {
-        let (id, generation, opened) = {
-            let mut state = self.shared().lock();
-            if let Some(error) = state.closed() {
-                return Err(Error::ConnectionClosed(error.clone()));
-            }
-            let id = state.core.open_channel()?;
-            let generation = state.ledger.open_channel(id, Default::default());
-            let (sender, receiver) = oneshot::channel();
-            state.channel_opens.insert(id, sender);
-            (id, generation, receiver)
-        };
+        let (id, generation) = self.shared().lock().open_channel()?;
         self.shared().wake_driver.notify_one();
         let timeout = self.operation_timeout;
-        match tokio::time::timeout(timeout, opened).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => return Err(self.closed_error()),
+        let mut opening = OpenGuard {
+            shared: self.shared(),
+            id,
+            done: false,
+        };
+        let opened = std::future::poll_fn(|context| {
+            let mut state = self.shared().lock();
+            match state.poll_open(id, || context.waker().clone()) {
+                Some(result) => std::task::Poll::Ready(result),
+                None => match state.closed() {
+                    Some(error) => {
+                        std::task::Poll::Ready(Err(Error::ConnectionClosed(error.clone())))
+                    }
+                    None => std::task::Poll::Pending,
+                },
+            }
+        });
+        let opened = tokio::time::timeout(timeout, opened).await;
+        opening.done = true;
+        match opened {
+            Ok(result) => result?,
             Err(_) => {
+                opening.done = false;
                 return Err(Error::Timeout {
                     operation: "channel.open",
                     timeout,
-                })
+                });
             }
         }
         Ok(Channel::new(
@@ -196,13 +208,6 @@ impl Connection {
             generation,
             timeout,
         ))
-    }
-
-    fn closed_error(&self) -> Error {
-        let error = self.shared().lock().closed().cloned();
-        Error::ConnectionClosed(error.unwrap_or_else(|| {
-            ConnectionError::TransportClosed("the connection driver stopped".into())
-        }))
     }
 
     /// The limits negotiated with the server.
@@ -228,8 +233,7 @@ impl Connection {
     pub fn server_properties(&self) -> FieldTable {
         self.shared()
             .lock()
-            .opened
-            .as_ref()
+            .opened()
             .map(|(_, properties)| properties.clone())
             .unwrap_or_default()
     }
@@ -288,9 +292,7 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     pub fn on_recovery(&self, handler: impl FnMut(&RecoveryEvent) + Send + 'static) {
-        if let Some(recovery) = self.shared().lock().recovery.as_mut() {
-            recovery.handler = Some(Box::new(handler));
-        }
+        self.shared().lock().recovery_handler = Some(Box::new(handler));
     }
 
     /// True while a failed connection is being recovered: calls fail with
@@ -298,7 +300,7 @@ impl Connection {
     #[must_use]
     pub fn is_recovering(&self) -> bool {
         let state = self.shared().lock();
-        state.core.is_recovering() && state.closed().is_none()
+        state.is_recovering() && state.closed().is_none()
     }
 
     /// True until the connection ends.
@@ -377,14 +379,19 @@ impl Connection {
             if let Some(error) = state.closed() {
                 return Err(Error::ConnectionClosed(error.clone()));
             }
-            state.shutdown = true;
-            match state.core.close(code, text, Instant::now()) {
-                Ok(()) => false,
-                // Between a failure and the next attempt of a recovery
-                // there is no connection to close: the driver, woken,
-                // gives up and reports the failure.
-                Err(_) if state.core.is_closed() => true,
-                Err(error) => return Err(error.into()),
+            // Between a failure and the next attempt of a recovery there
+            // is no connection to close: recovery gives up and reports
+            // the failure.
+            let between_attempts = state.is_between_sockets();
+            state.shut_down();
+            if between_attempts {
+                true
+            } else {
+                match state.core.close(code, text, Instant::now()) {
+                    Ok(()) => false,
+                    Err(_) if state.core.is_closed() => true,
+                    Err(error) => return Err(error.into()),
+                }
             }
         };
         self.shared().wake_driver.notify_one();
@@ -395,6 +402,23 @@ impl Connection {
         match self.closed().await {
             ConnectionError::Closed(reason) if reason.initiator == Initiator::Client => Ok(()),
             other => Err(Error::ConnectionClosed(other)),
+        }
+    }
+}
+
+/// Abandons a channel open whose waiter gave up: the channel is closed
+/// when (if) it opens.
+struct OpenGuard<'a> {
+    shared: &'a Arc<Shared>,
+    id: u16,
+    done: bool,
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.lock().abandon_open(self.id);
+            self.shared.wake_driver.notify_one();
         }
     }
 }

@@ -233,7 +233,7 @@ impl Stream for Consumer {
         let mut state = shared.lock();
         let generation = self.channel.generation();
         let current = state
-            .ledger
+            .ledger()
             .consumer(&key)
             .is_some_and(|consumer| consumer.generation == generation);
         // A consumer of an earlier opening of this channel id is over.
@@ -242,7 +242,7 @@ impl Stream for Consumer {
             return Poll::Ready(None);
         }
         let starved = !state.wants_input();
-        state.ledger.take_deliveries_into(&key, &mut self.taken);
+        state.ledger().take_deliveries_into(&key, &mut self.taken);
         if let Some(delivery) = self.taken.pop_front() {
             let resume = starved && state.wants_input();
             drop(state);
@@ -252,7 +252,7 @@ impl Stream for Consumer {
             }
             return Poll::Ready(Some(Ok(self.wrap(delivery))));
         }
-        let Some(consumer) = state.ledger.consumer(&key) else {
+        let Some(consumer) = state.ledger().consumer(&key) else {
             return Poll::Ready(None);
         };
         if let Some(end) = &consumer.end {
@@ -284,7 +284,7 @@ impl Drop for Consumer {
         let mut state = self.channel.shared().lock();
         cleanup.extend(
             state
-                .ledger
+                .ledger()
                 .abandon_consumer(&key, self.channel.generation()),
         );
         state.clean_up(cleanup);
@@ -337,7 +337,7 @@ impl Stream for Returns {
         let mut state = shared.lock();
         let connection_closed = state.closed().is_some();
         let id = self.channel.id();
-        let Some(channel) = state.ledger.channel_record(id) else {
+        let Some(channel) = state.ledger().channel_record(id) else {
             return Poll::Ready(None);
         };
         if let Some(returned) = channel.returns.pop_front() {

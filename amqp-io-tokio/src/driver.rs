@@ -30,18 +30,21 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output: Vec<Bytes> = Vec::new();
     loop {
-        let (deadline, wants_input, closed, window_opened) = {
+        let (deadline, wants_input, closed, between_sockets, window_opened, write_timeout) = {
             let mut state = shared.lock();
             let now = Instant::now();
-            state.core.handle_timeout(now);
+            state.handle_timeout(now);
             shared.dispatch(&mut state);
-            let window_opened = std::mem::take(&mut state.window_opened);
+            let window_opened = state.take_window_opened();
+            output.extend(state.take_final_output());
             output.extend(std::iter::from_fn(|| state.core.poll_transmit(now)));
             (
-                state.core.poll_timeout(),
+                state.core_deadline(),
                 state.wants_input(),
-                state.core.is_closed(),
+                state.core.is_closed() || state.closed().is_some(),
+                state.is_between_sockets(),
                 window_opened,
+                state.write_timeout(),
             )
         };
         // Waiters check their conditions after every pass.
@@ -51,41 +54,47 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
             shared.window.notify_waiters();
         }
         if !output.is_empty() {
-            if let Err(error) = write_all(&mut writer, &mut output).await {
+            // A broker that stops reading must not stop this task: a write
+            // that takes longer than the session allows ends the socket,
+            // as a missed heartbeat would.
+            let written = tokio::time::timeout(write_timeout, write_all(&mut writer, &mut output));
+            let failure = match written.await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(format!("writing to the socket failed: {error}")),
+                Err(_) => Some(format!(
+                    "writing to the socket took longer than {write_timeout:?}"
+                )),
+            };
+            if let Some(reason) = failure {
                 output.clear();
                 let mut state = shared.lock();
-                state
-                    .core
-                    .handle_transport_closed(format!("writing to the socket failed: {error}"));
+                if !state.is_between_sockets() {
+                    state.core.handle_transport_closed(reason);
+                }
                 shared.dispatch(&mut state);
                 continue;
             }
         }
-        if closed {
+        if between_sockets {
             let _ = writer.shutdown().await;
-            let failed = shared
-                .lock()
-                .recovery
-                .as_mut()
-                .and_then(|recovery| recovery.pending.take());
-            if let Some(error) = failed {
-                if let Some((new_reader, new_writer)) = recovery::reconnect(&shared, error).await {
-                    reader = new_reader;
-                    writer = new_writer;
-                    input.clear();
-                    continue;
-                }
+            if let Some((new_reader, new_writer)) = recovery::reconnect(&shared).await {
+                reader = new_reader;
+                writer = new_writer;
+                input.clear();
+                continue;
             }
+        }
+        if closed || between_sockets {
+            let _ = writer.shutdown().await;
             run_recovery_handler(&shared);
             let mut state = shared.lock();
-            if state.closed().is_none() {
-                // The core emits Closed itself; this only guards against
-                // a core that closed without saying why.
-                let error = amqp_proto::ConnectionError::TransportClosed("closed".into());
-                state.connection_closed(&error);
-            }
+            // The core emits Closed itself; this only guards against a
+            // core that closed without saying why.
+            let error = amqp_proto::ConnectionError::TransportClosed("closed".into());
+            state.connection_closed(&error);
             drop(state);
             shared.changed.notify_waiters();
+            shared.window.notify_waiters();
             return;
         }
         let sleep = deadline.map(|deadline| tokio::time::sleep_until(deadline.into()));
@@ -118,16 +127,11 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
 pub(crate) fn run_recovery_handler(shared: &Shared) {
     let (events, handler) = {
         let mut state = shared.lock();
-        let Some(recovery) = state.recovery.as_mut() else {
-            return;
-        };
-        if recovery.events.is_empty() {
+        let events = state.take_recovery_events();
+        if events.is_empty() {
             return;
         }
-        (
-            std::mem::take(&mut recovery.events),
-            recovery.handler.take(),
-        )
+        (events, state.recovery_handler.take())
     };
     let Some(mut handler) = handler else {
         return;
@@ -135,9 +139,7 @@ pub(crate) fn run_recovery_handler(shared: &Shared) {
     for event in &events {
         handler(event);
     }
-    if let Some(recovery) = shared.lock().recovery.as_mut() {
-        recovery.handler.get_or_insert(handler);
-    }
+    shared.lock().recovery_handler.get_or_insert(handler);
 }
 
 /// Writes every chunk, gathering many into each vectored write.

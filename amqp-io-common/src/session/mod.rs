@@ -89,6 +89,9 @@ pub struct Session<A: Attach> {
     supervisor: Option<Supervisor>,
     /// The application closed the connection (or dropped it): no recovery.
     shutdown: bool,
+    /// The last bytes of a core replaced by a recovery, to be written
+    /// before its socket is shut.
+    final_output: Vec<bytes::Bytes>,
 }
 
 impl<A: Attach> std::fmt::Debug for Session<A> {
@@ -132,6 +135,7 @@ impl<A: Attach> Session<A> {
             sasl_responder,
             supervisor: recovery.map(Supervisor::new),
             shutdown: false,
+            final_output: Vec::new(),
         }
     }
 
@@ -288,29 +292,58 @@ impl<A: Attach> Session<A> {
         self.replies.poll(&request, waker)
     }
 
-    /// The caller stopped waiting for `request` (timed out, or dropped its
-    /// future): a reply already in is returned for it to use; what comes
-    /// later (a message, a consumer) is given back to the broker.
-    pub fn abandon_reply(&mut self, request: RequestId) -> Option<Outcome> {
-        self.pending_consumes.remove(&request);
-        self.replies.abandon(request)
+    /// The caller stopped waiting for `request` on channel `id` (timed
+    /// out, or dropped its future): what its reply carries (a message, a
+    /// consumer) is given back to the broker, whether it is already in or
+    /// comes later.
+    pub fn abandon_reply(&mut self, id: u16, request: RequestId) {
+        // A consume keeps its pending record: its consume-ok still starts
+        // the consumer, which is then cancelled and its deliveries given
+        // back.
+        match self.replies.abandon(request) {
+            Some(Ok(Reply::Get(message))) => self.clean_up(vec![Cleanup::Requeue {
+                channel: id,
+                delivery_tag: message.delivery_tag,
+            }]),
+            Some(Ok(Reply::Method(Method::BasicConsumeOk(ok)))) => {
+                let key = (id, ok.consumer_tag);
+                let generation = self
+                    .ledger
+                    .consumer(&key)
+                    .map(|consumer| consumer.generation);
+                if let Some(generation) = generation {
+                    self.abandon_consumer(&key, generation);
+                }
+            }
+            _ => {}
+        }
     }
 
-    /// True while the publish `sequence` of channel `id` awaits its
-    /// confirm; otherwise its outcome is read from the ledger. With a
-    /// waker, it is woken when the confirm comes.
-    pub fn await_confirm(&mut self, id: u16, sequence: u64, waker: Option<A::Waker>) -> bool {
-        if !self.core.is_unconfirmed(id, sequence) {
-            self.confirm_waiters.remove(&(id, sequence));
-            return false;
+    /// How the publish `sequence` of channel `id` (of opening
+    /// `generation`) was settled: `None` while its confirm is still out
+    /// (then `waker` is woken when it comes), else `Ok` for an ack or the
+    /// nack or failure that settled it. A reused channel id numbers its
+    /// publishes afresh, so only this opening's are asked about.
+    pub fn poll_confirm(
+        &mut self,
+        id: u16,
+        generation: u64,
+        sequence: u64,
+        waker: impl FnOnce() -> A::Waker,
+    ) -> Option<Result<(), Error>> {
+        let current = self
+            .ledger
+            .channel_record(id)
+            .is_some_and(|record| record.generation == generation);
+        if current && self.core.is_unconfirmed(id, sequence) {
+            self.confirm_waiters.insert((id, sequence), waker());
+            return None;
         }
-        if let Some(waker) = waker {
-            self.confirm_waiters.insert((id, sequence), waker);
-        }
-        true
+        self.confirm_waiters.remove(&(id, sequence));
+        Some(self.ledger.take_confirm_outcome(id, generation, sequence))
     }
 
-    /// The caller of [`await_confirm`](Self::await_confirm) stopped waiting.
+    /// The caller of [`poll_confirm`](Self::poll_confirm) stopped waiting.
     pub fn forget_confirm_waiter(&mut self, id: u16, sequence: u64) {
         self.confirm_waiters.remove(&(id, sequence));
     }
@@ -616,17 +649,27 @@ impl<A: Attach> Session<A> {
         match decision {
             Some(Decision::ReconnectAt(_)) => {
                 self.window_opened = true;
+                // What the failed core still had to send (a close-ok to a
+                // server's close) goes out before its socket is shut.
+                let now = Instant::now();
+                self.final_output
+                    .extend(std::iter::from_fn(|| self.core.poll_transmit(now)));
                 // Until a new socket is open, calls see a connection that
                 // is not open yet rather than the failed one.
                 let topology = self.core.topology().cloned().unwrap_or_default();
-                self.core = Core::recover(self.config.clone(), topology, Instant::now());
+                self.core = Core::recover(self.config.clone(), topology, now);
             }
             Some(Decision::GiveUp) | None => self.connection_closed(error),
         }
     }
 
-    /// Records the end of the connection and wakes everyone waiting on it.
-    fn connection_closed(&mut self, error: &ConnectionError) {
+    /// Records the end of the connection for good and wakes everyone
+    /// waiting on it. The core reports its own end; an adapter calls this
+    /// only for an end the core could not see (its IO task stopped).
+    pub fn connection_closed(&mut self, error: &ConnectionError) {
+        if self.closed().is_some() {
+            return;
+        }
         self.window_opened = true;
         if let Some(waker) = self.open_waiter.take() {
             waker.wake();
@@ -722,6 +765,12 @@ impl<A: Attach> Session<A> {
         if !matches!(decision, Some(Decision::ReconnectAt(_))) {
             self.connection_closed(error);
         }
+    }
+
+    /// The last bytes of a core a recovery replaced: write them to the old
+    /// socket before shutting it.
+    pub fn take_final_output(&mut self) -> Vec<bytes::Bytes> {
+        std::mem::take(&mut self.final_output)
     }
 
     /// Reports for the application's recovery handler.
