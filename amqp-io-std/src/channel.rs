@@ -1,5 +1,6 @@
 //! Blocking calls on one channel.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use amqp_proto::{Delivery, GetMessage, Readiness, RequestId, Returned};
 use bytes::Bytes;
 
 use crate::consumer::Consumer;
-use crate::shared::{Inner, PendingConsume, Reply, Shared};
+use crate::shared::{Reply, Shared};
 use amqp_io_common::{Error, Result};
 
 /// One channel of a [`Connection`](crate::Connection).
@@ -118,28 +119,20 @@ impl Channel {
     pub fn call(&self, method: impl Into<Method>) -> Result<Option<Method>> {
         let method = method.into();
         let operation = method.name();
-        match self.send(method, |_, _| {})? {
+        match self.send(method)? {
             None => Ok(None),
             Some(request) => match self.await_reply(operation, request)? {
                 Reply::Method(method) => Ok(Some(method)),
-                Reply::Get(message) => Err(unexpected(operation, &format!("{message:?}"))),
+                other => Err(unexpected(operation, &format!("{other:?}"))),
             },
         }
     }
 
-    /// Sends `method`, registering what its reply will need under the same
-    /// lock (so no reply can be sorted before that).
-    fn send(
-        &self,
-        method: Method,
-        register: impl FnOnce(&mut Inner, RequestId),
-    ) -> Result<Option<RequestId>> {
+    /// Sends `method`; returns the request its reply will answer, if one
+    /// will come.
+    fn send(&self, method: Method) -> Result<Option<RequestId>> {
         let mut inner = self.shared.lock();
-        inner.channel(self.id, self.generation)?;
-        let request = inner.core.channel(self.id)?.request(method)?;
-        if let Some(request) = request {
-            register(&mut inner, request);
-        }
+        let request = inner.request(self.id, self.generation, method)?;
         inner.flush();
         inner.dispatch();
         Ok(request)
@@ -148,18 +141,18 @@ impl Channel {
     fn await_reply(&self, operation: &'static str, request: RequestId) -> Result<Reply> {
         let result = self.shared.wait(operation, Some(self.timeout), |inner| {
             inner
-                .replies
-                .remove(&request)
+                .poll_reply(request, || ())
                 .map(|reply| reply.map_err(Error::from))
         });
         if result.is_err() {
             let mut inner = self.shared.lock();
-            if let Some(reply) = inner.replies.remove(&request) {
+            if let Some(reply) = inner.poll_reply(request, || ()) {
                 return reply.map_err(Error::from);
             }
-            // A reply that comes after all is dropped (and its message or
-            // consumer given back to the broker).
-            inner.abandoned.insert(request);
+            // A reply that comes after all is given back to the broker
+            // (its message requeued, its consumer cancelled).
+            inner.abandon_reply(self.id, request);
+            inner.flush();
         }
         result
     }
@@ -449,13 +442,13 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub fn basic_get(&self, get: BasicGet) -> Result<Option<GetMessage>> {
-        let Some(request) = self.send(get.into(), |_, _| {})? else {
+        let Some(request) = self.send(get.into())? else {
             return Err(unexpected("basic.get", "no reply expected"));
         };
         match self.await_reply("basic.get", request)? {
             Reply::Get(message) => Ok(Some(*message)),
             Reply::Method(Method::BasicGetEmpty(_)) => Ok(None),
-            Reply::Method(other) => Err(unexpected("basic.get", other.name())),
+            other => Err(unexpected("basic.get", &format!("{other:?}"))),
         }
     }
 
@@ -522,40 +515,22 @@ impl Channel {
             // them to requests by tag.
             consume.consumer_tag = next_consumer_tag().into();
         }
-        let no_ack = consume.no_ack;
         let generation = self.generation;
-        if consume.nowait {
-            // No consume-ok will come: the tag given is the consumer's.
-            let tag = consume.consumer_tag.clone();
+        // Without a reply (nowait), the tag given is the consumer's.
+        let tag = consume.consumer_tag.clone();
+        let request = {
             let mut inner = self.shared.lock();
-            inner.channel(self.id, generation)?;
-            inner.core.channel(self.id)?.request(consume)?;
-            let pending = PendingConsume {
-                generation,
-                no_ack,
-                callback,
-            };
-            inner.register_consumer((self.id, tag.clone()), pending);
+            let request = inner.consume(self.id, generation, consume, callback)?;
             inner.flush();
-            return Ok((tag, generation));
-        }
-        let request = self.send(consume.into(), |inner, request| {
-            inner.pending_consumes.insert(
-                request,
-                PendingConsume {
-                    generation,
-                    no_ack,
-                    callback,
-                },
-            );
-        })?;
+            inner.dispatch();
+            request
+        };
         let Some(request) = request else {
-            return Err(unexpected("basic.consume", "no reply expected"));
+            return Ok((tag, generation));
         };
         match self.await_reply("basic.consume", request)? {
             Reply::Method(Method::BasicConsumeOk(ok)) => Ok((ok.consumer_tag, generation)),
-            Reply::Method(other) => Err(unexpected("basic.consume", other.name())),
-            Reply::Get(_) => Err(unexpected("basic.consume", "basic.get-ok")),
+            other => Err(unexpected("basic.consume", &format!("{other:?}"))),
         }
     }
 
@@ -611,7 +586,7 @@ impl Channel {
         body: impl Into<Bytes>,
     ) -> Result<Confirmation> {
         let mut inner = self.shared.lock();
-        if inner.core.publish_readiness(self.id) != Readiness::Ready {
+        if inner.publish_readiness(self.id) != Readiness::Ready {
             drop(inner);
             self.wait_until_ready()?;
             inner = self.shared.lock();
@@ -621,6 +596,7 @@ impl Channel {
             .core
             .channel(self.id)?
             .publish(publish, properties, body)?;
+        let live = sequence.map(|_| Live::count(&inner.live_confirmations));
         inner.flush();
         inner.dispatch();
         Ok(Confirmation {
@@ -628,12 +604,13 @@ impl Channel {
             channel: self.id,
             generation: self.generation,
             sequence,
+            _live: live,
         })
     }
 
     fn wait_until_ready(&self) -> Result<()> {
         self.shared.wait("publish", Some(self.timeout), |inner| {
-            match inner.core.publish_readiness(self.id) {
+            match inner.publish_readiness(self.id) {
                 Readiness::Ready => Some(Ok(())),
                 Readiness::Closed => Some(inner.channel(self.id, self.generation).and(Err(
                     Error::Usage(amqp_proto::UsageError::ChannelNotOpen(self.id)),
@@ -673,15 +650,13 @@ impl Channel {
             .wait("wait_for_confirms", Some(timeout), |inner| {
                 (inner.core.unconfirmed(id) == 0).then(|| {
                     let record = inner
-                        .ledger
+                        .ledger()
                         .channel_record(id)
                         .filter(|record| record.generation == generation);
                     let Some(record) = record else {
                         return Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(id)));
                     };
-                    let result = record.take_confirm_result();
-                    inner.ledger.forget_refusals(Some(id));
-                    result
+                    record.take_confirm_result()
                 })
             });
         run_return_handlers(&self.shared);
@@ -867,6 +842,25 @@ pub struct Confirmation {
     channel: u16,
     generation: u64,
     sequence: Option<u64>,
+    /// Counted among the live confirmations while it exists.
+    _live: Option<Live>,
+}
+
+/// One count in the connection's live confirmations: while any lives, the
+/// session keeps refused confirms for them to read.
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn count(live: &Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(live))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Confirmation {
@@ -926,10 +920,7 @@ impl Confirmation {
         let result = self
             .shared
             .wait("publisher confirm", Some(timeout), |inner| {
-                if inner.core.is_unconfirmed(id, sequence) {
-                    return None;
-                }
-                Some(inner.ledger.take_confirm_outcome(id, generation, sequence))
+                inner.poll_confirm(id, generation, sequence, || ())
             });
         run_return_handlers(&self.shared);
         result

@@ -6,10 +6,9 @@ use std::time::{Duration, Instant};
 
 use amqp_proto::codec::FieldTable;
 use amqp_proto::spec::constants::ReplyCode;
-use amqp_proto::{Connection as Core, ConnectionError, Initiator, Tuning};
+use amqp_proto::{ConnectionError, Initiator, Tuning};
 
 use crate::channel::Channel;
-use crate::recovery::Recovery;
 use crate::shared::{Inner, Shared};
 use crate::transport::{self, Reader, Writer};
 use amqp_io_common::recovery::RecoveryEvent;
@@ -105,36 +104,25 @@ impl Connection {
         if options.recovery.is_some() {
             options.config.record_topology = true;
         }
-        let core = Core::new(options.config.clone(), Instant::now());
-        let mut inner = Inner::new(core, Writer::new(socket));
-        if options.recovery.is_some() {
-            inner.recovery = Some(Recovery::new(options.clone()));
-        }
+        let inner = Inner::new(options.clone(), Writer::new(socket));
         #[cfg(feature = "tls")]
-        if let Some(settings) = &options.tls {
-            inner.set_tls(crate::tls::Session::start(settings)?);
-        }
+        let inner = {
+            let mut inner = inner;
+            if let Some(settings) = &options.tls {
+                inner.set_tls(crate::tls::Session::start(settings)?);
+            }
+            inner
+        };
         let shared = Arc::new(Shared::new(inner, Reader::new(reader_socket)));
-        let responder = options.sasl_responder.clone();
         // The core's handshake deadline bounds this wait.
         shared.wait("connection handshake", None, |inner| {
-            if let Some(challenge) = inner.challenge.take() {
-                let response = responder
-                    .as_ref()
-                    .map(|respond| respond(challenge.as_bytes()))
-                    .unwrap_or_default();
-                if let Err(error) = inner.core.respond_to_challenge(response) {
-                    return Some(Err(error.into()));
-                }
-            }
-            inner.opened.is_some().then_some(Ok(()))
+            inner.opened().is_some().then_some(Ok(()))
         })?;
         {
             let inner = shared.lock();
             // A broker that stops reading (a resource alarm it did not
             // announce) must not block a writer forever.
-            let heartbeat = u64::from(inner.core.tuning().heartbeat);
-            let write_timeout = Duration::from_secs((heartbeat * 2).max(30));
+            let write_timeout = inner.write_timeout();
             inner.set_write_timeout(write_timeout).map_err(|error| {
                 Error::ConnectionClosed(ConnectionError::TransportClosed(error.to_string()))
             })?;
@@ -157,36 +145,18 @@ impl Connection {
     pub fn channel(&self) -> Result<Channel> {
         let (id, generation) = {
             let mut inner = self.shared.lock();
-            if let Some(error) = inner.closed() {
-                return Err(Error::ConnectionClosed(error.clone()));
-            }
-            let id = inner.core.open_channel()?;
-            let generation = inner.ledger.open_channel(id, Default::default());
+            let opened = inner.open_channel()?;
             inner.flush();
-            (id, generation)
+            opened
         };
         let timeout = self.operation_timeout;
         let result = self.shared.wait("channel.open", Some(timeout), |inner| {
-            match inner.channel(id, generation) {
-                Err(error) => Some(Err(error)),
-                Ok(state) => state.extra.opened.then_some(Ok(())),
-            }
+            inner.poll_open(id, || ())
         });
         if result.is_err() {
             let mut inner = self.shared.lock();
-            let opened = match inner.channel(id, generation) {
-                Ok(state) => {
-                    state.extra.abandoned = true;
-                    state.extra.opened
-                }
-                Err(_) => false,
-            };
-            if opened {
-                if let Ok(handle) = inner.core.channel(id) {
-                    let _ = handle.close(ReplyCode::REPLY_SUCCESS, "abandoned");
-                }
-                inner.flush();
-            }
+            inner.abandon_open(id);
+            inner.flush();
         }
         result.map(|()| Channel::new(Arc::clone(&self.shared), id, generation, timeout))
     }
@@ -261,8 +231,7 @@ impl Connection {
     pub fn server_properties(&self) -> FieldTable {
         self.shared
             .lock()
-            .opened
-            .as_ref()
+            .opened()
             .map(|(_, properties)| properties.clone())
             .unwrap_or_default()
     }
@@ -280,7 +249,7 @@ impl Connection {
     /// ```
     #[must_use]
     pub fn blocked(&self) -> Option<String> {
-        self.shared.lock().blocked.clone()
+        self.shared.lock().blocked().map(str::to_owned)
     }
 
     /// This side's socket address (to find the connection in the broker's
@@ -351,7 +320,7 @@ impl Connection {
     pub fn update_secret(&self, new_secret: &[u8], reason: &str) -> Result<()> {
         let request = {
             let mut inner = self.shared.lock();
-            let request = inner.core.update_secret(new_secret.to_vec(), reason)?;
+            let request = inner.update_secret(new_secret.to_vec(), reason)?;
             inner.flush();
             request
         };
@@ -360,8 +329,7 @@ impl Connection {
             Some(self.operation_timeout),
             |inner| {
                 inner
-                    .replies
-                    .remove(&request)
+                    .poll_reply(request, || ())
                     .map(|reply| reply.map(drop).map_err(Error::from))
             },
         )
@@ -432,9 +400,7 @@ impl Connection {
     /// # Ok::<(), amqp_io_std::Error>(())
     /// ```
     pub fn on_recovery(&self, handler: impl FnMut(&RecoveryEvent) + Send + 'static) {
-        if let Some(recovery) = self.shared.lock().recovery.as_mut() {
-            recovery.handler = Some(Box::new(handler));
-        }
+        self.shared.lock().recovery_handler = Some(Box::new(handler));
     }
 
     /// True while a failed connection is being recovered: calls fail with
@@ -442,7 +408,7 @@ impl Connection {
     #[must_use]
     pub fn is_recovering(&self) -> bool {
         let inner = self.shared.lock();
-        inner.core.is_recovering() && inner.closed().is_none()
+        inner.is_recovering() && inner.closed().is_none()
     }
 
     /// Closes with a reply code and text of the application's choosing.
@@ -460,8 +426,11 @@ impl Connection {
             if let Some(error) = inner.closed() {
                 return Err(Error::ConnectionClosed(error.clone()));
             }
-            inner.shutdown = true;
-            inner.core.close(code, text, Instant::now())?;
+            let between_attempts = inner.is_between_sockets();
+            inner.shut_down();
+            if !between_attempts {
+                inner.core.close(code, text, Instant::now())?;
+            }
             inner.flush();
             inner.dispatch();
         }
@@ -489,8 +458,9 @@ impl Drop for Connection {
             wake.notify_all();
             let connecting = {
                 let mut inner = self.shared.lock();
-                inner.shutdown = true;
-                inner.is_connecting()
+                let connecting = inner.is_connecting();
+                inner.shut_down();
+                connecting
             };
             // The keeper otherwise only waits on the flag or on a bounded
             // read; a recovery's connect may take the connect timeout, so
@@ -501,7 +471,7 @@ impl Drop for Connection {
             }
         }
         let mut inner = self.shared.lock();
-        inner.shutdown = true;
+        inner.shut_down();
         if inner.closed().is_none() {
             // Best effort, without waiting for the server: a close it
             // misses ends the same way when the socket closes.

@@ -167,7 +167,7 @@ impl Consumer {
 
     fn ended(&self, inner: &mut crate::shared::Inner) -> Option<Error> {
         let cancelled = || Error::ConsumerCancelled(self.key.1.to_string());
-        let consumer = inner.ledger.consumer(&self.key)?;
+        let consumer = inner.ledger().consumer(&self.key)?;
         if consumer.generation != self.generation {
             return Some(cancelled());
         }

@@ -7,24 +7,18 @@
 //! records below and wakes every waiter. A waiter that finds the reader
 //! taken sleeps on the condition variable instead.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use amqp_io_common::ledger::{Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
-use amqp_io_common::map::Map;
-use amqp_io_common::{Error, Result};
-use amqp_proto::codec::ShortString;
-use amqp_proto::spec::constants::ReplyCode;
-use amqp_proto::spec::{BasicCancel, BasicReject, Method};
-use amqp_proto::{
-    Connection as Core, ConnectionError, Delivery, Event, Failure, GetMessage, RequestId, Returned,
-    Tuning,
-};
+use amqp_io_common::ledger::ConsumerKey;
+use amqp_io_common::recovery::RecoveryHandler;
+use amqp_io_common::session::{Attach, Session};
+use amqp_io_common::{ConnectOptions, Error, Result};
+use amqp_proto::{Delivery, Returned};
 
-use crate::recovery::{Phase, Recovery};
 use crate::transport::{ReadOutcome, Reader, Writer};
-use amqp_io_common::recovery::RecoveryEvent;
 
 /// The longest one pass sleeps, so that a waiter notices a reader that
 /// left without anyone else taking over.
@@ -38,20 +32,26 @@ pub(crate) type ReturnCallback = Box<dyn FnMut(Returned) + Send>;
 /// the connection.
 pub(crate) type BlockedCallback = Box<dyn FnMut(Option<&str>) + Send>;
 
-/// A synchronous request's answer.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    Method(Method),
-    Get(Box<GetMessage>),
+pub(crate) use amqp_io_common::session::Reply;
+
+/// What this adapter attaches to the session's records: callbacks. Its
+/// waiters are threads that recheck after every pass, so nothing is woken
+/// one by one.
+pub(crate) struct Blocking;
+
+impl Attach for Blocking {
+    type Waker = ();
+    type Channel = ChannelExtra;
+    type Consumer = ConsumerExtra;
+
+    fn consumer_changed(_: &mut ConsumerExtra) {}
+
+    fn returns_changed(_: &mut ChannelExtra) {}
 }
 
 /// What this adapter keeps per channel, beside the ledger's record.
 #[derive(Default)]
 pub(crate) struct ChannelExtra {
-    /// `channel.open-ok` arrived.
-    pub(crate) opened: bool,
-    /// The opener stopped waiting before `open-ok`: close it when it comes.
-    pub(crate) abandoned: bool,
     pub(crate) return_handler: Option<ReturnCallback>,
 }
 
@@ -103,95 +103,56 @@ impl CallbackWork {
     }
 }
 
-/// A `basic.consume` awaiting its `consume-ok`.
-pub(crate) struct PendingConsume {
-    pub(crate) generation: u64,
-    pub(crate) no_ack: bool,
-    pub(crate) callback: Option<DeliveryCallback>,
-}
-
-/// Everything behind the connection lock.
+/// Everything behind the connection lock: the session, and what only this
+/// adapter needs (the socket's writer, TLS, callbacks, how to connect
+/// again).
 pub(crate) struct Inner {
-    pub(crate) core: Core,
+    pub(crate) session: Session<Blocking>,
     writer: Writer,
     /// Encryption between the core and the socket, for `amqps://`.
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::Session>,
-    pub(crate) replies: Map<RequestId, Result<Reply, Failure>>,
-    /// Requests whose caller gave up waiting: their replies are dropped.
-    pub(crate) abandoned: HashSet<RequestId>,
-    pub(crate) pending_consumes: Map<RequestId, PendingConsume>,
-    pub(crate) ledger: Ledger<ChannelExtra, ConsumerExtra>,
-    max_buffered_deliveries: usize,
-    pub(crate) opened: Option<(Tuning, amqp_proto::codec::FieldTable)>,
-    pub(crate) blocked: Option<String>,
-    /// Changes of `blocked` not yet handed to the handler.
-    blocked_changes: VecDeque<Option<String>>,
     pub(crate) blocked_handler: Option<BlockedCallback>,
-    /// A custom SASL mechanism's challenge, for the handshake to answer.
-    pub(crate) challenge: Option<amqp_proto::codec::LongString>,
-    /// Automatic recovery, when the options asked for it.
-    pub(crate) recovery: Option<Recovery>,
-    /// The application closed the connection or dropped it: no recovery.
-    pub(crate) shutdown: bool,
+    /// The options to connect again with, for automatic recovery.
+    pub(crate) options: ConnectOptions,
+    /// The application's recovery handler; taken out while it runs.
+    pub(crate) recovery_handler: Option<RecoveryHandler>,
+    /// [`Confirmation`](crate::Confirmation)s in existence: while none
+    /// lives, no refused confirm needs keeping.
+    pub(crate) live_confirmations: Arc<AtomicUsize>,
+}
+
+impl std::ops::Deref for Inner {
+    type Target = Session<Blocking>;
+
+    fn deref(&self) -> &Session<Blocking> {
+        &self.session
+    }
+}
+
+impl std::ops::DerefMut for Inner {
+    fn deref_mut(&mut self) -> &mut Session<Blocking> {
+        &mut self.session
+    }
 }
 
 impl Inner {
-    pub(crate) fn new(core: Core, writer: Writer) -> Self {
-        let max_buffered_deliveries = core.config().max_buffered_events;
+    pub(crate) fn new(options: ConnectOptions, writer: Writer) -> Self {
+        let session = Session::new(
+            options.config.clone(),
+            Instant::now(),
+            options.recovery,
+            options.sasl_responder.clone(),
+        );
         Self {
-            core,
+            session,
             writer,
             #[cfg(feature = "tls")]
             tls: None,
-            replies: Map::default(),
-            abandoned: HashSet::new(),
-            pending_consumes: Map::default(),
-            ledger: Ledger::default(),
-            max_buffered_deliveries,
-            opened: None,
-            blocked: None,
-            blocked_changes: VecDeque::new(),
             blocked_handler: None,
-            challenge: None,
-            recovery: None,
-            shutdown: false,
-        }
-    }
-
-    /// True between a failure and the next socket of a recovery: there is
-    /// nothing to read from or write to.
-    pub(crate) fn between_sockets(&self) -> bool {
-        self.recovery
-            .as_ref()
-            .is_some_and(Recovery::is_between_sockets)
-    }
-
-    /// True while a recovery opens a new socket.
-    pub(crate) fn is_connecting(&self) -> bool {
-        self.recovery
-            .as_ref()
-            .is_some_and(|recovery| matches!(recovery.phase, Phase::Connecting))
-    }
-
-    /// When the next reconnection attempt is due, while one is awaited.
-    pub(crate) fn attempt_due(&self) -> Option<Instant> {
-        self.recovery.as_ref().and_then(Recovery::attempt_due)
-    }
-
-    /// The core's deadline, unless there is no socket to serve it.
-    pub(crate) fn core_deadline(&self) -> Option<Instant> {
-        if self.between_sockets() {
-            None
-        } else {
-            self.core.poll_timeout()
-        }
-    }
-
-    /// Fires the core's timers, unless there is no socket to serve them.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        if !self.between_sockets() {
-            self.core.handle_timeout(now);
+            options,
+            recovery_handler: None,
+            live_confirmations: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -216,20 +177,6 @@ impl Inner {
         self.writer.set_timeout(timeout)
     }
 
-    /// Why the connection ended, once it has.
-    pub(crate) fn closed(&self) -> Option<&ConnectionError> {
-        self.ledger.connection_error()
-    }
-
-    /// The channel's record, or why it is unusable.
-    pub(crate) fn channel(
-        &mut self,
-        id: u16,
-        generation: u64,
-    ) -> Result<&mut amqp_io_common::ledger::ChannelRecord<ChannelExtra>> {
-        self.ledger.channel(id, generation)
-    }
-
     /// Encrypts everything from now on (set before the first flush).
     #[cfg(feature = "tls")]
     pub(crate) fn set_tls(&mut self, session: crate::tls::Session) {
@@ -240,24 +187,24 @@ impl Inner {
     pub(crate) fn receive(&mut self, raw: &[u8], now: Instant) {
         #[cfg(feature = "tls")]
         if let Some(session) = &mut self.tls {
-            let decrypted = session.receive(raw, self.core.input_buffer());
-            self.core.handle_buffered_input(now);
+            let decrypted = session.receive(raw, self.session.core.input_buffer());
+            self.session.core.handle_buffered_input(now);
             if let Err(reason) = decrypted {
-                self.core.handle_transport_closed(reason);
+                self.session.core.handle_transport_closed(reason);
             }
             return;
         }
-        self.core.handle_input(raw, now);
+        self.session.core.handle_input(raw, now);
     }
 
     /// Hands what the core queued to the socket. A write failure ends the
     /// connection in the core, which resolves everything outstanding.
     pub(crate) fn flush(&mut self) {
-        if self.between_sockets() {
+        if self.is_between_sockets() {
             return;
         }
         let now = Instant::now();
-        while let Some(chunk) = self.core.poll_transmit(now) {
+        while let Some(chunk) = self.session.core.poll_transmit(now) {
             #[cfg(feature = "tls")]
             if let Some(session) = &mut self.tls {
                 match session.send(&chunk) {
@@ -266,7 +213,7 @@ impl Inner {
                             self.writer.push(records);
                         }
                     }
-                    Err(reason) => self.core.handle_transport_closed(reason),
+                    Err(reason) => self.session.core.handle_transport_closed(reason),
                 }
                 continue;
             }
@@ -280,225 +227,20 @@ impl Inner {
             self.core
                 .handle_transport_closed(format!("writing to the socket failed: {error}"));
         }
-        if self.core.is_closed() {
+        if self.session.core.is_closed() {
             self.writer.shutdown();
         }
     }
 
     /// Sorts the core's events into the records callers wait on.
     pub(crate) fn dispatch(&mut self) {
-        while let Some(event) = self.core.poll_event() {
-            self.handle_event(event);
-        }
-    }
-
-    /// True while the socket should be read: the core is not closed and
-    /// the consumers' queues have room. Reading stops otherwise, so a slow
-    /// consumer bounds memory (one read's worth of deliveries past the
-    /// limit at most) and the broker holds the rest.
-    pub(crate) fn wants_input(&self) -> bool {
-        self.core.wants_input()
-            && self.ledger.buffered_deliveries() < self.max_buffered_deliveries
-            && !self.between_sockets()
-    }
-
-    /// Records a request's outcome for its caller, unless the caller gave up.
-    fn answer(&mut self, request: RequestId, outcome: Result<Reply, Failure>) {
-        if !self.abandoned.remove(&request) {
-            self.replies.insert(request, outcome);
-        }
-    }
-
-    /// Sends a method the application did not ask for directly (cleanup
-    /// of abandoned work); its reply, if any, is dropped. Failure means the
-    /// channel is gone, which makes the cleanup moot.
-    fn send_on(&mut self, channel: u16, method: impl Into<Method>) {
-        if let Ok(mut handle) = self.core.channel(channel) {
-            if let Ok(Some(request)) = handle.request(method) {
-                self.abandoned.insert(request);
-            }
-        }
-    }
-
-    fn clean_up(&mut self, cleanup: Vec<Cleanup>) {
-        for action in cleanup {
-            match action {
-                Cleanup::Requeue {
-                    channel,
-                    delivery_tag,
-                } => self.send_on(
-                    channel,
-                    BasicReject {
-                        delivery_tag,
-                        requeue: true,
-                    },
-                ),
-                Cleanup::Cancel {
-                    channel,
-                    consumer_tag,
-                } => self.send_on(
-                    channel,
-                    BasicCancel {
-                        consumer_tag,
-                        nowait: false,
-                    },
-                ),
-            }
-        }
-    }
-
-    fn handle_event(&mut self, event: Event) {
-        match event {
-            Event::Opened {
-                tuning,
-                server_properties,
-            } => self.opened = Some((tuning, server_properties)),
-            Event::ChannelOpened { channel, .. } => {
-                let Some(record) = self.ledger.channel_record(channel) else {
-                    return;
-                };
-                if record.extra.abandoned {
-                    // Whoever opened it stopped waiting: nobody holds it.
-                    if let Ok(handle) = self.core.channel(channel) {
-                        let _ = handle.close(ReplyCode::REPLY_SUCCESS, "abandoned");
-                    }
-                } else {
-                    record.extra.opened = true;
-                }
-            }
-            Event::Reply {
-                channel,
-                request,
-                method,
-            } => {
-                if let Method::BasicConsumeOk(ok) = &method {
-                    self.consumer_started(channel, request, ok.consumer_tag.clone());
-                }
-                if let Method::BasicCancelOk(ok) = &method {
-                    self.ledger
-                        .consumer_ended(channel, &ok.consumer_tag, ConsumerEnd::Cancelled);
-                }
-                self.answer(request, Ok(Reply::Method(method)));
-            }
-            Event::GetOk {
-                channel,
-                request,
-                message,
-            } => {
-                if self.abandoned.remove(&request) {
-                    let delivery_tag = message.delivery_tag;
-                    self.clean_up(vec![Cleanup::Requeue {
-                        channel,
-                        delivery_tag,
-                    }]);
-                } else {
-                    self.replies.insert(request, Ok(Reply::Get(message)));
-                }
-            }
-            Event::RequestFailed {
-                request, failure, ..
-            } => {
-                self.pending_consumes.remove(&request);
-                self.answer(request, Err(failure));
-            }
-            Event::Delivery(delivery) => {
-                if let Sorted::Returned(cleanup) = self.ledger.delivered(delivery) {
-                    self.clean_up(vec![cleanup]);
-                }
-            }
-            Event::Returned(returned) => {
-                self.ledger.returned(*returned);
-            }
-            Event::Confirm {
-                channel,
-                sequence,
-                outcome,
-            } => {
-                // Kept until the channel's next batch wait.
-                self.ledger.confirmed(channel, sequence, outcome, true);
-            }
-            Event::ConsumerCancelled {
-                channel,
-                consumer_tag,
-            } => {
-                self.ledger
-                    .consumer_ended(channel, &consumer_tag, ConsumerEnd::CancelledByServer);
-            }
-            Event::Blocked { reason } => {
-                let reason = reason.to_string_lossy().into_owned();
-                self.blocked = Some(reason.clone());
-                self.blocked_changed(Some(reason));
-            }
-            Event::Unblocked => {
-                self.blocked = None;
-                self.blocked_changed(None);
-            }
-            Event::ChannelClosed { channel, reason } => {
-                self.ledger.channel_closed(channel, &reason, |_| {});
-            }
-            Event::Closed(error) if !self.start_recovery(&error) => {
-                self.ledger.connection_closed(&error, |_| {});
-            }
-            Event::Recovered {
-                renamed_queues,
-                failures,
-            } => self.recovered(RecoveryEvent::Recovered {
-                renamed_queues,
-                failures,
-            }),
-            Event::SaslChallenge { challenge } => {
-                // During a recovery nobody else is there to answer.
-                let responder = self
-                    .recovery
-                    .as_ref()
-                    .filter(|recovery| !matches!(recovery.phase, Phase::Connected))
-                    .and_then(|recovery| recovery.options.sasl_responder.clone());
-                match responder {
-                    Some(respond) => {
-                        let _ = self
-                            .core
-                            .respond_to_challenge(respond(challenge.as_bytes()));
-                    }
-                    None => self.challenge = Some(challenge),
-                }
-            }
-            // Flow is visible through the core's publish readiness.
-            _ => {}
-        }
-    }
-
-    fn blocked_changed(&mut self, change: Option<String>) {
-        // Only the latest few matter to a handler; an alarm that flaps
-        // while nobody drains must not grow memory.
-        const KEPT: usize = 16;
-        if self.blocked_changes.len() >= KEPT {
-            self.blocked_changes.pop_front();
-        }
-        self.blocked_changes.push_back(change);
-    }
-
-    fn consumer_started(&mut self, channel: u16, request: RequestId, tag: ShortString) {
-        let Some(pending) = self.pending_consumes.remove(&request) else {
-            return;
-        };
-        let key = (channel, tag);
-        let generation = pending.generation;
-        self.register_consumer(key.clone(), pending);
-        if self.abandoned.contains(&request) {
-            let cleanup = self.ledger.abandon_consumer(&key, generation);
-            self.clean_up(cleanup);
-        }
-    }
-
-    /// Starts the record that deliveries for `key` are sorted into.
-    pub(crate) fn register_consumer(&mut self, key: ConsumerKey, pending: PendingConsume) {
-        self.ledger
-            .register_consumer(key, pending.generation, pending.no_ack, pending.callback);
+        let live = self.live_confirmations.load(Ordering::Acquire);
+        self.session.dispatch(live);
     }
 
     /// Takes the next delivery of a consumer.
     pub(crate) fn take_delivery(&mut self, key: &ConsumerKey) -> Option<Delivery> {
-        self.ledger.take_delivery(key)
+        self.ledger().take_delivery(key)
     }
 
     /// True when a callback has something to be called with: deliveries
@@ -507,13 +249,13 @@ impl Inner {
     pub(crate) fn has_callback_work(&mut self, consumers: bool) -> bool {
         let deliveries = consumers
             && self
-                .ledger
+                .ledger()
                 .consumers()
                 .any(|(_, consumer)| consumer.extra.is_some() && consumer.has_deliveries());
-        let blocked = self.blocked_handler.is_some() && !self.blocked_changes.is_empty();
+        let blocked = self.blocked_handler.is_some() && self.has_blocked_changes();
         deliveries
             || blocked
-            || self.ledger.channel_records().any(|(_, channel)| {
+            || self.ledger().channel_records().any(|(_, channel)| {
                 channel.extra.return_handler.is_some() && !channel.returns.is_empty()
             })
     }
@@ -524,7 +266,7 @@ impl Inner {
         let mut work = CallbackWork::default();
         if consumers {
             let ready: Vec<(ConsumerKey, u64, DeliveryCallback)> = self
-                .ledger
+                .ledger()
                 .consumers()
                 .filter(|(_, consumer)| consumer.has_deliveries())
                 .filter_map(|(key, consumer)| {
@@ -533,7 +275,7 @@ impl Inner {
                 })
                 .collect();
             for (key, generation, callback) in ready {
-                let items = self.ledger.take_deliveries(&key);
+                let items = self.ledger().take_deliveries(&key);
                 work.deliveries.push(Lent {
                     key,
                     generation,
@@ -542,7 +284,7 @@ impl Inner {
                 });
             }
         }
-        for (id, channel) in self.ledger.channel_records() {
+        for (id, channel) in self.ledger().channel_records() {
             if channel.returns.is_empty() {
                 continue;
             }
@@ -555,9 +297,9 @@ impl Inner {
                 });
             }
         }
-        if !self.blocked_changes.is_empty() {
+        if self.has_blocked_changes() {
             if let Some(handler) = self.blocked_handler.take() {
-                work.blocked = Some((handler, std::mem::take(&mut self.blocked_changes)));
+                work.blocked = Some((handler, self.session.take_blocked_changes()));
             }
         }
         work
@@ -572,7 +314,7 @@ impl Inner {
             }
         }
         for lent in work.deliveries {
-            match self.ledger.consumer(&lent.key) {
+            match self.ledger().consumer(&lent.key) {
                 Some(consumer) if consumer.generation == lent.generation => {
                     consumer.extra = Some(lent.callback);
                 }
@@ -580,7 +322,7 @@ impl Inner {
             }
         }
         for lent in work.returns {
-            match self.ledger.channel_record(lent.key) {
+            match self.ledger().channel_record(lent.key) {
                 Some(channel)
                     if channel.generation == lent.generation
                         && channel.extra.return_handler.is_none() =>
@@ -595,8 +337,7 @@ impl Inner {
     /// A consumer handle went away: give back what it did not take, cancel
     /// it with the server, and give back what arrives meanwhile.
     pub(crate) fn abandon_consumer(&mut self, key: &ConsumerKey, generation: u64) {
-        let cleanup = self.ledger.abandon_consumer(key, generation);
-        self.clean_up(cleanup);
+        self.session.abandon_consumer(key, generation);
         self.flush();
         self.dispatch();
     }
@@ -671,7 +412,7 @@ impl Shared {
         now: Instant,
     ) -> MutexGuard<'a, Inner> {
         inner.flush();
-        let attempt_due = inner.attempt_due();
+        let attempt_due = inner.reconnect_due();
         let until = [
             deadline,
             inner.core_deadline(),
@@ -744,7 +485,10 @@ impl Shared {
                 drop(reader);
             }
         }
-        if inner.attempt_due().is_some_and(|due| due <= Instant::now()) {
+        if inner
+            .reconnect_due()
+            .is_some_and(|due| due <= Instant::now())
+        {
             inner = self.reconnect(inner);
         }
         inner.handle_timeout(Instant::now());
@@ -762,7 +506,7 @@ impl Shared {
         inner
             .core_deadline()
             .into_iter()
-            .chain(inner.attempt_due())
+            .chain(inner.reconnect_due())
             .min()
     }
 }

@@ -162,6 +162,12 @@ impl<A: Attach> Session<A> {
         self.blocked.as_deref()
     }
 
+    /// True while blocked changes wait for the application.
+    #[must_use]
+    pub fn has_blocked_changes(&self) -> bool {
+        !self.blocked_changes.is_empty()
+    }
+
     /// Blocked (`Some(reason)`) and unblocked (`None`) changes not yet
     /// handed to the application, oldest first.
     pub fn take_blocked_changes(&mut self) -> VecDeque<Option<String>> {
@@ -246,6 +252,14 @@ impl<A: Attach> Session<A> {
         if let Some(request) = request {
             self.replies.expect(request);
         }
+        Ok(request)
+    }
+
+    /// Replaces the connection's secret (`update-secret`); wait for the
+    /// reply with [`poll_reply`](Self::poll_reply).
+    pub fn update_secret(&mut self, new_secret: Vec<u8>, reason: &str) -> Result<RequestId, Error> {
+        let request = self.core.update_secret(new_secret, reason)?;
+        self.replies.expect(request);
         Ok(request)
     }
 
@@ -701,6 +715,14 @@ impl<A: Attach> Session<A> {
         self.supervisor
             .as_ref()
             .is_some_and(Supervisor::is_between_sockets)
+    }
+
+    /// True while the adapter opens a socket for a recovery.
+    #[must_use]
+    pub fn is_connecting(&self) -> bool {
+        self.supervisor
+            .as_ref()
+            .is_some_and(Supervisor::is_connecting)
     }
 
     /// True from a failure until the topology is declared again.

@@ -253,6 +253,12 @@ impl Supervisor {
         matches!(self.phase, Phase::Waiting { .. } | Phase::Connecting { .. })
     }
 
+    /// True while the adapter is opening a socket for an attempt.
+    #[must_use]
+    pub fn is_connecting(&self) -> bool {
+        matches!(self.phase, Phase::Connecting { .. })
+    }
+
     /// The next report for the application's recovery handler.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<RecoveryEvent> {
