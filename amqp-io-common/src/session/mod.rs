@@ -804,3 +804,6 @@ impl<A: Attach> Session<A> {
             })
     }
 }
+
+#[cfg(test)]
+mod tests;
