@@ -19,7 +19,15 @@
 #![forbid(unsafe_code)]
 
 mod error;
+// `ledger` and `map` are not public API: they are the two adapters'
+// shared bookkeeping, and Rust has no visibility for "the crates of this
+// workspace", so they stay `pub` but hidden, with no semver promise. They
+// become private to this crate when the adapters' event sorting moves
+// into a `session` module here (issue #14), which will offer a documented
+// API in their place.
+#[doc(hidden)]
 pub mod ledger;
+#[doc(hidden)]
 pub mod map;
 mod options;
 pub mod pidbox;
