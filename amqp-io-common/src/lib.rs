@@ -1,6 +1,8 @@
 //! What the AMQP 0-9-1 IO adapters over [`amqp_proto`] share: the options
 //! a connection is opened with (from an `amqp://` or `amqps://` URL), the
-//! TLS settings (the `tls` feature), and the error type their calls return.
+//! TLS settings (the `tls` feature), the error type their calls return,
+//! what recovery reports, and, with the `kombu` feature, kombu's
+//! process mailbox (`pidbox`) and direct reply-to RPC (`rpc`), all IO-free.
 //!
 //! Applications use these through `amqp-io-std` or `amqp-io-tokio`, which
 //! re-export them; they live here so both adapters read a URL, configure
@@ -16,6 +18,12 @@
 //! assert_eq!(options.config.heartbeat, 15);
 //! # Ok::<(), amqp_io_common::Error>(())
 //! ```
+//!
+//! # Features
+//!
+//! - `tls`: rustls client settings from a URL's TLS options.
+//! - `kombu` (off by default): the `pidbox` and `rpc` modules, which bring
+//!   `serde_json` and `uuid`; a plain client pulls neither.
 #![forbid(unsafe_code)]
 
 mod error;
@@ -30,8 +38,10 @@ pub mod ledger;
 #[doc(hidden)]
 pub mod map;
 mod options;
+#[cfg(feature = "kombu")]
 pub mod pidbox;
 pub mod recovery;
+#[cfg(feature = "kombu")]
 pub mod rpc;
 #[cfg(feature = "tls")]
 mod tls;
