@@ -43,6 +43,8 @@ pub mod pidbox;
 pub mod recovery;
 #[cfg(feature = "kombu")]
 pub mod rpc;
+#[cfg(all(test, feature = "kombu"))]
+mod testing;
 #[cfg(feature = "tls")]
 mod tls;
 
