@@ -1,8 +1,8 @@
 //! kombu's process mailbox over the blocking adapter: broadcasting
 //! commands to celery workers (`celery inspect` / `celery control`) and
-//! collecting their replies, and serving commands as a node. The
-//! bookkeeping is [`amqp_io_common::pidbox`]'s; this module only moves the
-//! messages.
+//! collecting their replies, and serving commands as a node. Every
+//! decision is [`amqp_io_common::pidbox`]'s; this module only moves the
+//! messages and waits.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -1,6 +1,7 @@
 //! kombu's process mailbox over the tokio adapter: broadcasting commands
 //! to celery workers and collecting their replies, and serving commands as
-//! a node. The bookkeeping is [`amqp_io_common::pidbox`]'s.
+//! a node. Every decision is [`amqp_io_common::pidbox`]'s; this module
+//! only moves the messages and waits.
 //!
 //! ```no_run
 //! use amqp_io_tokio::pidbox::{Broadcast, Mailbox};
