@@ -10,6 +10,10 @@
 //! parameters). Whatever must be sent as a consequence (rejecting a
 //! delivery nobody will take, cancelling an abandoned consumer) comes back
 //! as [`Cleanup`] for the adapter to pass to the core.
+//!
+//! Not public API (hidden from the docs, no semver promise): only this
+//! workspace's adapters use it, until it becomes private to this crate
+//! with the shared `session` module (issue #14).
 
 use std::collections::VecDeque;
 

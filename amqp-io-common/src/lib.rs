@@ -1,6 +1,8 @@
 //! What the AMQP 0-9-1 IO adapters over [`amqp_proto`] share: the options
 //! a connection is opened with (from an `amqp://` or `amqps://` URL), the
-//! TLS settings (the `tls` feature), and the error type their calls return.
+//! TLS settings (the `tls` feature), the error type their calls return,
+//! what recovery reports, and, with the `kombu` feature, kombu's
+//! process mailbox (`pidbox`) and direct reply-to RPC (`rpc`), all IO-free.
 //!
 //! Applications use these through `amqp-io-std` or `amqp-io-tokio`, which
 //! re-export them; they live here so both adapters read a URL, configure
@@ -16,16 +18,34 @@
 //! assert_eq!(options.config.heartbeat, 15);
 //! # Ok::<(), amqp_io_common::Error>(())
 //! ```
+//!
+//! # Features
+//!
+//! - `tls`: rustls client settings from a URL's TLS options.
+//! - `kombu` (off by default): the `pidbox` and `rpc` modules, which bring
+//!   `serde_json` and `uuid`; a plain client pulls neither.
 #![forbid(unsafe_code)]
 
 mod error;
+// `ledger` and `map` are not public API: they are the two adapters'
+// shared bookkeeping, and Rust has no visibility for "the crates of this
+// workspace", so they stay `pub` but hidden, with no semver promise. They
+// become private to this crate when the adapters' event sorting moves
+// into a `session` module here (issue #14), which will offer a documented
+// API in their place.
+#[doc(hidden)]
 pub mod ledger;
+#[doc(hidden)]
 pub mod map;
 mod options;
+#[cfg(feature = "kombu")]
 pub mod pidbox;
 pub mod recovery;
+#[cfg(feature = "kombu")]
 pub mod rpc;
 pub mod session;
+#[cfg(all(test, feature = "kombu"))]
+mod testing;
 #[cfg(feature = "tls")]
 mod tls;
 

@@ -7,6 +7,10 @@
 //! times cheaper and still seeded per process. Flooding resistance matters
 //! little here: the keys are ids this side chose or consumers this side
 //! registered, so a hostile server can add no keys, only look up misses.
+//!
+//! Not public API (hidden from the docs, no semver promise): only this
+//! workspace's adapters use it, until it becomes private to this crate
+//! with the shared `session` module (issue #14).
 
 use std::collections::HashMap;
 

@@ -17,8 +17,18 @@
 //! delivery, expired ones included; treats a reply without a `ticket`
 //! header as a match; and keeps replies for other tickets aside
 //! ("unclaimed") for a later collect of that ticket, which returns them at
-//! once. The adapters restart the timeout with each delivery, as kombu's
+//! once. The timeout restarts with each delivery, as kombu's
 //! `drain_events(timeout)` loop does.
+//!
+//! Every decision lives here; an adapter only moves the messages. A
+//! broadcast is [`Mailbox::broadcast`]'s [`BroadcastPlan`]: declare, publish,
+//! then, with its [`Collector`], consume the reply queue
+//! ([`Collector::consume`]), wait for each delivery as long as
+//! [`Collector::wait`] says and hand it to [`Mailbox::on_reply`]. A node
+//! consumes [`Node::consume`] after declaring [`Node::topology`], and passes
+//! each delivery to [`Node::answer`], which says what to send back.
+//!
+//! Requires the `kombu` feature.
 //!
 //! ```
 //! use amqp_io_common::pidbox::{Broadcast, Mailbox};
@@ -32,12 +42,26 @@
 //! ```
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use amqp_proto::codec::{BasicProperties, FieldTable, FieldValue, ShortString};
-use amqp_proto::spec::{BasicPublish, ExchangeDeclare, QueueBind, QueueDeclare};
+use amqp_proto::spec::{BasicConsume, BasicPublish, ExchangeDeclare, QueueBind, QueueDeclare};
 use amqp_proto::Delivery;
 use serde_json::{json, Map, Value};
+
+/// The wall clock as Unix seconds, the `now` the adapters pass in: kombu's
+/// `expires` header is an absolute Unix time, so this is the system clock,
+/// not a monotonic one.
+#[must_use]
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
+/// What to declare before consuming a mailbox's or node's queue: an
+/// exchange, the queue and their binding, in this order.
+pub type Topology = (ExchangeDeclare, QueueDeclare, QueueBind);
 
 /// A Lamport clock, as kombu keeps one per mailbox.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,6 +96,23 @@ pub struct Outgoing {
     pub properties: BasicProperties,
     /// The JSON body.
     pub body: Vec<u8>,
+}
+
+/// Everything one broadcast does, in order, for an adapter to carry out
+/// with its own calls (see [`Mailbox::broadcast`]).
+#[derive(Debug, Clone)]
+pub struct BroadcastPlan {
+    /// First, `exchange.declare` of the mailbox exchange.
+    pub exchange: ExchangeDeclare,
+    /// Then, when replies are wanted, the reply exchange, queue and
+    /// binding (declared again for each broadcast, as kombu does: the
+    /// queue is exclusive and auto-deleted).
+    pub reply_topology: Option<Topology>,
+    /// Then the request to publish.
+    pub request: Outgoing,
+    /// Last, when replies are wanted, their collect: run it as
+    /// [`Collector`] says.
+    pub collector: Option<Collector>,
 }
 
 /// A broadcast to publish, and the ticket its replies will carry.
@@ -164,6 +205,16 @@ impl Broadcast {
     }
 }
 
+impl Broadcast {
+    /// How many deliveries the collect counts before it stops: `limit`,
+    /// else one per destination, else none (the timeout ends it).
+    #[must_use]
+    pub fn reply_limit(&self) -> Option<usize> {
+        self.limit
+            .or_else(|| self.destination.as_ref().map(Vec::len))
+    }
+}
+
 /// The reply a kombu node gives for a command it has no handler for.
 #[must_use]
 pub fn unknown_command(command: &Command) -> Value {
@@ -179,6 +230,7 @@ pub struct Mailbox {
     oid: String,
     clock: LamportClock,
     unclaimed: HashMap<String, VecDeque<Value>>,
+    last_ticket: Option<String>,
 }
 
 fn milliseconds(duration: Duration) -> FieldValue {
@@ -241,12 +293,32 @@ pub enum ReplyOutcome {
     Undecodable,
 }
 
+impl ReplyOutcome {
+    /// The reply the caller's callback sees: a matched one's body.
+    #[must_use]
+    pub fn matched(&self) -> Option<&Value> {
+        match self {
+            Self::Matched(reply) => Some(reply),
+            _ => None,
+        }
+    }
+}
+
 /// One collect's progress: the replies so far, and how many deliveries
 /// counted towards its limit.
+///
+/// An adapter consumes the reply queue with [`consume`](Self::consume)
+/// (nothing to consume when the replies are already at hand), then, while
+/// [`wait`](Self::wait) gives a duration, waits that long for a delivery
+/// and passes it to [`Mailbox::on_reply`]; a wait that ends with no
+/// delivery ends the collect. Then it cancels its consumer and returns
+/// [`replies`](Self::replies).
 #[derive(Debug, Clone)]
 pub struct Collector {
     ticket: String,
+    reply_queue: String,
     limit: Option<usize>,
+    timeout: Duration,
     counted: usize,
     /// The matching replies, in arrival order.
     pub replies: Vec<Value>,
@@ -264,6 +336,26 @@ impl Collector {
     pub fn ticket(&self) -> &str {
         &self.ticket
     }
+
+    /// `basic.consume` of the reply queue (`no_ack`, as kombu consumes
+    /// it), or `None` when the collect is already complete and needs no
+    /// consumer.
+    #[must_use]
+    pub fn consume(&self) -> Option<BasicConsume> {
+        (!self.is_complete()).then(|| BasicConsume {
+            queue: self.reply_queue.as_str().into(),
+            no_ack: true,
+            ..Default::default()
+        })
+    }
+
+    /// How long to wait for the next delivery: the whole timeout again
+    /// after each one, as kombu's `drain_events(timeout)` loop does;
+    /// `None` once the collect is complete.
+    #[must_use]
+    pub fn wait(&self) -> Option<Duration> {
+        (!self.is_complete()).then_some(self.timeout)
+    }
 }
 
 impl Mailbox {
@@ -276,6 +368,7 @@ impl Mailbox {
             oid: uuid::Uuid::new_v4().to_string(),
             clock: LamportClock::default(),
             unclaimed: HashMap::new(),
+            last_ticket: None,
         }
     }
 
@@ -289,6 +382,34 @@ impl Mailbox {
     #[must_use]
     pub fn clock(&self) -> LamportClock {
         self.clock
+    }
+
+    /// The ticket of the last broadcast planned that wanted replies.
+    #[must_use]
+    pub fn last_ticket(&self) -> Option<&str> {
+        self.last_ticket.as_deref()
+    }
+
+    /// Plans `broadcast` (`now` is Unix seconds, see [`unix_now`]): the
+    /// declarations, the request and, when replies are wanted, the collect
+    /// of its ticket, which becomes [`last_ticket`](Self::last_ticket).
+    pub fn broadcast(&mut self, broadcast: &Broadcast, now: f64) -> BroadcastPlan {
+        let reply_topology = broadcast.reply.then(|| self.reply_topology());
+        let request = self.request(broadcast, now);
+        let collector = request.ticket.as_deref().map(|ticket| {
+            self.last_ticket = Some(ticket.to_owned());
+            self.collect(ticket, broadcast.reply_limit(), broadcast.timeout)
+        });
+        BroadcastPlan {
+            exchange: self.exchange_declare(),
+            reply_topology,
+            request: Outgoing {
+                publish: request.publish,
+                properties: request.properties,
+                body: request.body,
+            },
+            collector,
+        }
     }
 
     /// `exchange.declare` of the mailbox exchange.
@@ -315,7 +436,7 @@ impl Mailbox {
     /// declares it again each time: it is exclusive and auto-deleted):
     /// the reply exchange, the reply queue and their binding.
     #[must_use]
-    pub fn reply_topology(&self) -> (ExchangeDeclare, QueueDeclare, QueueBind) {
+    pub fn reply_topology(&self) -> Topology {
         let exchange = ExchangeDeclare {
             exchange: self.reply_exchange().into(),
             exchange_type: "direct".into(),
@@ -372,14 +493,17 @@ impl Mailbox {
         }
     }
 
-    /// Starts collecting replies for `ticket`, counting at most `limit`
-    /// deliveries (`None`: until the adapter's timeout). Replies that
-    /// arrived earlier for this ticket (unclaimed by another collect) are
-    /// returned at once, as kombu does, and the collect is complete.
-    pub fn collect(&mut self, ticket: &str, limit: Option<usize>) -> Collector {
+    /// Starts collecting replies for `ticket` (kombu's `_collect`),
+    /// counting at most `limit` deliveries (`None`: until no delivery came
+    /// for `timeout`). Replies that arrived earlier for this ticket
+    /// (unclaimed by another collect) are returned at once, as kombu does,
+    /// and the collect is complete.
+    pub fn collect(&mut self, ticket: &str, limit: Option<usize>, timeout: Duration) -> Collector {
         let mut collector = Collector {
             ticket: ticket.to_owned(),
+            reply_queue: self.reply_queue(),
             limit,
+            timeout,
             counted: 0,
             replies: Vec::new(),
         };
@@ -441,6 +565,17 @@ impl Command {
     }
 }
 
+/// What a [`Node`] does about one delivery ([`Node::answer`]).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Whether the delivery was a command for this node (not another
+    /// node's, and a command at all).
+    pub handled: bool,
+    /// What to send back, when the sender wants a reply: declare the
+    /// reply exchange, then publish the reply.
+    pub reply: Option<(ExchangeDeclare, Outgoing)>,
+}
+
 /// The serving side: a named node answering commands.
 #[derive(Debug)]
 pub struct Node {
@@ -483,7 +618,7 @@ impl Node {
     /// What to declare before consuming: the mailbox exchange, the node's
     /// queue (exclusive, auto-deleted) and its binding.
     #[must_use]
-    pub fn topology(&self) -> (ExchangeDeclare, QueueDeclare, QueueBind) {
+    pub fn topology(&self) -> Topology {
         let exchange_name = format!("{}.pidbox", self.namespace);
         let exchange = ExchangeDeclare {
             exchange: exchange_name.as_str().into(),
@@ -510,6 +645,38 @@ impl Node {
     #[must_use]
     pub fn queue(&self) -> String {
         format!("{}.{}.pidbox", self.hostname, self.namespace)
+    }
+
+    /// `basic.consume` of the node's queue (`no_ack`, as kombu's nodes
+    /// consume it), after [`topology`](Self::topology) is declared.
+    #[must_use]
+    pub fn consume(&self) -> BasicConsume {
+        BasicConsume {
+            queue: self.queue().into(),
+            no_ack: true,
+            ..Default::default()
+        }
+    }
+
+    /// Handles one delivery from the node's queue: a command for this node
+    /// goes to `handler`, whose result becomes the reply when the sender
+    /// wants one ([`receive`](Self::receive), then [`reply`](Self::reply)).
+    pub fn answer(
+        &mut self,
+        delivery: &Delivery,
+        handler: impl FnOnce(&Command) -> Value,
+    ) -> Answer {
+        let Some(command) = self.receive(delivery) else {
+            return Answer {
+                handled: false,
+                reply: None,
+            };
+        };
+        let result = handler(&command);
+        Answer {
+            handled: true,
+            reply: self.reply(&command, result),
+        }
     }
 
     /// Reads a delivery from the node's queue: the command, if it is for
@@ -622,22 +789,10 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use amqp_proto::codec::{Content, ContentHeader};
 
     fn delivery(body: &str, headers: FieldTable) -> Delivery {
         let properties = BasicProperties::default().headers(headers);
-        Delivery {
-            channel: 1,
-            consumer_tag: "c".into(),
-            delivery_tag: 1,
-            redelivered: false,
-            exchange: "".into(),
-            routing_key: "".into(),
-            content: Content {
-                header: Box::new(ContentHeader::basic(body.len() as u64, properties)),
-                body: bytes::Bytes::copy_from_slice(body.as_bytes()),
-            },
-        }
+        crate::testing::delivery(properties, body.as_bytes())
     }
 
     fn reply_headers(ticket: Option<&str>, clock: i64, expires: Option<f64>) -> FieldTable {
@@ -657,7 +812,7 @@ mod tests {
         let mut mailbox = Mailbox::celery();
         let request = mailbox.request(&Broadcast::new("ping"), 100.0);
         let ticket = request.ticket.unwrap();
-        let mut collector = mailbox.collect(&ticket, Some(4));
+        let mut collector = mailbox.collect(&ticket, Some(4), Duration::from_secs(1));
         let mine = delivery(
             r#"{"a": {"ok": "pong"}}"#,
             reply_headers(Some(&ticket), 50, None),
@@ -687,9 +842,60 @@ mod tests {
         // The clock moved past the highest seen, the expired one's too.
         assert!(mailbox.clock().value() > 90);
         // The stranger waits for its own collect, which returns at once.
-        let later = mailbox.collect("other", None);
+        let later = mailbox.collect("other", None, Duration::from_secs(1));
         assert!(later.is_complete());
+        assert!(later.consume().is_none(), "nothing to wait for");
+        assert_eq!(later.wait(), None);
         assert_eq!(later.replies, vec![json!({"b": 1})]);
+    }
+
+    #[test]
+    fn a_broadcast_plan_declares_publishes_and_collects_as_kombu_does() {
+        let mut mailbox = Mailbox::celery();
+        let mut broadcast = Broadcast::new("ping");
+        broadcast.destination = Some(vec!["a@h".to_owned(), "b@h".to_owned()]);
+        broadcast.timeout = Duration::from_secs(3);
+        let plan = mailbox.broadcast(&broadcast, 0.0);
+        assert_eq!(plan.exchange.exchange.to_string(), "celery.pidbox");
+        assert_eq!(plan.exchange.exchange_type.to_string(), "fanout");
+        let (exchange, queue, _) = plan.reply_topology.expect("replies wanted");
+        assert_eq!(exchange.exchange.to_string(), "reply.celery.pidbox");
+        assert_eq!(plan.request.publish.exchange.to_string(), "celery.pidbox");
+        let mut collector = plan.collector.expect("replies wanted");
+        assert_eq!(mailbox.last_ticket(), Some(collector.ticket()));
+        let consume = collector.consume().expect("a reply queue to consume");
+        assert_eq!(consume.queue, queue.queue);
+        assert!(consume.no_ack);
+        // One delivery per destination; the timeout restarts with each.
+        assert_eq!(collector.wait(), Some(Duration::from_secs(3)));
+        let ticket = collector.ticket().to_owned();
+        for name in ["a@h", "b@h"] {
+            let body = format!(r#"{{"{name}": {{"ok": "pong"}}}}"#);
+            let reply = delivery(&body, reply_headers(Some(&ticket), 1, None));
+            let outcome = mailbox.on_reply(&mut collector, &reply, 0.0);
+            assert!(outcome.matched().is_some());
+            assert!(ReplyOutcome::Expired.matched().is_none());
+        }
+        assert_eq!(collector.wait(), None);
+        assert_eq!(collector.replies.len(), 2);
+
+        // No replies wanted: nothing but the exchange and the request.
+        broadcast.reply = false;
+        let plan = mailbox.broadcast(&broadcast, 0.0);
+        assert!(plan.reply_topology.is_none() && plan.collector.is_none());
+        assert_eq!(mailbox.last_ticket(), Some(ticket.as_str()));
+        let body: Value = serde_json::from_slice(&plan.request.body).unwrap();
+        assert!(body.get("reply_to").is_none());
+    }
+
+    #[test]
+    fn the_reply_limit_is_the_limit_else_the_destinations() {
+        let mut broadcast = Broadcast::new("ping");
+        assert_eq!(broadcast.reply_limit(), None);
+        broadcast.destination = Some(vec!["a@h".to_owned()]);
+        assert_eq!(broadcast.reply_limit(), Some(1));
+        broadcast.limit = Some(5);
+        assert_eq!(broadcast.reply_limit(), Some(5));
     }
 
     #[test]
@@ -746,6 +952,44 @@ mod tests {
             ticket,
             Some(FieldValue::LongString(request.ticket.unwrap().into()))
         );
+    }
+
+    #[test]
+    fn a_node_answers_what_is_for_it_and_replies_only_when_asked() {
+        let mut mailbox = Mailbox::celery();
+        let mut node = Node::celery("rust@box");
+        let consume = node.consume();
+        assert_eq!(consume.queue.to_string(), "rust@box.celery.pidbox");
+        assert!(consume.no_ack);
+        let as_delivery = |outgoing: &Outgoing| {
+            let body = std::str::from_utf8(&outgoing.body).unwrap().to_owned();
+            delivery(&body, outgoing.properties.headers.clone().unwrap())
+        };
+
+        let plan = mailbox.broadcast(&Broadcast::new("ping"), 0.0);
+        let answer = node.answer(&as_delivery(&plan.request), |command| {
+            assert_eq!(command.method, "ping");
+            json!({"ok": "pong"})
+        });
+        assert!(answer.handled);
+        let (exchange, reply) = answer.reply.expect("a reply was wanted");
+        assert_eq!(exchange.exchange.to_string(), "reply.celery.pidbox");
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body, json!({"rust@box": {"ok": "pong"}}));
+
+        let mut silent = Broadcast::new("enable_events");
+        silent.reply = false;
+        let plan = mailbox.broadcast(&silent, 0.0);
+        let answer = node.answer(&as_delivery(&plan.request), |_| json!(null));
+        assert!(answer.handled && answer.reply.is_none());
+
+        let mut elsewhere = Broadcast::new("ping");
+        elsewhere.destination = Some(vec!["other@box".to_owned()]);
+        let plan = mailbox.broadcast(&elsewhere, 0.0);
+        let answer = node.answer(&as_delivery(&plan.request), |_| {
+            panic!("not this node's command")
+        });
+        assert!(!answer.handled && answer.reply.is_none());
     }
 
     #[test]

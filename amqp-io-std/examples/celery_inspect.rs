@@ -1,9 +1,9 @@
 //! `celery inspect` / `celery control` from Rust, through kombu's mailbox:
 //!
 //! ```text
-//! cargo run -p amqp-io-std --example celery_inspect -- ping
-//! cargo run -p amqp-io-std --example celery_inspect -- enable_events
-//! cargo run -p amqp-io-std --example celery_inspect -- ping --destination celery@host --timeout 2
+//! cargo run -p amqp-io-std --features kombu --example celery_inspect -- ping
+//! cargo run -p amqp-io-std --features kombu --example celery_inspect -- enable_events
+//! cargo run -p amqp-io-std --features kombu --example celery_inspect -- ping --destination celery@host --timeout 2
 //! ```
 //!
 //! Prints one line per node that answered, as celery does, and how many

@@ -2,7 +2,7 @@
 //! the workers. Answers `ping` and `hello`, and replies to anything else
 //! as a kombu node does to a command it does not know.
 //!
-//! `cargo run -p amqp-io-std --example celery_node -- rust@myhost [SECONDS]`
+//! `cargo run -p amqp-io-std --features kombu --example celery_node -- rust@myhost [SECONDS]`
 //! (serves for SECONDS, default 30; `AMQP_URL` picks the broker).
 use std::time::{Duration, Instant};
 

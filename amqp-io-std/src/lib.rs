@@ -51,13 +51,23 @@
 //! ([`Error::ConnectionClosed`]). A call that timed out leaves the
 //! connection usable: a reply that arrives later is discarded, and a
 //! message or consumer it carried is given back to the broker.
+//!
+//! # Features
+//!
+//! - `tls`: `amqps://` through rustls.
+//! - `kombu` (off by default): kombu/celery support, the `pidbox`
+//!   mailbox (what `celery inspect` and `celery control` speak) and
+//!   `rpc` over RabbitMQ's direct reply-to. It brings `serde_json` and
+//!   `uuid`; a plain client pulls neither.
 #![forbid(unsafe_code)]
 
 mod channel;
 mod connection;
 mod consumer;
+#[cfg(feature = "kombu")]
 pub mod pidbox;
 mod recovery;
+#[cfg(feature = "kombu")]
 pub mod rpc;
 mod shared;
 #[cfg(feature = "tls")]

@@ -1,8 +1,8 @@
 //! kombu's process mailbox over the blocking adapter: broadcasting
 //! commands to celery workers (`celery inspect` / `celery control`) and
-//! collecting their replies, and serving commands as a node. The
-//! bookkeeping is [`amqp_io_common::pidbox`]'s; this module only moves the
-//! messages.
+//! collecting their replies, and serving commands as a node. Every
+//! decision is [`amqp_io_common::pidbox`]'s; this module only moves the
+//! messages and waits.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -18,29 +18,20 @@
 //! # Ok::<(), amqp_io_std::Error>(())
 //! ```
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use amqp_io_common::pidbox::{self, ReplyOutcome};
+use amqp_io_common::pidbox::{self, unix_now, Collector, Outgoing, Topology};
 pub use amqp_io_common::pidbox::{unknown_command, Broadcast, Command};
 use amqp_io_common::{Error, Result};
-use amqp_proto::spec::BasicConsume;
 use serde_json::Value;
 
 use crate::{Channel, Connection, Consumer};
-
-/// The current time as Unix seconds, as kombu's headers carry it.
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
-}
 
 /// A mailbox bound to a channel of its own.
 #[derive(Debug)]
 pub struct Mailbox {
     mailbox: pidbox::Mailbox,
     channel: Channel,
-    last_ticket: Option<String>,
 }
 
 impl Mailbox {
@@ -49,7 +40,6 @@ impl Mailbox {
         Ok(Self {
             mailbox,
             channel: connection.channel()?,
-            last_ticket: None,
         })
     }
 
@@ -73,32 +63,22 @@ impl Mailbox {
         broadcast: &Broadcast,
         callback: impl FnMut(&Value),
     ) -> Result<Vec<Value>> {
-        self.channel
-            .exchange_declare(self.mailbox.exchange_declare())?;
-        if broadcast.reply {
-            // Exclusive and auto-deleted: declared again for each broadcast.
-            let (exchange, queue, bind) = self.mailbox.reply_topology();
-            self.channel.exchange_declare(exchange)?;
-            self.channel.queue_declare(queue)?;
-            self.channel.queue_bind(bind)?;
+        let plan = self.mailbox.broadcast(broadcast, unix_now());
+        self.channel.exchange_declare(plan.exchange)?;
+        if let Some(topology) = plan.reply_topology {
+            declare(&self.channel, topology)?;
         }
-        let request = self.mailbox.request(broadcast, unix_now());
-        self.channel
-            .publish(&request.publish, &request.properties, request.body)?;
-        let Some(ticket) = request.ticket else {
-            return Ok(Vec::new());
-        };
-        self.last_ticket = Some(ticket.clone());
-        let limit = broadcast
-            .limit
-            .or_else(|| broadcast.destination.as_ref().map(Vec::len));
-        self.collect(&ticket, limit, broadcast.timeout, callback)
+        publish(&self.channel, plan.request)?;
+        match plan.collector {
+            Some(collector) => self.drain(collector, callback),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The ticket of the last broadcast that wanted replies.
     #[must_use]
     pub fn last_ticket(&self) -> Option<&str> {
-        self.last_ticket.as_deref()
+        self.mailbox.last_ticket()
     }
 
     /// Collects replies for `ticket` (kombu's `_collect`): replies kept
@@ -110,32 +90,49 @@ impl Mailbox {
         ticket: &str,
         limit: Option<usize>,
         timeout: Duration,
+        callback: impl FnMut(&Value),
+    ) -> Result<Vec<Value>> {
+        let collector = self.mailbox.collect(ticket, limit, timeout);
+        self.drain(collector, callback)
+    }
+
+    /// Runs a collect: the waiting and the reply queue's consumer.
+    fn drain(
+        &mut self,
+        mut collector: Collector,
         mut callback: impl FnMut(&Value),
     ) -> Result<Vec<Value>> {
-        let mut collector = self.mailbox.collect(ticket, limit);
-        if collector.is_complete() {
+        let Some(consume) = collector.consume() else {
             return Ok(collector.replies);
-        }
-        let consumer = self.channel.consume(BasicConsume {
-            queue: self.mailbox.reply_queue().into(),
-            no_ack: true,
-            ..Default::default()
-        })?;
-        while !collector.is_complete() {
-            let delivery = match consumer.recv_timeout(timeout) {
+        };
+        let consumer = self.channel.consume(consume)?;
+        while let Some(wait) = collector.wait() {
+            let delivery = match consumer.recv_timeout(wait) {
                 Ok(delivery) => delivery,
                 Err(Error::Timeout { .. }) => break,
                 Err(error) => return Err(error),
             };
-            if let ReplyOutcome::Matched(reply) =
-                self.mailbox.on_reply(&mut collector, &delivery, unix_now())
-            {
-                callback(&reply);
+            let outcome = self.mailbox.on_reply(&mut collector, &delivery, unix_now());
+            if let Some(reply) = outcome.matched() {
+                callback(reply);
             }
         }
         consumer.cancel()?;
         Ok(collector.replies)
     }
+}
+
+/// Declares an exchange, a queue and their binding.
+fn declare(channel: &Channel, (exchange, queue, bind): Topology) -> Result<()> {
+    channel.exchange_declare(exchange)?;
+    channel.queue_declare(queue)?;
+    channel.queue_bind(bind)
+}
+
+/// Publishes one of the mailbox's messages.
+fn publish(channel: &Channel, message: Outgoing) -> Result<()> {
+    channel.publish(&message.publish, &message.properties, message.body)?;
+    Ok(())
 }
 
 /// A node answering mailbox commands, as a kombu (or celery worker) node
@@ -168,15 +165,8 @@ impl Node {
     /// Declares the node's queue on a new channel and starts consuming it.
     pub fn new(connection: &Connection, node: pidbox::Node) -> Result<Self> {
         let channel = connection.channel()?;
-        let (exchange, queue, bind) = node.topology();
-        channel.exchange_declare(exchange)?;
-        channel.queue_declare(queue)?;
-        channel.queue_bind(bind)?;
-        let consumer = channel.consume(BasicConsume {
-            queue: node.queue().into(),
-            no_ack: true,
-            ..Default::default()
-        })?;
+        declare(&channel, node.topology())?;
+        let consumer = channel.consume(node.consume())?;
         Ok(Self {
             node,
             channel,
@@ -201,22 +191,18 @@ impl Node {
     pub fn serve(
         &mut self,
         timeout: Duration,
-        mut handler: impl FnMut(&Command) -> Value,
+        handler: impl FnMut(&Command) -> Value,
     ) -> Result<bool> {
         let delivery = match self.consumer.recv_timeout(timeout) {
             Ok(delivery) => delivery,
             Err(Error::Timeout { .. }) => return Ok(false),
             Err(error) => return Err(error),
         };
-        let Some(command) = self.node.receive(&delivery) else {
-            return Ok(false);
-        };
-        let result = handler(&command);
-        if let Some((exchange, reply)) = self.node.reply(&command, result) {
+        let answer = self.node.answer(&delivery, handler);
+        if let Some((exchange, reply)) = answer.reply {
             self.channel.exchange_declare(exchange)?;
-            self.channel
-                .publish(&reply.publish, &reply.properties, reply.body)?;
+            publish(&self.channel, reply)?;
         }
-        Ok(true)
+        Ok(answer.handled)
     }
 }

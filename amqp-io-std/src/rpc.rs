@@ -14,14 +14,12 @@
 //! # Ok::<(), amqp_io_std::Error>(())
 //! ```
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use amqp_io_common::rpc::{self, CorrelationIds};
+use amqp_io_common::rpc::{self, Call, Calls};
 use amqp_io_common::{Error, Result};
 use amqp_proto::codec::BasicProperties;
-use amqp_proto::spec::{BasicConsume, BasicPublish};
 use amqp_proto::Delivery;
 use bytes::Bytes;
 
@@ -36,9 +34,8 @@ use crate::{Channel, Connection, Consumer};
 pub struct RpcClient {
     channel: Channel,
     replies: Consumer,
-    /// Calls in flight, and the reply once it arrived.
-    waiting: Mutex<HashMap<String, Option<Delivery>>>,
-    ids: CorrelationIds,
+    /// Calls in flight, each with a slot for its reply once it arrived.
+    calls: Mutex<Calls<Option<Delivery>>>,
 }
 
 impl RpcClient {
@@ -52,16 +49,11 @@ impl RpcClient {
     /// ```
     pub fn new(connection: &Connection) -> Result<Self> {
         let channel = connection.channel()?;
-        let replies = channel.consume(BasicConsume {
-            queue: rpc::REPLY_TO.into(),
-            no_ack: true,
-            ..Default::default()
-        })?;
+        let replies = channel.consume(rpc::reply_consume())?;
         Ok(Self {
             channel,
             replies,
-            waiting: Mutex::default(),
-            ids: CorrelationIds::default(),
+            calls: Mutex::default(),
         })
     }
 
@@ -82,52 +74,33 @@ impl RpcClient {
         body: impl Into<Bytes>,
         timeout: Duration,
     ) -> Result<Delivery> {
-        let id = self.ids.next_id();
-        self.lock().insert(id.clone(), None);
-        let result = self.exchange(&id, exchange, routing_key, properties, body.into(), timeout);
-        self.lock().remove(&id);
+        let call = self.lock().start(None, exchange, routing_key, properties);
+        let result = self.exchange(&call, body.into(), timeout);
+        self.lock().finish(&call.id);
         result
     }
 
-    fn exchange(
-        &self,
-        id: &str,
-        exchange: &str,
-        routing_key: &str,
-        properties: BasicProperties,
-        body: Bytes,
-        timeout: Duration,
-    ) -> Result<Delivery> {
-        let publish = BasicPublish {
-            exchange: exchange.into(),
-            routing_key: routing_key.into(),
-            ..Default::default()
-        };
-        let properties = rpc::request_properties(properties, id);
-        self.channel.publish(&publish, &properties, body)?;
+    fn exchange(&self, call: &Call, body: Bytes, timeout: Duration) -> Result<Delivery> {
+        self.channel
+            .publish(&call.publish, &call.properties, body)?;
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(reply) = self.lock().get_mut(id).and_then(Option::take) {
+            if let Some(reply) = self.lock().waiter_of(&call.id).and_then(Option::take) {
                 return Ok(reply);
             }
             // Short slices, so a reply another thread filed for us is
             // seen soon.
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::Timeout {
-                    operation: "rpc call",
-                    timeout,
-                });
+                return Err(rpc::call_timed_out(timeout));
             }
             match self
                 .replies
                 .recv_timeout(left.min(Duration::from_millis(50)))
             {
                 Ok(reply) => {
-                    if let Some(reply_id) = rpc::correlation_id(&reply) {
-                        if let Some(slot) = self.lock().get_mut(&reply_id) {
-                            *slot = Some(reply);
-                        }
+                    if let Some(slot) = self.lock().waiter(&reply) {
+                        *slot = Some(reply);
                     }
                 }
                 Err(Error::Timeout { .. }) => {}
@@ -148,8 +121,8 @@ impl RpcClient {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Delivery>>> {
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Calls<Option<Delivery>>> {
+        self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -174,10 +147,7 @@ pub fn serve(
     limit: Option<usize>,
     mut handler: impl FnMut(&Delivery) -> (BasicProperties, Bytes),
 ) -> Result<usize> {
-    let requests = channel.consume(BasicConsume {
-        queue: queue.into(),
-        ..Default::default()
-    })?;
+    let requests = channel.consume(rpc::request_consume(queue))?;
     let mut served = 0;
     while limit.map_or(true, |limit| served < limit) {
         let request = match requests.recv() {

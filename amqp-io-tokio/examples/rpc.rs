@@ -1,7 +1,7 @@
 //! Direct reply-to RPC: a server squaring numbers and a client with 100
 //! requests in flight at once, each correlated to its reply.
 //!
-//! `cargo run -p amqp-io-tokio --example rpc` (AMQP_URL picks the broker).
+//! `cargo run -p amqp-io-tokio --features kombu --example rpc` (AMQP_URL picks the broker).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

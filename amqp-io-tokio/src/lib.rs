@@ -52,14 +52,24 @@
 //! ([`Error::ConnectionClosed`]). Every future may be dropped at any await
 //! point: the connection and channel stay usable and no confirm is lost
 //! (see [`Channel`] for what happens to a reply that comes after).
+//!
+//! # Features
+//!
+//! - `tls`: `amqps://` through rustls.
+//! - `kombu` (off by default): kombu/celery support, the `pidbox`
+//!   mailbox (what `celery inspect` and `celery control` speak) and
+//!   `rpc` over RabbitMQ's direct reply-to. It brings `serde_json` and
+//!   `uuid`; a plain client pulls neither.
 #![forbid(unsafe_code)]
 
 mod channel;
 mod connection;
 mod consumer;
 mod driver;
+#[cfg(feature = "kombu")]
 pub mod pidbox;
 mod recovery;
+#[cfg(feature = "kombu")]
 pub mod rpc;
 mod state;
 

@@ -1,6 +1,7 @@
 //! kombu's process mailbox over the tokio adapter: broadcasting commands
 //! to celery workers and collecting their replies, and serving commands as
-//! a node. The bookkeeping is [`amqp_io_common::pidbox`]'s.
+//! a node. Every decision is [`amqp_io_common::pidbox`]'s; this module
+//! only moves the messages and waits.
 //!
 //! ```no_run
 //! use amqp_io_tokio::pidbox::{Broadcast, Mailbox};
@@ -15,28 +16,20 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use amqp_io_common::pidbox::{self, ReplyOutcome};
-pub use amqp_io_common::pidbox::{Broadcast, Command};
-use amqp_io_common::Result;
-use amqp_proto::spec::BasicConsume;
+use amqp_io_common::pidbox::{self, unix_now, Collector, Outgoing, Topology};
+pub use amqp_io_common::pidbox::{unknown_command, Broadcast, Command};
+use amqp_io_common::{Error, Result};
 use serde_json::Value;
 
 use crate::{Channel, Connection, Consumer};
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
-}
 
 /// A mailbox bound to a channel of its own.
 #[derive(Debug)]
 pub struct Mailbox {
     mailbox: pidbox::Mailbox,
     channel: Channel,
-    last_ticket: Option<String>,
 }
 
 impl Mailbox {
@@ -53,7 +46,6 @@ impl Mailbox {
         Ok(Self {
             mailbox,
             channel: connection.channel().await?,
-            last_ticket: None,
         })
     }
 
@@ -89,7 +81,7 @@ impl Mailbox {
     /// ```
     #[must_use]
     pub fn last_ticket(&self) -> Option<&str> {
-        self.last_ticket.as_deref()
+        self.mailbox.last_ticket()
     }
 
     /// Broadcasts and, if asked, collects the replies as kombu does (see
@@ -109,28 +101,16 @@ impl Mailbox {
         broadcast: &Broadcast,
         callback: impl FnMut(&Value),
     ) -> Result<Vec<Value>> {
-        self.channel
-            .exchange_declare(self.mailbox.exchange_declare())
-            .await?;
-        if broadcast.reply {
-            let (exchange, queue, bind) = self.mailbox.reply_topology();
-            self.channel.exchange_declare(exchange).await?;
-            self.channel.queue_declare(queue).await?;
-            self.channel.queue_bind(bind).await?;
+        let plan = self.mailbox.broadcast(broadcast, unix_now());
+        self.channel.exchange_declare(plan.exchange).await?;
+        if let Some(topology) = plan.reply_topology {
+            declare(&self.channel, topology).await?;
         }
-        let request = self.mailbox.request(broadcast, unix_now());
-        self.channel
-            .publish(&request.publish, &request.properties, request.body)
-            .await?;
-        let Some(ticket) = request.ticket else {
+        publish(&self.channel, plan.request).await?;
+        let Some(collector) = plan.collector else {
             return Ok(Vec::new());
         };
-        self.last_ticket = Some(ticket.clone());
-        let limit = broadcast
-            .limit
-            .or_else(|| broadcast.destination.as_ref().map(Vec::len));
-        self.collect(&ticket, limit, broadcast.timeout, callback)
-            .await
+        self.drain(collector, callback).await
     }
 
     /// Collects replies for `ticket` (kombu's `_collect`).
@@ -146,34 +126,55 @@ impl Mailbox {
         ticket: &str,
         limit: Option<usize>,
         timeout: Duration,
+        callback: impl FnMut(&Value),
+    ) -> Result<Vec<Value>> {
+        let collector = self.mailbox.collect(ticket, limit, timeout);
+        self.drain(collector, callback).await
+    }
+
+    /// Runs a collect: its consumer of the reply queue, and the waits.
+    async fn drain(
+        &mut self,
+        mut collector: Collector,
         mut callback: impl FnMut(&Value),
     ) -> Result<Vec<Value>> {
-        let mut collector = self.mailbox.collect(ticket, limit);
-        if collector.is_complete() {
+        let Some(consume) = collector.consume() else {
             return Ok(collector.replies);
-        }
-        let consume = BasicConsume {
-            queue: self.mailbox.reply_queue().into(),
-            no_ack: true,
-            ..Default::default()
         };
         let mut consumer = self.channel.basic_consume(consume).await?;
-        while !collector.is_complete() {
-            let delivery = match tokio::time::timeout(timeout, consumer.recv()).await {
-                Ok(Some(delivery)) => delivery?,
-                Ok(None) | Err(_) => break,
+        while let Some(wait) = collector.wait() {
+            let Ok(Some(delivery)) = tokio::time::timeout(wait, consumer.recv()).await else {
+                break;
             };
-            if let ReplyOutcome::Matched(reply) =
-                self.mailbox.on_reply(&mut collector, &delivery, unix_now())
-            {
-                callback(&reply);
+            let delivery = delivery?;
+            let outcome = self.mailbox.on_reply(&mut collector, &delivery, unix_now());
+            if let Some(reply) = outcome.matched() {
+                callback(reply);
             }
         }
-        self.channel
-            .basic_cancel(&consumer.tag().to_string_lossy())
-            .await?;
+        let tag = consumer.tag().to_string_lossy();
+        self.channel.basic_cancel(&tag).await?;
         Ok(collector.replies)
     }
+}
+
+/// Declares an exchange, then a queue, then binds them.
+async fn declare(channel: &Channel, topology: Topology) -> Result<()> {
+    let (exchange, queue, bind) = topology;
+    channel.exchange_declare(exchange).await?;
+    channel.queue_declare(queue).await?;
+    channel.queue_bind(bind).await
+}
+
+/// Publishes a message of the mailbox's (no confirm is awaited).
+async fn publish(channel: &Channel, message: Outgoing) -> Result<()> {
+    let Outgoing {
+        publish,
+        properties,
+        body,
+    } = message;
+    channel.publish(&publish, &properties, body).await?;
+    Ok(())
 }
 
 /// A node answering mailbox commands, as a kombu or celery worker node
@@ -201,8 +202,6 @@ pub struct Node {
     consumer: Consumer,
 }
 
-pub use amqp_io_common::pidbox::unknown_command;
-
 impl Node {
     /// Declares the node's queue on a new channel and starts consuming it.
     ///
@@ -215,16 +214,8 @@ impl Node {
     /// ```
     pub async fn new(connection: &Connection, node: pidbox::Node) -> Result<Self> {
         let channel = connection.channel().await?;
-        let (exchange, queue, bind) = node.topology();
-        channel.exchange_declare(exchange).await?;
-        channel.queue_declare(queue).await?;
-        channel.queue_bind(bind).await?;
-        let consume = BasicConsume {
-            queue: node.queue().into(),
-            no_ack: true,
-            ..Default::default()
-        };
-        let consumer = channel.basic_consume(consume).await?;
+        declare(&channel, node.topology()).await?;
+        let consumer = channel.basic_consume(node.consume()).await?;
         Ok(Self {
             node,
             channel,
@@ -267,27 +258,21 @@ impl Node {
     pub async fn serve(
         &mut self,
         timeout: Duration,
-        mut handler: impl FnMut(&Command) -> Value,
+        handler: impl FnMut(&Command) -> Value,
     ) -> Result<bool> {
         let delivery = match tokio::time::timeout(timeout, self.consumer.recv()).await {
             Ok(Some(delivery)) => delivery?,
             Ok(None) => {
-                return Err(amqp_io_common::Error::ConsumerCancelled(
-                    self.consumer.tag().to_string(),
-                ))
+                let tag = self.consumer.tag().to_string();
+                return Err(Error::ConsumerCancelled(tag));
             }
             Err(_) => return Ok(false),
         };
-        let Some(command) = self.node.receive(&delivery) else {
-            return Ok(false);
-        };
-        let result = handler(&command);
-        if let Some((exchange, reply)) = self.node.reply(&command, result) {
+        let answer = self.node.answer(&delivery, handler);
+        if let Some((exchange, reply)) = answer.reply {
             self.channel.exchange_declare(exchange).await?;
-            self.channel
-                .publish(&reply.publish, &reply.properties, reply.body)
-                .await?;
+            publish(&self.channel, reply).await?;
         }
-        Ok(true)
+        Ok(answer.handled)
     }
 }

@@ -16,21 +16,25 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use amqp_io_common::rpc::{self, CorrelationIds};
+use amqp_io_common::rpc::{self, Calls};
 use amqp_io_common::{Error, Result};
 use amqp_proto::codec::BasicProperties;
-use amqp_proto::spec::{BasicConsume, BasicPublish};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::consumer::Delivery;
 use crate::{Channel, Connection, Consumer};
 
-type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Delivery>>>>;
+/// The calls in flight, each with the sender its reply goes through (taken
+/// when the reply comes).
+type Waiters = Arc<Mutex<Calls<Option<oneshot::Sender<Delivery>>>>>;
+
+fn lock(waiters: &Waiters) -> MutexGuard<'_, Calls<Option<oneshot::Sender<Delivery>>>> {
+    waiters.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Sends requests and awaits their replies through direct reply-to. Cheap
 /// to share (`Arc`) between tasks; many calls may be in flight at once.
@@ -41,7 +45,6 @@ type Waiters = Arc<Mutex<HashMap<String, oneshot::Sender<Delivery>>>>;
 pub struct RpcClient {
     channel: Channel,
     waiters: Waiters,
-    ids: CorrelationIds,
     router: tokio::task::JoinHandle<()>,
 }
 
@@ -62,18 +65,12 @@ impl RpcClient {
     /// ```
     pub async fn new(connection: &Connection) -> Result<Self> {
         let channel = connection.channel().await?;
-        let consume = BasicConsume {
-            queue: rpc::REPLY_TO.into(),
-            no_ack: true,
-            ..Default::default()
-        };
-        let replies = channel.basic_consume(consume).await?;
+        let replies = channel.basic_consume(rpc::reply_consume()).await?;
         let waiters: Waiters = Arc::default();
         let router = tokio::spawn(route_replies(replies, Arc::clone(&waiters)));
         Ok(Self {
             channel,
             waiters,
-            ids: CorrelationIds::default(),
             router,
         })
     }
@@ -100,31 +97,23 @@ impl RpcClient {
         body: impl Into<Bytes>,
         timeout: Duration,
     ) -> Result<Delivery> {
-        let id = self.ids.next_id();
         let (sender, receiver) = oneshot::channel();
-        self.lock().insert(id.clone(), sender);
+        let call = lock(&self.waiters).start(Some(sender), exchange, routing_key, properties);
         // Forgets the request however this future ends.
         let _forget = Forget {
             waiters: &self.waiters,
-            id: &id,
+            id: &call.id,
         };
-        let publish = BasicPublish {
-            exchange: exchange.into(),
-            routing_key: routing_key.into(),
-            ..Default::default()
-        };
-        let properties = rpc::request_properties(properties, &id);
-        self.channel.publish(&publish, &properties, body).await?;
+        self.channel
+            .publish(&call.publish, &call.properties, body)
+            .await?;
         match tokio::time::timeout(timeout, receiver).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(self
                 .channel
                 .close_reason()
                 .map_or_else(|| closed("the reply consumer ended"), Error::ChannelClosed)),
-            Err(_) => Err(Error::Timeout {
-                operation: "rpc call",
-                timeout,
-            }),
+            Err(_) => Err(rpc::call_timed_out(timeout)),
         }
     }
 
@@ -137,11 +126,7 @@ impl RpcClient {
     /// ```
     #[must_use]
     pub fn pending(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Delivery>>> {
-        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.waiters).len()
     }
 }
 
@@ -157,32 +142,20 @@ struct Forget<'a> {
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        self.waiters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(self.id);
+        lock(self.waiters).finish(self.id);
     }
 }
 
 /// Hands each reply to the call waiting for its correlation id.
 async fn route_replies(mut replies: Consumer, waiters: Waiters) {
     while let Some(Ok(reply)) = replies.recv().await {
-        let Some(id) = rpc::correlation_id(&reply) else {
-            continue;
-        };
-        let waiter = waiters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        let waiter = lock(&waiters).waiter(&reply).and_then(Option::take);
         if let Some(waiter) = waiter {
             let _ = waiter.send(reply);
         }
     }
     // The consumer ended: calls still waiting fail.
-    waiters
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clear();
+    lock(&waiters).clear();
 }
 
 /// Serves requests from `queue` on `channel`: `handler` computes each
@@ -206,11 +179,7 @@ pub async fn serve(
     queue: &str,
     mut handler: impl FnMut(&Delivery) -> (BasicProperties, Bytes),
 ) -> Result<()> {
-    let consume = BasicConsume {
-        queue: queue.into(),
-        ..Default::default()
-    };
-    let mut requests = channel.basic_consume(consume).await?;
+    let mut requests = channel.basic_consume(rpc::request_consume(queue)).await?;
     while let Some(request) = requests.recv().await {
         let request = request?;
         let (properties, body) = handler(&request);
