@@ -506,24 +506,18 @@ impl Channel {
 
     fn start_consumer(
         &self,
-        mut consume: BasicConsume,
+        consume: BasicConsume,
         callback: Option<crate::shared::DeliveryCallback>,
     ) -> Result<(ShortString, u64)> {
-        if consume.consumer_tag.is_empty() {
-            // A tag of our own, rather than the server's: RabbitMQ's
-            // consume-oks can overtake each other, and the core matches
-            // them to requests by tag.
-            consume.consumer_tag = next_consumer_tag().into();
-        }
         let generation = self.generation;
-        // Without a reply (nowait), the tag given is the consumer's.
-        let tag = consume.consumer_tag.clone();
-        let request = {
+        // An unnamed consumer gets a tag from the core: without a reply
+        // (nowait), that tag is the consumer's.
+        let (tag, request) = {
             let mut inner = self.shared.lock();
-            let request = inner.consume(self.id, generation, consume, callback)?;
+            let started = inner.consume(self.id, generation, consume, callback)?;
             inner.flush();
             inner.dispatch();
-            request
+            started
         };
         let Some(request) = request else {
             return Ok((tag, generation));
@@ -789,17 +783,6 @@ impl Channel {
             _ => None,
         }
     }
-}
-
-/// A consumer tag unique in this process.
-fn next_consumer_tag() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!(
-        "amqp-io-std.{}.{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Calls the return handlers (and the blocked handler) that have work,

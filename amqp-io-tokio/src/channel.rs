@@ -419,8 +419,8 @@ impl Channel {
     }
 
     /// Starts a consumer (`basic.consume`): a stream of deliveries, each
-    /// acknowledged through itself. An empty consumer tag is filled in
-    /// here (RabbitMQ's consume-oks can overtake each other; the core
+    /// acknowledged through itself. An empty consumer tag is filled in by
+    /// the core (RabbitMQ's consume-oks can overtake each other; the core
     /// matches them by tag).
     ///
     /// Cancellation: a consumer whose consume-ok arrives after the future
@@ -437,13 +437,9 @@ impl Channel {
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn basic_consume(&self, mut consume: BasicConsume) -> Result<Consumer> {
-        if consume.consumer_tag.is_empty() {
-            consume.consumer_tag = next_consumer_tag().into();
-        }
-        let tag = consume.consumer_tag.clone();
+    pub async fn basic_consume(&self, consume: BasicConsume) -> Result<Consumer> {
         let no_ack = consume.no_ack;
-        let request =
+        let (tag, request) =
             self.command(|state| state.consume(self.id, self.generation, consume, None))?;
         let Some(request) = request else {
             return Ok(Consumer::new(self.clone(), tag, no_ack));
@@ -734,17 +730,6 @@ impl Channel {
             _ => None,
         }
     }
-}
-
-/// A consumer tag unique in this process.
-fn next_consumer_tag() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!(
-        "amqp-io-tokio.{}.{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn unexpected(operation: &'static str, reply: &str) -> Error {

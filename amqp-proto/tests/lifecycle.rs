@@ -651,3 +651,63 @@ fn consume_ok_and_cancel_ok_may_lag_behind_later_replies() {
     );
     assert_eq!(close_code(&mut peer), ReplyCode::COMMAND_INVALID.0);
 }
+
+#[test]
+fn consume_names_an_unnamed_consumer_and_matches_its_reply_by_that_name() {
+    let mut peer = open_peer(Config::default());
+    let channel = peer.open_channel();
+    let mut handle = peer.connection.channel(channel).unwrap();
+    let (first, first_request) = handle
+        .consume(spec::BasicConsume {
+            queue: "a".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let (second, second_request) = handle
+        .consume(spec::BasicConsume {
+            queue: "b".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_ne!(first, second);
+    assert!(first.to_string().starts_with(&format!("ctag-{channel}.")));
+    // Named, so nowait is allowed too.
+    let (third, none) = handle
+        .consume(spec::BasicConsume {
+            queue: "c".into(),
+            nowait: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(none, None);
+    let sent = peer.expect_methods(&["basic.consume", "basic.consume", "basic.consume"]);
+    let tags: Vec<_> = sent
+        .iter()
+        .map(|(_, method)| match method {
+            Method::BasicConsume(consume) => consume.consumer_tag.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(tags, vec![first.clone(), second.clone(), third]);
+    // The second queue answers first; each reply finds its own consume.
+    for tag in [&second, &first] {
+        peer.send(
+            channel,
+            spec::BasicConsumeOk {
+                consumer_tag: tag.clone(),
+            },
+        );
+    }
+    let answered: Vec<_> = peer
+        .events()
+        .into_iter()
+        .map(|event| match event {
+            Event::Reply { request, .. } => request,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        answered,
+        vec![second_request.unwrap(), first_request.unwrap()]
+    );
+}

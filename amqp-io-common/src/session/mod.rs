@@ -263,19 +263,24 @@ impl<A: Attach> Session<A> {
         Ok(request)
     }
 
-    /// Sends a `basic.consume` whose consumer gets `extra` once the server
-    /// confirms it (at once with `nowait`).
+    /// Sends a `basic.consume` (with a tag the core makes up, if it names
+    /// none) whose consumer gets `extra` once the server confirms it (at
+    /// once with `nowait`). Returns the tag, and the request its consume-ok
+    /// answers.
     pub fn consume(
         &mut self,
         id: u16,
         generation: u64,
         consume: amqp_proto::spec::BasicConsume,
         extra: A::Consumer,
-    ) -> Result<Option<RequestId>, Error> {
+    ) -> Result<(ShortString, Option<RequestId>), Error> {
         let no_ack = consume.no_ack;
-        let tag = consume.consumer_tag.clone();
         let nowait = consume.nowait;
-        let request = self.request(id, generation, consume.into())?;
+        self.ledger.channel(id, generation)?;
+        let (tag, request) = self.core.channel(id)?.consume(consume)?;
+        if let Some(request) = request {
+            self.replies.expect(request);
+        }
         let pending = PendingConsume {
             generation,
             no_ack,
@@ -285,10 +290,10 @@ impl<A: Attach> Session<A> {
             Some(request) => {
                 self.pending_consumes.insert(request, pending);
             }
-            None if nowait => self.register_consumer((id, tag), pending),
+            None if nowait => self.register_consumer((id, tag.clone()), pending),
             None => {}
         }
-        Ok(request)
+        Ok((tag, request))
     }
 
     /// Starts the record deliveries for `key` are sorted into.

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use crate::codec::ShortString;
 use crate::codec::{
     body_frame_header, encode_properties_frame, encode_publish_frame, BasicProperties,
 };
@@ -9,7 +10,7 @@ use crate::connection::Connection;
 use crate::error::UsageError;
 use crate::event::RequestId;
 use crate::spec::constants::{ReplyCode, FRAME_OVERHEAD};
-use crate::spec::{BasicAck, BasicNack, BasicPublish, BasicReject, Method};
+use crate::spec::{BasicAck, BasicConsume, BasicNack, BasicPublish, BasicReject, Method};
 
 /// A borrowed handle on one channel of a [`Connection`], from
 /// [`Connection::channel`]. Every command queues frames and returns at once;
@@ -191,6 +192,27 @@ impl<'a> ChannelRef<'a> {
             .connection
             .channel_state(self.id)
             .and_then(super::Channel::record_publish))
+    }
+
+    /// Starts a consumer (`basic.consume`), naming it: an empty consumer
+    /// tag is replaced by one the core makes up, unique on the channel
+    /// (`ctag-<channel>.<n>`). RabbitMQ answers consumes from the queues'
+    /// processes, so consume-oks of pipelined consumes may overtake each
+    /// other, and a tag named in the request is what matches each reply to
+    /// its consume; a named consume may also be `nowait`. Returns the tag,
+    /// and the request its consume-ok answers (none with `nowait`).
+    ///
+    /// [`request`](Self::request) sends a `basic.consume` as it is.
+    pub fn consume(
+        &mut self,
+        mut consume: BasicConsume,
+    ) -> Result<(ShortString, Option<RequestId>), UsageError> {
+        if consume.consumer_tag.is_empty() {
+            consume.consumer_tag = self.connection.new_consumer_tag(self.id);
+        }
+        let tag = consume.consumer_tag.clone();
+        let request = self.request(consume)?;
+        Ok((tag, request))
     }
 
     /// Acknowledges a delivery (with `multiple`, every one up to it).

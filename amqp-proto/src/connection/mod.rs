@@ -140,6 +140,8 @@ pub struct Connection {
     last_received: Instant,
     last_sent: Instant,
     next_request: u64,
+    /// Numbers the consumer tags [`ChannelRef::consume`] makes up.
+    next_consumer_tag: u64,
     /// Requests on channel 0 awaiting replies (`update-secret`).
     connection_requests: VecDeque<RequestId>,
     blocked: bool,
@@ -184,6 +186,7 @@ impl Connection {
             last_received: now,
             last_sent: now,
             next_request: 0,
+            next_consumer_tag: 0,
             connection_requests: VecDeque::new(),
             blocked: false,
             challenge_pending: false,
@@ -456,6 +459,20 @@ impl Connection {
         if now >= later(self.last_sent, interval) {
             encode_heartbeat_frame(self.output.frames());
             self.last_sent = now;
+        }
+    }
+
+    /// A consumer tag no consumer of channel `id` uses: `ctag-<id>.<n>`.
+    pub(crate) fn new_consumer_tag(&mut self, id: u16) -> ShortString {
+        loop {
+            self.next_consumer_tag += 1;
+            let tag = ShortString::from(format!("ctag-{id}.{}", self.next_consumer_tag).as_str());
+            let taken = self
+                .channel_state(id)
+                .is_some_and(|channel| channel.has_consumer(&tag));
+            if !taken {
+                return tag;
+            }
         }
     }
 
