@@ -1,0 +1,219 @@
+//! Deterministic simulation of the `amqp-proto` core.
+//!
+//! The real [`amqp_proto::Connection`] runs against a modelled RabbitMQ
+//! ([`broker`]) on a simulated clock. A seed names a list of [`Step`]s
+//! (application commands, network deliveries of random prefixes, clock
+//! advances, faults and malformed input, see [`generate`]); after every
+//! step the oracle checks the core's invariants: every request resolved
+//! exactly once and with the reply the broker gave it, every confirm
+//! settled once, channel and connection lifecycles, the reply codes owed
+//! to malformed input, no false positives against a correct broker,
+//! bounded output, prompt closes. The same seed always gives the same
+//! trace, and re-splitting the server's bytes must not change it.
+//!
+//! ```
+//! let outcome = amqp_sim::run_seed(7, &amqp_sim::Options::default());
+//! // Either a summary, or a failure naming the seed, step and invariant.
+//! let _ = outcome;
+//! ```
+//!
+//! A failure replays with `cargo run -p amqp-sim -- --seed N --trace` and
+//! shrinks with `--shrink N` to a `Vec<Step>` for `tests/regressions.rs`.
+
+pub mod broker;
+mod app;
+mod driver;
+mod faults;
+mod generator;
+mod hash;
+mod oracle;
+pub mod rng;
+mod shrink;
+mod sim;
+mod step;
+
+pub use generator::generate;
+pub use oracle::Violation;
+pub use shrink::{shrink, Shrunk};
+pub use step::{Malformed, Reaction, Step};
+
+use sim::Mode;
+
+/// How seeds are run.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Most steps a generated run has (at least 10).
+    pub max_steps: usize,
+    /// Every this many seeds (by value), the run is repeated twice: once
+    /// as it was (determinism) and once with the server's bytes re-split
+    /// (split invariance). 0 never repeats.
+    pub recheck_every: u64,
+    /// Keep a readable trace of every run, not only of failures.
+    pub trace: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_steps: 120,
+            recheck_every: 8,
+            trace: false,
+        }
+    }
+}
+
+/// A run that kept every invariant.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The seed.
+    pub seed: u64,
+    /// Steps run.
+    pub steps: usize,
+    /// Events the core emitted.
+    pub events: usize,
+    /// Hash of the trace (events, bytes written, times).
+    pub hash: u64,
+    /// How the connection ended.
+    pub ending: String,
+    /// The readable trace, when asked for.
+    pub trace: Vec<String>,
+}
+
+/// A run that broke an invariant.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The seed.
+    pub seed: u64,
+    /// The step after which the invariant was found broken (the number of
+    /// steps for the final checks, `usize::MAX` for a panic).
+    pub step_index: usize,
+    /// The invariant's name.
+    pub invariant: &'static str,
+    /// What was observed.
+    pub detail: String,
+    /// The readable trace of the failing run.
+    pub trace: Vec<String>,
+}
+
+impl Failure {
+    /// The command that replays it.
+    #[must_use]
+    pub fn replay_command(&self) -> String {
+        format!("cargo run -p amqp-sim -- --seed {} --trace", self.seed)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} broke {} after step {}: {}",
+            self.seed, self.invariant, self.step_index, self.detail
+        )
+    }
+}
+
+/// What a seed did.
+pub type Outcome = Result<Summary, Box<Failure>>;
+
+/// Runs the steps generated for `seed`, with the re-checks `options` ask for.
+#[must_use]
+pub fn run_seed(seed: u64, options: &Options) -> Outcome {
+    let steps = generate(seed, options.max_steps);
+    let outcome = run_steps(seed, &steps, options);
+    let summary = outcome?;
+    if options.recheck_every > 0 && seed % options.recheck_every == 0 {
+        recheck(seed, &steps, &summary)?;
+    }
+    Ok(summary)
+}
+
+/// Runs `steps` (generated, shrunk or hand-written) with the broker and
+/// client choices of `seed`.
+#[must_use]
+pub fn run_steps(seed: u64, steps: &[Step], options: &Options) -> Outcome {
+    let mode = Mode {
+        resplit: None,
+        trace: options.trace,
+    };
+    let run = sim::run(seed, steps, mode);
+    match run.failure {
+        None => Ok(Summary {
+            seed,
+            steps: steps.len(),
+            events: run.events,
+            hash: run.hash,
+            ending: run.ending,
+            trace: run.trace,
+        }),
+        Some((step_index, violation)) => {
+            // Run again for the trace; the run is deterministic.
+            let trace = if options.trace {
+                run.trace
+            } else {
+                sim::run(seed, steps, Mode { trace: true, ..mode }).trace
+            };
+            Err(Box::new(Failure {
+                seed,
+                step_index,
+                invariant: violation.invariant,
+                detail: violation.detail,
+                trace,
+            }))
+        }
+    }
+}
+
+/// Runs `steps` and always rechecks determinism and split invariance.
+pub(crate) fn recheck_steps(seed: u64, steps: &[Step], options: &Options) -> Option<Box<Failure>> {
+    match run_steps(seed, steps, options) {
+        Ok(summary) => recheck(seed, steps, &summary).err(),
+        Err(failure) => Some(failure),
+    }
+}
+
+/// Runs a seed again as it was, and with the server's bytes split
+/// differently: both traces must equal the first.
+fn recheck(seed: u64, steps: &[Step], first: &Summary) -> Result<(), Box<Failure>> {
+    let fail = |invariant: &'static str, detail: String, trace: Vec<String>| {
+        Box::new(Failure {
+            seed,
+            step_index: steps.len(),
+            invariant,
+            detail,
+            trace,
+        })
+    };
+    let again = sim::run(seed, steps, Mode::default());
+    if again.hash != first.hash {
+        return Err(fail(
+            "determinism",
+            format!("hash {:#x} then {:#x}", first.hash, again.hash),
+            Vec::new(),
+        ));
+    }
+    let resplit = sim::run(seed, steps, Mode { resplit: Some(0x5EED), trace: false });
+    if let Some((index, violation)) = resplit.failure {
+        return Err(Box::new(Failure {
+            seed,
+            step_index: index,
+            invariant: "split-invariance",
+            detail: format!(
+                "with the server's bytes re-split, {} broke: {}",
+                violation.invariant, violation.detail
+            ),
+            trace: sim::run(seed, steps, Mode { resplit: Some(0x5EED), trace: true }).trace,
+        }));
+    }
+    if resplit.hash != first.hash {
+        return Err(fail(
+            "split-invariance",
+            format!(
+                "re-splitting the server's bytes changed the trace (ending {:?} vs {:?})",
+                first.ending, resplit.ending
+            ),
+            sim::run(seed, steps, Mode { resplit: Some(0x5EED), trace: true }).trace,
+        ));
+    }
+    Ok(())
+}
