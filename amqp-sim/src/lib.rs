@@ -212,7 +212,13 @@ fn recheck(seed: u64, steps: &[Step], first: &Summary) -> Result<(), Box<Failure
                 "re-splitting the server's bytes changed the trace (ending {:?} vs {:?})",
                 first.ending, resplit.ending
             ),
-            sim::run(seed, steps, Mode { resplit: Some(0x5EED), trace: true }).trace,
+            {
+                // Both traces, so that the first difference can be found.
+                let mut trace = sim::run(seed, steps, Mode { resplit: None, trace: true }).trace;
+                trace.push("---- the same steps, server bytes re-split ----".to_owned());
+                trace.extend(sim::run(seed, steps, Mode { resplit: Some(0x5EED), trace: true }).trace);
+                trace
+            },
         ));
     }
     Ok(())

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use amqp_proto::codec::{BasicProperties, FieldTable, FieldValue};
+use amqp_proto::codec::{BasicProperties, DecodeLimits, FieldTable, FieldValue, Frame, FrameDecoder};
 use amqp_proto::spec::{self, constants::ReplyCode, Method};
 use amqp_proto::{Config, Connection, ConnectionError, Event, SaslMechanism};
 use bytes::Bytes;
@@ -57,16 +57,23 @@ struct Sim {
     split: Option<Rng>,
     hash: TraceHash,
     trace: Option<Vec<String>>,
+    /// Decodes the server's stream for the trace (trace mode only).
+    trace_decoder: Option<FrameDecoder>,
     events: usize,
     /// Malformed bytes reached the client: its error closes are expected.
     tainted: bool,
     /// Injections already looked at, by index into the broker's log.
     injections_seen: usize,
     /// Injections whose reaction is owed, with the number of client closes
-    /// the broker had seen when they arrived.
-    owed: Vec<(Injection, usize)>,
+    /// the broker had seen and the bytes the client had written when they
+    /// arrived.
+    owed: Vec<(Injection, usize, u64)>,
+    /// Bytes the client wrote so far.
+    written: u64,
     closes_checked: usize,
     close_called: Option<Instant>,
+    /// When `Event::Closed` was seen.
+    closed_at: Option<Instant>,
     /// Bytes the application queued and the bytes fed in, this step.
     app_queued: usize,
     fed: usize,
@@ -131,12 +138,20 @@ impl Sim {
             split: mode.resplit.map(|salt| Rng::fork(seed ^ salt, STREAM_SPLIT)),
             hash: TraceHash::default(),
             trace: mode.trace.then(Vec::new),
+            trace_decoder: mode.trace.then(|| {
+                FrameDecoder::new(DecodeLimits {
+                    max_frame_size: u32::MAX,
+                    max_table_depth: 1_000,
+                })
+            }),
             events: 0,
             tainted: false,
             injections_seen: 0,
             owed: Vec::new(),
+            written: 0,
             closes_checked: 0,
             close_called: None,
+            closed_at: None,
             app_queued: 0,
             fed: 0,
             transport_reported: false,
@@ -160,9 +175,9 @@ impl Sim {
             Step::Deliver { permille } => {
                 let pending = self.broker.pending();
                 let share = pending * usize::from(*permille) / 1000;
-                self.deliver(share.max(1));
+                self.deliver(share.max(1))?;
             }
-            Step::DeliverAll => self.deliver(usize::MAX),
+            Step::DeliverAll => self.deliver(usize::MAX)?,
             Step::Advance { ms } => self.advance(Duration::from_millis(u64::from(*ms)))?,
             Step::Cut => {
                 self.broker.cut();
@@ -381,27 +396,72 @@ impl Sim {
 
     /// The network hands the client up to `n` bytes of what the broker
     /// wrote, then the end of stream if the broker hung up.
-    fn deliver(&mut self, n: usize) {
+    ///
+    /// The bytes go in one piece (or random pieces when re-splitting), and
+    /// are also cut where injected bytes begin and end: the client's state
+    /// before them decides what it owes them, and its reaction is judged
+    /// right after them, as an adapter that writes after every read would
+    /// see it. Both runs of the split-invariance check cut there.
+    fn deliver(&mut self, n: usize) -> Result<(), Violation> {
         if self.broker.is_stalled() {
-            return;
+            return Ok(());
         }
         let offset = self.broker.delivered_offset();
         let chunk = self.broker.take(n);
         if !chunk.is_empty() {
             self.note(|| format!("  rx {} bytes", chunk.len()));
+            self.trace_frames(&chunk);
             self.hash.number(chunk.len() as u64);
-            let pieces = self.pieces(chunk.len());
+            let mut pieces = self.pieces(chunk.len());
+            let stream_end = offset + chunk.len() as u64;
+            for injection in &self.broker.log.injections {
+                for at in [injection.start, injection.end] {
+                    if at > offset && at < stream_end {
+                        pieces.push(usize::try_from(at - offset).unwrap_or(0));
+                    }
+                }
+            }
+            pieces.sort_unstable();
+            pieces.dedup();
             let mut at = 0;
             for end in pieces {
                 let piece = chunk.slice(at..end);
-                self.before_piece(offset + at as u64, offset + end as u64);
+                self.before_piece(offset + at as u64, offset + end as u64)?;
                 driver::input(&mut self.connection, &piece, self.now);
                 self.fed += piece.len();
+                if !self.owed.is_empty() {
+                    self.settle()?;
+                }
                 at = end;
             }
         }
         if self.broker.at_end_of_stream() {
             self.report_transport_closed("end of stream");
+        }
+        Ok(())
+    }
+
+    /// Names the server frames completed by `bytes`, for the trace.
+    fn trace_frames(&mut self, bytes: &[u8]) {
+        let (Some(decoder), Some(trace)) = (&mut self.trace_decoder, &mut self.trace) else {
+            return;
+        };
+        decoder.extend_from_slice(bytes);
+        loop {
+            match decoder.decode() {
+                Ok(Some(frame)) => trace.push(match frame {
+                    Frame::Method { channel, method } => format!("    frame {channel}: {}", short_method(&method)),
+                    Frame::Header { channel, header } => format!("    frame {channel}: header, body {}", header.body_size),
+                    Frame::Body { channel, payload } => format!("    frame {channel}: body {}", payload.len()),
+                    Frame::Heartbeat => "    frame 0: heartbeat".to_owned(),
+                }),
+                Ok(None) => break,
+                Err(error) => {
+                    trace.push(format!("    (undecodable from here: {error})"));
+                    self.trace_decoder = None;
+                    break;
+                }
+            }
         }
     }
 
@@ -426,12 +486,17 @@ impl Sim {
 
     /// Before bytes `[start, end)` of the stream reach the client: notes
     /// which malformed bytes they carry, and which reactions become owed.
-    fn before_piece(&mut self, start: u64, end: u64) {
+    fn before_piece(&mut self, start: u64, end: u64) -> Result<(), Violation> {
         while let Some(injection) = self.broker.log.injections.get(self.injections_seen).copied() {
             if injection.start >= end {
                 break;
             }
-            self.tainted = true;
+            if !self.tainted {
+                // Whatever the client did before the first malformed byte
+                // is judged as a reaction to a correct broker.
+                self.settle()?;
+                self.tainted = true;
+            }
             if injection.end > end {
                 // The fault is completed by a later piece; look again then.
                 break;
@@ -440,12 +505,14 @@ impl Sim {
             if injection.end <= start {
                 continue;
             }
-            let usable = self.connection.is_open()
+            let usable = (self.connection.is_open() || !injection.malformed.needs_open())
                 && injection.channel.map_or(true, |id| self.connection.channel(id).is_ok());
             if usable {
-                self.owed.push((injection, self.broker.log.client_closes.len()));
+                self.owed
+                    .push((injection, self.broker.log.client_closes.len(), self.written));
             }
         }
+        Ok(())
     }
 
     fn report_transport_closed(&mut self, reason: &str) {
@@ -478,7 +545,7 @@ impl Sim {
             self.now = self.now.max(next);
             if broker.is_some_and(|at| at <= self.now) {
                 self.broker.on_timer(self.now);
-                self.deliver(usize::MAX);
+                self.deliver(usize::MAX)?;
             }
             if client.is_some_and(|at| at <= self.now) {
                 driver::timeout(&mut self.connection, self.now);
@@ -501,8 +568,10 @@ impl Sim {
         let queued = self.connection.queued_output();
         let own = queued.saturating_sub(self.app_queued);
         // The core writes on its own only in answer to input (close-ok,
-        // flow-ok, cancel-ok) and for heartbeats: never more than it read.
-        if own > self.fed + 256 {
+        // flow-ok, cancel-ok), for heartbeats and for the handshake (start-ok
+        // with the client properties is the largest): never more than it read
+        // plus a constant.
+        if own > self.fed + 1024 {
             return Err(Violation::new(
                 "unbounded-output",
                 format!("{own} bytes queued by the core after reading {}", self.fed),
@@ -512,8 +581,12 @@ impl Sim {
         self.fed = 0;
         while let Some(chunk) = driver::transmit(&mut self.connection, self.now) {
             self.hash.bytes(&chunk);
+            self.written += chunk.len() as u64;
             self.broker.receive(&chunk, self.now);
         }
+        // What the client owed malformed input is checked first: the
+        // events that follow a missed fault are its consequences.
+        self.check_reactions()?;
         let mut seen = 0;
         while let Some(event) = self.connection.poll_event() {
             seen += 1;
@@ -523,13 +596,13 @@ impl Sim {
             self.oracle.event(&event, &self.broker.log)?;
             self.app.observe(&event);
             if let Event::Closed(error) = &event {
+                self.closed_at = Some(self.now);
                 self.check_closed(error)?;
             }
         }
         if seen > 0 {
             self.hash.number(self.elapsed_ms() as u64);
         }
-        self.check_reactions()?;
         if let Some(fault) = &self.broker.log.client_fault {
             return Err(Violation::new("client-protocol", fault.clone()));
         }
@@ -573,18 +646,19 @@ impl Sim {
             }
         }
         self.closes_checked = closes.len();
-        for (injection, before) in std::mem::take(&mut self.owed) {
+        for (injection, before, written) in std::mem::take(&mut self.owed) {
             let reaction = injection.malformed.expected();
             let sent = closes.get(before).copied();
+            let wrote = self.written - written;
             let ok = match reaction {
                 Reaction::Close(code) => sent == Some(code),
-                Reaction::Silent => sent.is_none() && self.connection.is_closed(),
+                Reaction::Silent => wrote == 0 && self.connection.is_closed(),
             };
             if !ok {
                 return Err(Violation::new(
                     "malformed-reaction",
                     format!(
-                        "after {:?} the client owed {reaction:?}; it sent close {sent:?}, closed: {}",
+                        "after {:?} the client owed {reaction:?}; it sent close {sent:?} ({wrote} bytes), closed: {}",
                         injection.malformed,
                         self.connection.is_closed()
                     ),
@@ -605,7 +679,7 @@ impl Sim {
                 break;
             }
             self.broker.flush_held();
-            self.deliver(usize::MAX);
+            self.deliver(usize::MAX)?;
             self.settle()?;
             if self.broker.pending() == 0 {
                 break;
@@ -621,7 +695,7 @@ impl Sim {
         let heartbeat = Duration::from_secs(u64::from(self.connection.tuning().heartbeat));
         let limit = self.now + self.config.close_timeout.max(self.config.handshake_timeout) + heartbeat * 2 + Duration::from_millis(1);
         while !self.connection.is_closed() && self.now < limit {
-            self.deliver(usize::MAX);
+            self.deliver(usize::MAX)?;
             self.settle()?;
             if self.connection.is_closed() {
                 break;
@@ -635,9 +709,9 @@ impl Sim {
             self.advance(step)?;
         }
         self.settle()?;
-        if let Some(called) = self.close_called {
-            let waited = self.now - called;
-            if self.connection.is_closed() && waited > self.config.close_timeout + Duration::from_millis(1) {
+        if let (Some(called), Some(closed)) = (self.close_called, self.closed_at) {
+            let waited = closed.saturating_duration_since(called);
+            if waited > self.config.close_timeout + Duration::from_millis(1) {
                 return Err(Violation::new(
                     "not-closed-promptly",
                     format!("Closed came {} ms after close()", waited.as_millis()),
@@ -682,6 +756,13 @@ fn nested(depth: u8) -> FieldTable {
         table = outer;
     }
     table
+}
+
+/// A method for the trace, shortened.
+fn short_method(method: &Method) -> String {
+    let mut text = format!("{method:?}");
+    text.truncate(160);
+    text
 }
 
 /// An event for the trace, without long bodies.

@@ -242,6 +242,11 @@ pub enum Malformed {
         /// Index into the broker's open channels.
         ch: u8,
     },
+    /// The server answers the protocol header with its own,
+    /// `AMQP\x01\x01\x00\x0a`, and hangs up (spec 4.2.2): the client
+    /// closes without writing anything. Not a step: the broker chooses it
+    /// from its seed.
+    RejectedHeader,
 }
 
 /// How the client must react to malformed input.
@@ -258,7 +263,7 @@ impl Malformed {
     #[must_use]
     pub fn expected(self) -> Reaction {
         match self {
-            Self::BadFrameEnd => Reaction::Silent,
+            Self::BadFrameEnd | Self::RejectedHeader => Reaction::Silent,
             Self::Oversize | Self::UnknownFrameType | Self::HeartbeatOnChannel => {
                 Reaction::Close(501)
             }
@@ -267,6 +272,13 @@ impl Malformed {
             Self::BodyWithoutHeader { .. } | Self::MethodBeforeHeader => Reaction::Close(505),
             Self::ClientOnlyMethod { .. } | Self::UnknownConfirm { .. } => Reaction::Close(503),
         }
+    }
+
+    /// True when the reaction is owed only on an open connection (the
+    /// rest concern the handshake).
+    #[must_use]
+    pub fn needs_open(self) -> bool {
+        self != Self::RejectedHeader
     }
 
     /// True when the fault concerns one channel, which must be usable on

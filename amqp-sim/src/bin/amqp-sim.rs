@@ -121,6 +121,25 @@ fn shrink_one(seed: u64, options: &Options) -> ExitCode {
     }
 }
 
+/// A failure's class: its invariant and its detail with numbers blurred,
+/// so that one bug met with different tags or sizes is reported once.
+fn class(failure: &Failure) -> String {
+    let mut detail = String::new();
+    let mut in_number = false;
+    for c in failure.detail.chars().take(90) {
+        if c.is_ascii_digit() {
+            if !in_number {
+                detail.push('N');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            detail.push(c);
+        }
+    }
+    format!("{}: {detail}", failure.invariant)
+}
+
 fn campaign(args: &Args, options: &Options) -> ExitCode {
     let count = args.seeds.unwrap_or(10_000);
     let threads = args
@@ -129,7 +148,7 @@ fn campaign(args: &Args, options: &Options) -> ExitCode {
         .max(1);
     let next = AtomicU64::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let found: Mutex<BTreeMap<&'static str, (u64, Box<Failure>, u64)>> = Mutex::new(BTreeMap::new());
+    let found: Mutex<BTreeMap<String, (u64, Box<Failure>, u64)>> = Mutex::new(BTreeMap::new());
     let began = Instant::now();
     // A panic inside the core is caught and reported as a failure; the
     // default hook would print each one.
@@ -147,7 +166,7 @@ fn campaign(args: &Args, options: &Options) -> ExitCode {
                 let seed = args.start + index;
                 if let Err(failure) = run_seed(seed, options) {
                     let mut found = found.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let entry = found.entry(failure.invariant).or_insert((seed, failure, 0));
+                    let entry = found.entry(class(&failure)).or_insert((seed, failure, 0));
                     entry.2 += 1;
                     if seed < entry.0 {
                         entry.0 = seed;
@@ -175,8 +194,8 @@ fn campaign(args: &Args, options: &Options) -> ExitCode {
         println!("no invariant broken");
         return ExitCode::SUCCESS;
     }
-    for (invariant, (seed, failure, times)) in &found {
-        println!("{invariant}: {times} seed(s), first {seed}: {}", failure.detail);
+    for (class, (seed, failure, times)) in &found {
+        println!("[{class}] {times} seed(s), first {seed}: {}", failure.detail);
         println!("  cargo run -p amqp-sim -- --seed {seed} --trace");
     }
     ExitCode::FAILURE

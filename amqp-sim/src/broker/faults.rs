@@ -142,6 +142,8 @@ impl Broker {
                 .into();
                 wire::method(&mut self.out, id, &ack, self.frame_max, &mut self.log);
             }
+            // Chosen by the broker at the handshake, not injectable later.
+            Malformed::RejectedHeader => return,
             Malformed::MethodBeforeHeader => {
                 // Written with the next content; see `inject_between`.
                 self.interleave_next_content = true;

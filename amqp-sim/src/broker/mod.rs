@@ -115,7 +115,9 @@ impl Broker {
             input: BytesMut::new(),
             decoder: FrameDecoder::new(DecodeLimits {
                 max_frame_size: u32::MAX,
-                ..DecodeLimits::default()
+                // RabbitMQ reads deeper tables than the client's default
+                // limit; what the client sends must come back to it.
+                max_table_depth: 1_000,
             }),
             out: BytesMut::new(),
             taken: 0,
@@ -210,7 +212,7 @@ impl Broker {
         if self.is_stalled() || self.hang_up {
             return None;
         }
-        let heartbeat = (self.heartbeat > 0 && self.phase == Phase::Open)
+        let heartbeat = (self.heartbeat > 0 && self.beats())
             .then(|| self.last_write + Duration::from_millis(u64::from(self.heartbeat) * 500));
         let confirm = self
             .channels
@@ -236,11 +238,17 @@ impl Broker {
             self.release_deferred(id);
         }
         let interval = Duration::from_millis(u64::from(self.heartbeat) * 500);
-        if self.heartbeat > 0 && self.phase == Phase::Open && now >= self.last_write + interval {
+        if self.heartbeat > 0 && self.beats() && now >= self.last_write + interval {
             // RabbitMQ sends a heartbeat after half an interval of silence.
             wire::heartbeat(&mut self.out);
             self.last_write = now;
         }
+    }
+
+    /// True while RabbitMQ's heartbeater runs: from open until the socket
+    /// closes (also while waiting for a close-ok).
+    fn beats(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Closing)
     }
 
     /// Sends every reordered reply and held confirm now: the network is
@@ -268,7 +276,14 @@ impl Broker {
             }
             if self.reject_header {
                 // What a server that does not speak 0-9-1 answers (spec 4.2.2).
+                let start = self.taken + self.out.len() as u64;
                 self.out.extend_from_slice(b"AMQP\x01\x01\x00\x0a");
+                self.log.injections.push(Injection {
+                    start,
+                    end: start + 8,
+                    malformed: crate::step::Malformed::RejectedHeader,
+                    channel: None,
+                });
                 self.hang_up = true;
                 self.phase = Phase::Done;
                 return;
