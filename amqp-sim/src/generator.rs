@@ -45,32 +45,33 @@ fn small(rng: &mut Rng) -> u8 {
 
 /// One application command, network delivery or clock advance.
 fn command(rng: &mut Rng, index: usize) -> Step {
-    // Early on, opening channels matters most.
-    let open_weight = if index < 8 { 40 } else { 4 };
+    // Early on, opening channels and declaring things matters most; later
+    // the traffic. Closing the connection is rare: it ends the run.
+    let early = index < 12;
     let weights = [
-        open_weight, // 0 Open
-        3,           // 1 Close
-        7,           // 2 DeclareQueue
-        2,           // 3 DeleteQueue
-        1,           // 4 PurgeQueue
-        3,           // 5 BindQueue
-        1,           // 6 UnbindQueue
-        2,           // 7 DeclareExchange
-        1,           // 8 DeleteExchange
-        2,           // 9 Qos
-        7,           // 10 Consume
-        3,           // 11 Cancel
-        3,           // 12 SelectConfirms
-        14,          // 13 Publish
-        5,           // 14 Get
-        4,           // 15 Ack
-        2,           // 16 Nack
-        1,           // 17 Reject
-        1,           // 18 UpdateSecret
-        1,           // 19 CloseConnection
-        24,          // 20 Deliver
-        8,           // 21 DeliverAll
-        7,           // 22 Advance
+        if early { 90 } else { 12 }, // 0 Open
+        9,                           // 1 Close
+        if early { 60 } else { 15 }, // 2 DeclareQueue
+        6,                           // 3 DeleteQueue
+        3,                           // 4 PurgeQueue
+        if early { 24 } else { 9 },  // 5 BindQueue
+        3,                           // 6 UnbindQueue
+        if early { 24 } else { 6 },  // 7 DeclareExchange
+        2,                           // 8 DeleteExchange
+        6,                           // 9 Qos
+        24,                          // 10 Consume
+        9,                           // 11 Cancel
+        9,                           // 12 SelectConfirms
+        45,                          // 13 Publish
+        15,                          // 14 Get
+        12,                          // 15 Ack
+        6,                           // 16 Nack
+        3,                           // 17 Reject
+        2,                           // 18 UpdateSecret
+        1,                           // 19 CloseConnection
+        72,                          // 20 Deliver
+        24,                          // 21 DeliverAll
+        21,                          // 22 Advance
     ];
     let ch = small(rng);
     match rng.weighted(&weights).unwrap_or(20) {
@@ -132,7 +133,8 @@ fn command(rng: &mut Rng, index: usize) -> Step {
         12 => Step::SelectConfirms { ch },
         13 => Step::Publish {
             ch,
-            exchange: small(rng),
+            // The default exchange half the time: it always exists.
+            exchange: if rng.chance(0.5) { 0 } else { small(rng) },
             key: small(rng),
             mandatory: rng.chance(0.4),
             size: body_size(rng),

@@ -55,7 +55,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            max_steps: 120,
+            max_steps: 200,
             recheck_every: 8,
             trace: false,
         }
@@ -96,6 +96,27 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// The failure's class: its invariant and the start of its detail with
+    /// numbers blurred, so that one bug met with different tags, sizes or
+    /// times is reported once. Reply codes keep their names.
+    #[must_use]
+    pub fn class(&self) -> String {
+        let mut detail = String::new();
+        let mut in_number = false;
+        for c in self.detail.chars().take(90) {
+            if c.is_ascii_digit() {
+                if !in_number {
+                    detail.push('N');
+                }
+                in_number = true;
+            } else {
+                in_number = false;
+                detail.push(c);
+            }
+        }
+        format!("{}: {detail}", self.invariant)
+    }
+
     /// The command that replays it.
     #[must_use]
     pub fn replay_command(&self) -> String {

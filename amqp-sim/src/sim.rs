@@ -641,7 +641,7 @@ impl Sim {
             if *code != 200 && !self.tainted {
                 return Err(Violation::new(
                     "false-positive-close",
-                    format!("the broker behaved, the client closed with {code}"),
+                    format!("the broker behaved, the client closed with {}", ReplyCode(*code)),
                 ));
             }
         }

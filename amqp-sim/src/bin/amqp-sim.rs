@@ -121,25 +121,6 @@ fn shrink_one(seed: u64, options: &Options) -> ExitCode {
     }
 }
 
-/// A failure's class: its invariant and its detail with numbers blurred,
-/// so that one bug met with different tags or sizes is reported once.
-fn class(failure: &Failure) -> String {
-    let mut detail = String::new();
-    let mut in_number = false;
-    for c in failure.detail.chars().take(90) {
-        if c.is_ascii_digit() {
-            if !in_number {
-                detail.push('N');
-            }
-            in_number = true;
-        } else {
-            in_number = false;
-            detail.push(c);
-        }
-    }
-    format!("{}: {detail}", failure.invariant)
-}
-
 fn campaign(args: &Args, options: &Options) -> ExitCode {
     let count = args.seeds.unwrap_or(10_000);
     let threads = args
@@ -166,7 +147,7 @@ fn campaign(args: &Args, options: &Options) -> ExitCode {
                 let seed = args.start + index;
                 if let Err(failure) = run_seed(seed, options) {
                     let mut found = found.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let entry = found.entry(class(&failure)).or_insert((seed, failure, 0));
+                    let entry = found.entry(failure.class()).or_insert((seed, failure, 0));
                     entry.2 += 1;
                     if seed < entry.0 {
                         entry.0 = seed;
