@@ -78,7 +78,9 @@ impl App {
                     let tag = ok.consumer_tag.to_string_lossy().into_owned();
                     self.consumers.push((*channel, tag, no_ack));
                 }
-                Method::BasicCancelOk(ok) => self.forget_consumer(*channel, &ok.consumer_tag.to_string_lossy()),
+                Method::BasicCancelOk(ok) => {
+                    self.forget_consumer(*channel, &ok.consumer_tag.to_string_lossy());
+                }
                 _ => {}
             },
             Event::ConsumerCancelled {
@@ -93,17 +95,16 @@ impl App {
                     .find(|(channel, known, _)| *channel == delivery.channel && *known == tag)
                     .map_or(true, |(_, _, no_ack)| *no_ack);
                 if !no_ack {
-                    self.deliveries.push((delivery.channel, delivery.delivery_tag));
+                    self.deliveries
+                        .push((delivery.channel, delivery.delivery_tag));
                 }
             }
             Event::GetOk {
                 channel,
                 request,
                 message,
-            } => {
-                if !self.pending_no_ack.remove(&request.get()).unwrap_or(true) {
-                    self.deliveries.push((*channel, message.delivery_tag));
-                }
+            } if !self.pending_no_ack.remove(&request.get()).unwrap_or(true) => {
+                self.deliveries.push((*channel, message.delivery_tag));
             }
             Event::RequestFailed { request, .. } => {
                 self.pending_no_ack.remove(&request.get());
@@ -130,8 +131,9 @@ impl App {
 
     /// Forgets deliveries settled by an ack/nack/reject of `tag`.
     pub(crate) fn settled(&mut self, channel: u16, tag: u64, multiple: bool) {
-        self.deliveries
-            .retain(|(id, known)| !(*id == channel && (*known == tag || (multiple && *known <= tag))));
+        self.deliveries.retain(|(id, known)| {
+            !(*id == channel && (*known == tag || (multiple && *known <= tag)))
+        });
     }
 }
 

@@ -20,8 +20,8 @@
 //! A failure replays with `cargo run -p amqp-sim -- --seed N --trace` and
 //! shrinks with `--shrink N` to a `Vec<Step>` for `tests/regressions.rs`.
 
-pub mod broker;
 mod app;
+pub mod broker;
 mod driver;
 mod faults;
 mod generator;
@@ -138,7 +138,6 @@ impl std::fmt::Display for Failure {
 pub type Outcome = Result<Summary, Box<Failure>>;
 
 /// Runs the steps generated for `seed`, with the re-checks `options` ask for.
-#[must_use]
 pub fn run_seed(seed: u64, options: &Options) -> Outcome {
     let steps = generate(seed, options.max_steps);
     let outcome = run_steps(seed, &steps, options);
@@ -151,7 +150,6 @@ pub fn run_seed(seed: u64, options: &Options) -> Outcome {
 
 /// Runs `steps` (generated, shrunk or hand-written) with the broker and
 /// client choices of `seed`.
-#[must_use]
 pub fn run_steps(seed: u64, steps: &[Step], options: &Options) -> Outcome {
     let mode = Mode {
         resplit: None,
@@ -172,7 +170,15 @@ pub fn run_steps(seed: u64, steps: &[Step], options: &Options) -> Outcome {
             let trace = if options.trace {
                 run.trace
             } else {
-                sim::run(seed, steps, Mode { trace: true, ..mode }).trace
+                sim::run(
+                    seed,
+                    steps,
+                    Mode {
+                        trace: true,
+                        ..mode
+                    },
+                )
+                .trace
             };
             Err(Box::new(Failure {
                 seed,
@@ -185,12 +191,16 @@ pub fn run_steps(seed: u64, steps: &[Step], options: &Options) -> Outcome {
     }
 }
 
-/// Runs `steps` and always rechecks determinism and split invariance.
+/// Runs `steps` and always rechecks determinism and split invariance:
+/// what a regression test calls.
+pub fn check_steps(seed: u64, steps: &[Step], options: &Options) -> Outcome {
+    let summary = run_steps(seed, steps, options)?;
+    recheck(seed, steps, &summary)?;
+    Ok(summary)
+}
+
 pub(crate) fn recheck_steps(seed: u64, steps: &[Step], options: &Options) -> Option<Box<Failure>> {
-    match run_steps(seed, steps, options) {
-        Ok(summary) => recheck(seed, steps, &summary).err(),
-        Err(failure) => Some(failure),
-    }
+    check_steps(seed, steps, options).err()
 }
 
 /// Runs a seed again as it was, and with the server's bytes split
@@ -213,7 +223,14 @@ fn recheck(seed: u64, steps: &[Step], first: &Summary) -> Result<(), Box<Failure
             Vec::new(),
         ));
     }
-    let resplit = sim::run(seed, steps, Mode { resplit: Some(0x5EED), trace: false });
+    let resplit = sim::run(
+        seed,
+        steps,
+        Mode {
+            resplit: Some(0x5EED),
+            trace: false,
+        },
+    );
     if let Some((index, violation)) = resplit.failure {
         return Err(Box::new(Failure {
             seed,
@@ -223,7 +240,15 @@ fn recheck(seed: u64, steps: &[Step], first: &Summary) -> Result<(), Box<Failure
                 "with the server's bytes re-split, {} broke: {}",
                 violation.invariant, violation.detail
             ),
-            trace: sim::run(seed, steps, Mode { resplit: Some(0x5EED), trace: true }).trace,
+            trace: sim::run(
+                seed,
+                steps,
+                Mode {
+                    resplit: Some(0x5EED),
+                    trace: true,
+                },
+            )
+            .trace,
         }));
     }
     if resplit.hash != first.hash {
@@ -235,9 +260,27 @@ fn recheck(seed: u64, steps: &[Step], first: &Summary) -> Result<(), Box<Failure
             ),
             {
                 // Both traces, so that the first difference can be found.
-                let mut trace = sim::run(seed, steps, Mode { resplit: None, trace: true }).trace;
+                let mut trace = sim::run(
+                    seed,
+                    steps,
+                    Mode {
+                        resplit: None,
+                        trace: true,
+                    },
+                )
+                .trace;
                 trace.push("---- the same steps, server bytes re-split ----".to_owned());
-                trace.extend(sim::run(seed, steps, Mode { resplit: Some(0x5EED), trace: true }).trace);
+                trace.extend(
+                    sim::run(
+                        seed,
+                        steps,
+                        Mode {
+                            resplit: Some(0x5EED),
+                            trace: true,
+                        },
+                    )
+                    .trace,
+                );
                 trace
             },
         ));

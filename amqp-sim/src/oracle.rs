@@ -108,12 +108,20 @@ impl Oracle {
     }
 
     /// A request returned `request`.
-    pub(crate) fn requested(&mut self, channel: u16, name: &'static str, request: RequestId) -> Checked {
+    pub(crate) fn requested(
+        &mut self,
+        channel: u16,
+        name: &'static str,
+        request: RequestId,
+    ) -> Checked {
         let expected = self.issued.len() as u64 + 1;
         if request.get() != expected {
             return Err(Violation::new(
                 "request-numbering",
-                format!("{name} got request id {}, expected {expected}", request.get()),
+                format!(
+                    "{name} got request id {}, expected {expected}",
+                    request.get()
+                ),
             ));
         }
         self.push(channel, name);
@@ -123,7 +131,10 @@ impl Oracle {
     /// A publish in confirm mode returned `sequence`.
     pub(crate) fn published(&mut self, channel: u16, sequence: u64) -> Checked {
         let Some(life) = self.lives.get_mut(&channel) else {
-            return Err(Violation::new("confirm-once", "publish on an unknown channel"));
+            return Err(Violation::new(
+                "confirm-once",
+                "publish on an unknown channel",
+            ));
         };
         if !life.unconfirmed.insert(sequence) {
             return Err(Violation::new(
@@ -149,7 +160,10 @@ impl Oracle {
                 method,
             } => {
                 let index = self.resolve(*channel, *request, "Reply")?;
-                let expected = log.requests.get(index).and_then(|entry| entry.reply.clone());
+                let expected = log
+                    .requests
+                    .get(index)
+                    .and_then(|entry| entry.reply.clone());
                 match expected {
                     Some((reply, None)) if reply == *method => Ok(()),
                     other => Err(Violation::new(
@@ -168,7 +182,10 @@ impl Oracle {
                 message,
             } => {
                 let index = self.resolve(*channel, *request, "GetOk")?;
-                let expected = log.requests.get(index).and_then(|entry| entry.reply.clone());
+                let expected = log
+                    .requests
+                    .get(index)
+                    .and_then(|entry| entry.reply.clone());
                 match expected {
                     Some((Method::BasicGetOk(ok), Some(body)))
                         if ok.delivery_tag == message.delivery_tag && body == message.content.body =>
@@ -216,7 +233,8 @@ impl Oracle {
                 );
                 match log.deliveries.get(&key) {
                     Some((tag, body))
-                        if delivery.consumer_tag == tag.as_str() && *body == delivery.content.body =>
+                        if delivery.consumer_tag == tag.as_str()
+                            && *body == delivery.content.body =>
                     {
                         Ok(())
                     }
@@ -236,12 +254,17 @@ impl Oracle {
             } => {
                 let incarnation = self.incarnation(*channel);
                 let Some(life) = self.lives.get_mut(channel) else {
-                    return Err(Violation::new("confirm-once", format!("confirm on unknown channel {channel}")));
+                    return Err(Violation::new(
+                        "confirm-once",
+                        format!("confirm on unknown channel {channel}"),
+                    ));
                 };
                 if !life.unconfirmed.remove(sequence) {
                     return Err(Violation::new(
                         "confirm-once",
-                        format!("confirm of sequence {sequence} on channel {channel}, not outstanding"),
+                        format!(
+                            "confirm of sequence {sequence} on channel {channel}, not outstanding"
+                        ),
                     ));
                 }
                 let sent = log.confirms.get(&(*channel, incarnation, *sequence));
@@ -272,11 +295,16 @@ impl Oracle {
                 if !life.unconfirmed.is_empty() {
                     return Err(Violation::new(
                         "unresolved-at-close",
-                        format!("channel {channel} closed with publishes {:?} unconfirmed", life.unconfirmed),
+                        format!(
+                            "channel {channel} closed with publishes {:?} unconfirmed",
+                            life.unconfirmed
+                        ),
                     ));
                 }
                 let incarnation = life.incarnation;
-                self.unresolved(|issued| issued.channel == *channel && issued.incarnation == incarnation)
+                self.unresolved(|issued| {
+                    issued.channel == *channel && issued.incarnation == incarnation
+                })
             }
             Event::Closed(error) => {
                 self.closed = Some(error.clone());
@@ -299,8 +327,15 @@ impl Oracle {
     }
 
     /// Marks a request resolved; its index.
-    fn resolve(&mut self, channel: u16, request: RequestId, what: &str) -> Result<usize, Violation> {
-        let index = usize::try_from(request.get()).unwrap_or(usize::MAX).wrapping_sub(1);
+    fn resolve(
+        &mut self,
+        channel: u16,
+        request: RequestId,
+        what: &str,
+    ) -> Result<usize, Violation> {
+        let index = usize::try_from(request.get())
+            .unwrap_or(usize::MAX)
+            .wrapping_sub(1);
         let Some(issued) = self.issued.get_mut(index) else {
             return Err(Violation::new(
                 "unknown-request",
@@ -310,13 +345,21 @@ impl Oracle {
         if issued.resolved {
             return Err(Violation::new(
                 "request-resolved-once",
-                format!("{what} for request {} ({}), already resolved", request.get(), issued.name),
+                format!(
+                    "{what} for request {} ({}), already resolved",
+                    request.get(),
+                    issued.name
+                ),
             ));
         }
         if issued.channel != channel {
             return Err(Violation::new(
                 "reply-mismatch",
-                format!("{what} on channel {channel} for request {} made on channel {}", request.get(), issued.channel),
+                format!(
+                    "{what} on channel {channel} for request {} made on channel {}",
+                    request.get(),
+                    issued.channel
+                ),
             ));
         }
         issued.resolved = true;
@@ -346,7 +389,10 @@ impl Oracle {
     /// The final check: the connection ended, and everything was resolved.
     pub(crate) fn at_end(&self) -> Checked {
         if self.closed.is_none() {
-            return Err(Violation::new("not-closed-promptly", "no Closed event at the end"));
+            return Err(Violation::new(
+                "not-closed-promptly",
+                "no Closed event at the end",
+            ));
         }
         self.unresolved(|_| true)
     }

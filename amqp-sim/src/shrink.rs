@@ -28,10 +28,7 @@ impl Shrunk {
         for step in &self.steps {
             out.push_str(&format!("        {step:?},\n"));
         }
-        out.push_str(&format!(
-            "    ];\n    passes({}, &steps);\n}}\n",
-            self.seed
-        ));
+        out.push_str(&format!("    ];\n    passes({}, &steps);\n}}\n", self.seed));
         out
     }
 }
@@ -88,9 +85,16 @@ pub fn shrink(seed: u64, options: &Options) -> Option<Shrunk> {
         }
     }
     let failure = fails(&steps).map(|found| *found)?;
-    let failure = run_steps(seed, &steps, &Options { trace: true, ..options })
-        .err()
-        .map_or(failure, |found| *found);
+    let failure = run_steps(
+        seed,
+        &steps,
+        &Options {
+            trace: true,
+            ..options
+        },
+    )
+    .err()
+    .map_or(failure, |found| *found);
     Some(Shrunk {
         seed,
         steps,

@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use amqp_proto::codec::{BasicProperties, DecodeLimits, FieldTable, FieldValue, Frame, FrameDecoder};
+use amqp_proto::codec::{
+    BasicProperties, DecodeLimits, FieldTable, FieldValue, Frame, FrameDecoder,
+};
 use amqp_proto::spec::{self, constants::ReplyCode, Method};
 use amqp_proto::{Config, Connection, ConnectionError, Event, SaslMechanism};
 use bytes::Bytes;
@@ -135,7 +137,9 @@ impl Sim {
             app: App::new(),
             start,
             now: start,
-            split: mode.resplit.map(|salt| Rng::fork(seed ^ salt, STREAM_SPLIT)),
+            split: mode
+                .resplit
+                .map(|salt| Rng::fork(seed ^ salt, STREAM_SPLIT)),
             hash: TraceHash::default(),
             trace: mode.trace.then(Vec::new),
             trace_decoder: mode.trace.then(|| {
@@ -184,7 +188,10 @@ impl Sim {
                 self.report_transport_closed("cut");
                 self.settle()?;
                 if !self.connection.is_closed() || self.oracle.closed().is_none() {
-                    return Err(Violation::new("not-closed-promptly", "transport cut, connection not closed"));
+                    return Err(Violation::new(
+                        "not-closed-promptly",
+                        "transport cut, connection not closed",
+                    ));
                 }
             }
             Step::Stall => self.broker.stall(),
@@ -227,98 +234,199 @@ impl Sim {
                 None => Err("no channel".into()),
             },
             Step::DeclareQueue { ch, queue, passive } => {
-                let name = if queue % 5 == 4 { String::new() } else { format!("q{}", queue % 5) };
-                self.request(ch, spec::QueueDeclare {
-                    queue: name.as_str().into(),
-                    passive,
-                    ..Default::default()
-                }, None)
+                let name = if queue % 5 == 4 {
+                    String::new()
+                } else {
+                    format!("q{}", queue % 5)
+                };
+                self.request(
+                    ch,
+                    spec::QueueDeclare {
+                        queue: name.as_str().into(),
+                        passive,
+                        ..Default::default()
+                    },
+                    None,
+                )
             }
             Step::DeleteQueue { ch, queue } => {
                 let queue = self.app.queue(queue);
-                self.request(ch, spec::QueueDelete { queue: queue.as_str().into(), ..Default::default() }, None)
+                self.request(
+                    ch,
+                    spec::QueueDelete {
+                        queue: queue.as_str().into(),
+                        ..Default::default()
+                    },
+                    None,
+                )
             }
             Step::PurgeQueue { ch, queue } => {
                 let queue = self.app.queue(queue);
-                self.request(ch, spec::QueuePurge { queue: queue.as_str().into(), ..Default::default() }, None)
+                self.request(
+                    ch,
+                    spec::QueuePurge {
+                        queue: queue.as_str().into(),
+                        ..Default::default()
+                    },
+                    None,
+                )
             }
-            Step::BindQueue { ch, queue, exchange, key } | Step::UnbindQueue { ch, queue, exchange, key } => {
+            Step::BindQueue {
+                ch,
+                queue,
+                exchange,
+                key,
+            }
+            | Step::UnbindQueue {
+                ch,
+                queue,
+                exchange,
+                key,
+            } => {
                 let queue = self.app.queue(queue);
                 // Never the default exchange: binding to it is refused (403).
                 let exchange = EXCHANGES[1 + usize::from(exchange) % (EXCHANGES.len() - 1)];
                 let key = KEYS[usize::from(key) % KEYS.len()];
                 if matches!(step, Step::BindQueue { .. }) {
-                    self.request(ch, spec::QueueBind {
-                        queue: queue.as_str().into(),
-                        exchange: exchange.into(),
-                        routing_key: key.into(),
-                        ..Default::default()
-                    }, None)
+                    self.request(
+                        ch,
+                        spec::QueueBind {
+                            queue: queue.as_str().into(),
+                            exchange: exchange.into(),
+                            routing_key: key.into(),
+                            ..Default::default()
+                        },
+                        None,
+                    )
                 } else {
-                    self.request(ch, spec::QueueUnbind {
-                        queue: queue.as_str().into(),
-                        exchange: exchange.into(),
-                        routing_key: key.into(),
-                        ..Default::default()
-                    }, None)
+                    self.request(
+                        ch,
+                        spec::QueueUnbind {
+                            queue: queue.as_str().into(),
+                            exchange: exchange.into(),
+                            routing_key: key.into(),
+                            ..Default::default()
+                        },
+                        None,
+                    )
                 }
             }
-            Step::DeclareExchange { ch, exchange, kind } => self.request(ch, spec::ExchangeDeclare {
-                exchange: EXCHANGES[4 + usize::from(exchange) % 4].into(),
-                exchange_type: ["direct", "fanout", "topic"][usize::from(kind) % 3].into(),
-                ..Default::default()
-            }, None),
-            Step::DeleteExchange { ch, exchange } => self.request(ch, spec::ExchangeDelete {
-                exchange: EXCHANGES[4 + usize::from(exchange) % 4].into(),
-                ..Default::default()
-            }, None),
-            Step::Qos { ch, prefetch } => self.request(ch, spec::BasicQos {
-                prefetch_count: u16::from(prefetch),
-                ..Default::default()
-            }, None),
-            Step::Consume { ch, queue, tag, no_ack } => {
-                let queue = self.app.queue(queue);
-                let tag = if tag == 0 { String::new() } else { format!("c{tag}") };
-                self.request(ch, spec::BasicConsume {
-                    queue: queue.as_str().into(),
-                    consumer_tag: tag.as_str().into(),
-                    no_ack,
+            Step::DeclareExchange { ch, exchange, kind } => self.request(
+                ch,
+                spec::ExchangeDeclare {
+                    exchange: EXCHANGES[4 + usize::from(exchange) % 4].into(),
+                    exchange_type: ["direct", "fanout", "topic"][usize::from(kind) % 3].into(),
                     ..Default::default()
-                }, Some(no_ack))
+                },
+                None,
+            ),
+            Step::DeleteExchange { ch, exchange } => self.request(
+                ch,
+                spec::ExchangeDelete {
+                    exchange: EXCHANGES[4 + usize::from(exchange) % 4].into(),
+                    ..Default::default()
+                },
+                None,
+            ),
+            Step::Qos { ch, prefetch } => self.request(
+                ch,
+                spec::BasicQos {
+                    prefetch_count: u16::from(prefetch),
+                    ..Default::default()
+                },
+                None,
+            ),
+            Step::Consume {
+                ch,
+                queue,
+                tag,
+                no_ack,
+            } => {
+                let queue = self.app.queue(queue);
+                let tag = if tag == 0 {
+                    String::new()
+                } else {
+                    format!("c{tag}")
+                };
+                self.request(
+                    ch,
+                    spec::BasicConsume {
+                        queue: queue.as_str().into(),
+                        consumer_tag: tag.as_str().into(),
+                        no_ack,
+                        ..Default::default()
+                    },
+                    Some(no_ack),
+                )
             }
-            Step::Cancel { consumer } => match crate::app::pick_from(&self.app.consumers, consumer).cloned() {
-                Some((id, tag, _)) => {
-                    let pick = self.app.channels.iter().position(|c| *c == id).unwrap_or(0);
-                    let pick = u8::try_from(pick).unwrap_or(0);
-                    self.request(pick, spec::BasicCancel { consumer_tag: tag.as_str().into(), nowait: false }, None)
+            Step::Cancel { consumer } => {
+                match crate::app::pick_from(&self.app.consumers, consumer).cloned() {
+                    Some((id, tag, _)) => {
+                        let pick = self.app.channels.iter().position(|c| *c == id).unwrap_or(0);
+                        let pick = u8::try_from(pick).unwrap_or(0);
+                        self.request(
+                            pick,
+                            spec::BasicCancel {
+                                consumer_tag: tag.as_str().into(),
+                                nowait: false,
+                            },
+                            None,
+                        )
+                    }
+                    None => Err("no consumer".into()),
                 }
-                None => Err("no consumer".into()),
-            },
-            Step::SelectConfirms { ch } => self.request(ch, spec::ConfirmSelect { nowait: false }, None),
+            }
+            Step::SelectConfirms { ch } => {
+                self.request(ch, spec::ConfirmSelect { nowait: false }, None)
+            }
             Step::Get { ch, queue, no_ack } => {
                 let queue = self.app.queue(queue);
-                self.request(ch, spec::BasicGet { queue: queue.as_str().into(), no_ack, ..Default::default() }, Some(no_ack))
+                self.request(
+                    ch,
+                    spec::BasicGet {
+                        queue: queue.as_str().into(),
+                        no_ack,
+                        ..Default::default()
+                    },
+                    Some(no_ack),
+                )
             }
-            Step::Publish { ch, exchange, key, mandatory, size, depth } => self.publish(ch, exchange, key, mandatory, size, depth)?,
-            Step::Ack { delivery, multiple } => self.settle_delivery(delivery, multiple, |c, tag| c.ack(tag, multiple)),
-            Step::Nack { delivery, multiple, requeue } => {
-                self.settle_delivery(delivery, multiple, |c, tag| c.nack(tag, multiple, requeue))
+            Step::Publish {
+                ch,
+                exchange,
+                key,
+                mandatory,
+                size,
+                depth,
+            } => self.publish(ch, exchange, key, mandatory, size, depth)?,
+            Step::Ack { delivery, multiple } => {
+                self.settle_delivery(delivery, multiple, |c, tag| c.ack(tag, multiple))
             }
-            Step::Reject { delivery, requeue } => self.settle_delivery(delivery, false, |c, tag| c.reject(tag, requeue)),
+            Step::Nack {
+                delivery,
+                multiple,
+                requeue,
+            } => self.settle_delivery(delivery, multiple, |c, tag| c.nack(tag, multiple, requeue)),
+            Step::Reject { delivery, requeue } => {
+                self.settle_delivery(delivery, false, |c, tag| c.reject(tag, requeue))
+            }
             Step::UpdateSecret => match self.connection.update_secret("new-token", "expiring") {
                 Ok(request) => {
-                    self.oracle.requested(0, "connection.update-secret", request)?;
+                    self.oracle
+                        .requested(0, "connection.update-secret", request)?;
                     Ok(format!("request {}", request.get()))
                 }
                 Err(error) => Err(error.to_string()),
             },
-            Step::CloseConnection => match driver::close(&mut self.connection, 200, "bye", self.now) {
-                Ok(()) => {
-                    self.close_called = Some(self.now);
-                    Ok("closing".into())
+            Step::CloseConnection => {
+                match driver::close(&mut self.connection, 200, "bye", self.now) {
+                    Ok(()) => {
+                        self.close_called = Some(self.now);
+                        Ok("closing".into())
+                    }
+                    Err(error) => Err(error.to_string()),
                 }
-                Err(error) => Err(error.to_string()),
-            },
+            }
             _ => Ok(String::new()),
         };
         self.note(|| match outcome {
@@ -329,7 +437,12 @@ impl Sim {
     }
 
     /// Sends a request on the channel at index `pick`.
-    fn request(&mut self, pick: u8, method: impl Into<Method>, no_ack: Option<bool>) -> Result<String, String> {
+    fn request(
+        &mut self,
+        pick: u8,
+        method: impl Into<Method>,
+        no_ack: Option<bool>,
+    ) -> Result<String, String> {
         let method = method.into();
         let name = method.name();
         let id = self.app.channel(pick).ok_or("no channel")?;
@@ -350,7 +463,15 @@ impl Sim {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn publish(&mut self, pick: u8, exchange: u8, key: u8, mandatory: bool, size: u32, depth: u8) -> Result<Result<String, String>, Violation> {
+    fn publish(
+        &mut self,
+        pick: u8,
+        exchange: u8,
+        key: u8,
+        mandatory: bool,
+        size: u32,
+        depth: u8,
+    ) -> Result<Result<String, String>, Violation> {
         let Some(id) = self.app.channel(pick) else {
             return Ok(Err("no channel".into()));
         };
@@ -366,7 +487,10 @@ impl Sim {
         if depth > 0 {
             properties = properties.headers(nested(depth));
         }
-        let body: Bytes = (0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+        let body: Bytes = (0..size)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
         let result = match self.connection.channel(id) {
             Ok(mut channel) => channel.publish(&publish, &properties, body),
             Err(error) => return Ok(Err(error.to_string())),
@@ -450,9 +574,15 @@ impl Sim {
         loop {
             match decoder.decode() {
                 Ok(Some(frame)) => trace.push(match frame {
-                    Frame::Method { channel, method } => format!("    frame {channel}: {}", short_method(&method)),
-                    Frame::Header { channel, header } => format!("    frame {channel}: header, body {}", header.body_size),
-                    Frame::Body { channel, payload } => format!("    frame {channel}: body {}", payload.len()),
+                    Frame::Method { channel, method } => {
+                        format!("    frame {channel}: {}", short_method(&method))
+                    }
+                    Frame::Header { channel, header } => {
+                        format!("    frame {channel}: header, body {}", header.body_size)
+                    }
+                    Frame::Body { channel, payload } => {
+                        format!("    frame {channel}: body {}", payload.len())
+                    }
                     Frame::Heartbeat => "    frame 0: heartbeat".to_owned(),
                 }),
                 Ok(None) => break,
@@ -487,7 +617,13 @@ impl Sim {
     /// Before bytes `[start, end)` of the stream reach the client: notes
     /// which malformed bytes they carry, and which reactions become owed.
     fn before_piece(&mut self, start: u64, end: u64) -> Result<(), Violation> {
-        while let Some(injection) = self.broker.log.injections.get(self.injections_seen).copied() {
+        while let Some(injection) = self
+            .broker
+            .log
+            .injections
+            .get(self.injections_seen)
+            .copied()
+        {
             if injection.start >= end {
                 break;
             }
@@ -506,7 +642,9 @@ impl Sim {
                 continue;
             }
             let usable = (self.connection.is_open() || !injection.malformed.needs_open())
-                && injection.channel.map_or(true, |id| self.connection.channel(id).is_ok());
+                && injection
+                    .channel
+                    .map_or(true, |id| self.connection.channel(id).is_ok());
             if usable {
                 self.owed
                     .push((injection, self.broker.log.client_closes.len(), self.written));
@@ -554,7 +692,10 @@ impl Sim {
             if self.connection.poll_timeout() == client && client.is_some_and(|at| at <= self.now) {
                 return Err(Violation::new(
                     "timer-stuck",
-                    format!("handle_timeout at {} ms left the deadline where it was", self.elapsed_ms()),
+                    format!(
+                        "handle_timeout at {} ms left the deadline where it was",
+                        self.elapsed_ms()
+                    ),
                 ));
             }
         }
@@ -621,7 +762,11 @@ impl Sim {
                 if waited < self.config.close_timeout {
                     return Err(Violation::new(
                         "close-timeout-early",
-                        format!("close timed out {} ms after close() (close timeout {:?})", waited.as_millis(), self.config.close_timeout),
+                        format!(
+                            "close timed out {} ms after close() (close timeout {:?})",
+                            waited.as_millis(),
+                            self.config.close_timeout
+                        ),
                     ));
                 }
                 Ok(())
@@ -641,12 +786,17 @@ impl Sim {
             if *code != 200 && !self.tainted {
                 return Err(Violation::new(
                     "false-positive-close",
-                    format!("the broker behaved, the client closed with {}", ReplyCode(*code)),
+                    format!(
+                        "the broker behaved, the client closed with {}",
+                        ReplyCode(*code)
+                    ),
                 ));
             }
         }
         self.closes_checked = closes.len();
-        for (injection, before, written) in std::mem::take(&mut self.owed) {
+        // Only the first fault counts: the connection is over after it.
+        let owed = std::mem::take(&mut self.owed);
+        if let Some((injection, before, written)) = owed.first().copied() {
             let reaction = injection.malformed.expected();
             let sent = closes.get(before).copied();
             let wrote = self.written - written;
@@ -664,9 +814,6 @@ impl Sim {
                     ),
                 ));
             }
-            // Only the first fault counts: the connection is over.
-            self.owed.clear();
-            break;
         }
         Ok(())
     }
@@ -693,7 +840,10 @@ impl Sim {
             self.settle()?;
         }
         let heartbeat = Duration::from_secs(u64::from(self.connection.tuning().heartbeat));
-        let limit = self.now + self.config.close_timeout.max(self.config.handshake_timeout) + heartbeat * 2 + Duration::from_millis(1);
+        let limit = self.now
+            + self.config.close_timeout.max(self.config.handshake_timeout)
+            + heartbeat * 2
+            + Duration::from_millis(1);
         while !self.connection.is_closed() && self.now < limit {
             self.deliver(usize::MAX)?;
             self.settle()?;

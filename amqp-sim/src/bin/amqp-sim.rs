@@ -121,6 +121,9 @@ fn shrink_one(seed: u64, options: &Options) -> ExitCode {
     }
 }
 
+/// Per failure class: its first seed, that failure, how many seeds hit it.
+type Found = BTreeMap<String, (u64, Box<Failure>, u64)>;
+
 fn campaign(args: &Args, options: &Options) -> ExitCode {
     let count = args.seeds.unwrap_or(10_000);
     let threads = args
@@ -129,7 +132,7 @@ fn campaign(args: &Args, options: &Options) -> ExitCode {
         .max(1);
     let next = AtomicU64::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let found: Mutex<BTreeMap<String, (u64, Box<Failure>, u64)>> = Mutex::new(BTreeMap::new());
+    let found: Mutex<Found> = Mutex::new(BTreeMap::new());
     let began = Instant::now();
     // A panic inside the core is caught and reported as a failure; the
     // default hook would print each one.
@@ -146,7 +149,9 @@ fn campaign(args: &Args, options: &Options) -> ExitCode {
                 }
                 let seed = args.start + index;
                 if let Err(failure) = run_seed(seed, options) {
-                    let mut found = found.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut found = found
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     let entry = found.entry(failure.class()).or_insert((seed, failure, 0));
                     entry.2 += 1;
                     if seed < entry.0 {
@@ -170,13 +175,18 @@ fn campaign(args: &Args, options: &Options) -> ExitCode {
         args.start,
         ran as f64 / seconds
     );
-    let found = found.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let found = found
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if found.is_empty() {
         println!("no invariant broken");
         return ExitCode::SUCCESS;
     }
     for (class, (seed, failure, times)) in &found {
-        println!("[{class}] {times} seed(s), first {seed}: {}", failure.detail);
+        println!(
+            "[{class}] {times} seed(s), first {seed}: {}",
+            failure.detail
+        );
         println!("  cargo run -p amqp-sim -- --seed {seed} --trace");
     }
     ExitCode::FAILURE

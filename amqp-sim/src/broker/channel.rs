@@ -107,7 +107,7 @@ enum Answer {
     Reply(Method),
     /// consume-ok or cancel-ok, possibly held back; activates a consumer.
     Queued(Method, Option<String>),
-    GetOk(spec::BasicGetOk, Message),
+    GetOk(spec::BasicGetOk, Box<Message>),
     /// A channel exception (soft error): `channel.close` with this code.
     ChannelError(u16, String),
     /// A connection exception (hard error).
@@ -222,7 +222,11 @@ impl Broker {
         *incarnation += 1;
         let incarnation = *incarnation;
         self.channels.insert(id, BrokerChannel::new(incarnation));
-        self.answer(id, index, Answer::Reply(spec::ChannelOpenOk::default().into()));
+        self.answer(
+            id,
+            index,
+            Answer::Reply(spec::ChannelOpenOk::default().into()),
+        );
     }
 
     fn answer(&mut self, id: u16, index: usize, answer: Answer) {
@@ -327,12 +331,17 @@ impl Broker {
             Method::ExchangeDeclare(declare) => {
                 let name = text(&declare.exchange);
                 let Some(kind) = Kind::parse(&text(&declare.exchange_type)) else {
-                    return Answer::ConnectionError(503, "COMMAND_INVALID - unknown exchange type".into());
+                    return Answer::ConnectionError(
+                        503,
+                        "COMMAND_INVALID - unknown exchange type".into(),
+                    );
                 };
                 match self.model.exchanges.get(&name) {
                     Some(existing) if existing.kind != kind => Answer::ChannelError(
                         406,
-                        format!("PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{name}'"),
+                        format!(
+                            "PRECONDITION_FAILED - inequivalent arg 'type' for exchange '{name}'"
+                        ),
                     ),
                     Some(_) => Answer::Reply(spec::ExchangeDeclareOk {}.into()),
                     None if declare.passive => not_found("exchange", &name),
@@ -361,7 +370,9 @@ impl Broker {
                     if declare.passive {
                         return not_found("queue", &name);
                     }
-                    self.model.queues.insert(name.clone(), super::model::Queue::default());
+                    self.model
+                        .queues
+                        .insert(name.clone(), super::model::Queue::default());
                 }
                 let queue = self.model.queues.get(&name);
                 Answer::Reply(
@@ -400,7 +411,12 @@ impl Broker {
                     Some(queue) => {
                         let count = queue.messages.len() as u32;
                         queue.messages.clear();
-                        Answer::Reply(spec::QueuePurgeOk { message_count: count }.into())
+                        Answer::Reply(
+                            spec::QueuePurgeOk {
+                                message_count: count,
+                            }
+                            .into(),
+                        )
                     }
                     None => not_found("queue", &name),
                 }
@@ -408,7 +424,12 @@ impl Broker {
             Method::QueueDelete(delete) => {
                 let name = text(&delete.queue);
                 let count = self.delete_queue(&name);
-                Answer::Reply(spec::QueueDeleteOk { message_count: count }.into())
+                Answer::Reply(
+                    spec::QueueDeleteOk {
+                        message_count: count,
+                    }
+                    .into(),
+                )
             }
             Method::BasicQos(qos) => {
                 if let Some(channel) = self.channels.get_mut(&id) {
@@ -420,7 +441,10 @@ impl Broker {
             Method::BasicCancel(cancel) => {
                 let tag = text(&cancel.consumer_tag);
                 let deferred_consume = self.channels.get(&id).is_some_and(|channel| {
-                    channel.deferred.iter().any(|entry| entry.activate.as_ref() == Some(&tag))
+                    channel
+                        .deferred
+                        .iter()
+                        .any(|entry| entry.activate.as_ref() == Some(&tag))
                 });
                 if deferred_consume {
                     // The queue's process answers in order: consume-ok first.
@@ -460,7 +484,7 @@ impl Broker {
                         routing_key: message.routing_key.as_str().into(),
                         message_count: remaining,
                     },
-                    message,
+                    Box::new(message),
                 )
             }
             Method::ConfirmSelect(_) => {
@@ -479,7 +503,10 @@ impl Broker {
     fn consume(&mut self, id: u16, consume: &spec::BasicConsume) -> Answer {
         let queue = text(&consume.queue);
         if !self.model.queues.contains_key(&queue) {
-            return Answer::ChannelError(404, format!("NOT_FOUND - no queue '{queue}' in vhost '/'"));
+            return Answer::ChannelError(
+                404,
+                format!("NOT_FOUND - no queue '{queue}' in vhost '/'"),
+            );
         }
         let mut tag = text(&consume.consumer_tag);
         if tag.is_empty() {
@@ -573,7 +600,11 @@ impl Broker {
 
     /// The broker closes a channel (a channel exception or an operator).
     pub(super) fn close_channel(&mut self, id: u16, code: u16, reason: &str) {
-        if !self.channels.get(&id).is_some_and(|channel| !channel.closing) {
+        if !self
+            .channels
+            .get(&id)
+            .is_some_and(|channel| !channel.closing)
+        {
             return;
         }
         self.release_deferred(id);
@@ -619,7 +650,12 @@ impl Broker {
                 .filter(|t| tag == 0 || *t <= tag)
                 .collect()
         } else {
-            channel.unacked.contains_key(&tag).then_some(tag).into_iter().collect()
+            channel
+                .unacked
+                .contains_key(&tag)
+                .then_some(tag)
+                .into_iter()
+                .collect()
         };
         if tags.is_empty() {
             let reason = format!("PRECONDITION_FAILED - unknown delivery tag {tag}");
@@ -650,13 +686,15 @@ impl Broker {
             .get_mut(&id)
             .and_then(|channel| channel.incoming.as_mut())
         else {
-            self.log
-                .fault(format!("client sent a content header on channel {id} without a publish"));
+            self.log.fault(format!(
+                "client sent a content header on channel {id} without a publish"
+            ));
             return;
         };
         if incoming.header.is_some() {
-            self.log
-                .fault(format!("client sent a second content header on channel {id}"));
+            self.log.fault(format!(
+                "client sent a second content header on channel {id}"
+            ));
             return;
         }
         let done = header.body_size == 0;
@@ -667,22 +705,24 @@ impl Broker {
     }
 
     /// A content body frame from the client.
-    pub(super) fn content_body(&mut self, id: u16, payload: Bytes) {
+    pub(super) fn content_body(&mut self, id: u16, payload: &Bytes) {
         let Some(incoming) = self
             .channels
             .get_mut(&id)
             .and_then(|channel| channel.incoming.as_mut())
         else {
-            self.log
-                .fault(format!("client sent a body frame on channel {id} without a publish"));
+            self.log.fault(format!(
+                "client sent a body frame on channel {id} without a publish"
+            ));
             return;
         };
         let Some(header) = &incoming.header else {
-            self.log
-                .fault(format!("client sent a body frame on channel {id} before the header"));
+            self.log.fault(format!(
+                "client sent a body frame on channel {id} before the header"
+            ));
             return;
         };
-        incoming.body.extend_from_slice(&payload);
+        incoming.body.extend_from_slice(payload);
         let (received, expected) = (incoming.body.len() as u64, header.body_size);
         if received > expected {
             self.log.fault(format!(
@@ -780,7 +820,10 @@ impl Broker {
     }
 
     fn write_confirm(&mut self, id: u16, sequence: u64, multiple: bool, ack: bool) {
-        let incarnation = self.channels.get(&id).map_or(0, |channel| channel.incarnation);
+        let incarnation = self
+            .channels
+            .get(&id)
+            .map_or(0, |channel| channel.incarnation);
         let method: Method = if ack {
             spec::BasicAck {
                 delivery_tag: sequence,
@@ -833,7 +876,9 @@ impl Broker {
                 }
                 let incarnation = self.channels.get(&id).map_or(0, |c| c.incarnation);
                 for held in &due[..due.len() - 1] {
-                    self.log.confirms.insert((id, incarnation, held.sequence), ack);
+                    self.log
+                        .confirms
+                        .insert((id, incarnation, held.sequence), ack);
                 }
                 self.write_confirm(id, last, true, ack);
             } else {
@@ -859,7 +904,9 @@ impl Broker {
                 channel.next_delivery_tag += 1;
                 let delivery_tag = channel.next_delivery_tag;
                 if !no_ack {
-                    channel.unacked.insert(delivery_tag, (name.clone(), message.clone()));
+                    channel
+                        .unacked
+                        .insert(delivery_tag, (name.clone(), message.clone()));
                 }
                 let incarnation = channel.incarnation;
                 self.log.deliveries.insert(
@@ -908,7 +955,13 @@ impl Broker {
     /// Writes a content-carrying method, its header and body frames;
     /// a pending [`MethodBeforeHeader`](crate::Malformed::MethodBeforeHeader)
     /// fault goes between the method and the header.
-    fn write_content(&mut self, id: u16, method: &Method, properties: &BasicProperties, body: &[u8]) {
+    fn write_content(
+        &mut self,
+        id: u16,
+        method: &Method,
+        properties: &BasicProperties,
+        body: &[u8],
+    ) {
         if self.hang_up || self.cut {
             return;
         }
@@ -917,6 +970,13 @@ impl Broker {
             self.interleave_next_content = false;
             self.inject_between(id);
         }
-        wire::content(&mut self.out, id, properties, body, self.frame_max, &mut self.log);
+        wire::content(
+            &mut self.out,
+            id,
+            properties,
+            body,
+            self.frame_max,
+            &mut self.log,
+        );
     }
 }

@@ -112,14 +112,23 @@ impl Broker {
             Malformed::UnknownFrameType => self.out.put_slice(&[9, 0, 0, 0, 0, 0, 0, 0xCE]),
             Malformed::HeartbeatOnChannel => self.out.put_slice(&[8, 0, 1, 0, 0, 0, 0, 0xCE]),
             Malformed::UnknownMethod => {
-                self.out.put_slice(&[1, 0, 0, 0, 0, 0, 4, 0, 60, 0, 250, 0xCE]);
+                self.out
+                    .put_slice(&[1, 0, 0, 0, 0, 0, 4, 0, 60, 0, 250, 0xCE]);
             }
             Malformed::ChannelNotOpen => {
                 let flow = spec::ChannelFlow { active: true }.into();
-                wire::method(&mut self.out, UNOPENED_CHANNEL, &flow, self.frame_max, &mut self.log);
+                wire::method(
+                    &mut self.out,
+                    UNOPENED_CHANNEL,
+                    &flow,
+                    self.frame_max,
+                    &mut self.log,
+                );
             }
             Malformed::BodyWithoutHeader { ch } => {
-                let Some(id) = self.pick_channel(ch) else { return };
+                let Some(id) = self.pick_channel(ch) else {
+                    return;
+                };
                 channel = Some(id);
                 let [c0, c1] = id.to_be_bytes();
                 self.out.put_slice(&[3, c0, c1, 0, 0, 0, 5]);
@@ -127,13 +136,17 @@ impl Broker {
                 self.out.put_u8(0xCE);
             }
             Malformed::ClientOnlyMethod { ch } => {
-                let Some(id) = self.pick_channel(ch) else { return };
+                let Some(id) = self.pick_channel(ch) else {
+                    return;
+                };
                 channel = Some(id);
                 let qos = spec::BasicQos::default().into();
                 wire::method(&mut self.out, id, &qos, self.frame_max, &mut self.log);
             }
             Malformed::UnknownConfirm { ch } => {
-                let Some(id) = self.pick_channel(ch) else { return };
+                let Some(id) = self.pick_channel(ch) else {
+                    return;
+                };
                 channel = Some(id);
                 let ack = spec::BasicAck {
                     delivery_tag: 1 << 40,

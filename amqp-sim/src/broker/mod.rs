@@ -302,7 +302,8 @@ impl Broker {
                 Ok(Some(frame)) => self.handle_frame(frame),
                 Ok(None) => break,
                 Err(error) => {
-                    self.log.fault(format!("client sent undecodable bytes: {error}"));
+                    self.log
+                        .fault(format!("client sent undecodable bytes: {error}"));
                     break;
                 }
             }
@@ -365,7 +366,7 @@ impl Broker {
                 Frame::Method { channel: 0, method } => self.connection_method(method),
                 Frame::Method { channel, method } => self.channel_method(channel, method),
                 Frame::Header { channel, header } => self.content_header(channel, *header),
-                Frame::Body { channel, payload } => self.content_body(channel, payload),
+                Frame::Body { channel, payload } => self.content_body(channel, &payload),
             },
         }
     }
@@ -487,7 +488,13 @@ impl Broker {
         if self.hang_up || self.cut {
             return;
         }
-        wire::method(&mut self.out, channel, method, self.frame_max, &mut self.log);
+        wire::method(
+            &mut self.out,
+            channel,
+            method,
+            self.frame_max,
+            &mut self.log,
+        );
         self.last_write = self.now;
     }
 }

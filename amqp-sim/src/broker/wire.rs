@@ -14,7 +14,13 @@ use super::Log;
 /// Appends a method frame. The broker only encodes values it made or
 /// read from the client, so a failure is the model's bug: it is logged
 /// as a fault rather than unwrapped.
-pub(super) fn method(out: &mut BytesMut, channel: u16, method: &Method, frame_max: u32, log: &mut Log) {
+pub(super) fn method(
+    out: &mut BytesMut,
+    channel: u16,
+    method: &Method,
+    frame_max: u32,
+    log: &mut Log,
+) {
     if let Err(error) = encode_method_frame(channel, method, frame_max, out) {
         log.fault(format!("broker cannot encode {}: {error}", method.name()));
     }
