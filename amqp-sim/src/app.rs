@@ -11,7 +11,7 @@ use amqp_proto::Event;
 const NAMED_QUEUES: [&str; 4] = ["q0", "q1", "q2", "q3"];
 
 /// Exchanges by index: 0 is the default one.
-pub(crate) const EXCHANGES: [&str; 8] = [
+const EXCHANGES: [&str; 8] = [
     "",
     "amq.direct",
     "amq.fanout",
@@ -23,7 +23,43 @@ pub(crate) const EXCHANGES: [&str; 8] = [
 ];
 
 /// Routing and binding keys by index.
-pub(crate) const KEYS: [&str; 8] = ["q0", "q1", "a.b", "a.c", "b.x", "#", "a.*", "*.x"];
+const KEYS: [&str; 8] = ["q0", "q1", "a.b", "a.c", "b.x", "#", "a.*", "*.x"];
+
+/// The exchange a publish names: any, the default one included.
+pub(crate) fn exchange(pick: u8) -> &'static str {
+    pick_from(&EXCHANGES, pick).copied().unwrap_or_default()
+}
+
+/// An exchange a queue can be bound to: any but the default one (403).
+pub(crate) fn bindable_exchange(pick: u8) -> &'static str {
+    EXCHANGES
+        .get(1..)
+        .and_then(|bindable| pick_from(bindable, pick))
+        .copied()
+        .unwrap_or("amq.direct")
+}
+
+/// One of the exchanges the application declares and deletes, `x0`..`x3`
+/// (declaring `amq.*` is refused).
+pub(crate) fn own_exchange(pick: u8) -> &'static str {
+    EXCHANGES
+        .get(4..)
+        .and_then(|own| pick_from(own, pick))
+        .copied()
+        .unwrap_or("x0")
+}
+
+/// A routing or binding key.
+pub(crate) fn key(pick: u8) -> &'static str {
+    pick_from(&KEYS, pick).copied().unwrap_or_default()
+}
+
+/// An exchange type.
+pub(crate) fn kind(pick: u8) -> &'static str {
+    pick_from(&["direct", "fanout", "topic"], pick)
+        .copied()
+        .unwrap_or("direct")
+}
 
 #[derive(Debug)]
 pub(crate) struct App {

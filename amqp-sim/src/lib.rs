@@ -20,6 +20,18 @@
 //! A failure replays with `cargo run -p amqp-sim -- --seed N --trace` and
 //! shrinks with `--shrink N` to a `Vec<Step>` for `tests/regressions.rs`.
 
+// The broker's bytes must never panic the simulation: no unwrap, expect
+// or unchecked indexing outside tests (tests may unwrap what they built).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
 mod app;
 pub mod broker;
 mod driver;

@@ -56,8 +56,7 @@ pub fn shrink(seed: u64, options: &Options) -> Option<Shrunk> {
     };
     let mut steps = generate(seed, options.max_steps);
     // Only the steps up to the failure matter (final checks: all of them).
-    if failure.step_index < steps.len() {
-        let shorter: Vec<Step> = steps[..=failure.step_index].to_vec();
+    if let Some(shorter) = steps.get(..=failure.step_index).map(<[Step]>::to_vec) {
         if fails(&shorter).is_some() {
             steps = shorter;
         }

@@ -12,7 +12,7 @@ use amqp_proto::spec::{self, constants::ReplyCode, Method};
 use amqp_proto::{Config, Connection, ConnectionError, Event, SaslMechanism};
 use bytes::Bytes;
 
-use crate::app::{App, EXCHANGES, KEYS};
+use crate::app::{self, App};
 use crate::broker::{Broker, Injection};
 use crate::driver;
 use crate::hash::TraceHash;
@@ -285,8 +285,8 @@ impl Sim {
             } => {
                 let queue = self.app.queue(queue);
                 // Never the default exchange: binding to it is refused (403).
-                let exchange = EXCHANGES[1 + usize::from(exchange) % (EXCHANGES.len() - 1)];
-                let key = KEYS[usize::from(key) % KEYS.len()];
+                let exchange = app::bindable_exchange(exchange);
+                let key = app::key(key);
                 if matches!(step, Step::BindQueue { .. }) {
                     self.request(
                         ch,
@@ -314,8 +314,8 @@ impl Sim {
             Step::DeclareExchange { ch, exchange, kind } => self.request(
                 ch,
                 spec::ExchangeDeclare {
-                    exchange: EXCHANGES[4 + usize::from(exchange) % 4].into(),
-                    exchange_type: ["direct", "fanout", "topic"][usize::from(kind) % 3].into(),
+                    exchange: app::own_exchange(exchange).into(),
+                    exchange_type: app::kind(kind).into(),
                     ..Default::default()
                 },
                 None,
@@ -323,7 +323,7 @@ impl Sim {
             Step::DeleteExchange { ch, exchange } => self.request(
                 ch,
                 spec::ExchangeDelete {
-                    exchange: EXCHANGES[4 + usize::from(exchange) % 4].into(),
+                    exchange: app::own_exchange(exchange).into(),
                     ..Default::default()
                 },
                 None,
@@ -360,7 +360,7 @@ impl Sim {
                 )
             }
             Step::Cancel { consumer } => {
-                match crate::app::pick_from(&self.app.consumers, consumer).cloned() {
+                match app::pick_from(&self.app.consumers, consumer).cloned() {
                     Some((id, tag, _)) => {
                         let pick = self.app.channels.iter().position(|c| *c == id).unwrap_or(0);
                         let pick = u8::try_from(pick).unwrap_or(0);
@@ -475,8 +475,8 @@ impl Sim {
         let Some(id) = self.app.channel(pick) else {
             return Ok(Err("no channel".into()));
         };
-        let exchange = EXCHANGES[usize::from(exchange) % EXCHANGES.len()];
-        let key = KEYS[usize::from(key) % KEYS.len()];
+        let exchange = app::exchange(exchange);
+        let key = app::key(key);
         let publish = spec::BasicPublish {
             exchange: exchange.into(),
             routing_key: key.into(),
@@ -511,7 +511,7 @@ impl Sim {
         multiple: bool,
         send: impl FnOnce(&mut amqp_proto::ChannelRef<'_>, u64) -> Result<(), amqp_proto::UsageError>,
     ) -> Result<String, String> {
-        let (id, tag) = *crate::app::pick_from(&self.app.deliveries, pick).ok_or("no delivery")?;
+        let (id, tag) = *app::pick_from(&self.app.deliveries, pick).ok_or("no delivery")?;
         let mut channel = self.connection.channel(id).map_err(|e| e.to_string())?;
         send(&mut channel, tag).map_err(|e| e.to_string())?;
         self.app.settled(id, tag, multiple);

@@ -279,16 +279,16 @@ impl Broker {
             return;
         };
         let mut due = Vec::new();
-        let mut index = 0;
-        while index < channel.deferred.len() {
-            let entry = &mut channel.deferred[index];
+        let mut kept = Vec::new();
+        for mut entry in std::mem::take(&mut channel.deferred) {
             entry.countdown = entry.countdown.saturating_sub(1);
             if entry.countdown == 0 {
-                due.push(channel.deferred.remove(index));
+                due.push(entry);
             } else {
-                index += 1;
+                kept.push(entry);
             }
         }
+        channel.deferred = kept;
         for entry in due {
             self.write(id, &entry.method);
             self.activate(id, entry.activate);
@@ -864,18 +864,19 @@ impl Broker {
             }
             due.sort_by_key(|held| held.sequence);
             let last = due.last().map_or(0, |held| held.sequence);
-            let same = due.iter().all(|held| held.ack == due[0].ack);
+            let first_ack = due.first().is_some_and(|held| held.ack);
+            let same = due.iter().all(|held| held.ack == first_ack);
             let oldest: Vec<u64> = channel.unsettled.range(..=last).copied().collect();
             let exact = oldest == due.iter().map(|held| held.sequence).collect::<Vec<_>>();
             if due.len() > 1 && same && exact && self.rng.chance(0.6) {
-                let ack = due[0].ack;
+                let ack = first_ack;
                 for held in &due {
                     if let Some(channel) = self.channels.get_mut(&id) {
                         channel.unsettled.remove(&held.sequence);
                     }
                 }
                 let incarnation = self.channels.get(&id).map_or(0, |c| c.incarnation);
-                for held in &due[..due.len() - 1] {
+                for held in due.iter().take(due.len() - 1) {
                     self.log
                         .confirms
                         .insert((id, incarnation, held.sequence), ack);
