@@ -4,6 +4,7 @@
 //! cargo run --release -p amqp-sim -- --seeds 1000000 [--start N] [--threads T]
 //! cargo run -p amqp-sim -- --seed N --trace
 //! cargo run -p amqp-sim -- --shrink N
+//! cargo run --release -p amqp-sim -- --seeds N --keep-going --ignore close-timeout-early
 //! ```
 //!
 //! A campaign prints seeds per second and, for each distinct invariant
@@ -27,6 +28,7 @@ struct Args {
     threads: Option<usize>,
     max_steps: Option<usize>,
     keep_going: bool,
+    ignore: Vec<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -49,6 +51,12 @@ fn parse() -> Result<Args, String> {
             "--max-steps" => args.max_steps = Some(number(iter.next(), "--max-steps")? as usize),
             "--trace" => args.trace = true,
             "--keep-going" => args.keep_going = true,
+            "--ignore" => args.ignore.extend(
+                iter.next()
+                    .ok_or("--ignore needs invariant names, comma-separated")?
+                    .split(',')
+                    .map(str::to_owned),
+            ),
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -60,13 +68,25 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(error) => {
             eprintln!("{error}");
-            eprintln!("usage: amqp-sim --seeds N [--start N] [--threads T] [--keep-going] | --seed N [--trace] | --shrink N");
+            eprintln!(
+                "usage: amqp-sim --seeds N [--start N] [--threads T] [--keep-going] [--ignore a,b] \
+                 | --seed N [--trace] | --shrink N   (--max-steps N, --ignore apply to all)"
+            );
             return ExitCode::FAILURE;
         }
     };
     let mut options = Options::default();
     if let Some(max_steps) = args.max_steps {
         options.max_steps = max_steps;
+    }
+    if !args.ignore.is_empty() {
+        // Options hold `'static` names; the runner lives until exit.
+        let names: Vec<&'static str> = args
+            .ignore
+            .iter()
+            .map(|name| &*Box::leak(name.clone().into_boxed_str()))
+            .collect();
+        options.ignore = Box::leak(names.into_boxed_slice());
     }
     if let Some(seed) = args.shrink {
         return shrink_one(seed, &options);

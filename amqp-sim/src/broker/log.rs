@@ -52,12 +52,14 @@ pub struct Log {
     pub injections: Vec<Injection>,
     /// Reply codes of the client's `connection.close`s, in order.
     pub client_closes: Vec<u16>,
-    /// The first protocol rule the client broke, as the broker saw it.
+    /// The first protocol rule the client broke since the oracle last
+    /// looked, as the broker saw it.
     pub client_fault: Option<String>,
 }
 
 impl Log {
-    /// Records the client's first fault (later ones follow from it).
+    /// Records a fault of the client (the first until the oracle looks;
+    /// the later ones usually follow from it).
     pub(crate) fn fault(&mut self, what: String) {
         if self.client_fault.is_none() {
             self.client_fault = Some(what);
