@@ -1,5 +1,5 @@
-//! Delta debugging of a failing run: remove steps while the same
-//! invariant still breaks, down to a list where removing any one step
+//! Delta debugging of a failing run: remove steps while the same class of
+//! failure ([`Failure::class`](crate::Failure::class)) still occurs, down to a list where removing any one step
 //! makes it pass; then print it as a regression test.
 
 use crate::{generate, run_seed, run_steps, Failure, Options, Step};
@@ -43,8 +43,10 @@ pub fn shrink(seed: u64, options: &Options) -> Option<Shrunk> {
         ..*options
     };
     let failure = run_seed(seed, &options).err()?;
-    let invariant = failure.invariant;
-    let rechecked = matches!(invariant, "determinism" | "split-invariance");
+    // The same class of failure, not just the same invariant: a shrunk
+    // run must show the same bug.
+    let class = failure.class();
+    let rechecked = matches!(failure.invariant, "determinism" | "split-invariance");
     let fails = |steps: &[Step]| -> Option<Box<Failure>> {
         let outcome = if rechecked {
             // Force the recheck whatever the seed's residue.
@@ -52,7 +54,7 @@ pub fn shrink(seed: u64, options: &Options) -> Option<Shrunk> {
         } else {
             run_steps(seed, steps, &options).err()
         };
-        outcome.filter(|found| found.invariant == invariant)
+        outcome.filter(|found| found.class() == class)
     };
     let mut steps = generate(seed, options.max_steps);
     // Only the steps up to the failure matter (final checks: all of them).
