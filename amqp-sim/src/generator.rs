@@ -28,6 +28,26 @@ pub fn generate(seed: u64, max_steps: usize) -> Vec<Step> {
         steps.push(Step::DeliverAll);
         steps.push(Step::DeliverAll);
         steps.push(Step::DeliverAll);
+        // Usually a channel and the two queues the traffic uses, so that
+        // runs get to deliveries, gets and confirms; shrinking drops what
+        // a failure does not need.
+        if rng.chance(0.8) {
+            steps.push(Step::Open);
+            steps.push(Step::DeclareQueue {
+                ch: 0,
+                queue: 0,
+                passive: false,
+            });
+            steps.push(Step::DeclareQueue {
+                ch: 0,
+                queue: 1,
+                passive: false,
+            });
+            if rng.chance(0.5) {
+                steps.push(Step::Open);
+            }
+            steps.push(Step::DeliverAll);
+        }
     }
     for index in 0..count {
         if rng.below(1000) < fault_rate {
@@ -41,6 +61,36 @@ pub fn generate(seed: u64, max_steps: usize) -> Vec<Step> {
 
 fn small(rng: &mut Rng) -> u8 {
     rng.byte() % 8
+}
+
+/// A queue index biased to `q0` and `q1`, which the generator declares
+/// most: traffic needs queues that exist (the rest still exercise 404s).
+fn queue(rng: &mut Rng) -> u8 {
+    match rng.below(10) {
+        0..=3 => 0,
+        4..=6 => 1,
+        _ => small(rng),
+    }
+}
+
+/// A publish's exchange: mostly the default one and `amq.*`, which always
+/// exist; sometimes `x0`..`x3`, which may not.
+fn publish_exchange(rng: &mut Rng) -> u8 {
+    match rng.below(10) {
+        0..=5 => 0,
+        6..=8 => 1 + rng.byte() % 3,
+        _ => 4 + rng.byte() % 4,
+    }
+}
+
+/// A binding's exchange index (the simulation skips the default one):
+/// mostly `amq.*`.
+fn bind_exchange(rng: &mut Rng) -> u8 {
+    if rng.chance(0.7) {
+        rng.byte() % 3
+    } else {
+        3 + rng.byte() % 4
+    }
 }
 
 /// One application command, network delivery or clock advance.
@@ -79,7 +129,11 @@ fn command(rng: &mut Rng, index: usize) -> Step {
         1 => Step::Close { ch },
         2 => Step::DeclareQueue {
             ch,
-            queue: rng.byte() % 5,
+            queue: match rng.below(10) {
+                0..=3 => 0,
+                4..=6 => 1,
+                _ => rng.byte() % 5,
+            },
             passive: rng.chance(0.15),
         },
         3 => Step::DeleteQueue {
@@ -92,14 +146,14 @@ fn command(rng: &mut Rng, index: usize) -> Step {
         },
         5 => Step::BindQueue {
             ch,
-            queue: small(rng),
-            exchange: small(rng),
+            queue: queue(rng),
+            exchange: bind_exchange(rng),
             key: small(rng),
         },
         6 => Step::UnbindQueue {
             ch,
-            queue: small(rng),
-            exchange: small(rng),
+            queue: queue(rng),
+            exchange: bind_exchange(rng),
             key: small(rng),
         },
         7 => Step::DeclareExchange {
@@ -117,7 +171,7 @@ fn command(rng: &mut Rng, index: usize) -> Step {
         },
         10 => Step::Consume {
             ch,
-            queue: small(rng),
+            queue: queue(rng),
             // Server-named half the time; a few named tags, so that
             // pipelined duplicates (530 from the broker) stay rare.
             tag: if rng.chance(0.5) {
@@ -133,16 +187,21 @@ fn command(rng: &mut Rng, index: usize) -> Step {
         12 => Step::SelectConfirms { ch },
         13 => Step::Publish {
             ch,
-            // The default exchange half the time: it always exists.
-            exchange: if rng.chance(0.5) { 0 } else { small(rng) },
-            key: small(rng),
+            exchange: publish_exchange(rng),
+            // Keys 0 and 1 are `q0` and `q1`: routable on the default
+            // exchange.
+            key: if rng.chance(0.5) {
+                rng.byte() % 2
+            } else {
+                small(rng)
+            },
             mandatory: rng.chance(0.4),
             size: body_size(rng),
             depth: table_depth(rng),
         },
         14 => Step::Get {
             ch,
-            queue: small(rng),
+            queue: queue(rng),
             no_ack: rng.chance(0.4),
         },
         15 => Step::Ack {
