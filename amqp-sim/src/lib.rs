@@ -120,7 +120,7 @@ impl Failure {
     pub fn class(&self) -> String {
         let mut detail = String::new();
         let mut in_number = false;
-        for c in self.detail.chars().take(90) {
+        for c in self.detail.chars() {
             if c.is_ascii_digit() {
                 if !in_number {
                     detail.push('N');
@@ -131,6 +131,7 @@ impl Failure {
                 detail.push(c);
             }
         }
+        let detail: String = detail.chars().take(100).collect();
         format!("{}: {detail}", self.invariant)
     }
 
