@@ -8,9 +8,12 @@
 //! oracle.
 
 mod channel;
+mod deliver;
 mod faults;
 mod log;
 mod model;
+mod publish;
+mod requests;
 mod wire;
 
 use std::collections::BTreeMap;
