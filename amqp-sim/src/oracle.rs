@@ -60,6 +60,10 @@ pub(crate) struct Oracle {
     issued: Vec<Issued>,
     lives: BTreeMap<u16, Life>,
     incarnations: BTreeMap<u16, u32>,
+    /// (channel, incarnation, delivery tag) of the deliveries seen.
+    delivered: BTreeSet<(u16, u32, u64)>,
+    /// How many returns each (channel, incarnation) reported.
+    returned: BTreeMap<(u16, u32), usize>,
     closed: Option<ConnectionError>,
 }
 
@@ -231,6 +235,12 @@ impl Oracle {
                     self.incarnation(delivery.channel),
                     delivery.delivery_tag,
                 );
+                if !self.delivered.insert(key) {
+                    return Err(Violation::new(
+                        "delivery-mismatch",
+                        format!("delivery {key:?} reported twice"),
+                    ));
+                }
                 match log.deliveries.get(&key) {
                     Some((tag, body))
                         if delivery.consumer_tag == tag.as_str()
@@ -317,6 +327,44 @@ impl Oracle {
                     }
                 }
                 self.unresolved(|_| true)
+            }
+            Event::Returned(returned) => {
+                let key = (returned.channel, self.incarnation(returned.channel));
+                let count = self.returned.entry(key).or_insert(0);
+                let sent = log.returns.get(&key).and_then(|all| all.get(*count));
+                *count += 1;
+                match sent {
+                    Some((code, body))
+                        if *code == returned.reply_code && *body == returned.content.body =>
+                    {
+                        Ok(())
+                    }
+                    other => Err(Violation::new(
+                        "return-mismatch",
+                        format!(
+                            "return {} on channel {} ({}); the broker sent {other:?}",
+                            *count, returned.channel, returned.reply_code
+                        ),
+                    )),
+                }
+            }
+            Event::ConsumerCancelled {
+                channel,
+                consumer_tag,
+            } => {
+                let key = (
+                    *channel,
+                    self.incarnation(*channel),
+                    consumer_tag.to_string_lossy().into_owned(),
+                );
+                if log.cancels.contains(&key) {
+                    Ok(())
+                } else {
+                    Err(Violation::new(
+                        "cancel-mismatch",
+                        format!("ConsumerCancelled {key:?}, which the broker never cancelled"),
+                    ))
+                }
             }
             _ => Ok(()),
         }

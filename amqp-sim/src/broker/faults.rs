@@ -62,11 +62,7 @@ impl Broker {
         };
         self.release_deferred(id);
         if self.remove_consumer(id, &tag).is_some() {
-            let cancel = spec::BasicCancel {
-                consumer_tag: tag.as_str().into(),
-                nowait: self.rng.chance(0.5),
-            };
-            self.write(id, &cancel.into());
+            self.notify_cancel(id, &tag);
         }
     }
 

@@ -2,7 +2,7 @@
 //! request, every delivery and every publisher confirm it sent, the
 //! malformed bytes it injected, and any misbehaviour of the client.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use amqp_proto::spec::Method;
 use bytes::Bytes;
@@ -48,6 +48,11 @@ pub struct Log {
     /// (channel, incarnation, publish sequence) settled by the broker:
     /// true for ack, false for nack.
     pub confirms: BTreeMap<(u16, u32, u64), bool>,
+    /// (channel, incarnation) of every `basic.return`, in order, with its
+    /// reply code and body.
+    pub returns: BTreeMap<(u16, u32), VecDeque<(u16, Bytes)>>,
+    /// (channel, incarnation, consumer tag) the broker cancelled itself.
+    pub cancels: BTreeSet<(u16, u32, String)>,
     /// Injections in stream order.
     pub injections: Vec<Injection>,
     /// Reply codes of the client's `connection.close`s, in order.

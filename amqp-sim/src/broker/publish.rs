@@ -109,6 +109,12 @@ impl Broker {
             }
             .into();
             self.write_content(id, &returned, &properties, &body);
+            let incarnation = self.channels.get(&id).map_or(0, |c| c.incarnation);
+            self.log
+                .returns
+                .entry((id, incarnation))
+                .or_default()
+                .push_back((312, body.clone()));
         }
         for queue in &queues {
             if let Some(queue) = self.model.queues.get_mut(queue) {

@@ -232,6 +232,18 @@ impl Broker {
         Some(consumer)
     }
 
+    /// Tells the client the broker cancelled its consumer
+    /// (consumer-cancel-notify), with or without asking for cancel-ok.
+    pub(super) fn notify_cancel(&mut self, id: u16, tag: &str) {
+        let cancel = spec::BasicCancel {
+            consumer_tag: tag.into(),
+            nowait: self.rng.chance(0.5),
+        };
+        self.write(id, &cancel.into());
+        let incarnation = self.channels.get(&id).map_or(0, |c| c.incarnation);
+        self.log.cancels.insert((id, incarnation, tag.to_owned()));
+    }
+
     /// Deletes a queue, notifying its consumers (consumer-cancel-notify);
     /// returns how many messages went with it.
     pub(super) fn delete_queue(&mut self, name: &str) -> u32 {
@@ -249,12 +261,7 @@ impl Broker {
         for (id, tag) in holders {
             self.release_deferred(id);
             self.remove_consumer(id, &tag);
-            let nowait = self.rng.chance(0.5);
-            let cancel = spec::BasicCancel {
-                consumer_tag: tag.as_str().into(),
-                nowait,
-            };
-            self.write(id, &cancel.into());
+            self.notify_cancel(id, &tag);
         }
         queue.messages.len() as u32
     }

@@ -75,6 +75,8 @@ struct Sim {
     owed: Vec<(Injection, usize, u64)>,
     /// Bytes the client wrote so far.
     written: u64,
+    /// When the client last wrote.
+    last_write: Instant,
     closes_checked: usize,
     close_called: Option<Instant>,
     /// When `Event::Closed` was seen.
@@ -171,6 +173,7 @@ impl Sim {
             injections_seen: 0,
             owed: Vec::new(),
             written: 0,
+            last_write: start,
             closes_checked: 0,
             close_called: None,
             closed_at: None,
@@ -249,6 +252,7 @@ impl Sim {
         while let Some(chunk) = driver::transmit(&mut self.connection, self.now) {
             self.hash.bytes(&chunk);
             self.written += chunk.len() as u64;
+            self.last_write = self.now;
             self.broker.receive(&chunk, self.now);
         }
         // What the client owed malformed input is checked first: the

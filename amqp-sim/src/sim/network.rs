@@ -179,6 +179,7 @@ impl Sim {
             if next > target {
                 break;
             }
+            self.check_heartbeat_sent(next)?;
             self.now = self.now.max(next);
             if broker.is_some_and(|at| at <= self.now) {
                 self.broker.on_timer(self.now);
@@ -198,8 +199,28 @@ impl Sim {
                 ));
             }
         }
+        self.check_heartbeat_sent(target)?;
         self.now = self.now.max(target);
         Ok(())
+    }
+
+    /// Before the clock moves to `to`: an open client with heartbeats on
+    /// must have written something within one interval (spec 4.2.7), so a
+    /// deadline must have come first.
+    fn check_heartbeat_sent(&self, to: std::time::Instant) -> Result<(), Violation> {
+        let interval = Duration::from_secs(u64::from(self.connection.tuning().heartbeat));
+        let late = to.saturating_duration_since(self.last_write);
+        if interval.is_zero() || !self.connection.is_open() || late <= interval {
+            return Ok(());
+        }
+        Err(Violation::new(
+            "missed-heartbeat",
+            format!(
+                "nothing written for {} ms with a {} s heartbeat",
+                late.as_millis(),
+                interval.as_secs()
+            ),
+        ))
     }
 }
 
