@@ -1,0 +1,179 @@
+//! The simulated application: what it knows from the events it was given
+//! (its channels, queue names, consumers, unacknowledged deliveries), so
+//! that steps can name them by index.
+
+use std::collections::BTreeMap;
+
+use amqp_proto::spec::Method;
+use amqp_proto::Event;
+
+/// The fixed queue names; server-named ones are added as they are learnt.
+const NAMED_QUEUES: [&str; 4] = ["q0", "q1", "q2", "q3"];
+
+/// Exchanges by index: 0 is the default one.
+const EXCHANGES: [&str; 8] = [
+    "",
+    "amq.direct",
+    "amq.fanout",
+    "amq.topic",
+    "x0",
+    "x1",
+    "x2",
+    "x3",
+];
+
+/// Routing and binding keys by index.
+const KEYS: [&str; 8] = ["q0", "q1", "a.b", "a.c", "b.x", "#", "a.*", "*.x"];
+
+/// The exchange a publish names: any, the default one included.
+pub(crate) fn exchange(pick: u8) -> &'static str {
+    pick_from(&EXCHANGES, pick).copied().unwrap_or_default()
+}
+
+/// An exchange a queue can be bound to: any but the default one (403).
+pub(crate) fn bindable_exchange(pick: u8) -> &'static str {
+    EXCHANGES
+        .get(1..)
+        .and_then(|bindable| pick_from(bindable, pick))
+        .copied()
+        .unwrap_or("amq.direct")
+}
+
+/// One of the exchanges the application declares and deletes, `x0`..`x3`
+/// (declaring `amq.*` is refused).
+pub(crate) fn own_exchange(pick: u8) -> &'static str {
+    EXCHANGES
+        .get(4..)
+        .and_then(|own| pick_from(own, pick))
+        .copied()
+        .unwrap_or("x0")
+}
+
+/// A routing or binding key.
+pub(crate) fn key(pick: u8) -> &'static str {
+    pick_from(&KEYS, pick).copied().unwrap_or_default()
+}
+
+/// An exchange type.
+pub(crate) fn kind(pick: u8) -> &'static str {
+    pick_from(&["direct", "fanout", "topic"], pick)
+        .copied()
+        .unwrap_or("direct")
+}
+
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) channels: Vec<u16>,
+    pub(crate) queues: Vec<String>,
+    /// (channel, tag, no_ack).
+    pub(crate) consumers: Vec<(u16, String, bool)>,
+    /// (channel, delivery tag) awaiting an ack.
+    pub(crate) deliveries: Vec<(u16, u64)>,
+    /// no_ack of consumes and gets awaiting their replies, by request id.
+    pub(crate) pending_no_ack: BTreeMap<u64, bool>,
+}
+
+impl App {
+    pub(crate) fn new() -> Self {
+        Self {
+            channels: Vec::new(),
+            queues: NAMED_QUEUES.iter().map(|name| (*name).to_owned()).collect(),
+            consumers: Vec::new(),
+            deliveries: Vec::new(),
+            pending_no_ack: BTreeMap::new(),
+        }
+    }
+
+    /// The channel at index `pick`, modulo how many there are.
+    pub(crate) fn channel(&self, pick: u8) -> Option<u16> {
+        pick_from(&self.channels, pick).copied()
+    }
+
+    /// The queue name at index `pick`.
+    pub(crate) fn queue(&self, pick: u8) -> String {
+        pick_from(&self.queues, pick).cloned().unwrap_or_default()
+    }
+
+    /// Learns from one event.
+    pub(crate) fn observe(&mut self, event: &Event) {
+        match event {
+            Event::ChannelClosed { channel, .. } => self.forget_channel(*channel),
+            Event::Reply {
+                channel,
+                request,
+                method,
+            } => match method {
+                Method::QueueDeclareOk(ok) => {
+                    let name = ok.queue.to_string_lossy().into_owned();
+                    if !self.queues.contains(&name) {
+                        self.queues.push(name);
+                    }
+                }
+                Method::BasicConsumeOk(ok) => {
+                    let no_ack = self.pending_no_ack.remove(&request.get()).unwrap_or(false);
+                    let tag = ok.consumer_tag.to_string_lossy().into_owned();
+                    self.consumers.push((*channel, tag, no_ack));
+                }
+                Method::BasicCancelOk(ok) => {
+                    self.forget_consumer(*channel, &ok.consumer_tag.to_string_lossy());
+                }
+                _ => {}
+            },
+            Event::ConsumerCancelled {
+                channel,
+                consumer_tag,
+            } => self.forget_consumer(*channel, &consumer_tag.to_string_lossy()),
+            Event::Delivery(delivery) => {
+                let tag = delivery.consumer_tag.to_string_lossy();
+                let no_ack = self
+                    .consumers
+                    .iter()
+                    .find(|(channel, known, _)| *channel == delivery.channel && *known == tag)
+                    .map_or(true, |(_, _, no_ack)| *no_ack);
+                if !no_ack {
+                    self.deliveries
+                        .push((delivery.channel, delivery.delivery_tag));
+                }
+            }
+            Event::GetOk {
+                channel,
+                request,
+                message,
+            } if !self.pending_no_ack.remove(&request.get()).unwrap_or(true) => {
+                self.deliveries.push((*channel, message.delivery_tag));
+            }
+            Event::RequestFailed { request, .. } => {
+                self.pending_no_ack.remove(&request.get());
+            }
+            Event::Closed(_) => {
+                self.channels.clear();
+                self.consumers.clear();
+                self.deliveries.clear();
+            }
+            _ => {}
+        }
+    }
+
+    fn forget_channel(&mut self, channel: u16) {
+        self.channels.retain(|id| *id != channel);
+        self.consumers.retain(|(id, ..)| *id != channel);
+        self.deliveries.retain(|(id, _)| *id != channel);
+    }
+
+    fn forget_consumer(&mut self, channel: u16, tag: &str) {
+        self.consumers
+            .retain(|(id, known, _)| !(*id == channel && known == tag));
+    }
+
+    /// Forgets deliveries settled by an ack/nack/reject of `tag`.
+    pub(crate) fn settled(&mut self, channel: u16, tag: u64, multiple: bool) {
+        self.deliveries.retain(|(id, known)| {
+            !(*id == channel && (*known == tag || (multiple && *known <= tag)))
+        });
+    }
+}
+
+/// The element at `pick` modulo the length.
+pub(crate) fn pick_from<T>(items: &[T], pick: u8) -> Option<&T> {
+    items.get(usize::from(pick) % items.len().max(1))
+}

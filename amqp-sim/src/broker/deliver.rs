@@ -1,0 +1,142 @@
+//! Deliveries to consumers within prefetch, and the client's
+//! acknowledgements of them.
+
+use amqp_proto::codec::BasicProperties;
+use amqp_proto::spec::{self, Method};
+
+use super::model::Message;
+use super::{wire, Broker, Phase};
+
+impl Broker {
+    pub(super) fn settle(&mut self, id: u16, tag: u64, multiple: bool, requeue: Option<bool>) {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
+        let tags: Vec<u64> = if multiple {
+            channel
+                .unacked
+                .keys()
+                .copied()
+                .filter(|t| tag == 0 || *t <= tag)
+                .collect()
+        } else {
+            channel
+                .unacked
+                .contains_key(&tag)
+                .then_some(tag)
+                .into_iter()
+                .collect()
+        };
+        if tags.is_empty() {
+            let reason = format!("PRECONDITION_FAILED - unknown delivery tag {tag}");
+            self.close_channel(id, 406, &reason);
+            return;
+        }
+        let mut back = Vec::new();
+        for t in tags {
+            if let Some(entry) = channel.unacked.remove(&t) {
+                back.push(entry);
+            }
+        }
+        if requeue == Some(true) {
+            for (queue, mut message) in back.into_iter().rev() {
+                if let Some(queue) = self.model.queues.get_mut(&queue) {
+                    message.redelivered = true;
+                    queue.messages.push_front(message);
+                }
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Delivers ready messages to active consumers, round-robin, within
+    /// each channel's prefetch.
+    pub(super) fn dispatch(&mut self) {
+        if self.phase != Phase::Open || self.hang_up {
+            return;
+        }
+        let names: Vec<String> = self.model.queues.keys().cloned().collect();
+        for name in names {
+            while let Some((id, tag, no_ack, message)) = self.next_delivery(&name) {
+                let Some(channel) = self.channels.get_mut(&id) else {
+                    break;
+                };
+                channel.next_delivery_tag += 1;
+                let delivery_tag = channel.next_delivery_tag;
+                if !no_ack {
+                    channel
+                        .unacked
+                        .insert(delivery_tag, (name.clone(), message.clone()));
+                }
+                let incarnation = channel.incarnation;
+                self.log.deliveries.insert(
+                    (id, incarnation, delivery_tag),
+                    (tag.clone(), message.body.clone()),
+                );
+                let deliver: Method = spec::BasicDeliver {
+                    consumer_tag: tag.as_str().into(),
+                    delivery_tag,
+                    redelivered: message.redelivered,
+                    exchange: message.exchange.as_str().into(),
+                    routing_key: message.routing_key.as_str().into(),
+                }
+                .into();
+                self.write_content(id, &deliver, &message.properties, &message.body);
+            }
+        }
+    }
+
+    /// The consumer that takes the queue's next message, and the message.
+    pub(super) fn next_delivery(&mut self, name: &str) -> Option<(u16, String, bool, Message)> {
+        let queue = self.model.queues.get_mut(name)?;
+        if queue.messages.is_empty() || queue.consumers.is_empty() {
+            return None;
+        }
+        let count = queue.consumers.len();
+        for offset in 0..count {
+            let index = (queue.next_consumer + offset) % count;
+            let (id, tag) = queue.consumers.get(index)?.clone();
+            let Some(channel) = self.channels.get(&id) else {
+                continue;
+            };
+            let Some(consumer) = channel.consumers.get(&tag) else {
+                continue;
+            };
+            if channel.closing || !consumer.active || !(consumer.no_ack || channel.has_credit()) {
+                continue;
+            }
+            queue.next_consumer = index + 1;
+            let message = queue.messages.pop_front()?;
+            return Some((id, tag, consumer.no_ack, message));
+        }
+        None
+    }
+
+    /// Writes a content-carrying method, its header and body frames;
+    /// a pending [`MethodBeforeHeader`](crate::Malformed::MethodBeforeHeader)
+    /// fault goes between the method and the header.
+    pub(super) fn write_content(
+        &mut self,
+        id: u16,
+        method: &Method,
+        properties: &BasicProperties,
+        body: &[u8],
+    ) {
+        if self.hang_up || self.cut {
+            return;
+        }
+        self.write(id, method);
+        if self.interleave_next_content {
+            self.interleave_next_content = false;
+            self.inject_between(id);
+        }
+        wire::content(
+            &mut self.out,
+            id,
+            properties,
+            body,
+            self.frame_max,
+            &mut self.log,
+        );
+    }
+}

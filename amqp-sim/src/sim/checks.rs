@@ -1,0 +1,82 @@
+//! The checks that need the simulation's own state besides the oracle's:
+//! how the connection ended, and the reactions owed to malformed input.
+
+use amqp_proto::spec::constants::ReplyCode;
+use amqp_proto::ConnectionError;
+
+use super::Sim;
+use crate::oracle::Violation;
+use crate::step::Reaction;
+
+impl Sim {
+    pub(super) fn check_closed(&mut self, error: &ConnectionError) -> Result<(), Violation> {
+        match error {
+            ConnectionError::ProtocolViolation { error } if !self.tainted => Err(Violation::new(
+                "false-positive-violation",
+                format!("the broker behaved, the client reported: {error}"),
+            )),
+            ConnectionError::CloseTimeout => {
+                let called = self.close_called.unwrap_or(self.start);
+                let waited = self.now - called;
+                if waited < self.config.close_timeout {
+                    return Err(Violation::new(
+                        "close-timeout-early",
+                        format!(
+                            "close timed out {} ms after close() (close timeout {:?})",
+                            waited.as_millis(),
+                            self.config.close_timeout
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            ConnectionError::HeartbeatTimeout if !self.broker.is_stalled() => Err(Violation::new(
+                "false-heartbeat-timeout",
+                "heartbeat timeout although the broker was live",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The client's closes against what it owed.
+    pub(super) fn check_reactions(&mut self) -> Result<(), Violation> {
+        let closes = self.broker.log.client_closes.clone();
+        let unchecked = self.closes_checked;
+        // Each close is judged once, also when the invariant is ignored.
+        self.closes_checked = closes.len();
+        for code in closes.iter().skip(unchecked) {
+            if *code != 200 && !self.tainted {
+                return Err(Violation::new(
+                    "false-positive-close",
+                    format!(
+                        "the broker behaved, the client closed with {}",
+                        ReplyCode(*code)
+                    ),
+                ));
+            }
+        }
+        self.closes_checked = closes.len();
+        // Only the first fault counts: the connection is over after it.
+        let owed = std::mem::take(&mut self.owed);
+        if let Some((injection, before, written)) = owed.first().copied() {
+            let reaction = injection.malformed.expected();
+            let sent = closes.get(before).copied();
+            let wrote = self.written - written;
+            let ok = match reaction {
+                Reaction::Close(code) => sent == Some(code),
+                Reaction::Silent => wrote == 0 && self.connection.is_closed(),
+            };
+            if !ok {
+                return Err(Violation::new(
+                    "malformed-reaction",
+                    format!(
+                        "after {:?} the client owed {reaction:?}; it sent close {sent:?} ({wrote} bytes), closed: {}",
+                        injection.malformed,
+                        self.connection.is_closed()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,373 @@
+//! One simulation: the real [`Connection`] against the [`Broker`], driven
+//! step by step on a simulated clock, with the oracle consulted after
+//! every step.
+
+mod checks;
+mod commands;
+mod network;
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use amqp_proto::codec::{DecodeLimits, FrameDecoder};
+use amqp_proto::{Config, Connection, Event, SaslMechanism};
+
+use crate::app::App;
+use crate::broker::{Broker, Injection};
+use crate::driver;
+use crate::hash::TraceHash;
+use crate::oracle::{Oracle, Violation};
+use crate::rng::Rng;
+use crate::step::Step;
+
+/// Random streams of a run besides the steps (see [`Rng::fork`]).
+const STREAM_BROKER: u64 = 2;
+const STREAM_CONFIG: u64 = 3;
+const STREAM_SPLIT: u64 = 4;
+
+/// How a run is carried out, beyond its steps.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Mode {
+    /// Feed each network delivery to the client in random smaller pieces,
+    /// drawn from this salt: the logical interleaving stays the same, so
+    /// the trace must not change.
+    pub(crate) resplit: Option<u64>,
+    /// Keep a readable trace.
+    pub(crate) trace: bool,
+    /// Invariants to note in the trace and go on past (known bugs that
+    /// would hide others).
+    pub(crate) ignore: &'static [&'static str],
+}
+
+/// What a finished run looked like.
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    pub(crate) hash: u64,
+    pub(crate) events: usize,
+    pub(crate) trace: Vec<String>,
+    /// The failure, with the index of the step after which it was seen
+    /// (the number of steps for the final checks).
+    pub(crate) failure: Option<(usize, Violation)>,
+    /// How the connection ended.
+    pub(crate) ending: String,
+}
+
+struct Sim {
+    connection: Connection,
+    broker: Broker,
+    oracle: Oracle,
+    app: App,
+    start: Instant,
+    now: Instant,
+    split: Option<Rng>,
+    hash: TraceHash,
+    trace: Option<Vec<String>>,
+    /// Decodes the server's stream for the trace (trace mode only).
+    trace_decoder: Option<FrameDecoder>,
+    events: usize,
+    /// Malformed bytes reached the client: its error closes are expected.
+    tainted: bool,
+    /// Injections already looked at, by index into the broker's log.
+    injections_seen: usize,
+    /// Injections whose reaction is owed, with the number of client closes
+    /// the broker had seen and the bytes the client had written when they
+    /// arrived.
+    owed: Vec<(Injection, usize, u64)>,
+    /// Bytes the client wrote so far.
+    written: u64,
+    /// When the client last wrote.
+    last_write: Instant,
+    closes_checked: usize,
+    close_called: Option<Instant>,
+    /// When `Event::Closed` was seen.
+    closed_at: Option<Instant>,
+    /// Bytes the application queued and the bytes fed in, this step.
+    app_queued: usize,
+    fed: usize,
+    transport_reported: bool,
+    config: Config,
+}
+
+/// Runs `steps` for `seed`.
+pub(crate) fn run(seed: u64, steps: &[Step], mode: Mode) -> Run {
+    let start = Instant::now();
+    let mut sim = Sim::new(seed, start, mode);
+    let mut failure = None;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if let Err(violation) = sim.settle() {
+            return Some((0, violation));
+        }
+        for (index, step) in steps.iter().enumerate() {
+            sim.note(|| format!("#{index} {step:?}"));
+            sim.hash.number(index as u64);
+            let mut result = sim.execute(step).and_then(|()| sim.settle());
+            // An ignored invariant is noted and the run goes on; settling
+            // again drains what the step left.
+            for _ in 0..8 {
+                match result {
+                    Err(violation) if mode.ignore.contains(&violation.invariant) => {
+                        sim.note(|| format!("  ignored: {violation:?}"));
+                        result = sim.settle();
+                    }
+                    _ => break,
+                }
+            }
+            if let Err(violation) = result {
+                return Some((index, violation));
+            }
+        }
+        sim.note(|| "# final: drain, close, wait".to_owned());
+        sim.finish()
+            .err()
+            .filter(|violation| !mode.ignore.contains(&violation.invariant))
+            .map(|violation| (steps.len(), violation))
+    }));
+    match outcome {
+        Ok(found) => failure = found,
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            failure = failure.or(Some((usize::MAX, Violation::new("panic", text))));
+        }
+    }
+    let ending = sim
+        .oracle
+        .closed()
+        .map_or_else(|| "not closed".to_owned(), ToString::to_string);
+    Run {
+        hash: sim.hash.value(),
+        events: sim.events,
+        trace: sim.trace.unwrap_or_default(),
+        failure,
+        ending,
+    }
+}
+
+impl Sim {
+    fn new(seed: u64, start: Instant, mode: Mode) -> Self {
+        let config = client_config(&mut Rng::fork(seed, STREAM_CONFIG));
+        let broker = Broker::new(Rng::fork(seed, STREAM_BROKER), start);
+        Self {
+            connection: Connection::new(config.clone(), start),
+            broker,
+            oracle: Oracle::default(),
+            app: App::new(),
+            start,
+            now: start,
+            split: mode
+                .resplit
+                .map(|salt| Rng::fork(seed ^ salt, STREAM_SPLIT)),
+            hash: TraceHash::default(),
+            trace: mode.trace.then(Vec::new),
+            trace_decoder: mode.trace.then(|| {
+                FrameDecoder::new(DecodeLimits {
+                    max_frame_size: u32::MAX,
+                    max_table_depth: 1_000,
+                })
+            }),
+            events: 0,
+            tainted: false,
+            injections_seen: 0,
+            owed: Vec::new(),
+            written: 0,
+            last_write: start,
+            closes_checked: 0,
+            close_called: None,
+            closed_at: None,
+            app_queued: 0,
+            fed: 0,
+            transport_reported: false,
+            config,
+        }
+    }
+
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &mut self.trace {
+            trace.push(line());
+        }
+    }
+
+    fn elapsed_ms(&self) -> u128 {
+        (self.now - self.start).as_millis()
+    }
+
+    /// Runs one step.
+    fn execute(&mut self, step: &Step) -> Result<(), Violation> {
+        match step {
+            Step::Deliver { permille } => {
+                let pending = self.broker.pending();
+                let share = pending * usize::from(*permille) / 1000;
+                self.deliver(share.max(1))?;
+            }
+            Step::DeliverAll => self.deliver(usize::MAX)?,
+            Step::Advance { ms } => self.advance(Duration::from_millis(u64::from(*ms)))?,
+            Step::Cut => {
+                self.broker.cut();
+                self.report_transport_closed("cut");
+                self.settle()?;
+                if !self.connection.is_closed() || self.oracle.closed().is_none() {
+                    return Err(Violation::new(
+                        "not-closed-promptly",
+                        "transport cut, connection not closed",
+                    ));
+                }
+            }
+            Step::Stall => self.broker.stall(),
+            Step::ServerCloseChannel { ch } => self.broker.fault_close_channel(*ch),
+            Step::ServerCloseConnection => self.broker.fault_close_connection(),
+            Step::ServerCancel { consumer } => self.broker.fault_cancel(*consumer),
+            Step::Flow { ch, active } => self.broker.fault_flow(*ch, *active),
+            Step::Blocked { on } => self.broker.fault_blocked(*on),
+            Step::Inject(malformed) => self.broker.inject(*malformed),
+            command => {
+                let before = self.connection.queued_output();
+                let result = self.command(command);
+                self.app_queued += self.connection.queued_output().saturating_sub(before);
+                result?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the client's output to the broker and its events to the
+    /// oracle; then checks what must hold after every step.
+    fn settle(&mut self) -> Result<(), Violation> {
+        let queued = self.connection.queued_output();
+        let own = queued.saturating_sub(self.app_queued);
+        // The core writes on its own only in answer to input (close-ok,
+        // flow-ok, cancel-ok), for heartbeats and for the handshake (start-ok
+        // with the client properties is the largest): never more than it read
+        // plus a constant.
+        if own > self.fed + 1024 {
+            return Err(Violation::new(
+                "unbounded-output",
+                format!("{own} bytes queued by the core after reading {}", self.fed),
+            ));
+        }
+        self.app_queued = 0;
+        self.fed = 0;
+        while let Some(chunk) = driver::transmit(&mut self.connection, self.now) {
+            self.hash.bytes(&chunk);
+            self.written += chunk.len() as u64;
+            self.last_write = self.now;
+            self.broker.receive(&chunk, self.now);
+        }
+        // What the client owed malformed input is checked first: the
+        // events that follow a missed fault are its consequences.
+        self.check_reactions()?;
+        let mut seen = 0;
+        while let Some(event) = self.connection.poll_event() {
+            seen += 1;
+            self.events += 1;
+            let _ = write!(self.hash, "{event:?}");
+            self.note(|| format!("  event {}", short(&event)));
+            self.oracle.event(&event, &self.broker.log)?;
+            self.app.observe(&event);
+            if let Event::Closed(error) = &event {
+                self.closed_at = Some(self.now);
+                self.check_closed(error)?;
+            }
+        }
+        if seen > 0 {
+            self.hash.number(self.elapsed_ms() as u64);
+        }
+        if let Some(fault) = self.broker.log.client_fault.take() {
+            return Err(Violation::new("client-protocol", fault));
+        }
+        Ok(())
+    }
+
+    /// The end of a run: let the network drain, close, and wait (bounded)
+    /// for `Closed`; then everything must be resolved.
+    fn finish(&mut self) -> Result<(), Violation> {
+        for _ in 0..64 {
+            if self.broker.is_stalled() || self.connection.is_closed() {
+                break;
+            }
+            self.broker.flush_held();
+            self.deliver(usize::MAX)?;
+            self.settle()?;
+            if self.broker.pending() == 0 {
+                break;
+            }
+        }
+        if !self.connection.is_closed() {
+            self.note(|| "  app closes".to_owned());
+            if driver::close(&mut self.connection, 200, "end of run", self.now).is_ok() {
+                self.close_called = Some(self.now);
+            }
+            self.settle()?;
+        }
+        let heartbeat = Duration::from_secs(u64::from(self.connection.tuning().heartbeat));
+        let limit = self.now
+            + self.config.close_timeout.max(self.config.handshake_timeout)
+            + heartbeat * 2
+            + Duration::from_millis(1);
+        while !self.connection.is_closed() && self.now < limit {
+            self.deliver(usize::MAX)?;
+            self.settle()?;
+            if self.connection.is_closed() {
+                break;
+            }
+            let step = self
+                .connection
+                .poll_timeout()
+                .map_or(limit, |at| at.min(limit))
+                .saturating_duration_since(self.now)
+                .max(Duration::from_millis(1));
+            self.advance(step)?;
+        }
+        self.settle()?;
+        if let (Some(called), Some(closed)) = (self.close_called, self.closed_at) {
+            let waited = closed.saturating_duration_since(called);
+            if waited > self.config.close_timeout + Duration::from_millis(1) {
+                return Err(Violation::new(
+                    "not-closed-promptly",
+                    format!("Closed came {} ms after close()", waited.as_millis()),
+                ));
+            }
+        }
+        if !self.connection.is_closed() {
+            return Err(Violation::new(
+                "not-closed-promptly",
+                format!("still not closed {} ms into the run", self.elapsed_ms()),
+            ));
+        }
+        self.oracle.at_end()
+    }
+}
+
+/// The client's configuration for a seed.
+fn client_config(rng: &mut Rng) -> Config {
+    let (username, password) = ("guest".to_owned(), "guest".to_owned());
+    let mut config = Config::default();
+    config.mechanism = if rng.chance(0.5) {
+        SaslMechanism::Plain { username, password }
+    } else {
+        SaslMechanism::AmqPlain { username, password }
+    };
+    // 0 accepts the server's values; 60 s heartbeats give way to a
+    // server's shorter ones.
+    config.heartbeat = if rng.chance(0.5) { 0 } else { 60 };
+    config.frame_max = if rng.chance(0.5) { 0 } else { 131_072 };
+    config.channel_max = 0;
+    config.max_queued_output = 64 * 1024;
+    config
+}
+
+/// An event for the trace, without long bodies.
+fn short(event: &Event) -> String {
+    let mut text = format!("{event:?}");
+    if text.len() > 300 {
+        let mut end = 300;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
