@@ -29,7 +29,12 @@ struct Args {
     max_steps: Option<usize>,
     keep_going: bool,
     ignore: Vec<String>,
+    help: bool,
 }
+
+const USAGE: &str = "usage: amqp-sim --seeds N [--start N] [--threads T] [--keep-going] \
+                     [--ignore a,b] | --seed N [--trace] | --shrink N   \
+                     (--max-steps N, --ignore apply to all)";
 
 fn parse() -> Result<Args, String> {
     let mut args = Args::default();
@@ -51,6 +56,7 @@ fn parse() -> Result<Args, String> {
             "--max-steps" => args.max_steps = Some(number(iter.next(), "--max-steps")? as usize),
             "--trace" => args.trace = true,
             "--keep-going" => args.keep_going = true,
+            "--help" | "-h" => args.help = true,
             "--ignore" => args.ignore.extend(
                 iter.next()
                     .ok_or("--ignore needs invariant names, comma-separated")?
@@ -68,13 +74,14 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(error) => {
             eprintln!("{error}");
-            eprintln!(
-                "usage: amqp-sim --seeds N [--start N] [--threads T] [--keep-going] [--ignore a,b] \
-                 | --seed N [--trace] | --shrink N   (--max-steps N, --ignore apply to all)"
-            );
+            eprintln!("{USAGE}");
             return ExitCode::FAILURE;
         }
     };
+    if args.help {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let mut options = Options::default();
     if let Some(max_steps) = args.max_steps {
         options.max_steps = max_steps;

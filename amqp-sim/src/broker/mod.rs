@@ -372,9 +372,9 @@ impl Broker {
                 Frame::Body { channel, payload } => self.content_body(channel, &payload),
                 // The broker reads tables 1,000 deep: the client's encoder
                 // stops at 32.
-                Frame::RefusedHeader { channel, error, .. } => self
-                    .log
-                    .fault(format!("client sent an unreadable header on {channel}: {error}")),
+                Frame::RefusedHeader { channel, error, .. } => self.log.fault(format!(
+                    "client sent an unreadable header on {channel}: {error}"
+                )),
             },
         }
     }
