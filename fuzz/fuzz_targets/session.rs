@@ -133,7 +133,8 @@ fuzz_target!(|input: (u8, Vec<Step>)| {
                 match &mut frame {
                     Frame::Method { channel, .. }
                     | Frame::Header { channel, .. }
-                    | Frame::Body { channel, .. } => *channel %= 5,
+                    | Frame::Body { channel, .. }
+                    | Frame::RefusedHeader { channel, .. } => *channel %= 5,
                     Frame::Heartbeat => {}
                 }
                 if frame.encode(&mut wire, 4096).is_ok() {
