@@ -75,15 +75,16 @@ pub enum ConsumerEnd {
 }
 
 impl ConsumerEnd {
-    /// The error a consumer reports for this end: none for the
-    /// application's own cancel.
+    /// The error a consumer reports for this end, the same in both
+    /// adapters: the application's own cancel is told apart from the
+    /// server's cancel-notify.
     #[must_use]
-    pub fn error(&self, tag: &ShortString) -> Option<Error> {
+    pub fn error(&self, tag: &ShortString) -> Error {
         match self {
-            Self::Cancelled => None,
-            Self::CancelledByServer => Some(Error::ConsumerCancelled(tag.to_string())),
-            Self::Channel(reason) => Some(Error::ChannelClosed(reason.clone())),
-            Self::Connection(error) => Some(Error::ConnectionClosed(error.clone())),
+            Self::Cancelled => Error::ConsumerCancelledByApplication(tag.to_string()),
+            Self::CancelledByServer => Error::ConsumerCancelled(tag.to_string()),
+            Self::Channel(reason) => Error::ChannelClosed(reason.clone()),
+            Self::Connection(error) => Error::ConnectionClosed(error.clone()),
         }
     }
 }
