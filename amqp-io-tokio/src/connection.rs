@@ -166,7 +166,7 @@ impl Connection {
     /// ```no_run
     /// # async fn demo(connection: amqp_io_tokio::Connection) -> amqp_io_tokio::Result<()> {
     /// let channel = connection.channel().await?;
-    /// channel.basic_qos(100, false).await?;
+    /// channel.basic_qos(amqp_proto::spec::BasicQos { prefetch_count: 100, ..Default::default() }).await?;
     /// # Ok(()) }
     /// ```
     pub async fn channel(&self) -> Result<Channel> {
