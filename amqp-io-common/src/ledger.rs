@@ -614,6 +614,23 @@ mod tests {
     }
 
     #[test]
+    fn the_applications_cancel_and_the_servers_end_a_consumer_with_different_errors() {
+        let tag: ShortString = "ctag-1.1".into();
+        let own = ConsumerEnd::Cancelled.error(&tag);
+        assert!(
+            matches!(&own, Error::ConsumerCancelledByApplication(t) if t == "ctag-1.1"),
+            "{own:?}"
+        );
+        assert!(!own.to_string().contains("server"), "{own}");
+        let server = ConsumerEnd::CancelledByServer.error(&tag);
+        assert!(
+            matches!(&server, Error::ConsumerCancelled(t) if t == "ctag-1.1"),
+            "{server:?}"
+        );
+        assert!(server.to_string().contains("by the server"), "{server}");
+    }
+
+    #[test]
     fn batch_confirm_results_report_failures_then_nacks_then_success() {
         let mut ledger: Ledger<(), ()> = Ledger::default();
         let generation = ledger.open_channel(1, ());
