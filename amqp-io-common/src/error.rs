@@ -80,9 +80,17 @@ pub enum Error {
         reply: String,
     },
     /// The server cancelled the consumer (its queue was deleted, or it
-    /// failed over to another node).
+    /// failed over to another node): it receives nothing more. Consume
+    /// again (from a new queue) if the work goes on.
     #[error("consumer {0:?} was cancelled by the server")]
     ConsumerCancelled(String),
+    /// The application cancelled the consumer itself (`basic.cancel`,
+    /// through `Channel::basic_cancel` or `Consumer::cancel`), and every
+    /// delivery received before was taken: the consumer's normal end,
+    /// reported the same way by both adapters. Nothing to do, but stop
+    /// reading.
+    #[error("consumer {0:?} was cancelled by the application")]
+    ConsumerCancelledByApplication(String),
     /// A `basic.get` was answered with a message that breaks a per-message
     /// limit (headers nested too deeply, a body over the configured
     /// maximum); the core dropped it and, unless fetched with `no_ack`,

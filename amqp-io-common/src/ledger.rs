@@ -75,15 +75,16 @@ pub enum ConsumerEnd {
 }
 
 impl ConsumerEnd {
-    /// The error a consumer reports for this end: none for the
-    /// application's own cancel.
+    /// The error a consumer reports for this end, the same in both
+    /// adapters: the application's own cancel is told apart from the
+    /// server's cancel-notify.
     #[must_use]
-    pub fn error(&self, tag: &ShortString) -> Option<Error> {
+    pub fn error(&self, tag: &ShortString) -> Error {
         match self {
-            Self::Cancelled => None,
-            Self::CancelledByServer => Some(Error::ConsumerCancelled(tag.to_string())),
-            Self::Channel(reason) => Some(Error::ChannelClosed(reason.clone())),
-            Self::Connection(error) => Some(Error::ConnectionClosed(error.clone())),
+            Self::Cancelled => Error::ConsumerCancelledByApplication(tag.to_string()),
+            Self::CancelledByServer => Error::ConsumerCancelled(tag.to_string()),
+            Self::Channel(reason) => Error::ChannelClosed(reason.clone()),
+            Self::Connection(error) => Error::ConnectionClosed(error.clone()),
         }
     }
 }
@@ -610,6 +611,23 @@ mod tests {
             .consumer_ended(1, &"c".into(), ConsumerEnd::Cancelled)
             .is_none());
         assert!(ledger.consumer(&key).is_none());
+    }
+
+    #[test]
+    fn the_applications_cancel_and_the_servers_end_a_consumer_with_different_errors() {
+        let tag: ShortString = "ctag-1.1".into();
+        let own = ConsumerEnd::Cancelled.error(&tag);
+        assert!(
+            matches!(&own, Error::ConsumerCancelledByApplication(t) if t == "ctag-1.1"),
+            "{own:?}"
+        );
+        assert!(!own.to_string().contains("server"), "{own}");
+        let server = ConsumerEnd::CancelledByServer.error(&tag);
+        assert!(
+            matches!(&server, Error::ConsumerCancelled(t) if t == "ctag-1.1"),
+            "{server:?}"
+        );
+        assert!(server.to_string().contains("by the server"), "{server}");
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //!   `serde_json` and `uuid`; a plain client pulls neither.
 #![forbid(unsafe_code)]
 
+pub mod delivery;
 mod error;
 // `ledger` and `map` are not public API: they are the two adapters'
 // shared bookkeeping, and Rust has no visibility for "the crates of this

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use amqp_io_std::{Connection, Error};
 use amqp_proto::codec::{BasicProperties, FieldValue};
-use amqp_proto::spec::{BasicConsume, BasicGet, BasicPublish, QueueDeclare};
+use amqp_proto::spec::{BasicConsume, BasicGet, BasicPublish, BasicQos, QueueDeclare};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -81,8 +81,11 @@ fn run() -> Result<(), Error> {
 
     // Consume them with acknowledgements (one ack per 100 deliveries,
     // `multiple` covering the rest), with a prefetch window of 1,000.
-    channel.basic_qos(1_000, false)?;
-    let consumer = channel.consume(BasicConsume {
+    channel.basic_qos(BasicQos {
+        prefetch_count: 1_000,
+        ..Default::default()
+    })?;
+    let consumer = channel.basic_consume(BasicConsume {
         queue: queue.clone(),
         ..Default::default()
     })?;

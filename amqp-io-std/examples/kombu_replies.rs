@@ -55,7 +55,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .queue;
     let replies = Arc::new(Mutex::new(Vec::new()));
     let collected = Arc::clone(&replies);
-    channel.basic_consume(
+    channel.basic_consume_with_callback(
         BasicConsume {
             queue: reply_queue.clone(),
             no_ack: true,
@@ -135,7 +135,7 @@ fn worker(url: &str, number: usize, ready: &mpsc::Sender<()>) -> Result<(), Erro
         exchange: EXCHANGE.into(),
         ..Default::default()
     })?;
-    let requests = channel.consume(BasicConsume {
+    let requests = channel.basic_consume(BasicConsume {
         queue,
         no_ack: true,
         ..Default::default()

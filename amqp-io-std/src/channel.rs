@@ -1,7 +1,7 @@
 //! Blocking calls on one channel.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use amqp_proto::codec::{BasicProperties, ShortString};
@@ -11,11 +11,12 @@ use amqp_proto::spec::{
     ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, Method, QueueBind, QueueDeclare,
     QueueDeclareOk, QueueDelete, QueuePurge, QueueUnbind, TxCommit, TxRollback, TxSelect,
 };
-use amqp_proto::{Delivery, GetMessage, Readiness, RequestId, Returned};
+use amqp_proto::{GetMessage, Readiness, RequestId, Returned};
 use bytes::Bytes;
 
-use crate::consumer::Consumer;
+use crate::consumer::{Consumer, Delivery};
 use crate::shared::{Reply, Shared};
+use amqp_io_common::delivery::Settle;
 use amqp_io_common::{Error, Result};
 
 /// One channel of a [`Connection`](crate::Connection).
@@ -337,17 +338,14 @@ impl Channel {
     ///
     /// ```no_run
     /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::BasicQos;
+    ///
     /// // At most 100 unacknowledged deliveries per consumer on this channel.
-    /// channel.basic_qos(100, false)?;
+    /// channel.basic_qos(BasicQos { prefetch_count: 100, ..Default::default() })?;
     /// # Ok(()) }
     /// ```
-    pub fn basic_qos(&self, prefetch_count: u16, global: bool) -> Result<()> {
-        self.call(BasicQos {
-            prefetch_size: 0,
-            prefetch_count,
-            global,
-        })
-        .map(drop)
+    pub fn basic_qos(&self, qos: BasicQos) -> Result<()> {
+        self.call(qos).map(drop)
     }
 
     /// Redelivers every unacknowledged message of this channel
@@ -452,49 +450,25 @@ impl Channel {
         }
     }
 
-    /// Starts a consumer whose deliveries are handed to `callback` by
-    /// [`Connection::drain_events`](crate::Connection::drain_events), in
-    /// order; returns its consumer tag (made up here when `consume` leaves
-    /// it empty). Acknowledge with [`ack`](Self::ack)
-    /// on a clone of this channel (unless `no_ack`).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use std::time::Duration;
-    /// use amqp_proto::spec::BasicConsume;
-    ///
-    /// let acker = channel.clone();
-    /// channel.basic_consume(BasicConsume { queue: "orders".into(), ..Default::default() }, move |delivery| {
-    ///     println!("order: {:?}", delivery.body());
-    ///     let _ = acker.ack(delivery.delivery_tag, false);
-    /// })?;
-    /// // Then, in the program's loop: connection.drain_events(Duration::from_secs(1))
-    /// # Ok(()) }
-    /// ```
-    pub fn basic_consume(
-        &self,
-        consume: BasicConsume,
-        callback: impl FnMut(Delivery) + Send + 'static,
-    ) -> Result<ShortString> {
-        self.start_consumer(consume, Some(Box::new(callback)))
-            .map(|(tag, _)| tag)
-    }
-
     /// Starts a consumer read by pulling: [`Consumer::recv_timeout`] and
-    /// friends. Dropping the [`Consumer`] cancels it and gives what it
-    /// did not take back to the queue.
+    /// friends, each [`Delivery`] acknowledged through itself. Dropping
+    /// the [`Consumer`] cancels it and gives what it did not take back to
+    /// the queue. The same call as `amqp_io_tokio::Channel::basic_consume`;
+    /// for a kombu-style callback run by
+    /// [`Connection::drain_events`](crate::Connection::drain_events), see
+    /// [`basic_consume_with_callback`](Self::basic_consume_with_callback).
     ///
     /// ```no_run
     /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
     /// use std::time::Duration;
     /// use amqp_proto::spec::BasicConsume;
     ///
-    /// let consumer = channel.consume(BasicConsume { queue: "orders".into(), ..Default::default() })?;
+    /// let consumer = channel.basic_consume(BasicConsume { queue: "orders".into(), ..Default::default() })?;
     /// let delivery = consumer.recv_timeout(Duration::from_secs(5))?;
-    /// channel.ack(delivery.delivery_tag, false)?;
+    /// delivery.ack()?;
     /// # Ok(()) }
     /// ```
-    pub fn consume(&self, consume: BasicConsume) -> Result<Consumer> {
+    pub fn basic_consume(&self, consume: BasicConsume) -> Result<Consumer> {
         let (tag, generation) = self.start_consumer(consume, None)?;
         Ok(Consumer::new(
             Arc::clone(&self.shared),
@@ -502,6 +476,45 @@ impl Channel {
             tag,
             generation,
         ))
+    }
+
+    /// Starts a consumer whose deliveries are handed to `callback` by
+    /// [`Connection::drain_events`](crate::Connection::drain_events), in
+    /// order, in the style of kombu; returns its consumer tag (the core's
+    /// `ctag-…` when `consume` leaves it empty), for
+    /// [`basic_cancel`](Self::basic_cancel). Each [`Delivery`] is
+    /// acknowledged through itself (unless `no_ack`).
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use std::time::Duration;
+    /// use amqp_proto::spec::BasicConsume;
+    ///
+    /// channel.basic_consume_with_callback(BasicConsume { queue: "orders".into(), ..Default::default() }, |delivery| {
+    ///     println!("order: {:?}", delivery.body());
+    ///     let _ = delivery.ack();
+    /// })?;
+    /// // Then, in the program's loop: connection.drain_events(Duration::from_secs(1))
+    /// # Ok(()) }
+    /// ```
+    pub fn basic_consume_with_callback(
+        &self,
+        consume: BasicConsume,
+        mut callback: impl FnMut(Delivery) + Send + 'static,
+    ) -> Result<ShortString> {
+        // The callback lives in the connection's state, so it holds the
+        // connection weakly: a strong handle there would keep the
+        // connection alive forever.
+        let shared = Arc::downgrade(&self.shared);
+        let (id, generation, timeout) = (self.id, self.generation, self.timeout);
+        let wrapped = move |delivery: amqp_proto::Delivery| {
+            if let Some(shared) = Weak::upgrade(&shared) {
+                let channel = Self::new(shared, id, generation, timeout);
+                callback(Delivery::new(delivery, channel));
+            }
+        };
+        self.start_consumer(consume, Some(Box::new(wrapped)))
+            .map(|(tag, _)| tag)
     }
 
     fn start_consumer(
@@ -529,19 +542,23 @@ impl Channel {
     }
 
     /// Cancels a consumer (`basic.cancel`), waiting for `cancel-ok`: no
-    /// delivery for it arrives after this returns.
+    /// delivery for it arrives after this returns. Takes the tag as the
+    /// API hands it out ([`Consumer::tag`], or what
+    /// [`basic_consume_with_callback`](Self::basic_consume_with_callback)
+    /// returns); a [`Consumer`] of it then ends with
+    /// [`Error::ConsumerCancelledByApplication`].
     ///
     /// ```no_run
     /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
     /// use amqp_proto::spec::BasicConsume;
     ///
-    /// let tag = channel.basic_consume(BasicConsume { queue: "orders".into(), ..Default::default() }, |_| {})?;
-    /// channel.basic_cancel(&tag.to_string_lossy())?;
+    /// let tag = channel.basic_consume_with_callback(BasicConsume { queue: "orders".into(), ..Default::default() }, |_| {})?;
+    /// channel.basic_cancel(&tag)?;
     /// # Ok(()) }
     /// ```
-    pub fn basic_cancel(&self, consumer_tag: &str) -> Result<()> {
+    pub fn basic_cancel(&self, consumer_tag: &ShortString) -> Result<()> {
         self.call(BasicCancel {
-            consumer_tag: consumer_tag.into(),
+            consumer_tag: consumer_tag.clone(),
             nowait: false,
         })
         .map(drop)
@@ -782,6 +799,23 @@ impl Channel {
             Err(Error::ChannelClosed(reason)) => Some(reason),
             _ => None,
         }
+    }
+}
+
+/// What lets a [`Delivery`] acknowledge itself: this channel's
+/// [`ack`](Channel::ack), [`nack`](Channel::nack) and
+/// [`reject`](Channel::reject).
+impl Settle for Channel {
+    fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
+        Self::ack(self, delivery_tag, multiple)
+    }
+
+    fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
+        Self::nack(self, delivery_tag, multiple, requeue)
+    }
+
+    fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
+        Self::reject(self, delivery_tag, requeue)
     }
 }
 

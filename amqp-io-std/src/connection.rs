@@ -139,7 +139,7 @@ impl Connection {
     /// ```no_run
     /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
     /// let channel = connection.channel()?;
-    /// channel.basic_qos(10, false)?;
+    /// channel.basic_qos(amqp_proto::spec::BasicQos { prefetch_count: 10, ..Default::default() })?;
     /// # Ok::<(), amqp_io_std::Error>(())
     /// ```
     pub fn channel(&self) -> Result<Channel> {
@@ -255,13 +255,17 @@ impl Connection {
     /// This side's socket address (to find the connection in the broker's
     /// listings, for example).
     ///
+    /// `None` when the socket has no address any more (it was shut down).
+    /// The same type as `amqp_io_tokio::Connection::local_addr`.
+    ///
     /// ```no_run
     /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
-    /// println!("connected from {}", connection.local_addr().expect("a socket"));
+    /// println!("connected from {:?}", connection.local_addr());
     /// # Ok::<(), amqp_io_std::Error>(())
     /// ```
-    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
-        self.shared.lock().local_addr()
+    #[must_use]
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.shared.lock().local_addr().ok()
     }
 
     /// Calls `handler` when the broker blocks publishing on this connection
@@ -365,14 +369,18 @@ impl Connection {
 
     /// Closes the connection with reply code 200 and waits for the server's
     /// `close-ok` (bounded by [`Config::close_timeout`](amqp_proto::Config::close_timeout)). Outstanding calls
-    /// on other threads fail with [`Error::ConnectionClosed`].
+    /// on other threads fail with [`Error::ConnectionClosed`]. Takes
+    /// `&self`, as `amqp_io_tokio::Connection::close` does: the handle
+    /// stays for [`close_reason`](Self::close_reason) and
+    /// [`is_open`](Self::is_open); closing again fails with
+    /// [`Error::ConnectionClosed`].
     ///
     /// ```no_run
     /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
     /// connection.close()?;
     /// # Ok::<(), amqp_io_std::Error>(())
     /// ```
-    pub fn close(self) -> Result<()> {
+    pub fn close(&self) -> Result<()> {
         self.close_with(ReplyCode::REPLY_SUCCESS, "closed by the application")
     }
 
@@ -420,7 +428,7 @@ impl Connection {
     /// connection.close_with(ReplyCode::REPLY_SUCCESS, "shutting down for maintenance")?;
     /// # Ok::<(), amqp_io_std::Error>(())
     /// ```
-    pub fn close_with(self, code: ReplyCode, text: &str) -> Result<()> {
+    pub fn close_with(&self, code: ReplyCode, text: &str) -> Result<()> {
         {
             let mut inner = self.shared.lock();
             if let Some(error) = inner.closed() {

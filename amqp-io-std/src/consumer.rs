@@ -1,17 +1,34 @@
-//! Consumers read by pulling.
+//! Consumers read by pulling, and the deliveries they hand out.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use amqp_proto::codec::ShortString;
-use amqp_proto::Delivery;
+use amqp_proto::UsageError;
 
 use crate::channel::Channel;
 use crate::shared::Shared;
 use amqp_io_common::{Error, Result};
 
+/// A message delivered to a consumer, acknowledged through itself (the
+/// same type as `amqp_io_tokio::Delivery`, over this adapter's
+/// [`Channel`]). Dereferences to the core's [`amqp_proto::Delivery`]
+/// (body, properties, tags, routing); [`into_inner`](amqp_io_common::delivery::Delivery::into_inner)
+/// gives it up.
+///
+/// ```no_run
+/// # fn demo(consumer: &amqp_io_std::Consumer) -> amqp_io_std::Result<()> {
+/// let delivery = consumer.recv()?;
+/// match std::str::from_utf8(delivery.body()) {
+///     Ok(text) => { println!("{text}"); delivery.ack()? }
+///     Err(_) => delivery.reject(false)?, // not for us: dead-letter it
+/// }
+/// # Ok(()) }
+/// ```
+pub type Delivery = amqp_io_common::delivery::Delivery<Channel>;
+
 /// A consumer whose deliveries the application pulls, from
-/// [`Channel::consume`].
+/// [`Channel::basic_consume`].
 ///
 /// Each `recv` call also drives the connection (heartbeats, confirms,
 /// replies for other threads). Deliveries wait in a bounded buffer
@@ -25,13 +42,13 @@ use amqp_io_common::{Error, Result};
 /// ```no_run
 /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
 /// use std::time::Duration;
-/// use amqp_proto::spec::BasicConsume;
+/// use amqp_proto::spec::{BasicConsume, BasicQos};
 ///
-/// channel.basic_qos(100, false)?;
-/// let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+/// channel.basic_qos(BasicQos { prefetch_count: 100, ..Default::default() })?;
+/// let consumer = channel.basic_consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
 /// while let Ok(delivery) = consumer.recv_timeout(Duration::from_secs(1)) {
 ///     println!("{:?}", delivery.body());
-///     consumer.channel().ack(delivery.delivery_tag, false)?;
+///     delivery.ack()?;
 /// }
 /// # Ok(()) }
 /// ```
@@ -72,7 +89,7 @@ impl Consumer {
     /// ```no_run
     /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
     /// # use amqp_proto::spec::BasicConsume;
-    /// # let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+    /// # let consumer = channel.basic_consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
     /// println!("consuming as {}", consumer.tag());
     /// # Ok(()) }
     /// ```
@@ -81,14 +98,15 @@ impl Consumer {
         &self.key.1
     }
 
-    /// The channel it consumes on, for acknowledgements.
+    /// The channel it consumes on.
     ///
     /// ```no_run
     /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
     /// # use amqp_proto::spec::BasicConsume;
-    /// # let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+    /// # let consumer = channel.basic_consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
     /// let delivery = consumer.recv()?;
-    /// consumer.channel().ack(delivery.delivery_tag, false)?;
+    /// // Two at once: this one and every earlier one on the channel.
+    /// consumer.channel().ack(delivery.delivery_tag, true)?;
     /// # Ok(()) }
     /// ```
     #[must_use]
@@ -96,19 +114,22 @@ impl Consumer {
         &self.channel
     }
 
-    /// The next delivery, waiting up to `timeout`. Ends with
-    /// [`Error::ConsumerCancelled`] once the server cancelled the consumer
-    /// (its queue was deleted), or the channel's or connection's close,
-    /// after every delivery received before that was taken.
+    /// The next delivery, waiting up to `timeout`. Once every delivery
+    /// received before the consumer's end was taken, reports that end,
+    /// as `amqp_io_tokio::Consumer` does:
+    /// [`Error::ConsumerCancelledByApplication`] after the application's
+    /// own [`Channel::basic_cancel`], [`Error::ConsumerCancelled`] when the
+    /// server cancelled it (its queue was deleted), or the channel's or
+    /// connection's close.
     ///
     /// ```no_run
     /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
     /// # use amqp_proto::spec::BasicConsume;
-    /// # let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+    /// # let consumer = channel.basic_consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
     /// use std::time::Duration;
     ///
     /// match consumer.recv_timeout(Duration::from_secs(5)) {
-    ///     Ok(delivery) => consumer.channel().ack(delivery.delivery_tag, false)?,
+    ///     Ok(delivery) => delivery.ack()?,
     ///     Err(amqp_io_std::Error::Timeout { .. }) => println!("nothing for 5 s"),
     ///     Err(other) => return Err(other),
     /// }
@@ -124,7 +145,7 @@ impl Consumer {
     /// ```no_run
     /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
     /// # use amqp_proto::spec::BasicConsume;
-    /// # let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+    /// # let consumer = channel.basic_consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
     /// // Blocks until a delivery comes or the consumer ends.
     /// let delivery = consumer.recv()?;
     /// println!("{:?}", delivery.body());
@@ -139,16 +160,16 @@ impl Consumer {
     /// ```no_run
     /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
     /// # use amqp_proto::spec::BasicConsume;
-    /// # let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+    /// # let consumer = channel.basic_consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
     /// while let Some(delivery) = consumer.try_recv()? {
-    ///     consumer.channel().ack(delivery.delivery_tag, false)?;
+    ///     delivery.ack()?;
     /// }
     /// # Ok(()) }
     /// ```
     pub fn try_recv(&self) -> Result<Option<Delivery>> {
         let mut inner = self.shared.lock();
         if let Some(delivery) = inner.take_delivery(&self.key) {
-            return Ok(Some(delivery));
+            return Ok(Some(self.wrap(delivery)));
         }
         match self.ended(&mut inner) {
             Some(error) => Err(error),
@@ -157,38 +178,46 @@ impl Consumer {
     }
 
     fn recv_within(&self, timeout: Option<Duration>) -> Result<Delivery> {
-        self.shared.wait("consumer receive", timeout, |inner| {
-            if let Some(delivery) = inner.take_delivery(&self.key) {
-                return Some(Ok(delivery));
-            }
-            self.ended(inner).map(Err)
-        })
+        self.shared
+            .wait("consumer receive", timeout, |inner| {
+                if let Some(delivery) = inner.take_delivery(&self.key) {
+                    return Some(Ok(delivery));
+                }
+                self.ended(inner).map(Err)
+            })
+            .map(|delivery| self.wrap(delivery))
+    }
+
+    fn wrap(&self, delivery: amqp_proto::Delivery) -> Delivery {
+        Delivery::new(delivery, self.channel.clone())
     }
 
     fn ended(&self, inner: &mut crate::shared::Inner) -> Option<Error> {
-        let cancelled = || Error::ConsumerCancelled(self.key.1.to_string());
-        let consumer = inner.ledger().consumer(&self.key)?;
+        // A consumer of an earlier opening of this channel id is over
+        // (its record goes when the id opens again).
+        let over = || Error::Usage(UsageError::ChannelNotOpen(self.key.0));
+        let Some(consumer) = inner.ledger().consumer(&self.key) else {
+            return Some(over());
+        };
         if consumer.generation != self.generation {
-            return Some(cancelled());
+            return Some(over());
         }
-        // This adapter reports the application's own cancel as an error
-        // too: a blocking recv has no other way to say "no more".
-        let end = consumer.end.as_ref()?;
-        Some(end.error(&self.key.1).unwrap_or_else(cancelled))
+        Some(consumer.end.as_ref()?.error(&self.key.1))
     }
 
-    /// Cancels the consumer and waits for the server's `cancel-ok`;
-    /// deliveries received but not taken go back to the queue.
+    /// Cancels the consumer and waits for the server's `cancel-ok`
+    /// ([`Channel::basic_cancel`] with its tag); deliveries received but
+    /// not taken go back to the queue.
     ///
     /// ```no_run
     /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
     /// # use amqp_proto::spec::BasicConsume;
-    /// # let consumer = channel.consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
+    /// # let consumer = channel.basic_consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
     /// consumer.cancel()?;
     /// # Ok(()) }
     /// ```
     pub fn cancel(self) -> Result<()> {
-        self.channel.basic_cancel(&self.key.1.to_string_lossy())
+        self.channel.basic_cancel(&self.key.1)
     }
 }
 

@@ -3,9 +3,11 @@
 //!
 //! All protocol behaviour lives in the sans-IO core; this crate owns the
 //! socket and the clock, turns the core's events into blocking calls with
-//! timeouts, and dispatches consumers the way kombu does: the application
-//! declares consumers with callbacks, then calls
-//! [`Connection::drain_events`] in its loop.
+//! timeouts, and dispatches consumers two ways: pulled, with
+//! [`Channel::basic_consume`] and [`Consumer::recv_timeout`] (the names and
+//! types of `amqp-io-tokio`, blocking), or the way kombu does, with
+//! callbacks ([`Channel::basic_consume_with_callback`]) that
+//! [`Connection::drain_events`] runs in the application's loop.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -27,10 +29,9 @@
 //! channel.wait_for_confirms(Duration::from_secs(5))?;
 //!
 //! // Consume with a callback, acknowledging each message.
-//! let acker = channel.clone();
-//! channel.basic_consume(BasicConsume { queue, ..Default::default() }, move |delivery| {
+//! channel.basic_consume_with_callback(BasicConsume { queue, ..Default::default() }, |delivery| {
 //!     println!("got {:?}", delivery.body());
-//!     let _ = acker.ack(delivery.delivery_tag, false);
+//!     let _ = delivery.ack();
 //! })?;
 //! loop {
 //!     match connection.drain_events(Duration::from_secs(1)) {
@@ -81,8 +82,6 @@ pub use amqp_io_common::{ConnectOptions, Error, Result, SaslResponder};
 pub use amqp_proto::Backoff;
 pub use channel::{Channel, Confirmation};
 pub use connection::Connection;
-pub use consumer::Consumer;
+pub use consumer::{Consumer, Delivery};
 
-pub use amqp_proto::{
-    CloseReason, Config, ConnectionError, Delivery, GetMessage, Returned, SaslMechanism,
-};
+pub use amqp_proto::{CloseReason, Config, ConnectionError, GetMessage, Returned, SaslMechanism};

@@ -105,7 +105,7 @@ impl Mailbox {
         let Some(consume) = collector.consume() else {
             return Ok(collector.replies);
         };
-        let consumer = self.channel.consume(consume)?;
+        let consumer = self.channel.basic_consume(consume)?;
         while let Some(wait) = collector.wait() {
             let delivery = match consumer.recv_timeout(wait) {
                 Ok(delivery) => delivery,
@@ -166,7 +166,7 @@ impl Node {
     pub fn new(connection: &Connection, node: pidbox::Node) -> Result<Self> {
         let channel = connection.channel()?;
         declare(&channel, node.topology())?;
-        let consumer = channel.consume(node.consume())?;
+        let consumer = channel.basic_consume(node.consume())?;
         Ok(Self {
             node,
             channel,

@@ -49,7 +49,7 @@ impl RpcClient {
     /// ```
     pub fn new(connection: &Connection) -> Result<Self> {
         let channel = connection.channel()?;
-        let replies = channel.consume(rpc::reply_consume())?;
+        let replies = channel.basic_consume(rpc::reply_consume())?;
         Ok(Self {
             channel,
             replies,
@@ -99,6 +99,7 @@ impl RpcClient {
                 .recv_timeout(left.min(Duration::from_millis(50)))
             {
                 Ok(reply) => {
+                    let reply = reply.into_inner();
                     if let Some(slot) = self.lock().waiter(&reply) {
                         *slot = Some(reply);
                     }
@@ -147,19 +148,19 @@ pub fn serve(
     limit: Option<usize>,
     mut handler: impl FnMut(&Delivery) -> (BasicProperties, Bytes),
 ) -> Result<usize> {
-    let requests = channel.consume(rpc::request_consume(queue))?;
+    let requests = channel.basic_consume(rpc::request_consume(queue))?;
     let mut served = 0;
     while limit.map_or(true, |limit| served < limit) {
         let request = match requests.recv() {
             Ok(request) => request,
-            Err(Error::ConsumerCancelled(_)) => break,
+            Err(Error::ConsumerCancelled(_) | Error::ConsumerCancelledByApplication(_)) => break,
             Err(error) => return Err(error),
         };
         let (properties, body) = handler(&request);
         if let Some((publish, properties)) = rpc::reply_to(&request, properties) {
             channel.publish(&publish, &properties, body)?;
         }
-        channel.ack(request.delivery_tag, false)?;
+        request.ack()?;
         served += 1;
     }
     Ok(served)

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use amqp_io_tokio::{Backoff, ConnectOptions, Connection, Error, RecoveryEvent};
 use amqp_proto::codec::BasicProperties;
-use amqp_proto::spec::{BasicConsume, BasicPublish, ExchangeDeclare, QueueBind, QueueDeclare};
+use amqp_proto::spec::{
+    BasicConsume, BasicPublish, BasicQos, ExchangeDeclare, QueueBind, QueueDeclare,
+};
 
 const EXCHANGE: &str = "amqp-proto.recovery-example";
 
@@ -96,7 +98,12 @@ async fn run() -> Result<(), Error> {
     // recovery, the server-named queue under a new name.
     let consuming = recovering_connection(&url, "consumer").await?;
     let channel = consuming.channel().await?;
-    channel.basic_qos(50, false).await?;
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 50,
+            ..Default::default()
+        })
+        .await?;
     channel.exchange_declare(exchange()).await?;
     let queue = channel
         .queue_declare(QueueDeclare {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use amqp_io_tokio::{Channel, Connection, Error};
 use amqp_proto::codec::BasicProperties;
-use amqp_proto::spec::{BasicConsume, BasicPublish, QueueDeclare};
+use amqp_proto::spec::{BasicConsume, BasicPublish, BasicQos, QueueDeclare};
 
 #[tokio::main]
 async fn main() {
@@ -98,7 +98,12 @@ async fn run() -> Result<(), Error> {
 
 /// The service loop: square the number in each request, reply, ack.
 async fn serve(channel: Channel, queue: String) -> Result<(), Error> {
-    channel.basic_qos(100, false).await?;
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 100,
+            ..Default::default()
+        })
+        .await?;
     channel.confirm_select().await?;
     let consume = BasicConsume {
         queue: queue.into(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use amqp_io_tokio::{Connection, Error};
 use amqp_proto::codec::BasicProperties;
-use amqp_proto::spec::{BasicConsume, BasicPublish, QueueDeclare};
+use amqp_proto::spec::{BasicConsume, BasicPublish, BasicQos, QueueDeclare};
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -44,7 +44,12 @@ async fn main() -> Result<(), Error> {
     channel.wait_for_confirms(Duration::from_secs(60)).await?;
     let publishing = started.elapsed();
 
-    channel.basic_qos(1_000, false).await?;
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 1_000,
+            ..Default::default()
+        })
+        .await?;
     let consume = BasicConsume {
         queue,
         ..Default::default()

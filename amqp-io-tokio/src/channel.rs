@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use amqp_io_common::delivery::Settle;
 use amqp_io_common::{Error, Result};
-use amqp_proto::codec::BasicProperties;
+use amqp_proto::codec::{BasicProperties, ShortString};
 use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{
     BasicCancel, BasicConsume, BasicGet, BasicPublish, BasicQos, BasicRecover, ConfirmSelect,
@@ -323,16 +324,12 @@ impl Channel {
     /// with `global` per channel, as RabbitMQ interprets it.
     ///
     /// ```no_run
+    /// use amqp_proto::spec::BasicQos;
     /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// channel.basic_qos(100, false).await?;
+    /// channel.basic_qos(BasicQos { prefetch_count: 100, ..Default::default() }).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn basic_qos(&self, prefetch_count: u16, global: bool) -> Result<()> {
-        let qos = BasicQos {
-            prefetch_size: 0,
-            prefetch_count,
-            global,
-        };
+    pub async fn basic_qos(&self, qos: BasicQos) -> Result<()> {
         self.call(qos).await.map(drop)
     }
 
@@ -452,17 +449,20 @@ impl Channel {
         }
     }
 
-    /// Cancels a consumer (`basic.cancel`), waiting for `cancel-ok`; its
-    /// stream then ends.
+    /// Cancels a consumer (`basic.cancel`), waiting for `cancel-ok`. Takes
+    /// the tag as the API hands it out ([`Consumer::tag`]); a [`Consumer`]
+    /// of it then yields
+    /// [`Error::ConsumerCancelledByApplication`] once and ends (see also
+    /// [`Consumer::cancel`]).
     ///
     /// ```no_run
     /// # async fn demo(channel: amqp_io_tokio::Channel, consumer: amqp_io_tokio::Consumer) -> amqp_io_tokio::Result<()> {
-    /// channel.basic_cancel(&consumer.tag().to_string_lossy()).await?;
+    /// channel.basic_cancel(consumer.tag()).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn basic_cancel(&self, consumer_tag: &str) -> Result<()> {
+    pub async fn basic_cancel(&self, consumer_tag: &ShortString) -> Result<()> {
         let cancel = BasicCancel {
-            consumer_tag: consumer_tag.into(),
+            consumer_tag: consumer_tag.clone(),
             nowait: false,
         };
         self.call(cancel).await.map(drop)
@@ -729,6 +729,23 @@ impl Channel {
             Err(Error::ChannelClosed(reason)) => Some(reason),
             _ => None,
         }
+    }
+}
+
+/// What lets a [`Delivery`](crate::Delivery) acknowledge itself: this
+/// channel's [`ack`](Channel::ack), [`nack`](Channel::nack) and
+/// [`reject`](Channel::reject).
+impl Settle for Channel {
+    fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
+        Self::ack(self, delivery_tag, multiple)
+    }
+
+    fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
+        Self::nack(self, delivery_tag, multiple, requeue)
+    }
+
+    fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
+        Self::reject(self, delivery_tag, requeue)
     }
 }
 

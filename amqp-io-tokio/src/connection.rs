@@ -166,7 +166,7 @@ impl Connection {
     /// ```no_run
     /// # async fn demo(connection: amqp_io_tokio::Connection) -> amqp_io_tokio::Result<()> {
     /// let channel = connection.channel().await?;
-    /// channel.basic_qos(100, false).await?;
+    /// channel.basic_qos(amqp_proto::spec::BasicQos { prefetch_count: 100, ..Default::default() }).await?;
     /// # Ok(()) }
     /// ```
     pub async fn channel(&self) -> Result<Channel> {
@@ -238,13 +238,31 @@ impl Connection {
             .unwrap_or_default()
     }
 
-    /// Whether the broker blocks publishing (a memory or disk alarm), as a
-    /// watchable value: `Some(reason)` while blocked. Publishes wait while
-    /// blocked.
+    /// Whether the broker blocks publishing (a memory or disk alarm), now:
+    /// `Some(reason)` while blocked, `None` otherwise, as
+    /// `amqp_io_std::Connection::blocked` answers. Publishes wait while
+    /// blocked. To be told of changes, use
+    /// [`watch_blocked`](Self::watch_blocked).
+    ///
+    /// ```no_run
+    /// # fn demo(connection: amqp_io_tokio::Connection) {
+    /// if let Some(reason) = connection.blocked() {
+    ///     eprintln!("the broker blocks publishing: {reason}");
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn blocked(&self) -> Option<String> {
+        self.shared().lock().blocked.borrow().clone()
+    }
+
+    /// Whether the broker blocks publishing, as a watchable value:
+    /// `Some(reason)` while blocked, `None` otherwise; each change is seen
+    /// by [`changed`](watch::Receiver::changed).
     ///
     /// ```no_run
     /// # async fn demo(connection: amqp_io_tokio::Connection) {
-    /// let mut blocked = connection.blocked();
+    /// let mut blocked = connection.watch_blocked();
     /// while blocked.changed().await.is_ok() {
     ///     match &*blocked.borrow() {
     ///         Some(reason) => eprintln!("publishing paused: {reason}"),
@@ -254,12 +272,13 @@ impl Connection {
     /// # }
     /// ```
     #[must_use]
-    pub fn blocked(&self) -> watch::Receiver<Option<String>> {
+    pub fn watch_blocked(&self) -> watch::Receiver<Option<String>> {
         self.shared().lock().blocked.subscribe()
     }
 
     /// This side's socket address (to find the connection in the broker's
-    /// listings, for example).
+    /// listings, for example). The same type as
+    /// `amqp_io_std::Connection::local_addr`.
     ///
     /// ```no_run
     /// # fn demo(connection: amqp_io_tokio::Connection) {

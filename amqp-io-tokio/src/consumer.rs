@@ -7,16 +7,18 @@ use std::task::{Context, Poll};
 use std::collections::VecDeque;
 
 use amqp_io_common::ledger::Cleanup;
-use amqp_io_common::Result;
+use amqp_io_common::{Error, Result};
 use amqp_proto::codec::ShortString;
-use amqp_proto::Returned;
+use amqp_proto::{Returned, UsageError};
 use futures_core::Stream;
 
 use crate::channel::Channel;
 
-/// A message delivered to a [`Consumer`], acknowledged through itself.
+/// A message delivered to a [`Consumer`], acknowledged through itself (the
+/// same type as `amqp_io_std::Delivery`, over this adapter's [`Channel`]).
 /// Dereferences to the core's [`amqp_proto::Delivery`] (body, properties,
-/// tags, routing).
+/// tags, routing); [`into_inner`](amqp_io_common::delivery::Delivery::into_inner)
+/// gives it up.
 ///
 /// ```no_run
 /// # async fn demo(mut consumer: amqp_io_tokio::Consumer) -> amqp_io_tokio::Result<()> {
@@ -29,98 +31,20 @@ use crate::channel::Channel;
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
-pub struct Delivery {
-    delivery: amqp_proto::Delivery,
-    channel: Channel,
-}
-
-impl std::ops::Deref for Delivery {
-    type Target = amqp_proto::Delivery;
-
-    fn deref(&self) -> &amqp_proto::Delivery {
-        &self.delivery
-    }
-}
-
-impl Delivery {
-    /// Acknowledges this delivery.
-    ///
-    /// ```no_run
-    /// # fn demo(delivery: amqp_io_tokio::Delivery) -> amqp_io_tokio::Result<()> {
-    /// delivery.ack()?;
-    /// # Ok(()) }
-    /// ```
-    pub fn ack(&self) -> Result<()> {
-        self.channel.ack(self.delivery.delivery_tag, false)
-    }
-
-    /// Acknowledges this delivery and every earlier unacknowledged one on
-    /// its channel (`multiple`).
-    ///
-    /// ```no_run
-    /// # fn demo(delivery: amqp_io_tokio::Delivery) -> amqp_io_tokio::Result<()> {
-    /// delivery.ack_multiple()?;
-    /// # Ok(()) }
-    /// ```
-    pub fn ack_multiple(&self) -> Result<()> {
-        self.channel.ack(self.delivery.delivery_tag, true)
-    }
-
-    /// Refuses it (`basic.nack`), requeueing it or not.
-    ///
-    /// ```no_run
-    /// # fn demo(delivery: amqp_io_tokio::Delivery) -> amqp_io_tokio::Result<()> {
-    /// delivery.nack(true)?; // try again later
-    /// # Ok(()) }
-    /// ```
-    pub fn nack(&self, requeue: bool) -> Result<()> {
-        self.channel
-            .nack(self.delivery.delivery_tag, false, requeue)
-    }
-
-    /// Refuses it (`basic.reject`), requeueing it or not.
-    ///
-    /// ```no_run
-    /// # fn demo(delivery: amqp_io_tokio::Delivery) -> amqp_io_tokio::Result<()> {
-    /// delivery.reject(false)?;
-    /// # Ok(()) }
-    /// ```
-    pub fn reject(&self, requeue: bool) -> Result<()> {
-        self.channel.reject(self.delivery.delivery_tag, requeue)
-    }
-
-    /// The channel it arrived on.
-    ///
-    /// ```no_run
-    /// # fn demo(delivery: amqp_io_tokio::Delivery) {
-    /// let channel = delivery.channel().clone();
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn channel(&self) -> &Channel {
-        &self.channel
-    }
-
-    /// The core's delivery, without the channel handle.
-    ///
-    /// ```no_run
-    /// # fn demo(delivery: amqp_io_tokio::Delivery) {
-    /// let body = delivery.into_inner().content.body;
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn into_inner(self) -> amqp_proto::Delivery {
-        self.delivery
-    }
-}
+pub type Delivery = amqp_io_common::delivery::Delivery<Channel>;
 
 /// A consumer's deliveries, as a [`Stream`] (from
 /// [`Channel::basic_consume`]).
 ///
-/// It yields deliveries in order; when the server cancels the consumer
-/// (its queue was deleted) or the channel or connection closes, it yields
-/// that error once and ends; after [`Channel::basic_cancel`] it just ends.
+/// It yields deliveries in order; when the consumer ends it yields the
+/// reason once, as an error, and then ends: the application's own
+/// [`Channel::basic_cancel`] ([`Error::ConsumerCancelledByApplication`]),
+/// the server's cancel (its queue was deleted: [`Error::ConsumerCancelled`]),
+/// or the channel's or connection's close. `amqp_io_std::Consumer` reports
+/// the same ends with the same errors.
+///
+/// [`Error::ConsumerCancelledByApplication`]: amqp_io_common::Error::ConsumerCancelledByApplication
+/// [`Error::ConsumerCancelled`]: amqp_io_common::Error::ConsumerCancelled
 ///
 /// Deliveries wait in a bounded buffer
 /// ([`Config::max_buffered_events`](amqp_proto::Config::max_buffered_events)
@@ -134,12 +58,12 @@ impl Delivery {
 /// unacknowledged ones are redelivered when the channel closes.
 ///
 /// ```no_run
-/// use amqp_proto::spec::BasicConsume;
+/// use amqp_proto::spec::{BasicConsume, BasicQos};
 /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-/// channel.basic_qos(100, false).await?;
+/// channel.basic_qos(BasicQos { prefetch_count: 100, ..Default::default() }).await?;
 /// let mut consumer = channel.basic_consume(BasicConsume { queue: "jobs".into(), ..Default::default() }).await?;
 /// while let Some(delivery) = consumer.recv().await {
-///     let delivery = delivery?; // the server's cancel or a close ends the loop with an error
+///     let delivery = delivery?; // a cancel or a close ends the loop with an error
 ///     delivery.ack()?;
 /// }
 /// # Ok(()) }
@@ -169,10 +93,7 @@ impl Consumer {
     }
 
     fn wrap(&self, delivery: amqp_proto::Delivery) -> Delivery {
-        Delivery {
-            delivery,
-            channel: self.channel.clone(),
-        }
+        Delivery::new(delivery, self.channel.clone())
     }
 
     /// The consumer tag.
@@ -208,13 +129,27 @@ impl Consumer {
     /// # async fn demo(mut consumer: amqp_io_tokio::Consumer) -> amqp_io_tokio::Result<()> {
     /// match tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
     ///     Ok(Some(delivery)) => delivery?.ack()?,
-    ///     Ok(None) => println!("the consumer was cancelled"),
+    ///     Ok(None) => println!("the consumer's end was reported before"),
     ///     Err(_) => println!("nothing for 5 s"),
     /// }
     /// # Ok(()) }
     /// ```
     pub async fn recv(&mut self) -> Option<Result<Delivery>> {
         poll_fn(|context| Pin::new(&mut *self).poll_next(context)).await
+    }
+
+    /// Cancels the consumer and waits for the server's `cancel-ok`
+    /// ([`Channel::basic_cancel`] with its tag); deliveries received but
+    /// not taken go back to the queue. Cancellation: dropped midway, the
+    /// consumer is dropped, which cancels it all the same.
+    ///
+    /// ```no_run
+    /// # async fn demo(consumer: amqp_io_tokio::Consumer) -> amqp_io_tokio::Result<()> {
+    /// consumer.cancel().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel(self) -> Result<()> {
+        self.channel.basic_cancel(&self.tag).await
     }
 }
 
@@ -239,7 +174,8 @@ impl Stream for Consumer {
         // A consumer of an earlier opening of this channel id is over.
         if !current {
             self.finished = true;
-            return Poll::Ready(None);
+            let id = self.channel.id();
+            return Poll::Ready(Some(Err(Error::Usage(UsageError::ChannelNotOpen(id)))));
         }
         let starved = !state.wants_input();
         state.ledger().take_deliveries_into(&key, &mut self.taken);
@@ -259,7 +195,7 @@ impl Stream for Consumer {
             let error = end.error(&self.tag);
             drop(state);
             self.finished = true;
-            return Poll::Ready(error.map(Err));
+            return Poll::Ready(Some(Err(error)));
         }
         consumer.extra = Some(context.waker().clone());
         Poll::Pending

@@ -11,7 +11,7 @@
 //!
 //! use amqp_io_tokio::Connection;
 //! use amqp_proto::codec::BasicProperties;
-//! use amqp_proto::spec::{BasicConsume, BasicPublish, QueueDeclare};
+//! use amqp_proto::spec::{BasicConsume, BasicPublish, BasicQos, QueueDeclare};
 //!
 //! # async fn demo() -> amqp_io_tokio::Result<()> {
 //! let connection = Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f").await?;
@@ -34,7 +34,7 @@
 //! }
 //!
 //! // Consume them as a stream, acknowledging each.
-//! channel.basic_qos(50, false).await?;
+//! channel.basic_qos(BasicQos { prefetch_count: 50, ..Default::default() }).await?;
 //! let mut consumer = channel.basic_consume(BasicConsume { queue, ..Default::default() }).await?;
 //! for _ in 0..100 {
 //!     let delivery = consumer.recv().await.expect("a delivery")?;

@@ -152,8 +152,7 @@ impl Mailbox {
                 callback(reply);
             }
         }
-        let tag = consumer.tag().to_string_lossy();
-        self.channel.basic_cancel(&tag).await?;
+        consumer.cancel().await?;
         Ok(collector.replies)
     }
 }

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use amqp_io_tokio::{Channel, Connection, Error};
 use amqp_proto::codec::BasicProperties;
-use amqp_proto::spec::{BasicConsume, BasicPublish, QueueBind, QueueDeclare, QueueDelete};
+use amqp_proto::spec::{
+    BasicConsume, BasicPublish, BasicQos, QueueBind, QueueDeclare, QueueDelete,
+};
 use bytes::{BufMut, BytesMut};
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -178,7 +180,12 @@ async fn consumer(
     let connection = Connection::connect(&options.uri).await?;
     let channel: Channel = connection.channel().await?;
     if options.prefetch > 0 {
-        channel.basic_qos(options.prefetch, false).await?;
+        channel
+            .basic_qos(BasicQos {
+                prefetch_count: options.prefetch,
+                ..Default::default()
+            })
+            .await?;
     }
     let no_ack = options.multi_ack == 0;
     let mut consumer = channel

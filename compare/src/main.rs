@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use amqp_io_tokio::Connection;
 use amqp_proto::codec::BasicProperties;
-use amqp_proto::spec::{BasicPublish, QueueDeclare, QueueDelete, QueuePurge};
+use amqp_proto::spec::{BasicPublish, BasicQos, QueueDeclare, QueueDelete, QueuePurge};
 use serde_json::{json, Value};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -122,7 +122,12 @@ mod ours {
                 }
             }
             "consume" => {
-                channel.basic_qos(PREFETCH, false).await?;
+                channel
+                    .basic_qos(BasicQos {
+                        prefetch_count: PREFETCH,
+                        ..Default::default()
+                    })
+                    .await?;
                 measure = Measure::start();
                 let consume = amqp_proto::spec::BasicConsume {
                     queue: queue.into(),
@@ -529,7 +534,12 @@ async fn parent() -> Result<(), Failure> {
     };
     channel.queue_declare(declare).await?;
     let server = connection.channel().await?;
-    server.basic_qos(100, false).await?;
+    server
+        .basic_qos(BasicQos {
+            prefetch_count: 100,
+            ..Default::default()
+        })
+        .await?;
     let serving = tokio::spawn({
         let (server, rpc_queue) = (server.clone(), rpc_queue.clone());
         async move {

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use amqp_io_common::{ConnectOptions, Error};
 use amqp_proto::codec::BasicProperties;
 use amqp_proto::spec::constants::ReplyCode;
-use amqp_proto::spec::{BasicConsume, BasicGet, QueueDeclare};
+use amqp_proto::spec::{BasicConsume, BasicGet, BasicQos, QueueDeclare};
 use amqp_proto::{CloseReason, ConnectionError, Initiator};
 use amqp_tests::proxy::Proxy;
 use amqp_tests::{
@@ -229,8 +229,13 @@ fn blocking_broker_restart_mid_consume_ends_the_connection_with_a_typed_error() 
             .unwrap();
     }
     channel.wait_for_confirms(Duration::from_secs(10)).unwrap();
-    channel.basic_qos(PREFETCH, false).unwrap();
-    let consumer = channel.consume(consume(&queue)).unwrap();
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: PREFETCH,
+            ..Default::default()
+        })
+        .unwrap();
+    let consumer = channel.basic_consume(consume(&queue)).unwrap();
     let mut deliveries = Vec::new();
     for n in 0..PREFETCH {
         let delivery = consumer.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -343,7 +348,13 @@ fn tokio_broker_restart_mid_consume_ends_the_connection_with_a_typed_error() {
             .wait_for_confirms(Duration::from_secs(10))
             .await
             .unwrap();
-        channel.basic_qos(PREFETCH, false).await.unwrap();
+        channel
+            .basic_qos(BasicQos {
+                prefetch_count: PREFETCH,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let mut consumer = channel.basic_consume(consume(&queue)).await.unwrap();
         let mut deliveries = Vec::new();
         for n in 0..PREFETCH {
@@ -618,7 +629,7 @@ fn tokio_memory_alarm_blocks_the_publisher_until_lifted() {
         let queue = channel.queue_declare(exclusive_queue()).await.unwrap();
         let queue = queue.queue.to_string();
         channel.confirm_select().await.unwrap();
-        let mut blocked = connection.blocked();
+        let mut blocked = connection.watch_blocked();
         assert_eq!(*blocked.borrow(), None);
 
         let mut alarm = MemoryAlarm::raise();
@@ -633,6 +644,11 @@ fn tokio_memory_alarm_blocks_the_publisher_until_lifted() {
             .clone()
             .unwrap();
         assert!(reason.contains("memory"), "{reason:?}");
+        assert_eq!(
+            connection.blocked(),
+            Some(reason.clone()),
+            "the snapshot agrees"
+        );
         let error = channel
             .wait_for_confirms(Duration::from_millis(300))
             .await
@@ -836,7 +852,7 @@ fn blocking_broker_restart_with_recovery_is_driven_by_the_heartbeat_keeper() {
     connection.spawn_heartbeat_keeper();
     let channel = connection.channel().unwrap();
     let queue = channel.queue_declare(exclusive_queue()).unwrap().queue;
-    let consumer = channel.consume(consume(&queue.to_string())).unwrap();
+    let consumer = channel.basic_consume(consume(&queue.to_string())).unwrap();
     let took = restart_broker().join().unwrap().unwrap();
     assert!(
         eventually(Duration::from_secs(20), || recovered_queue(&reports)

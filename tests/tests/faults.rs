@@ -72,7 +72,7 @@ fn one_byte_writes_change_nothing_but_speed_blocking() {
     }
     channel.wait_for_confirms(Duration::from_secs(30)).unwrap();
     let consumer = channel
-        .consume(BasicConsume {
+        .basic_consume(BasicConsume {
             queue: queue.as_str().into(),
             ..Default::default()
         })

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use amqp_io_common::recovery::RecoveryEvent;
 use amqp_io_common::{ConnectOptions, Error};
 use amqp_proto::codec::BasicProperties;
-use amqp_proto::spec::{BasicConsume, BasicPublish, ExchangeDeclare, QueueBind, QueueDeclare};
+use amqp_proto::spec::{
+    BasicConsume, BasicPublish, BasicQos, ExchangeDeclare, QueueBind, QueueDeclare,
+};
 use amqp_proto::Backoff;
 use amqp_tests::proxy::Proxy;
 use amqp_tests::{broker_address, broker_unreachable, broker_url, unique};
@@ -103,7 +105,13 @@ async fn a_cut_connection_recovers_its_topology_and_consumer_tokio() {
 
     let channel = connection.channel().await.unwrap();
     channel.confirm_select().await.unwrap();
-    channel.basic_qos(10, false).await.unwrap();
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let exchange = unique("recovery-x");
     channel
         .exchange_declare(ExchangeDeclare {
@@ -250,7 +258,12 @@ fn a_cut_connection_recovers_its_topology_and_consumer_blocking() {
 
     let channel = connection.channel().unwrap();
     channel.confirm_select().unwrap();
-    channel.basic_qos(10, false).unwrap();
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 10,
+            ..Default::default()
+        })
+        .unwrap();
     let exchange = unique("recovery-x");
     channel
         .exchange_declare(ExchangeDeclare {
@@ -275,7 +288,7 @@ fn a_cut_connection_recovers_its_topology_and_consumer_blocking() {
         })
         .unwrap();
     let consumer = channel
-        .consume(BasicConsume {
+        .basic_consume(BasicConsume {
             queue: queue.clone(),
             ..Default::default()
         })

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use amqp_io_common::Error;
 use amqp_proto::codec::BasicProperties;
-use amqp_proto::spec::QueueDeclare;
+use amqp_proto::spec::{BasicQos, QueueDeclare};
 use amqp_tests::{broker_unreachable, broker_url, unique};
 use bytes::Bytes;
 
@@ -49,7 +49,13 @@ async fn a_thousand_concurrent_requests_are_all_answered_and_correlated() {
     let queue = unique("rpc");
     declare(&connection, &queue).await;
     let server = connection.channel().await.unwrap();
-    server.basic_qos(200, false).await.unwrap();
+    server
+        .basic_qos(BasicQos {
+            prefetch_count: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let serving = tokio::spawn({
         let (server, queue) = (server.clone(), queue.clone());
         async move {

@@ -12,7 +12,7 @@ use amqp_io_std::{ConnectOptions, Connection, ConnectionError, Error};
 use amqp_proto::codec::{BasicProperties, FieldTable, FieldValue};
 use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{
-    BasicConsume, BasicGet, BasicPublish, ExchangeBind, ExchangeDeclare, ExchangeDelete,
+    BasicConsume, BasicGet, BasicPublish, BasicQos, ExchangeBind, ExchangeDeclare, ExchangeDelete,
     ExchangeUnbind, QueueBind, QueueDeclare, QueueDelete, QueuePurge, QueueUnbind,
 };
 use amqp_proto::Initiator;
@@ -165,9 +165,14 @@ fn every_channel_method_works_against_the_broker() {
     channel.ack(second.delivery_tag, false).unwrap();
 
     // qos, recover, consume, cancel.
-    channel.basic_qos(10, false).unwrap();
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 10,
+            ..Default::default()
+        })
+        .unwrap();
     let consumer = channel
-        .consume(BasicConsume {
+        .basic_consume(BasicConsume {
             queue: queue.as_str().into(),
             ..Default::default()
         })
@@ -177,7 +182,23 @@ fn every_channel_method_works_against_the_broker() {
     channel.basic_recover(true).unwrap();
     let redelivered = consumer.recv_timeout(SHORT).unwrap();
     assert!(redelivered.redelivered);
-    channel.ack(redelivered.delivery_tag, false).unwrap();
+    redelivered.ack().unwrap();
+    // The application's own cancel ends the consumer as amqp-io-tokio's
+    // stream ends: with that cancel, told apart from the server's.
+    channel.basic_cancel(consumer.tag()).unwrap();
+    match consumer.recv_timeout(SHORT) {
+        Err(Error::ConsumerCancelledByApplication(tag)) => {
+            assert_eq!(tag, consumer.tag().to_string());
+        }
+        other => panic!("expected the application's cancel, got {other:?}"),
+    }
+    drop(consumer);
+    let consumer = channel
+        .basic_consume(BasicConsume {
+            queue: queue.as_str().into(),
+            ..Default::default()
+        })
+        .unwrap();
     consumer.cancel().unwrap();
 
     // purge, unbind, delete.
@@ -282,7 +303,10 @@ fn a_channel_error_reports_the_servers_code_and_leaves_other_channels_working() 
     }
     // The closed channel says so on every later call.
     assert!(matches!(
-        doomed.basic_qos(1, false),
+        doomed.basic_qos(BasicQos {
+            prefetch_count: 1,
+            ..Default::default()
+        }),
         Err(Error::ChannelClosed(_))
     ));
     assert_eq!(
@@ -333,9 +357,14 @@ fn prefetch_bounds_unacknowledged_deliveries_and_acks_release_more() {
     let channel = connection.channel().unwrap();
     let queue = exclusive_queue(&channel);
     fill(&channel, &queue, 50);
-    channel.basic_qos(10, false).unwrap();
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 10,
+            ..Default::default()
+        })
+        .unwrap();
     let consumer = channel
-        .consume(BasicConsume {
+        .basic_consume(BasicConsume {
             queue: queue.as_str().into(),
             ..Default::default()
         })
@@ -367,16 +396,15 @@ fn callback_consumers_are_dispatched_by_drain_events_like_kombu() {
     let queue = exclusive_queue(&channel);
     let received = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&received);
-    let acker = channel.clone();
     channel
-        .basic_consume(
+        .basic_consume_with_callback(
             BasicConsume {
                 queue: queue.as_str().into(),
                 ..Default::default()
             },
             move |delivery| {
                 sink.lock().unwrap().push(delivery.body().clone());
-                acker.ack(delivery.delivery_tag, false).unwrap();
+                delivery.ack().unwrap();
             },
         )
         .unwrap();
@@ -456,7 +484,7 @@ fn deleting_the_queue_cancels_its_consumer_from_the_server() {
         })
         .unwrap();
     let consumer = channel
-        .consume(BasicConsume {
+        .basic_consume(BasicConsume {
             queue: queue.as_str().into(),
             ..Default::default()
         })
@@ -547,7 +575,7 @@ fn a_stalled_peer_is_declared_dead_within_two_heartbeat_intervals() {
     let channel = connection.channel().unwrap();
     let queue = exclusive_queue(&channel);
     let consumer = channel
-        .consume(BasicConsume {
+        .basic_consume(BasicConsume {
             queue: queue.as_str().into(),
             ..Default::default()
         })
@@ -578,7 +606,7 @@ fn a_connection_closed_by_the_broker_surfaces_its_reason() {
     let channel = connection.channel().unwrap();
     let queue = exclusive_queue(&channel);
     let consumer = channel
-        .consume(BasicConsume {
+        .basic_consume(BasicConsume {
             queue: queue.as_str().into(),
             ..Default::default()
         })
@@ -600,7 +628,10 @@ fn a_connection_closed_by_the_broker_surfaces_its_reason() {
     }
     // Every later call reports the same close.
     assert!(matches!(
-        channel.basic_qos(1, false),
+        channel.basic_qos(BasicQos {
+            prefetch_count: 1,
+            ..Default::default()
+        }),
         Err(Error::ConnectionClosed(ConnectionError::Closed(_)))
     ));
 }
@@ -612,7 +643,7 @@ fn a_timed_out_call_leaves_the_connection_usable() {
     let queue = exclusive_queue(&channel);
     // Nothing arrives on an empty queue's consumer: time out, then carry on.
     let consumer = channel
-        .consume(BasicConsume {
+        .basic_consume(BasicConsume {
             queue: queue.as_str().into(),
             ..Default::default()
         })
@@ -641,7 +672,7 @@ fn a_dropped_consumer_gives_its_unread_messages_back() {
     let queue = exclusive_queue(&channel);
     fill(&channel, &queue, 20);
     let consumer = channel
-        .consume(BasicConsume {
+        .basic_consume(BasicConsume {
             queue: queue.as_str().into(),
             ..Default::default()
         })
@@ -680,7 +711,10 @@ fn dropping_a_connection_does_not_hang_and_fails_its_channels() {
     drop(connection);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(matches!(
-        channel.basic_qos(1, false),
+        channel.basic_qos(BasicQos {
+            prefetch_count: 1,
+            ..Default::default()
+        }),
         Err(Error::ConnectionClosed(_))
     ));
 }

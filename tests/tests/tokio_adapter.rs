@@ -12,7 +12,7 @@ use amqp_io_tokio::{Channel, ConnectOptions, Connection, ConnectionError, Error}
 use amqp_proto::codec::{BasicProperties, FieldTable, FieldValue};
 use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{
-    BasicConsume, BasicGet, BasicPublish, ExchangeBind, ExchangeDeclare, ExchangeDelete,
+    BasicConsume, BasicGet, BasicPublish, BasicQos, ExchangeBind, ExchangeDeclare, ExchangeDelete,
     ExchangeUnbind, QueueBind, QueueDeclare, QueueDelete, QueuePurge, QueueUnbind,
 };
 use amqp_proto::Initiator;
@@ -151,7 +151,13 @@ async fn every_channel_method_works_against_the_broker() {
     let second = channel.basic_get(get.clone()).await.unwrap().unwrap();
     channel.ack(second.delivery_tag, false).unwrap();
 
-    channel.basic_qos(10, false).await.unwrap();
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let consume = BasicConsume {
         queue: queue.as_str().into(),
         ..Default::default()
@@ -163,11 +169,22 @@ async fn every_channel_method_works_against_the_broker() {
     let redelivered = consumer.recv().await.unwrap().unwrap();
     assert!(redelivered.redelivered);
     redelivered.ack().unwrap();
-    channel
-        .basic_cancel(&consumer.tag().to_string_lossy())
-        .await
-        .unwrap();
-    assert!(consumer.recv().await.is_none(), "a cancelled consumer ends");
+    channel.basic_cancel(consumer.tag()).await.unwrap();
+    // The application's own cancel ends the stream as amqp-io-std's
+    // consumer ends: with that cancel, once, told apart from the server's.
+    let ended = consumer.recv().await;
+    assert!(
+        matches!(ended, Some(Err(Error::ConsumerCancelledByApplication(ref tag))) if *tag == consumer.tag().to_string()),
+        "{ended:?}"
+    );
+    assert!(consumer.recv().await.is_none(), "then the stream ends");
+    drop(consumer);
+    let consume = BasicConsume {
+        queue: queue.as_str().into(),
+        ..Default::default()
+    };
+    let consumer = channel.basic_consume(consume).await.unwrap();
+    consumer.cancel().await.unwrap();
 
     let purge = QueuePurge {
         queue: queue.as_str().into(),
@@ -244,7 +261,12 @@ async fn a_channel_error_reports_the_servers_code_and_leaves_other_channels_work
         other => panic!("expected a channel close, got {other:?}"),
     }
     assert!(matches!(
-        doomed.basic_qos(1, false).await,
+        doomed
+            .basic_qos(BasicQos {
+                prefetch_count: 1,
+                ..Default::default()
+            })
+            .await,
         Err(Error::ChannelClosed(_))
     ));
     exclusive_queue(&survivor).await;
@@ -409,7 +431,13 @@ async fn prefetch_bounds_unacknowledged_deliveries_and_acks_release_more() {
     let channel = connection.channel().await.unwrap();
     let queue = exclusive_queue(&channel).await;
     fill(&channel, &queue, 50).await;
-    channel.basic_qos(10, false).await.unwrap();
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let consume = BasicConsume {
         queue: queue.as_str().into(),
         ..Default::default()
@@ -611,7 +639,12 @@ async fn a_connection_closed_by_the_broker_surfaces_its_reason() {
         other => panic!("expected a forced close, got {other:?}"),
     }
     assert!(matches!(
-        channel.basic_qos(1, false).await,
+        channel
+            .basic_qos(BasicQos {
+                prefetch_count: 1,
+                ..Default::default()
+            })
+            .await,
         Err(Error::ConnectionClosed(ConnectionError::Closed(_)))
     ));
 }

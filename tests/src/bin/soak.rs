@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use amqp_io_common::recovery::RecoveryEvent;
 use amqp_io_common::{ConnectOptions, Error};
 use amqp_proto::codec::BasicProperties;
-use amqp_proto::spec::{BasicConsume, BasicPublish, QueueDeclare, QueueDelete};
+use amqp_proto::spec::{BasicConsume, BasicPublish, BasicQos, QueueDeclare, QueueDelete};
 use amqp_proto::Backoff;
 use amqp_tests::proxy::Proxy;
 use amqp_tests::{broker_address, broker_url, passive_declare, unique};
@@ -391,9 +391,14 @@ fn consume(
     let (recoveries, count) = recovery_counter();
     connection.on_recovery(count);
     let channel = connection.channel().expect("a channel");
-    channel.basic_qos(500, false).expect("qos");
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 500,
+            ..Default::default()
+        })
+        .expect("qos");
     let consumer = channel
-        .consume(BasicConsume {
+        .basic_consume(BasicConsume {
             queue: queue.into(),
             ..Default::default()
         })
