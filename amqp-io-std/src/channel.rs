@@ -17,6 +17,7 @@ use bytes::Bytes;
 use crate::consumer::{Consumer, Delivery};
 use crate::shared::{Reply, Shared};
 use amqp_io_common::delivery::Settle;
+use amqp_io_common::session::typed;
 use amqp_io_common::{Error, Result};
 
 /// One channel of a [`Connection`](crate::Connection).
@@ -120,13 +121,11 @@ impl Channel {
     pub fn call(&self, method: impl Into<Method>) -> Result<Option<Method>> {
         let method = method.into();
         let operation = method.name();
-        match self.send(method)? {
-            None => Ok(None),
-            Some(request) => match self.await_reply(operation, request)? {
-                Reply::Method(method) => Ok(Some(method)),
-                other => Err(unexpected(operation, &format!("{other:?}"))),
-            },
-        }
+        let reply = match self.send(method)? {
+            Some(request) => Some(self.await_reply(operation, request)?),
+            None => None,
+        };
+        typed::method(operation, reply)
     }
 
     /// Sends `method`; returns the request its reply will answer, if one
@@ -248,15 +247,7 @@ impl Channel {
     /// ```
     pub fn queue_declare(&self, declare: QueueDeclare) -> Result<QueueDeclareOk> {
         let queue = declare.queue.clone();
-        match self.call(declare)? {
-            Some(Method::QueueDeclareOk(ok)) => Ok(ok),
-            None => Ok(QueueDeclareOk {
-                queue,
-                message_count: 0,
-                consumer_count: 0,
-            }),
-            Some(other) => Err(unexpected("queue.declare", other.name())),
-        }
+        typed::queue_declared(queue, self.call(declare)?)
     }
 
     /// Binds a queue to an exchange (`queue.bind`).
@@ -307,11 +298,7 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub fn queue_purge(&self, purge: QueuePurge) -> Result<u32> {
-        match self.call(purge)? {
-            Some(Method::QueuePurgeOk(ok)) => Ok(ok.message_count),
-            None => Ok(0),
-            Some(other) => Err(unexpected("queue.purge", other.name())),
-        }
+        typed::message_count("queue.purge", self.call(purge)?)
     }
 
     /// Deletes a queue; returns how many messages it held (`queue.delete`;
@@ -326,11 +313,7 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub fn queue_delete(&self, delete: QueueDelete) -> Result<u32> {
-        match self.call(delete)? {
-            Some(Method::QueueDeleteOk(ok)) => Ok(ok.message_count),
-            None => Ok(0),
-            Some(other) => Err(unexpected("queue.delete", other.name())),
-        }
+        typed::message_count("queue.delete", self.call(delete)?)
     }
 
     /// Limits unacknowledged deliveries (`basic.qos`): per consumer, or with
@@ -441,13 +424,9 @@ impl Channel {
     /// ```
     pub fn basic_get(&self, get: BasicGet) -> Result<Option<GetMessage>> {
         let Some(request) = self.send(get.into())? else {
-            return Err(unexpected("basic.get", "no reply expected"));
+            return Err(typed::missing("basic.get"));
         };
-        match self.await_reply("basic.get", request)? {
-            Reply::Get(message) => Ok(Some(*message)),
-            Reply::Method(Method::BasicGetEmpty(_)) => Ok(None),
-            other => Err(unexpected("basic.get", &format!("{other:?}"))),
-        }
+        typed::got(self.await_reply("basic.get", request)?)
     }
 
     /// Starts a consumer read by pulling: [`Consumer::recv_timeout`] and
@@ -535,10 +514,8 @@ impl Channel {
         let Some(request) = request else {
             return Ok((tag, generation));
         };
-        match self.await_reply("basic.consume", request)? {
-            Reply::Method(Method::BasicConsumeOk(ok)) => Ok((ok.consumer_tag, generation)),
-            other => Err(unexpected("basic.consume", &format!("{other:?}"))),
-        }
+        let tag = typed::consumed(self.await_reply("basic.consume", request)?)?;
+        Ok((tag, generation))
     }
 
     /// Cancels a consumer (`basic.cancel`), waiting for `cancel-ok`: no
@@ -829,13 +806,6 @@ pub(crate) fn run_return_handlers(shared: &Shared) {
     }
     work.run();
     shared.lock().restore_callbacks(work);
-}
-
-fn unexpected(operation: &'static str, reply: &str) -> Error {
-    Error::UnexpectedReply {
-        operation,
-        reply: reply.to_owned(),
-    }
 }
 
 /// The pending confirmation of one publish, from [`Channel::publish`].

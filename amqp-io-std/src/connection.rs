@@ -229,11 +229,7 @@ impl Connection {
     /// ```
     #[must_use]
     pub fn server_properties(&self) -> FieldTable {
-        self.shared
-            .lock()
-            .opened()
-            .map(|(_, properties)| properties.clone())
-            .unwrap_or_default()
+        self.shared.lock().server_properties()
     }
 
     /// The broker's reason while it blocks publishing on this connection

@@ -122,19 +122,7 @@ pub(crate) struct Inner {
     pub(crate) live_confirmations: Arc<AtomicUsize>,
 }
 
-impl std::ops::Deref for Inner {
-    type Target = Session<Blocking>;
-
-    fn deref(&self) -> &Session<Blocking> {
-        &self.session
-    }
-}
-
-impl std::ops::DerefMut for Inner {
-    fn deref_mut(&mut self) -> &mut Session<Blocking> {
-        &mut self.session
-    }
-}
+amqp_io_common::deref_session!(Inner, Blocking);
 
 impl Inner {
     pub(crate) fn new(options: ConnectOptions, writer: Writer) -> Self {

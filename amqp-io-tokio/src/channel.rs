@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use amqp_io_common::delivery::Settle;
+use amqp_io_common::session::typed;
 use amqp_io_common::{Error, Result};
 use amqp_proto::codec::{BasicProperties, ShortString};
 use amqp_proto::spec::constants::ReplyCode;
@@ -153,13 +154,11 @@ impl Channel {
     pub async fn call(&self, method: impl Into<Method>) -> Result<Option<Method>> {
         let method = method.into();
         let operation = method.name();
-        let Some(request) = self.send(method)? else {
-            return Ok(None);
+        let reply = match self.send(method)? {
+            Some(request) => Some(self.reply(operation, request).await?),
+            None => None,
         };
-        match self.reply(operation, request).await? {
-            Reply::Method(method) => Ok(Some(method)),
-            other => Err(unexpected(operation, &format!("{other:?}"))),
-        }
+        typed::method(operation, reply)
     }
 
     /// Declares an exchange (`exchange.declare`).
@@ -241,15 +240,7 @@ impl Channel {
     /// ```
     pub async fn queue_declare(&self, declare: QueueDeclare) -> Result<QueueDeclareOk> {
         let queue = declare.queue.clone();
-        match self.call(declare).await? {
-            Some(Method::QueueDeclareOk(ok)) => Ok(ok),
-            None => Ok(QueueDeclareOk {
-                queue,
-                message_count: 0,
-                consumer_count: 0,
-            }),
-            Some(other) => Err(unexpected("queue.declare", other.name())),
-        }
+        typed::queue_declared(queue, self.call(declare).await?)
     }
 
     /// Binds a queue to an exchange (`queue.bind`).
@@ -296,11 +287,7 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub async fn queue_purge(&self, purge: QueuePurge) -> Result<u32> {
-        match self.call(purge).await? {
-            Some(Method::QueuePurgeOk(ok)) => Ok(ok.message_count),
-            None => Ok(0),
-            Some(other) => Err(unexpected("queue.purge", other.name())),
-        }
+        typed::message_count("queue.purge", self.call(purge).await?)
     }
 
     /// Deletes a queue; returns how many messages it held (`queue.delete`;
@@ -313,11 +300,7 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub async fn queue_delete(&self, delete: QueueDelete) -> Result<u32> {
-        match self.call(delete).await? {
-            Some(Method::QueueDeleteOk(ok)) => Ok(ok.message_count),
-            None => Ok(0),
-            Some(other) => Err(unexpected("queue.delete", other.name())),
-        }
+        typed::message_count("queue.delete", self.call(delete).await?)
     }
 
     /// Limits unacknowledged deliveries (`basic.qos`): per consumer, or
@@ -406,13 +389,9 @@ impl Channel {
     /// ```
     pub async fn basic_get(&self, get: BasicGet) -> Result<Option<GetMessage>> {
         let Some(request) = self.send(get.into())? else {
-            return Err(unexpected("basic.get", "no reply expected"));
+            return Err(typed::missing("basic.get"));
         };
-        match self.reply("basic.get", request).await? {
-            Reply::Get(message) => Ok(Some(*message)),
-            Reply::Method(Method::BasicGetEmpty(_)) => Ok(None),
-            other => Err(unexpected("basic.get", &format!("{other:?}"))),
-        }
+        typed::got(self.reply("basic.get", request).await?)
     }
 
     /// Starts a consumer (`basic.consume`): a stream of deliveries, each
@@ -441,12 +420,8 @@ impl Channel {
         let Some(request) = request else {
             return Ok(Consumer::new(self.clone(), tag, no_ack));
         };
-        match self.reply("basic.consume", request).await? {
-            Reply::Method(Method::BasicConsumeOk(ok)) => {
-                Ok(Consumer::new(self.clone(), ok.consumer_tag, no_ack))
-            }
-            other => Err(unexpected("basic.consume", &format!("{other:?}"))),
-        }
+        let tag = typed::consumed(self.reply("basic.consume", request).await?)?;
+        Ok(Consumer::new(self.clone(), tag, no_ack))
     }
 
     /// Cancels a consumer (`basic.cancel`), waiting for `cancel-ok`. Takes
@@ -746,13 +721,6 @@ impl Settle for Channel {
 
     fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
         Self::reject(self, delivery_tag, requeue)
-    }
-}
-
-fn unexpected(operation: &'static str, reply: &str) -> Error {
-    Error::UnexpectedReply {
-        operation,
-        reply: reply.to_owned(),
     }
 }
 

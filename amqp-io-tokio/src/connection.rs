@@ -231,11 +231,7 @@ impl Connection {
     /// ```
     #[must_use]
     pub fn server_properties(&self) -> FieldTable {
-        self.shared()
-            .lock()
-            .opened()
-            .map(|(_, properties)| properties.clone())
-            .unwrap_or_default()
+        self.shared().lock().server_properties()
     }
 
     /// Whether the broker blocks publishing (a memory or disk alarm), now:

@@ -62,19 +62,7 @@ pub(crate) struct State {
     pub(crate) recovery_handler: Option<RecoveryHandler>,
 }
 
-impl std::ops::Deref for State {
-    type Target = Session<Tokio>;
-
-    fn deref(&self) -> &Session<Tokio> {
-        &self.session
-    }
-}
-
-impl std::ops::DerefMut for State {
-    fn deref_mut(&mut self) -> &mut Session<Tokio> {
-        &mut self.session
-    }
-}
+amqp_io_common::deref_session!(State, Tokio);
 
 impl State {
     pub(crate) fn new(options: ConnectOptions) -> Self {

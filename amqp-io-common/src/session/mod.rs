@@ -12,6 +12,7 @@
 //! itself; the blocking adapter's threads recheck after every pass).
 
 mod replies;
+pub mod typed;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -29,6 +30,51 @@ use crate::map::Map;
 use crate::{Error, SaslResponder};
 use replies::Replies;
 pub use replies::{Outcome, Reply, Wake};
+
+/// Lets an adapter's state behind its lock (a struct with a field
+/// `session: Session<A>` beside what only that adapter needs) be used as
+/// the session itself.
+///
+/// ```
+/// use amqp_io_common::session::{Attach, Session};
+///
+/// struct Plain;
+/// impl Attach for Plain {
+///     type Waker = ();
+///     type Channel = ();
+///     type Consumer = ();
+///     fn consumer_changed((): &mut ()) {}
+///     fn returns_changed((): &mut ()) {}
+/// }
+///
+/// struct State {
+///     session: Session<Plain>,
+///     writes: usize,
+/// }
+/// amqp_io_common::deref_session!(State, Plain);
+///
+/// let session = Session::new(Default::default(), std::time::Instant::now(), None, None);
+/// let state = State { session, writes: 0 };
+/// assert!(state.opened().is_none() && state.writes == 0);
+/// ```
+#[macro_export]
+macro_rules! deref_session {
+    ($state:ty, $attach:ty) => {
+        impl ::std::ops::Deref for $state {
+            type Target = $crate::session::Session<$attach>;
+
+            fn deref(&self) -> &Self::Target {
+                &self.session
+            }
+        }
+
+        impl ::std::ops::DerefMut for $state {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.session
+            }
+        }
+    };
+}
 
 /// What an adapter attaches to the session's records, and how it learns
 /// that they changed.
@@ -154,6 +200,16 @@ impl<A: Attach> Session<A> {
     #[must_use]
     pub fn opened(&self) -> Option<&(Tuning, FieldTable)> {
         self.opened.as_ref()
+    }
+
+    /// What the server said about itself (product, version,
+    /// capabilities); empty until open.
+    #[must_use]
+    pub fn server_properties(&self) -> FieldTable {
+        self.opened
+            .as_ref()
+            .map(|(_, properties)| properties.clone())
+            .unwrap_or_default()
     }
 
     /// The broker's reason while it blocks publishing.
