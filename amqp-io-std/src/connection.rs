@@ -404,7 +404,7 @@ impl Connection {
     /// # Ok::<(), amqp_io_std::Error>(())
     /// ```
     pub fn on_recovery(&self, handler: impl FnMut(&RecoveryEvent) + Send + 'static) {
-        self.shared.lock().recovery_handler = Some(Box::new(handler));
+        self.shared.lock().set_recovery_handler(Box::new(handler));
     }
 
     /// True while a failed connection is being recovered: calls fail with

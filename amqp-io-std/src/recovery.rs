@@ -53,7 +53,9 @@ impl Shared {
         if !inner.start_attempt(Instant::now()) {
             return inner;
         }
-        let options = inner.options.clone();
+        let Some(options) = inner.options().cloned() else {
+            return inner;
+        };
         drop(inner);
         let opened = open_transport(&options);
         // Nobody reads between sockets, so this waits at most for a read
@@ -91,14 +93,7 @@ impl Shared {
         &'a self,
         mut inner: MutexGuard<'a, Inner>,
     ) -> MutexGuard<'a, Inner> {
-        if inner.recovery_handler.is_none() {
-            return inner;
-        }
-        let events = inner.take_recovery_events();
-        if events.is_empty() {
-            return inner;
-        }
-        let Some(mut handler) = inner.recovery_handler.take() else {
+        let Some((events, mut handler)) = inner.lend_recovery_handler() else {
             return inner;
         };
         drop(inner);
@@ -106,7 +101,7 @@ impl Shared {
             handler(event);
         }
         let mut inner = self.lock();
-        inner.recovery_handler.get_or_insert(handler);
+        inner.return_recovery_handler(handler);
         inner
     }
 }

@@ -13,7 +13,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use amqp_io_common::ledger::ConsumerKey;
-use amqp_io_common::recovery::RecoveryHandler;
 use amqp_io_common::session::{Attach, Session};
 use amqp_io_common::{ConnectOptions, Error, Result};
 use amqp_proto::{Delivery, Returned};
@@ -113,10 +112,6 @@ pub(crate) struct Inner {
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::Session>,
     pub(crate) blocked_handler: Option<BlockedCallback>,
-    /// The options to connect again with, for automatic recovery.
-    pub(crate) options: ConnectOptions,
-    /// The application's recovery handler; taken out while it runs.
-    pub(crate) recovery_handler: Option<RecoveryHandler>,
     /// [`Confirmation`](crate::Confirmation)s in existence: while none
     /// lives, no refused confirm needs keeping.
     pub(crate) live_confirmations: Arc<AtomicUsize>,
@@ -126,20 +121,12 @@ amqp_io_common::deref_session!(Inner, Blocking);
 
 impl Inner {
     pub(crate) fn new(options: ConnectOptions, writer: Writer) -> Self {
-        let session = Session::new(
-            options.config.clone(),
-            Instant::now(),
-            options.recovery,
-            options.sasl_responder.clone(),
-        );
         Self {
-            session,
+            session: Session::open(options, Instant::now()),
             writer,
             #[cfg(feature = "tls")]
             tls: None,
             blocked_handler: None,
-            options,
-            recovery_handler: None,
             live_confirmations: Arc::new(AtomicUsize::new(0)),
         }
     }

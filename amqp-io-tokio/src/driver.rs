@@ -125,21 +125,13 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
 /// Runs the application's recovery handler on the reports queued for it,
 /// outside the lock so the handler may use the connection.
 pub(crate) fn run_recovery_handler(shared: &Shared) {
-    let (events, handler) = {
-        let mut state = shared.lock();
-        let events = state.take_recovery_events();
-        if events.is_empty() {
-            return;
-        }
-        (events, state.recovery_handler.take())
-    };
-    let Some(mut handler) = handler else {
+    let Some((events, mut handler)) = shared.lock().lend_recovery_handler() else {
         return;
     };
     for event in &events {
         handler(event);
     }
-    shared.lock().recovery_handler.get_or_insert(handler);
+    shared.lock().return_recovery_handler(handler);
 }
 
 /// Writes every chunk, gathering many into each vectored write.

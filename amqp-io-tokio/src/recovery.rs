@@ -21,7 +21,7 @@ pub(crate) async fn reconnect(shared: &Arc<Shared>) -> Option<(ReadHalf, WriteHa
         run_recovery_handler(shared);
         let (due, options) = {
             let state = shared.lock();
-            (state.reconnect_due()?, state.options.clone())
+            (state.reconnect_due()?, state.options()?.clone())
         };
         // Closing the connection meanwhile wakes this wait.
         let sleep = tokio::time::sleep_until(due.into());

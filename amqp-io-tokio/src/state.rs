@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use amqp_io_common::recovery::RecoveryHandler;
 use amqp_io_common::session::{Attach, Session};
 use amqp_io_common::ConnectOptions;
 use amqp_proto::{Failure, RequestId};
@@ -56,28 +55,16 @@ pub(crate) struct State {
     pub(crate) blocked: watch::Sender<Option<String>>,
     /// This side's socket address.
     pub(crate) local_addr: Option<std::net::SocketAddr>,
-    /// The options to connect again with, for automatic recovery.
-    pub(crate) options: ConnectOptions,
-    /// The application's recovery handler; taken out while it runs.
-    pub(crate) recovery_handler: Option<RecoveryHandler>,
 }
 
 amqp_io_common::deref_session!(State, Tokio);
 
 impl State {
     pub(crate) fn new(options: ConnectOptions) -> Self {
-        let session = Session::new(
-            options.config.clone(),
-            Instant::now(),
-            options.recovery,
-            options.sasl_responder.clone(),
-        );
         Self {
-            session,
+            session: Session::open(options, Instant::now()),
             blocked: watch::Sender::new(None),
             local_addr: None,
-            options,
-            recovery_handler: None,
         }
     }
 

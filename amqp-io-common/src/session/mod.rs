@@ -27,7 +27,8 @@ use amqp_proto::{
 
 use crate::ledger::{ChannelRecord, Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
 use crate::map::Map;
-use crate::{Error, SaslResponder};
+use crate::recovery::RecoveryHandler;
+use crate::{ConnectOptions, Error, SaslResponder};
 use replies::Replies;
 pub use replies::{Outcome, Reply, Wake};
 
@@ -138,6 +139,10 @@ pub struct Session<A: Attach> {
     /// The last bytes of a core replaced by a recovery, to be written
     /// before its socket is shut.
     final_output: Vec<bytes::Bytes>,
+    /// How the connection was opened, to open it again for a recovery.
+    options: Option<ConnectOptions>,
+    /// The application's recovery handler; lent out while it runs.
+    recovery_handler: Option<RecoveryHandler>,
 }
 
 impl<A: Attach> std::fmt::Debug for Session<A> {
@@ -182,7 +187,55 @@ impl<A: Attach> Session<A> {
             supervisor: recovery.map(Supervisor::new),
             shutdown: false,
             final_output: Vec::new(),
+            options: None,
+            recovery_handler: None,
         }
+    }
+
+    /// A session for a connection opened with `options` at `now`: its
+    /// config, recovery backoff and SASL responder, kept to connect again.
+    #[must_use]
+    pub fn open(options: ConnectOptions, now: Instant) -> Self {
+        let mut session = Self::new(
+            options.config.clone(),
+            now,
+            options.recovery,
+            options.sasl_responder.clone(),
+        );
+        session.options = Some(options);
+        session
+    }
+
+    /// The options the session was opened with (`None` for one made with
+    /// [`new`](Self::new)).
+    #[must_use]
+    pub fn options(&self) -> Option<&ConnectOptions> {
+        self.options.as_ref()
+    }
+
+    /// Sets the application's handler for [`RecoveryEvent`]s.
+    pub fn set_recovery_handler(&mut self, handler: RecoveryHandler) {
+        self.recovery_handler = Some(handler);
+    }
+
+    /// The reports for the recovery handler with the handler itself, lent
+    /// out so the adapter can run it without its lock (the handler may use
+    /// the connection); give it back with
+    /// [`return_recovery_handler`](Self::return_recovery_handler). `None`
+    /// when there is nothing to report, or no handler: then the reports
+    /// are dropped, so a long outage with nobody listening keeps no
+    /// memory.
+    pub fn lend_recovery_handler(&mut self) -> Option<(Vec<RecoveryEvent>, RecoveryHandler)> {
+        let events = self.take_recovery_events();
+        if events.is_empty() {
+            return None;
+        }
+        Some((events, self.recovery_handler.take()?))
+    }
+
+    /// Gives back a lent recovery handler, unless a new one was set since.
+    pub fn return_recovery_handler(&mut self, handler: RecoveryHandler) {
+        self.recovery_handler.get_or_insert(handler);
     }
 
     /// The bookkeeping of channels, consumers, confirms and returns.
