@@ -636,16 +636,7 @@ impl Channel {
         let result = self
             .shared
             .wait("wait_for_confirms", Some(timeout), |inner| {
-                (inner.core.unconfirmed(id) == 0).then(|| {
-                    let record = inner
-                        .ledger()
-                        .channel_record(id)
-                        .filter(|record| record.generation == generation);
-                    let Some(record) = record else {
-                        return Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(id)));
-                    };
-                    record.take_confirm_result()
-                })
+                inner.poll_confirms(id, generation)
             });
         run_return_handlers(&self.shared);
         result

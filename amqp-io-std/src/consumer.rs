@@ -4,11 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amqp_proto::codec::ShortString;
-use amqp_proto::UsageError;
 
 use crate::channel::Channel;
 use crate::shared::Shared;
-use amqp_io_common::{Error, Result};
+use amqp_io_common::Result;
 
 /// A message delivered to a consumer, acknowledged through itself (the
 /// same type as `amqp_io_tokio::Delivery`, over this adapter's
@@ -167,42 +166,21 @@ impl Consumer {
     /// # Ok(()) }
     /// ```
     pub fn try_recv(&self) -> Result<Option<Delivery>> {
-        let mut inner = self.shared.lock();
-        if let Some(delivery) = inner.take_delivery(&self.key) {
-            return Ok(Some(self.wrap(delivery)));
-        }
-        match self.ended(&mut inner) {
-            Some(error) => Err(error),
-            None => Ok(None),
-        }
+        let next = self.shared.lock().next_delivery(&self.key, self.generation);
+        next.transpose()
+            .map(|delivery| delivery.map(|delivery| self.wrap(delivery)))
     }
 
     fn recv_within(&self, timeout: Option<Duration>) -> Result<Delivery> {
         self.shared
             .wait("consumer receive", timeout, |inner| {
-                if let Some(delivery) = inner.take_delivery(&self.key) {
-                    return Some(Ok(delivery));
-                }
-                self.ended(inner).map(Err)
+                inner.next_delivery(&self.key, self.generation)
             })
             .map(|delivery| self.wrap(delivery))
     }
 
     fn wrap(&self, delivery: amqp_proto::Delivery) -> Delivery {
         Delivery::new(delivery, self.channel.clone())
-    }
-
-    fn ended(&self, inner: &mut crate::shared::Inner) -> Option<Error> {
-        // A consumer of an earlier opening of this channel id is over
-        // (its record goes when the id opens again).
-        let over = || Error::Usage(UsageError::ChannelNotOpen(self.key.0));
-        let Some(consumer) = inner.ledger().consumer(&self.key) else {
-            return Some(over());
-        };
-        if consumer.generation != self.generation {
-            return Some(over());
-        }
-        Some(consumer.end.as_ref()?.error(&self.key.1))
     }
 
     /// Cancels the consumer and waits for the server's `cancel-ok`

@@ -213,11 +213,6 @@ impl Inner {
         self.session.dispatch(live);
     }
 
-    /// Takes the next delivery of a consumer.
-    pub(crate) fn take_delivery(&mut self, key: &ConsumerKey) -> Option<Delivery> {
-        self.ledger().take_delivery(key)
-    }
-
     /// True when a callback has something to be called with: deliveries
     /// for callback consumers (if `consumers`), returned messages for
     /// channels with a return handler, blocked changes for its handler.

@@ -573,18 +573,9 @@ impl Channel {
                 let changed = self.shared().changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
-                {
-                    let mut state = self.shared().lock();
-                    if state.core.unconfirmed(self.id) == 0 {
-                        let record = state.ledger().channel_record(self.id);
-                        let Some(record) = record.filter(|r| r.generation == self.generation)
-                        else {
-                            return Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
-                                self.id,
-                            )));
-                        };
-                        return record.take_confirm_result();
-                    }
+                let done = self.shared().lock().poll_confirms(self.id, self.generation);
+                if let Some(result) = done {
+                    return result;
                 }
                 changed.await;
             }

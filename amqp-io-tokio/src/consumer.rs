@@ -6,10 +6,9 @@ use std::task::{Context, Poll};
 
 use std::collections::VecDeque;
 
-use amqp_io_common::ledger::Cleanup;
-use amqp_io_common::{Error, Result};
+use amqp_io_common::Result;
 use amqp_proto::codec::ShortString;
-use amqp_proto::{Returned, UsageError};
+use amqp_proto::Returned;
 use futures_core::Stream;
 
 use crate::channel::Channel;
@@ -167,38 +166,31 @@ impl Stream for Consumer {
         let shared = std::sync::Arc::clone(self.channel.shared());
         let mut state = shared.lock();
         let generation = self.channel.generation();
-        let current = state
-            .ledger()
-            .consumer(&key)
-            .is_some_and(|consumer| consumer.generation == generation);
-        // A consumer of an earlier opening of this channel id is over.
-        if !current {
-            self.finished = true;
-            let id = self.channel.id();
-            return Poll::Ready(Some(Err(Error::Usage(UsageError::ChannelNotOpen(id)))));
-        }
         let starved = !state.wants_input();
-        state.ledger().take_deliveries_into(&key, &mut self.taken);
-        if let Some(delivery) = self.taken.pop_front() {
-            let resume = starved && state.wants_input();
-            drop(state);
-            // The driver stopped reading for want of room: there is now.
-            if resume {
-                shared.wake_driver.notify_one();
+        let mut taken = std::mem::take(&mut self.taken);
+        let polled = state.poll_consumer(&key, generation, &mut taken, |waker| {
+            *waker = Some(context.waker().clone());
+        });
+        self.taken = taken;
+        match polled {
+            Some(Ok(())) => {
+                let resume = starved && state.wants_input();
+                drop(state);
+                // The driver stopped reading for want of room: there is now.
+                if resume {
+                    shared.wake_driver.notify_one();
+                }
+                match self.taken.pop_front() {
+                    Some(delivery) => Poll::Ready(Some(Ok(self.wrap(delivery)))),
+                    None => Poll::Pending,
+                }
             }
-            return Poll::Ready(Some(Ok(self.wrap(delivery))));
+            Some(Err(error)) => {
+                self.finished = true;
+                Poll::Ready(Some(Err(error)))
+            }
+            None => Poll::Pending,
         }
-        let Some(consumer) = state.ledger().consumer(&key) else {
-            return Poll::Ready(None);
-        };
-        if let Some(end) = &consumer.end {
-            let error = end.error(&self.tag);
-            drop(state);
-            self.finished = true;
-            return Poll::Ready(Some(Err(error)));
-        }
-        consumer.extra = Some(context.waker().clone());
-        Poll::Pending
     }
 }
 
@@ -206,24 +198,9 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         let key = (self.channel.id(), self.tag.clone());
         // Taken but never yielded: back to the broker like the rest.
-        let mut cleanup: Vec<Cleanup> = if self.no_ack {
-            Vec::new()
-        } else {
-            self.taken
-                .drain(..)
-                .map(|delivery| Cleanup::Requeue {
-                    channel: key.0,
-                    delivery_tag: delivery.delivery_tag,
-                })
-                .collect()
-        };
+        let untaken = std::mem::take(&mut self.taken);
         let mut state = self.channel.shared().lock();
-        cleanup.extend(
-            state
-                .ledger()
-                .abandon_consumer(&key, self.channel.generation()),
-        );
-        state.clean_up(cleanup);
+        state.abandon_consumer_holding(&key, self.channel.generation(), self.no_ack, untaken);
         drop(state);
         self.channel.shared().wake_driver.notify_one();
     }

@@ -22,7 +22,8 @@ use amqp_proto::recovery::{Decision, RecoveryEvent, Supervisor};
 use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{BasicCancel, BasicReject, Method};
 use amqp_proto::{
-    Config, Connection as Core, ConnectionError, Event, Failure, Readiness, RequestId, Tuning,
+    Config, Connection as Core, ConnectionError, Delivery, Event, Failure, Readiness, RequestId,
+    Tuning, UsageError,
 };
 
 use crate::ledger::{ChannelRecord, Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
@@ -550,6 +551,102 @@ impl<A: Attach> Session<A> {
     pub fn abandon_consumer(&mut self, key: &ConsumerKey, generation: u64) {
         let cleanup = self.ledger.abandon_consumer(key, generation);
         self.clean_up(cleanup);
+    }
+
+    /// The same, for a handle that also holds deliveries it took from the
+    /// session but never handed out (`untaken`): they go back too, unless
+    /// the consumer needs no acknowledgements.
+    pub fn abandon_consumer_holding(
+        &mut self,
+        key: &ConsumerKey,
+        generation: u64,
+        no_ack: bool,
+        untaken: impl IntoIterator<Item = Delivery>,
+    ) {
+        let mut cleanup: Vec<Cleanup> = if no_ack {
+            Vec::new()
+        } else {
+            untaken
+                .into_iter()
+                .map(|delivery| Cleanup::Requeue {
+                    channel: key.0,
+                    delivery_tag: delivery.delivery_tag,
+                })
+                .collect()
+        };
+        cleanup.extend(self.ledger.abandon_consumer(key, generation));
+        self.clean_up(cleanup);
+    }
+
+    /// Moves the deliveries a consumer (of channel opening `generation`)
+    /// holds to the end of `into`. `Some(Ok(()))` when some came; the
+    /// consumer's end as an error once it has none left (its channel id
+    /// opened again counts as the channel gone); `None` while it waits,
+    /// after `wait` registered how to be woken in its record.
+    pub fn poll_consumer(
+        &mut self,
+        key: &ConsumerKey,
+        generation: u64,
+        into: &mut VecDeque<Delivery>,
+        wait: impl FnOnce(&mut A::Consumer),
+    ) -> Option<Result<(), Error>> {
+        let gone = || Error::Usage(UsageError::ChannelNotOpen(key.0));
+        let current = self
+            .ledger
+            .consumer(key)
+            .is_some_and(|consumer| consumer.generation == generation);
+        if !current {
+            return Some(Err(gone()));
+        }
+        let before = into.len();
+        self.ledger.take_deliveries_into(key, into);
+        if into.len() > before {
+            return Some(Ok(()));
+        }
+        let consumer = self.ledger.consumer(key)?;
+        if let Some(end) = &consumer.end {
+            return Some(Err(end.error(&key.1)));
+        }
+        wait(&mut consumer.extra);
+        None
+    }
+
+    /// The next delivery of a consumer, one at a time; see
+    /// [`poll_consumer`](Self::poll_consumer).
+    pub fn next_delivery(
+        &mut self,
+        key: &ConsumerKey,
+        generation: u64,
+    ) -> Option<Result<Delivery, Error>> {
+        let current = self
+            .ledger
+            .consumer(key)
+            .is_some_and(|consumer| consumer.generation == generation);
+        if !current {
+            return Some(Err(Error::Usage(UsageError::ChannelNotOpen(key.0))));
+        }
+        if let Some(delivery) = self.ledger.take_delivery(key) {
+            return Some(Ok(delivery));
+        }
+        let end = self.ledger.consumer(key)?.end.as_ref()?;
+        Some(Err(end.error(&key.1)))
+    }
+
+    /// True once every publish of channel `id` (of opening `generation`) is
+    /// confirmed: then the batch's verdict (see
+    /// [`ChannelRecord::take_confirm_result`]).
+    pub fn poll_confirms(&mut self, id: u16, generation: u64) -> Option<Result<(), Error>> {
+        if self.core.unconfirmed(id) > 0 {
+            return None;
+        }
+        let record = self
+            .ledger
+            .channel_record(id)
+            .filter(|record| record.generation == generation);
+        Some(match record {
+            Some(record) => record.take_confirm_result(),
+            None => Err(Error::Usage(UsageError::ChannelNotOpen(id))),
+        })
     }
 
     /// The application closes the connection: no recovery from now on.
