@@ -116,8 +116,8 @@ impl Consumer {
     /// The next delivery, waiting up to `timeout`. Once every delivery
     /// received before the consumer's end was taken, reports that end,
     /// as `amqp_io_tokio::Consumer` does:
-    /// [`Error::ConsumerCancelledByApplication`] after the application's
-    /// own [`Channel::basic_cancel`], [`Error::ConsumerCancelled`] when the
+    /// [`Error::ConsumerCancelledByApplication`](crate::Error::ConsumerCancelledByApplication) after the application's
+    /// own [`Channel::basic_cancel`], [`Error::ConsumerCancelled`](crate::Error::ConsumerCancelled) when the
     /// server cancelled it (its queue was deleted), or the channel's or
     /// connection's close.
     ///
