@@ -26,6 +26,9 @@ use crate::Error;
 /// A consumer's identity on a connection: its channel and tag.
 pub type ConsumerKey = (u16, ShortString);
 
+/// Refusals kept per consumer before the oldest are dropped.
+const MAX_KEPT_REFUSALS: usize = 1_024;
+
 /// Returned messages kept per channel before the oldest are dropped.
 const MAX_KEPT_RETURNS: usize = 1_024;
 
@@ -96,6 +99,9 @@ pub struct ConsumerRecord<K> {
     pub generation: u64,
     no_ack: bool,
     queue: VecDeque<Delivery>,
+    /// Messages for it the core refused (a per-message limit), not yet
+    /// reported: the last 1,024.
+    refused: VecDeque<amqp_proto::DecodeError>,
     /// Why it receives nothing more, once that is so.
     pub end: Option<ConsumerEnd>,
     /// Nobody will read it: deliveries go back to the broker.
@@ -337,11 +343,32 @@ impl<C, K> Ledger<C, K> {
             generation,
             no_ack,
             queue: VecDeque::new(),
+            refused: VecDeque::new(),
             end: None,
             abandoned: false,
             extra,
         };
         self.consumers.insert(key, record);
+    }
+
+    /// A message for the consumer `key` was refused by the core (it broke
+    /// a per-message limit and was rejected); returns the consumer's extra
+    /// for waking. Nothing is kept for an abandoned consumer.
+    pub fn refused(&mut self, key: &ConsumerKey, error: amqp_proto::DecodeError) -> Option<&mut K> {
+        let consumer = self.consumers.get_mut(key)?;
+        if consumer.abandoned {
+            return None;
+        }
+        if consumer.refused.len() >= MAX_KEPT_REFUSALS {
+            consumer.refused.pop_front();
+        }
+        consumer.refused.push_back(error);
+        Some(&mut consumer.extra)
+    }
+
+    /// The oldest refusal not yet reported for consumer `key`.
+    pub fn take_refusal(&mut self, key: &ConsumerKey) -> Option<amqp_proto::DecodeError> {
+        self.consumers.get_mut(key)?.refused.pop_front()
     }
 
     /// A consumer's record.

@@ -119,7 +119,10 @@ impl Consumer {
     /// [`Error::ConsumerCancelledByApplication`](crate::Error::ConsumerCancelledByApplication) after the application's
     /// own [`Channel::basic_cancel`], [`Error::ConsumerCancelled`](crate::Error::ConsumerCancelled) when the
     /// server cancelled it (its queue was deleted), or the channel's or
-    /// connection's close.
+    /// connection's close. A message refused for breaking a per-message
+    /// limit (headers nested too deeply, a body over the maximum; the core
+    /// rejected it) comes as [`Error::MessageRefused`](crate::Error::MessageRefused),
+    /// and the consumer goes on.
     ///
     /// ```no_run
     /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
@@ -199,12 +202,20 @@ impl Consumer {
     }
 }
 
-/// Blocks for each delivery; ends when the consumer does.
+/// Blocks for each delivery; ends when the consumer does. Messages the
+/// core refused (see [`recv_timeout`](Consumer::recv_timeout)) are passed
+/// over.
 impl Iterator for &Consumer {
     type Item = Delivery;
 
     fn next(&mut self) -> Option<Delivery> {
-        self.recv().ok()
+        loop {
+            match self.recv() {
+                Ok(delivery) => return Some(delivery),
+                Err(amqp_io_common::Error::MessageRefused(_)) => {}
+                Err(_) => return None,
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use std::collections::VecDeque;
 
+use amqp_io_common::session::Polled;
 use amqp_io_common::Result;
 use amqp_proto::codec::ShortString;
 use amqp_proto::Returned;
@@ -40,10 +41,14 @@ pub type Delivery = amqp_io_common::delivery::Delivery<Channel>;
 /// [`Channel::basic_cancel`] ([`Error::ConsumerCancelledByApplication`]),
 /// the server's cancel (its queue was deleted: [`Error::ConsumerCancelled`]),
 /// or the channel's or connection's close. `amqp_io_std::Consumer` reports
-/// the same ends with the same errors.
+/// the same ends with the same errors. A message refused for breaking a
+/// per-message limit (headers nested too deeply, a body over the maximum;
+/// the core rejected it) is yielded as [`Error::MessageRefused`], and the
+/// stream goes on.
 ///
 /// [`Error::ConsumerCancelledByApplication`]: amqp_io_common::Error::ConsumerCancelledByApplication
 /// [`Error::ConsumerCancelled`]: amqp_io_common::Error::ConsumerCancelled
+/// [`Error::MessageRefused`]: amqp_io_common::Error::MessageRefused
 ///
 /// Deliveries wait in a bounded buffer
 /// ([`Config::max_buffered_events`](amqp_proto::Config::max_buffered_events)
@@ -173,7 +178,7 @@ impl Stream for Consumer {
         });
         self.taken = taken;
         match polled {
-            Some(Ok(())) => {
+            Some(Polled::Deliveries) => {
                 let resume = starved && state.wants_input();
                 drop(state);
                 // The driver stopped reading for want of room: there is now.
@@ -185,7 +190,8 @@ impl Stream for Consumer {
                     None => Poll::Pending,
                 }
             }
-            Some(Err(error)) => {
+            Some(Polled::Refused(error)) => Poll::Ready(Some(Err(error))),
+            Some(Polled::Ended(error)) => {
                 self.finished = true;
                 Poll::Ready(Some(Err(error)))
             }

@@ -93,6 +93,20 @@ pub trait Attach {
     fn returns_changed(channel: &mut Self::Channel);
 }
 
+/// What a consumer's reader sees next, from
+/// [`Session::poll_consumer`].
+#[derive(Debug)]
+pub enum Polled {
+    /// Deliveries were moved into the reader's queue.
+    Deliveries,
+    /// A message for the consumer broke a per-message limit: the core
+    /// rejected it without requeueing ([`Error::MessageRefused`]). The
+    /// consumer goes on.
+    Refused(Error),
+    /// The consumer receives nothing more, for this reason.
+    Ended(Error),
+}
+
 /// A `basic.consume` awaiting its `consume-ok`.
 #[derive(Debug)]
 pub struct PendingConsume<K> {
@@ -579,40 +593,43 @@ impl<A: Attach> Session<A> {
     }
 
     /// Moves the deliveries a consumer (of channel opening `generation`)
-    /// holds to the end of `into`. `Some(Ok(()))` when some came; the
-    /// consumer's end as an error once it has none left (its channel id
-    /// opened again counts as the channel gone); `None` while it waits,
-    /// after `wait` registered how to be woken in its record.
+    /// holds to the end of `into`, and says what its reader sees next; see
+    /// [`Polled`]. `None` while it waits, after `wait` registered how to be
+    /// woken in its record.
     pub fn poll_consumer(
         &mut self,
         key: &ConsumerKey,
         generation: u64,
         into: &mut VecDeque<Delivery>,
         wait: impl FnOnce(&mut A::Consumer),
-    ) -> Option<Result<(), Error>> {
+    ) -> Option<Polled> {
         let gone = || Error::Usage(UsageError::ChannelNotOpen(key.0));
         let current = self
             .ledger
             .consumer(key)
             .is_some_and(|consumer| consumer.generation == generation);
         if !current {
-            return Some(Err(gone()));
+            return Some(Polled::Ended(gone()));
+        }
+        if let Some(error) = self.ledger.take_refusal(key) {
+            return Some(Polled::Refused(Error::MessageRefused(error)));
         }
         let before = into.len();
         self.ledger.take_deliveries_into(key, into);
         if into.len() > before {
-            return Some(Ok(()));
+            return Some(Polled::Deliveries);
         }
         let consumer = self.ledger.consumer(key)?;
         if let Some(end) = &consumer.end {
-            return Some(Err(end.error(&key.1)));
+            return Some(Polled::Ended(end.error(&key.1)));
         }
         wait(&mut consumer.extra);
         None
     }
 
     /// The next delivery of a consumer, one at a time; see
-    /// [`poll_consumer`](Self::poll_consumer).
+    /// [`poll_consumer`](Self::poll_consumer). A refused message comes as
+    /// [`Error::MessageRefused`], and the consumer goes on.
     pub fn next_delivery(
         &mut self,
         key: &ConsumerKey,
@@ -624,6 +641,9 @@ impl<A: Attach> Session<A> {
             .is_some_and(|consumer| consumer.generation == generation);
         if !current {
             return Some(Err(Error::Usage(UsageError::ChannelNotOpen(key.0))));
+        }
+        if let Some(error) = self.ledger.take_refusal(key) {
+            return Some(Err(Error::MessageRefused(error)));
         }
         if let Some(delivery) = self.ledger.take_delivery(key) {
             return Some(Ok(delivery));
@@ -805,8 +825,18 @@ impl<A: Attach> Session<A> {
                     supervisor.recovered(renamed_queues, failures);
                 }
             }
-            // Flow shows in the core's publish readiness; a refused
-            // message was rejected by the core already.
+            Event::MessageRefused(refused) => {
+                // The core rejected it already; the consumer's reader
+                // hears of it, so nothing disappears unseen. A refused
+                // return has no reader to tell.
+                if let amqp_proto::RefusedOrigin::Delivery { consumer_tag, .. } = &refused.origin {
+                    let key = (refused.channel, consumer_tag.clone());
+                    if let Some(extra) = self.ledger.refused(&key, refused.error.clone()) {
+                        A::consumer_changed(extra);
+                    }
+                }
+            }
+            // Flow shows in the core's publish readiness.
             _ => {}
         }
     }

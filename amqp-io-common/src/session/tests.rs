@@ -312,3 +312,83 @@ fn a_reply_nobody_waits_for_is_given_back() {
     scripted.session.dispatch(0);
     assert_eq!(scripted.sent(), vec!["basic.reject"], "requeued for others");
 }
+
+#[test]
+fn a_refused_delivery_is_reported_to_its_consumer_which_goes_on() {
+    use std::collections::VecDeque;
+
+    use amqp_proto::codec::{encode_header_frame, ContentHeader};
+
+    use super::Polled;
+
+    let mut config = Config::default();
+    config.max_body_size = 4;
+    let mut scripted = Scripted::new(config, None);
+    scripted.open(0);
+    let (id, generation) = scripted.confirming_channel();
+    let (tag, request) = scripted
+        .session
+        .consume(id, generation, spec::BasicConsume::default(), ())
+        .unwrap();
+    scripted.send(
+        id,
+        spec::BasicConsumeOk {
+            consumer_tag: tag.clone(),
+        },
+    );
+    assert!(scripted
+        .session
+        .poll_reply(request.unwrap(), || ())
+        .is_some());
+    scripted.sent();
+    // A message over the body limit, then one within it.
+    let mut bytes = BytesMut::new();
+    for (delivery_tag, body) in [(1, &b"too long"[..]), (2, &b"ok"[..])] {
+        let deliver = spec::BasicDeliver {
+            consumer_tag: tag.clone(),
+            delivery_tag,
+            redelivered: false,
+            exchange: "".into(),
+            routing_key: "q".into(),
+        };
+        encode_method_frame(id, &deliver.into(), u32::MAX, &mut bytes).unwrap();
+        let header = ContentHeader::basic(body.len() as u64, BasicProperties::default());
+        encode_header_frame(id, &header, u32::MAX, &mut bytes).unwrap();
+        Frame::Body {
+            channel: id,
+            payload: bytes::Bytes::copy_from_slice(body),
+        }
+        .encode(&mut bytes, u32::MAX)
+        .unwrap();
+    }
+    scripted.session.core.handle_input(&bytes, scripted.now);
+    scripted.session.dispatch(0);
+    assert_eq!(
+        scripted.sent(),
+        vec!["basic.reject"],
+        "the core rejected it"
+    );
+    let key = (id, tag);
+    let mut into = VecDeque::new();
+    assert!(matches!(
+        scripted
+            .session
+            .poll_consumer(&key, generation, &mut into, |()| {}),
+        Some(Polled::Refused(Error::MessageRefused(_)))
+    ));
+    // The consumer goes on with the next message.
+    assert!(matches!(
+        scripted
+            .session
+            .poll_consumer(&key, generation, &mut into, |()| {}),
+        Some(Polled::Deliveries)
+    ));
+    assert_eq!(
+        into.pop_front().map(|delivery| delivery.delivery_tag),
+        Some(2)
+    );
+    assert!(scripted
+        .session
+        .poll_consumer(&key, generation, &mut into, |()| {})
+        .is_none());
+}
