@@ -504,6 +504,7 @@ impl Channel {
             return;
         }
         let channel = self.id;
+        let weight = crate::connection::content_weight(&content);
         let event = match self.content_method.take() {
             Some(ContentMethod::Deliver(deliver)) => Event::Delivery(Delivery {
                 channel,
@@ -537,7 +538,7 @@ impl Channel {
             // `handle_header` refuses content without a method first.
             None => return,
         };
-        sink.emit(event);
+        sink.emit_message(event, weight);
     }
 
     /// Resolves everything outstanding with `failure`: requests fail,

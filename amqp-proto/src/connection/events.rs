@@ -15,20 +15,32 @@ use crate::event::Event;
 
 #[derive(Debug, Default)]
 pub(crate) struct EventQueue {
-    events: VecDeque<Event>,
+    /// Each event with its weight, weighed once on the way in: a message's
+    /// weight reads its boxed header, which need not be read again.
+    events: VecDeque<(Event, usize)>,
     /// What the queued events hold, as [`weight`] counts it.
     bytes: usize,
 }
 
 impl EventQueue {
+    /// Queues an event that holds no message.
     pub(crate) fn push_back(&mut self, event: Event) {
-        self.bytes += weight(&event);
-        self.events.push_back(event);
+        self.push_weighing(event, 0);
+    }
+
+    /// Queues an event holding a message that takes `content` bytes (see
+    /// [`content_weight`]), weighed by the caller while the content was
+    /// still in its hands: reading it again here would cost a copy of
+    /// the event.
+    pub(crate) fn push_weighing(&mut self, event: Event, content: usize) {
+        let weight = size_of::<Event>() + content;
+        self.bytes += weight;
+        self.events.push_back((event, weight));
     }
 
     pub(crate) fn pop_front(&mut self) -> Option<Event> {
-        let event = self.events.pop_front()?;
-        self.bytes -= weight(&event);
+        let (event, weight) = self.events.pop_front()?;
+        self.bytes -= weight;
         Some(event)
     }
 
@@ -43,31 +55,26 @@ impl EventQueue {
 
     /// Takes out the events from index `first` on.
     pub(crate) fn split_off(&mut self, first: usize) -> Vec<Event> {
-        let taken: Vec<Event> = self.events.drain(first.min(self.events.len())..).collect();
-        self.bytes -= taken.iter().map(weight).sum::<usize>();
+        let start = first.min(self.events.len());
+        let mut taken = Vec::with_capacity(self.events.len() - start);
+        for (event, weight) in self.events.drain(start..) {
+            self.bytes -= weight;
+            taken.push(event);
+        }
         taken
     }
 
     /// The events from index `first` on.
     pub(crate) fn since(&self, first: usize) -> impl Iterator<Item = &Event> {
-        self.events.range(first.min(self.events.len())..)
+        self.events
+            .range(first.min(self.events.len())..)
+            .map(|(event, _)| event)
     }
 }
 
-/// Roughly what an event holds in memory: the event itself, and for a
-/// message its body and decoded headers table. Computed the same way when
-/// an event enters and leaves the queue, so the total is exact to itself.
-fn weight(event: &Event) -> usize {
-    let content = match event {
-        Event::Delivery(delivery) => Some(&delivery.content),
-        Event::GetOk { message, .. } => Some(&message.content),
-        Event::Returned(returned) => Some(&returned.content),
-        _ => None,
-    };
-    size_of::<Event>() + content.map_or(0, content_weight)
-}
-
-fn content_weight(content: &Content) -> usize {
+/// Roughly what a message holds in memory beside its event: its header,
+/// body and decoded headers table.
+pub(crate) fn content_weight(content: &Content) -> usize {
     let headers = content
         .header
         .properties

@@ -26,6 +26,7 @@ use crate::spec::constants::{ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER};
 use crate::spec::{
     ChannelClose, ConnectionClose, ConnectionCloseOk, ConnectionUpdateSecret, Method,
 };
+pub(crate) use events::content_weight;
 use events::EventQueue;
 pub(crate) use output::Output;
 
@@ -94,6 +95,12 @@ impl Sink<'_> {
 
     pub(crate) fn emit(&mut self, event: Event) {
         self.events.push_back(event);
+    }
+
+    /// Emits an event holding a message of `content` bytes (see
+    /// [`content_weight`]).
+    pub(crate) fn emit_message(&mut self, event: Event, content: usize) {
+        self.events.push_weighing(event, content);
     }
 }
 
