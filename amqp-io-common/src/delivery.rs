@@ -10,6 +10,7 @@
 //! use amqp_io_common::delivery::{Delivery, Settle};
 //! use amqp_io_common::Result;
 //! use amqp_proto::codec::{Content, ContentHeader};
+//! use amqp_proto::Settlement;
 //! use std::cell::RefCell;
 //!
 //! /// A channel that writes down what it was asked to send.
@@ -17,16 +18,8 @@
 //! struct Recorder(RefCell<Vec<String>>);
 //!
 //! impl Settle for Recorder {
-//!     fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
-//!         self.0.borrow_mut().push(format!("ack {delivery_tag} {multiple}"));
-//!         Ok(())
-//!     }
-//!     fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
-//!         self.0.borrow_mut().push(format!("nack {delivery_tag} {multiple} {requeue}"));
-//!         Ok(())
-//!     }
-//!     fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
-//!         self.0.borrow_mut().push(format!("reject {delivery_tag} {requeue}"));
+//!     fn settle(&self, delivery_tag: u64, how: Settlement) -> Result<()> {
+//!         self.0.borrow_mut().push(format!("{delivery_tag} {how:?}"));
 //!         Ok(())
 //!     }
 //! }
@@ -47,37 +40,28 @@
 //! assert_eq!(delivery.delivery_tag, 7); // the core's fields, through Deref
 //! delivery.ack()?;
 //! delivery.nack(true)?;
-//! assert_eq!(*delivery.channel().0.borrow(), ["ack 7 false", "nack 7 false true"]);
+//! assert_eq!(
+//!     *delivery.channel().0.borrow(),
+//!     ["7 Ack { multiple: false }", "7 Nack { multiple: false, requeue: true }"]
+//! );
 //! # Ok::<(), amqp_io_common::Error>(())
 //! ```
+
+use amqp_proto::Settlement;
 
 use crate::Result;
 
 /// What a channel handle must offer for a [`Delivery`] to settle itself:
-/// `basic.ack`, `basic.nack` and `basic.reject` by delivery tag, sent
-/// without waiting (none of them has a reply).
+/// `basic.ack`, `basic.nack` or `basic.reject` by delivery tag, sent
+/// without waiting (none of them has a reply); the core's
+/// [`ChannelRef::settle`](amqp_proto::ChannelRef::settle) does it.
 pub trait Settle {
-    /// Acknowledges `delivery_tag` (and, with `multiple`, every earlier
-    /// unacknowledged one on the channel).
+    /// Settles `delivery_tag` as `how` says.
     ///
     /// # Errors
     ///
     /// The channel's or connection's close, or a usage error.
-    fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()>;
-
-    /// Refuses `delivery_tag` (`basic.nack`), requeueing it or not.
-    ///
-    /// # Errors
-    ///
-    /// The channel's or connection's close, or a usage error.
-    fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()>;
-
-    /// Refuses `delivery_tag` (`basic.reject`), requeueing it or not.
-    ///
-    /// # Errors
-    ///
-    /// The channel's or connection's close, or a usage error.
-    fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()>;
+    fn settle(&self, delivery_tag: u64, how: Settlement) -> Result<()>;
 }
 
 /// A message delivered to a consumer, acknowledged through itself.
@@ -124,7 +108,8 @@ impl<C: Settle> Delivery<C> {
     ///
     /// The channel's or connection's close, or a usage error.
     pub fn ack(&self) -> Result<()> {
-        self.channel.ack(self.delivery.delivery_tag, false)
+        let how = Settlement::Ack { multiple: false };
+        self.channel.settle(self.delivery.delivery_tag, how)
     }
 
     /// Acknowledges this delivery and every earlier unacknowledged one on
@@ -134,7 +119,8 @@ impl<C: Settle> Delivery<C> {
     ///
     /// The channel's or connection's close, or a usage error.
     pub fn ack_multiple(&self) -> Result<()> {
-        self.channel.ack(self.delivery.delivery_tag, true)
+        let how = Settlement::Ack { multiple: true };
+        self.channel.settle(self.delivery.delivery_tag, how)
     }
 
     /// Refuses it (`basic.nack`), requeueing it or not.
@@ -143,8 +129,11 @@ impl<C: Settle> Delivery<C> {
     ///
     /// The channel's or connection's close, or a usage error.
     pub fn nack(&self, requeue: bool) -> Result<()> {
-        self.channel
-            .nack(self.delivery.delivery_tag, false, requeue)
+        let how = Settlement::Nack {
+            multiple: false,
+            requeue,
+        };
+        self.channel.settle(self.delivery.delivery_tag, how)
     }
 
     /// Refuses it (`basic.reject`), requeueing it or not.
@@ -153,6 +142,7 @@ impl<C: Settle> Delivery<C> {
     ///
     /// The channel's or connection's close, or a usage error.
     pub fn reject(&self, requeue: bool) -> Result<()> {
-        self.channel.reject(self.delivery.delivery_tag, requeue)
+        let how = Settlement::Reject { requeue };
+        self.channel.settle(self.delivery.delivery_tag, how)
     }
 }

@@ -11,7 +11,7 @@ use amqp_proto::spec::{
     ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, Method, QueueBind, QueueDeclare,
     QueueDeclareOk, QueueDelete, QueuePurge, QueueUnbind, TxCommit, TxRollback, TxSelect,
 };
-use amqp_proto::{GetMessage, Readiness, RequestId, Returned};
+use amqp_proto::{GetMessage, Readiness, RequestId, Returned, Settlement};
 use bytes::Bytes;
 
 use crate::consumer::{Consumer, Delivery};
@@ -676,7 +676,7 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
-        self.settle(|channel| channel.ack(delivery_tag, multiple))
+        self.with_channel(|channel| channel.ack(delivery_tag, multiple))
     }
 
     /// Refuses deliveries (`basic.nack`), requeueing them or not.
@@ -692,7 +692,7 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
-        self.settle(|channel| channel.nack(delivery_tag, multiple, requeue))
+        self.with_channel(|channel| channel.nack(delivery_tag, multiple, requeue))
     }
 
     /// Refuses one delivery (`basic.reject`), requeueing it or not.
@@ -708,10 +708,10 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
-        self.settle(|channel| channel.reject(delivery_tag, requeue))
+        self.with_channel(|channel| channel.reject(delivery_tag, requeue))
     }
 
-    fn settle(
+    fn with_channel(
         &self,
         send: impl FnOnce(&mut amqp_proto::ChannelRef<'_>) -> Result<(), amqp_proto::UsageError>,
     ) -> Result<()> {
@@ -772,18 +772,10 @@ impl Channel {
 
 /// What lets a [`Delivery`] acknowledge itself: this channel's
 /// [`ack`](Channel::ack), [`nack`](Channel::nack) and
-/// [`reject`](Channel::reject).
+/// [`reject`](Channel::reject), as one call.
 impl Settle for Channel {
-    fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
-        Self::ack(self, delivery_tag, multiple)
-    }
-
-    fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
-        Self::nack(self, delivery_tag, multiple, requeue)
-    }
-
-    fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
-        Self::reject(self, delivery_tag, requeue)
+    fn settle(&self, delivery_tag: u64, how: Settlement) -> Result<()> {
+        self.with_channel(|channel| channel.settle(delivery_tag, how))
     }
 }
 

@@ -210,7 +210,7 @@ impl Inner {
     /// Sorts the core's events into the records callers wait on.
     pub(crate) fn dispatch(&mut self) {
         let live = self.live_confirmations.load(Ordering::Acquire);
-        self.session.dispatch(live);
+        self.session.dispatch(live, Instant::now());
     }
 
     /// True when a callback has something to be called with: deliveries

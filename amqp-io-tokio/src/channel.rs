@@ -700,18 +700,10 @@ impl Channel {
 
 /// What lets a [`Delivery`](crate::Delivery) acknowledge itself: this
 /// channel's [`ack`](Channel::ack), [`nack`](Channel::nack) and
-/// [`reject`](Channel::reject).
+/// [`reject`](Channel::reject), as one call.
 impl Settle for Channel {
-    fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
-        Self::ack(self, delivery_tag, multiple)
-    }
-
-    fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
-        Self::nack(self, delivery_tag, multiple, requeue)
-    }
-
-    fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
-        Self::reject(self, delivery_tag, requeue)
+    fn settle(&self, delivery_tag: u64, how: amqp_proto::Settlement) -> Result<()> {
+        self.command(|state| Ok(state.core.channel(self.id)?.settle(delivery_tag, how)?))
     }
 }
 

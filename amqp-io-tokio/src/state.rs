@@ -71,7 +71,7 @@ impl State {
     /// Sorts the core's events to their waiters; `live_confirmations` is
     /// how many [`Confirmation`](crate::Confirmation)s exist.
     pub(crate) fn dispatch(&mut self, live_confirmations: usize) {
-        self.session.dispatch(live_confirmations);
+        self.session.dispatch(live_confirmations, Instant::now());
         for change in self.session.take_blocked_changes() {
             self.blocked.send_replace(change);
         }

@@ -176,7 +176,7 @@ pub mod recovery;
 pub mod spec;
 pub mod uri;
 
-pub use channel::ChannelRef;
+pub use channel::{ChannelRef, Settlement};
 pub use connection::{Config, Connection, Readiness, SaslMechanism, Tuning};
 pub use error::{
     CloseReason, ConnectionError, DecodeError, EncodeError, Initiator, ProtocolViolation,

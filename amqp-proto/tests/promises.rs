@@ -42,6 +42,16 @@ fn deliver(consumer_tag: &str, delivery_tag: u64) -> spec::BasicDeliver {
     }
 }
 
+fn get_ok(delivery_tag: u64) -> spec::BasicGetOk {
+    spec::BasicGetOk {
+        delivery_tag,
+        redelivered: false,
+        exchange: "".into(),
+        routing_key: "jobs".into(),
+        message_count: 0,
+    }
+}
+
 fn method_bytes(channel: u16, method: impl Into<Method>) -> BytesMut {
     let mut out = BytesMut::new();
     encode_method_frame(channel, &method.into(), u32::MAX, &mut out).unwrap();
@@ -136,16 +146,7 @@ fn a_method_where_a_content_header_is_due_is_an_unexpected_frame() {
     let channel = peer.open_channel();
     let get = request(&mut peer, channel, spec::BasicGet::default());
     peer.expect_methods(&["basic.get"]);
-    peer.feed(&method_bytes(
-        channel,
-        spec::BasicGetOk {
-            delivery_tag: 1,
-            redelivered: false,
-            exchange: "".into(),
-            routing_key: "jobs".into(),
-            message_count: 0,
-        },
-    ));
+    peer.feed(&method_bytes(channel, get_ok(1)));
     // A deliver where the get-ok's header is due.
     peer.feed(&method_bytes(channel, deliver("c1", 2)));
     assert_eq!(close_code(&mut peer), ReplyCode::UNEXPECTED_FRAME.0);
@@ -431,25 +432,7 @@ fn an_unbounded_frame_max_reserves_only_what_arrives() {
     config.frame_max = 0;
     let mut peer = Peer::new(config);
     peer.client_frames();
-    peer.send(
-        0,
-        spec::ConnectionStart {
-            version_major: 0,
-            version_minor: 9,
-            mechanisms: "PLAIN".into(),
-            locales: "en_US".into(),
-            ..Default::default()
-        },
-    );
-    peer.send(
-        0,
-        spec::ConnectionTune {
-            channel_max: 0,
-            frame_max: 0,
-            heartbeat: 0,
-        },
-    );
-    peer.send(0, spec::ConnectionOpenOk::default());
+    peer.open_with_tune(0, 0, 0);
     peer.events();
     let mut header = BytesMut::new();
     header.put_u8(3);
@@ -640,16 +623,7 @@ fn a_refused_get_ok_resolves_the_get() {
     let channel = peer.open_channel();
     let get = request(&mut peer, channel, spec::BasicGet::default());
     peer.expect_methods(&["basic.get"]);
-    peer.feed(&method_bytes(
-        channel,
-        spec::BasicGetOk {
-            delivery_tag: 7,
-            redelivered: false,
-            exchange: "".into(),
-            routing_key: "jobs".into(),
-            message_count: 0,
-        },
-    ));
+    peer.feed(&method_bytes(channel, get_ok(7)));
     peer.feed(&deep_header_bytes(channel, 0, 40));
     peer.expect_methods(&["basic.reject"]);
     assert!(matches!(
@@ -767,25 +741,7 @@ fn a_replay_closes_the_channels_a_new_server_does_not_allow() {
     let mut peer = Peer::new(Config::default());
     peer.connection = amqp_proto::Connection::recover(config, topology, peer.now);
     peer.client_frames();
-    peer.send(
-        0,
-        spec::ConnectionStart {
-            version_major: 0,
-            version_minor: 9,
-            mechanisms: "PLAIN".into(),
-            locales: "en_US".into(),
-            ..Default::default()
-        },
-    );
-    peer.send(
-        0,
-        spec::ConnectionTune {
-            channel_max: 1,
-            frame_max: 131_072,
-            heartbeat: 0,
-        },
-    );
-    peer.send(0, spec::ConnectionOpenOk::default());
+    peer.open_with_tune(1, 131_072, 0);
     let sent = peer.expect_methods(&[
         "connection.start-ok",
         "connection.tune-ok",

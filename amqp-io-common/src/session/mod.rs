@@ -690,17 +690,18 @@ impl<A: Attach> Session<A> {
 
     /// Sorts the core's events to their waiters. `live_confirmations` is
     /// how many per-publish confirmation handles exist: while none does,
-    /// no refused confirm needs keeping.
-    pub fn dispatch(&mut self, live_confirmations: usize) {
+    /// no refused confirm needs keeping. `now` is the adapter's clock: a
+    /// failure's recovery is timed from it.
+    pub fn dispatch(&mut self, live_confirmations: usize, now: Instant) {
         while let Some(event) = self.core.poll_event() {
-            self.handle_event(event, live_confirmations > 0);
+            self.handle_event(event, live_confirmations > 0, now);
         }
         if live_confirmations == 0 {
             self.ledger.forget_refusals(None);
         }
     }
 
-    fn handle_event(&mut self, event: Event, keep_refusals: bool) {
+    fn handle_event(&mut self, event: Event, keep_refusals: bool, now: Instant) {
         match event {
             Event::Opened {
                 tuning,
@@ -816,7 +817,7 @@ impl<A: Attach> Session<A> {
                     let _ = self.opens.answer(&channel, Err(Failure::Channel(reason)));
                 }
             }
-            Event::Closed(error) => self.core_closed(&error),
+            Event::Closed(error) => self.core_closed(&error, now),
             Event::Recovered {
                 renamed_queues,
                 failures,
@@ -891,22 +892,16 @@ impl<A: Attach> Session<A> {
     }
 
     /// The core ended: recover, or record the end and wake everyone.
-    fn core_closed(&mut self, error: &ConnectionError) {
+    fn core_closed(&mut self, error: &ConnectionError, now: Instant) {
         let wanted = !self.shutdown && self.opened.is_some() && self.core.topology().is_some();
         let decision = self.supervisor.as_mut().map(|supervisor| {
-            supervisor.on_closed(
-                error,
-                wanted,
-                Instant::now(),
-                crate::recovery::jitter_seed(),
-            )
+            supervisor.on_closed(error, wanted, now, crate::recovery::jitter_seed())
         });
         match decision {
             Some(Decision::ReconnectAt(_)) => {
                 self.window_opened = true;
                 // What the failed core still had to send (a close-ok to a
                 // server's close) goes out before its socket is shut.
-                let now = Instant::now();
                 self.final_output
                     .extend(std::iter::from_fn(|| self.core.poll_transmit(now)));
                 // Until a new socket is open, calls see a connection that

@@ -50,7 +50,7 @@ impl Scripted {
         let mut bytes = BytesMut::new();
         encode_method_frame(channel, &method.into(), u32::MAX, &mut bytes).unwrap();
         self.session.core.handle_input(&bytes, self.now);
-        self.session.dispatch(1);
+        self.session.dispatch(1, self.now);
     }
 
     /// The method names the client wrote since the last call.
@@ -180,7 +180,7 @@ fn refusals_are_kept_while_a_confirmation_lives() {
     encode_method_frame(id, &nack.into(), u32::MAX, &mut bytes).unwrap();
     scripted.session.core.handle_input(&bytes, scripted.now);
     // One confirmation handle lives: the nack is kept for it.
-    scripted.session.dispatch(1);
+    scripted.session.dispatch(1, scripted.now);
     assert!(matches!(
         scripted.session.poll_confirm(id, generation, first, || ()),
         Some(Err(Error::Nacked(1)))
@@ -194,7 +194,7 @@ fn refusals_are_kept_while_a_confirmation_lives() {
     let mut bytes = BytesMut::new();
     encode_method_frame(id, &nack.into(), u32::MAX, &mut bytes).unwrap();
     scripted.session.core.handle_input(&bytes, scripted.now);
-    scripted.session.dispatch(0);
+    scripted.session.dispatch(0, scripted.now);
     assert!(matches!(
         scripted.session.poll_confirm(id, generation, second, || ()),
         Some(Ok(()))
@@ -229,7 +229,7 @@ fn a_failure_is_recovered_through_the_supervisor() {
     scripted.open(0);
     let (id, generation) = scripted.confirming_channel();
     scripted.session.core.handle_transport_closed("reset");
-    scripted.session.dispatch(0);
+    scripted.session.dispatch(0, scripted.now);
     assert!(scripted.session.closed().is_none(), "not over: recovering");
     assert!(scripted.session.is_between_sockets());
     assert!(!scripted.session.wants_input());
@@ -270,7 +270,7 @@ fn closing_between_sockets_gives_up_at_once() {
     scripted.open(0);
     scripted.confirming_channel();
     scripted.session.core.handle_transport_closed("reset");
-    scripted.session.dispatch(0);
+    scripted.session.dispatch(0, scripted.now);
     assert!(scripted.session.is_between_sockets());
     scripted.session.shut_down();
     assert_eq!(
@@ -309,7 +309,7 @@ fn a_reply_nobody_waits_for_is_given_back() {
     let header = amqp_proto::codec::ContentHeader::basic(0, BasicProperties::default());
     amqp_proto::codec::encode_header_frame(id, &header, u32::MAX, &mut bytes).unwrap();
     scripted.session.core.handle_input(&bytes, scripted.now);
-    scripted.session.dispatch(0);
+    scripted.session.dispatch(0, scripted.now);
     assert_eq!(scripted.sent(), vec!["basic.reject"], "requeued for others");
 }
 
@@ -362,7 +362,7 @@ fn a_refused_delivery_is_reported_to_its_consumer_which_goes_on() {
         .unwrap();
     }
     scripted.session.core.handle_input(&bytes, scripted.now);
-    scripted.session.dispatch(0);
+    scripted.session.dispatch(0, scripted.now);
     assert_eq!(
         scripted.sent(),
         vec!["basic.reject"],

@@ -12,6 +12,29 @@ use crate::event::RequestId;
 use crate::spec::constants::{ReplyCode, FRAME_OVERHEAD};
 use crate::spec::{BasicAck, BasicConsume, BasicNack, BasicPublish, BasicReject, Method};
 
+/// How the application settles a delivery; see [`ChannelRef::settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// `basic.ack`: the message is done with (with `multiple`, every
+    /// unacknowledged one up to it).
+    Ack {
+        /// Every unacknowledged delivery up to this one.
+        multiple: bool,
+    },
+    /// `basic.nack` (RabbitMQ's): refused, requeued or not.
+    Nack {
+        /// Every unacknowledged delivery up to this one.
+        multiple: bool,
+        /// Back to the queue rather than dropped or dead-lettered.
+        requeue: bool,
+    },
+    /// `basic.reject`: this one delivery refused, requeued or not.
+    Reject {
+        /// Back to the queue rather than dropped or dead-lettered.
+        requeue: bool,
+    },
+}
+
 /// A borrowed handle on one channel of a [`Connection`], from
 /// [`Connection::channel`]. Every command queues frames and returns at once;
 /// outcomes arrive as events.
@@ -213,6 +236,17 @@ impl<'a> ChannelRef<'a> {
         let tag = consume.consumer_tag.clone();
         let request = self.request(consume)?;
         Ok((tag, request))
+    }
+
+    /// Settles a delivery as `how` says: the one call behind
+    /// [`ack`](Self::ack), [`nack`](Self::nack) and [`reject`](Self::reject),
+    /// for code that passes the decision along.
+    pub fn settle(&mut self, delivery_tag: u64, how: Settlement) -> Result<(), UsageError> {
+        match how {
+            Settlement::Ack { multiple } => self.ack(delivery_tag, multiple),
+            Settlement::Nack { multiple, requeue } => self.nack(delivery_tag, multiple, requeue),
+            Settlement::Reject { requeue } => self.reject(delivery_tag, requeue),
+        }
     }
 
     /// Acknowledges a delivery (with `multiple`, every one up to it).

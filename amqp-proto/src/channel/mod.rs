@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-pub use handle::ChannelRef;
+pub use handle::{ChannelRef, Settlement};
 
 use crate::codec::{ContentAssembler, ContentHeader, ShortString};
 use crate::connection::Sink;
@@ -60,8 +60,8 @@ impl Pending {
         if !self.replies.contains(&reply.id()) {
             return false;
         }
+        // consume-oks are matched by `named`, before this is asked.
         match (reply, &self.consumer_tag) {
-            (Method::BasicConsumeOk(ok), Some(tag)) if !tag.is_empty() => ok.consumer_tag == *tag,
             (Method::BasicCancelOk(ok), Some(tag)) => ok.consumer_tag == *tag,
             _ => true,
         }

@@ -72,17 +72,24 @@ impl Recorder {
         if !Topology::records(method) && !matches!(method, Method::QueueDeclare(_)) {
             return;
         }
-        let unanswered_declaration = self
-            .pending
-            .iter()
-            .rev()
-            .find(|pending| {
-                pending.channel == channel && matches!(pending.method, Method::QueueDeclare(_))
-            })
-            .map(|pending| pending.settled_by);
+        // Only a nowait request naming the queue "" can have to wait for
+        // a declaration's reply; look for one only then.
+        let unanswered_declaration = || {
+            self.pending
+                .iter()
+                .rev()
+                .find(|pending| {
+                    pending.channel == channel && matches!(pending.method, Method::QueueDeclare(_))
+                })
+                .map(|pending| pending.settled_by)
+        };
+        let waits_for = match request {
+            None if names_last_declared(method) => unanswered_declaration(),
+            _ => None,
+        };
         match (request, method) {
-            (None, _) if names_last_declared(method) && unanswered_declaration.is_some() => {
-                if let Some(settled_by) = unanswered_declaration {
+            (None, _) if waits_for.is_some() => {
+                if let Some(settled_by) = waits_for {
                     self.pending.push(Pending {
                         settled_by,
                         channel,

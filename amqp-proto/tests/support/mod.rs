@@ -216,6 +216,30 @@ impl Peer {
         );
     }
 
+    /// The server's side of a handshake with a plain PLAIN start and the
+    /// given tune, up to open-ok; what the client wrote is left to read.
+    pub fn open_with_tune(&mut self, channel_max: u16, frame_max: u32, heartbeat: u16) {
+        self.send(
+            0,
+            spec::ConnectionStart {
+                version_major: 0,
+                version_minor: 9,
+                mechanisms: "PLAIN".into(),
+                locales: "en_US".into(),
+                ..Default::default()
+            },
+        );
+        self.send(
+            0,
+            spec::ConnectionTune {
+                channel_max,
+                frame_max,
+                heartbeat,
+            },
+        );
+        self.send(0, spec::ConnectionOpenOk::default());
+    }
+
     /// Opens a channel and answers it; returns its id.
     pub fn open_channel(&mut self) -> u16 {
         let channel = self.connection.open_channel().expect("channel opens");
