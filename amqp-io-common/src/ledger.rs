@@ -18,7 +18,9 @@
 use std::collections::VecDeque;
 
 use amqp_proto::codec::ShortString;
-use amqp_proto::{CloseReason, ConfirmOutcome, ConnectionError, Delivery, Failure, Returned};
+use amqp_proto::{
+    ChannelHandle, CloseReason, ConfirmOutcome, ConnectionError, Delivery, Failure, Returned,
+};
 
 use crate::map::Map;
 use crate::Error;
@@ -35,8 +37,8 @@ const MAX_KEPT_RETURNS: usize = 1_024;
 /// One opening of a channel id.
 #[derive(Debug)]
 pub struct ChannelRecord<C> {
-    /// Tells this opening from earlier and later ones of the same id.
-    pub generation: u64,
+    /// The opening: tells it from earlier and later ones of the same id.
+    pub handle: ChannelHandle,
     /// Why it closed, once it has.
     pub closed: Option<CloseReason>,
     nacked_since_wait: u64,
@@ -96,7 +98,7 @@ impl ConsumerEnd {
 #[derive(Debug)]
 pub struct ConsumerRecord<K> {
     /// The opening of its channel it belongs to.
-    pub generation: u64,
+    pub channel: ChannelHandle,
     no_ack: bool,
     queue: VecDeque<Delivery>,
     /// Messages for it the core refused (a per-message limit), not yet
@@ -155,7 +157,6 @@ pub struct Ledger<C, K> {
     channels: Map<u16, ChannelRecord<C>>,
     consumers: Map<ConsumerKey, ConsumerRecord<K>>,
     buffered_deliveries: usize,
-    next_generation: u64,
     closed: Option<ConnectionError>,
     /// Entries in the channels' `refused` maps, so forgetting them all
     /// costs nothing when there are none.
@@ -168,7 +169,6 @@ impl<C, K> Default for Ledger<C, K> {
             channels: Map::default(),
             consumers: Map::default(),
             buffered_deliveries: 0,
-            next_generation: 1,
             closed: None,
             refused_kept: 0,
         }
@@ -177,14 +177,12 @@ impl<C, K> Default for Ledger<C, K> {
 
 impl<C, K> Ledger<C, K> {
     /// Starts the record of a channel the core just opened (its id may be
-    /// one used before: what belonged to that opening goes); returns its
-    /// generation.
-    pub fn open_channel(&mut self, id: u16, extra: C) -> u64 {
-        let generation = self.next_generation;
-        self.next_generation += 1;
+    /// one used before: what belonged to that opening goes).
+    pub fn open_channel(&mut self, handle: ChannelHandle, extra: C) {
+        let id = handle.id();
         self.consumers.retain(|(channel, _), _| *channel != id);
         let record = ChannelRecord {
-            generation,
+            handle,
             closed: None,
             nacked_since_wait: 0,
             failed_since_wait: None,
@@ -195,18 +193,18 @@ impl<C, K> Ledger<C, K> {
         if let Some(earlier) = self.channels.insert(id, record) {
             self.refused_kept -= earlier.refused.len();
         }
-        generation
     }
 
     /// The record of a usable channel, or why it is not usable: the
     /// connection's end, the channel's close, or an id that was reopened
     /// since.
-    pub fn channel(&mut self, id: u16, generation: u64) -> Result<&mut ChannelRecord<C>, Error> {
+    pub fn channel(&mut self, handle: ChannelHandle) -> Result<&mut ChannelRecord<C>, Error> {
         if let Some(error) = &self.closed {
             return Err(Error::ConnectionClosed(error.clone()));
         }
+        let id = handle.id();
         match self.channels.get_mut(&id) {
-            Some(record) if record.generation == generation => match &record.closed {
+            Some(record) if record.handle == handle => match &record.closed {
                 Some(reason) => Err(Error::ChannelClosed(reason.clone())),
                 None => Ok(record),
             },
@@ -250,24 +248,23 @@ impl<C, K> Ledger<C, K> {
         }
     }
 
-    /// How the publish `sequence` of the channel's opening `generation`
-    /// was settled, once the core no longer counts it unconfirmed: a kept
-    /// nack or failure (forgotten as it is read), else the ack.
+    /// How the publish `sequence` of the channel's opening `channel` was
+    /// settled, once the core no longer counts it unconfirmed: a kept nack
+    /// or failure (forgotten as it is read), else the ack.
     pub fn take_confirm_outcome(
         &mut self,
-        channel: u16,
-        generation: u64,
+        channel: ChannelHandle,
         sequence: u64,
     ) -> Result<(), Error> {
         let record = self
             .channels
-            .get_mut(&channel)
-            .filter(|record| record.generation == generation);
+            .get_mut(&channel.id())
+            .filter(|record| record.handle == channel);
         let Some(record) = record else {
             // The channel closed and its id was reused: the publish was
             // settled with the old channel, whose record is gone.
             return Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
-                channel,
+                channel.id(),
             )));
         };
         let refused = record.refused.remove(&sequence);
@@ -338,9 +335,15 @@ impl<C, K> Ledger<C, K> {
     }
 
     /// Starts the queue that deliveries for `key` are sorted into.
-    pub fn register_consumer(&mut self, key: ConsumerKey, generation: u64, no_ack: bool, extra: K) {
+    pub fn register_consumer(
+        &mut self,
+        key: ConsumerKey,
+        channel: ChannelHandle,
+        no_ack: bool,
+        extra: K,
+    ) {
         let record = ConsumerRecord {
-            generation,
+            channel,
             no_ack,
             queue: VecDeque::new(),
             refused: VecDeque::new(),
@@ -460,15 +463,15 @@ impl<C, K> Ledger<C, K> {
         self.buffered_deliveries
     }
 
-    /// Nobody will read this consumer (of `generation`) any more: what it
+    /// Nobody will read this consumer (of opening `channel`) any more: what it
     /// holds and what arrives for it later goes back to the broker (unless
     /// it consumes with `no_ack`), and it is cancelled unless it already
     /// ended. Returns what to send.
-    pub fn abandon_consumer(&mut self, key: &ConsumerKey, generation: u64) -> Vec<Cleanup> {
+    pub fn abandon_consumer(&mut self, key: &ConsumerKey, channel: ChannelHandle) -> Vec<Cleanup> {
         let Some(consumer) = self.consumers.get_mut(key) else {
             return Vec::new();
         };
-        if consumer.generation != generation || consumer.abandoned {
+        if consumer.channel != channel || consumer.abandoned {
             return Vec::new();
         }
         consumer.abandoned = true;
@@ -522,24 +525,25 @@ mod tests {
     #[test]
     fn refusals_are_kept_for_their_confirmation_until_forgotten() {
         let mut ledger: Ledger<(), u32> = Ledger::default();
-        let generation = ledger.open_channel(1, ());
+        let opening = ChannelHandle::new(1, 1);
+        ledger.open_channel(opening, ());
         let failure = Failure::Connection(ConnectionError::TransportClosed("cut".into()));
         ledger.confirmed(1, 1, ConfirmOutcome::Ack, true);
         ledger.confirmed(1, 2, ConfirmOutcome::Nack, true);
         ledger.confirmed(1, 3, ConfirmOutcome::Failed(failure), true);
         ledger.confirmed(1, 4, ConfirmOutcome::Nack, false);
-        assert!(ledger.take_confirm_outcome(1, generation, 1).is_ok());
+        assert!(ledger.take_confirm_outcome(opening, 1).is_ok());
         assert!(matches!(
-            ledger.take_confirm_outcome(1, generation, 2),
+            ledger.take_confirm_outcome(opening, 2),
             Err(Error::Nacked(1))
         ));
         // Read once: a second read finds nothing kept.
-        assert!(ledger.take_confirm_outcome(1, generation, 2).is_ok());
+        assert!(ledger.take_confirm_outcome(opening, 2).is_ok());
         assert!(matches!(
-            ledger.take_confirm_outcome(1, generation, 3),
+            ledger.take_confirm_outcome(opening, 3),
             Err(Error::ConnectionClosed(ConnectionError::TransportClosed(_)))
         ));
-        assert!(ledger.take_confirm_outcome(1, generation, 4).is_ok());
+        assert!(ledger.take_confirm_outcome(opening, 4).is_ok());
         // The batch wait still counts every refusal.
         let record = ledger.channel_record(1).unwrap();
         assert!(record.take_confirm_result().is_err());
@@ -548,25 +552,27 @@ mod tests {
         assert_eq!(ledger.refused_kept, 1);
         ledger.forget_refusals(None);
         assert_eq!(ledger.refused_kept, 0);
-        assert!(ledger.take_confirm_outcome(1, generation, 5).is_ok());
+        assert!(ledger.take_confirm_outcome(opening, 5).is_ok());
         // A reopened id drops the old opening's refusals from the count
         // and answers for the old opening that it is gone.
         ledger.confirmed(1, 6, ConfirmOutcome::Nack, true);
-        let reopened = ledger.open_channel(1, ());
+        let reopened = ChannelHandle::new(1, 2);
+        ledger.open_channel(reopened, ());
         assert_eq!(ledger.refused_kept, 0);
         assert!(matches!(
-            ledger.take_confirm_outcome(1, generation, 6),
+            ledger.take_confirm_outcome(opening, 6),
             Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(1)))
         ));
-        assert!(ledger.take_confirm_outcome(1, reopened, 6).is_ok());
+        assert!(ledger.take_confirm_outcome(reopened, 6).is_ok());
     }
 
     #[test]
     fn taking_into_a_queue_keeps_order_and_counts() {
         let mut ledger: Ledger<(), u32> = Ledger::default();
-        let generation = ledger.open_channel(1, ());
+        let opening = ChannelHandle::new(1, 1);
+        ledger.open_channel(opening, ());
         let key: ConsumerKey = (1, "c".into());
-        ledger.register_consumer(key.clone(), generation, false, 0);
+        ledger.register_consumer(key.clone(), opening, false, 0);
         let tags = |queue: &VecDeque<Delivery>| -> Vec<u64> {
             queue.iter().map(|delivery| delivery.delivery_tag).collect()
         };
@@ -596,9 +602,10 @@ mod tests {
     #[test]
     fn deliveries_queue_per_consumer_and_abandoning_gives_them_back() {
         let mut ledger: Ledger<(), u32> = Ledger::default();
-        let generation = ledger.open_channel(1, ());
+        let opening = ChannelHandle::new(1, 1);
+        ledger.open_channel(opening, ());
         let key: ConsumerKey = (1, "c".into());
-        ledger.register_consumer(key.clone(), generation, false, 0);
+        ledger.register_consumer(key.clone(), opening, false, 0);
         for tag in 1..=3 {
             match ledger.delivered(delivery(1, "c", tag)) {
                 Sorted::Queued(wakes) => *wakes += 1,
@@ -607,7 +614,7 @@ mod tests {
         }
         assert_eq!(ledger.buffered_deliveries(), 3);
         assert_eq!(ledger.take_delivery(&key).map(|d| d.delivery_tag), Some(1));
-        let cleanup = ledger.abandon_consumer(&key, generation);
+        let cleanup = ledger.abandon_consumer(&key, opening);
         assert_eq!(
             cleanup,
             vec![
@@ -660,11 +667,12 @@ mod tests {
     #[test]
     fn batch_confirm_results_report_failures_then_nacks_then_success() {
         let mut ledger: Ledger<(), ()> = Ledger::default();
-        let generation = ledger.open_channel(1, ());
+        let opening = ChannelHandle::new(1, 1);
+        ledger.open_channel(opening, ());
         ledger.confirmed(1, 1, ConfirmOutcome::Nack, false);
         ledger.confirmed(1, 2, ConfirmOutcome::Ack, false);
         ledger.confirmed(1, 3, ConfirmOutcome::Nack, false);
-        let record = ledger.channel(1, generation).unwrap();
+        let record = ledger.channel(opening).unwrap();
         assert!(matches!(
             record.take_confirm_result(),
             Err(Error::Nacked(2))
@@ -675,7 +683,8 @@ mod tests {
     #[test]
     fn a_reopened_id_is_not_the_old_channel() {
         let mut ledger: Ledger<(), ()> = Ledger::default();
-        let first = ledger.open_channel(1, ());
+        let first = ChannelHandle::new(1, 1);
+        ledger.open_channel(first, ());
         let reason = CloseReason {
             code: amqp_proto::spec::constants::ReplyCode::NOT_FOUND,
             text: "gone".into(),
@@ -684,9 +693,10 @@ mod tests {
             initiator: amqp_proto::Initiator::Server,
         };
         ledger.channel_closed(1, &reason, |()| {});
-        assert!(matches!(ledger.channel(1, first), Err(Error::ChannelClosed(r)) if r == reason));
-        let second = ledger.open_channel(1, ());
-        assert!(ledger.channel(1, second).is_ok());
-        assert!(matches!(ledger.channel(1, first), Err(Error::Usage(_))));
+        assert!(matches!(ledger.channel(first), Err(Error::ChannelClosed(r)) if r == reason));
+        let second = ChannelHandle::new(1, 2);
+        ledger.open_channel(second, ());
+        assert!(ledger.channel(second).is_ok());
+        assert!(matches!(ledger.channel(first), Err(Error::Usage(_))));
     }
 }

@@ -26,6 +26,7 @@
 //!   `serde_json` and `uuid`; a plain client pulls neither.
 #![forbid(unsafe_code)]
 
+mod channel_api;
 pub mod delivery;
 mod error;
 // `ledger` and `map` are not public API: they are the two adapters'

@@ -5,19 +5,13 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use amqp_proto::codec::{BasicProperties, ShortString};
-use amqp_proto::spec::constants::ReplyCode;
-use amqp_proto::spec::{
-    BasicCancel, BasicConsume, BasicGet, BasicPublish, BasicQos, BasicRecover, ConfirmSelect,
-    ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, Method, QueueBind, QueueDeclare,
-    QueueDeclareOk, QueueDelete, QueuePurge, QueueUnbind, TxCommit, TxRollback, TxSelect,
-};
-use amqp_proto::{GetMessage, Readiness, RequestId, Returned, Settlement};
+use amqp_proto::spec::{BasicConsume, BasicPublish};
+use amqp_proto::{ChannelHandle, Readiness, RequestId, Returned};
 use bytes::Bytes;
 
 use crate::consumer::{Consumer, Delivery};
-use crate::shared::{Reply, Shared};
-use amqp_io_common::delivery::Settle;
-use amqp_io_common::session::typed;
+use crate::shared::{Inner, Reply, Shared};
+use amqp_io_common::session::{typed, ConsumerHandle};
 use amqp_io_common::{Error, Result};
 
 /// One channel of a [`Connection`](crate::Connection).
@@ -55,90 +49,40 @@ use amqp_io_common::{Error, Result};
 #[derive(Clone)]
 pub struct Channel {
     shared: Arc<Shared>,
-    id: u16,
-    generation: u64,
+    channel: ChannelHandle,
     timeout: Duration,
 }
 
-impl std::fmt::Debug for Channel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel")
-            .field("id", &self.id)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
+amqp_io_common::channel_api! {
+    type = Channel,
+    asyncness = [],
+    awaiting = [],
+    demo = "# fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {",
+    suffix = "",
 }
 
 impl Channel {
-    pub(crate) fn new(shared: Arc<Shared>, id: u16, generation: u64, timeout: Duration) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, channel: ChannelHandle, timeout: Duration) -> Self {
         Self {
             shared,
-            id,
-            generation,
+            channel,
             timeout,
         }
     }
 
-    /// The channel id.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// println!("working on channel {}", channel.id());
-    /// # Ok(()) }
-    /// ```
-    #[must_use]
-    pub fn id(&self) -> u16 {
-        self.id
-    }
-
-    /// How long this handle's calls wait for their replies (and publishes
-    /// for flow control to allow them).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// let mut patient = channel.clone();
-    /// patient.set_timeout(std::time::Duration::from_secs(120));
-    /// # Ok(()) }
-    /// ```
-    pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
-    }
-
-    /// Sends any method a client may send on a channel and waits for its
-    /// reply: `None` for methods without one (or with `nowait` set). The
-    /// typed methods below are shorthands for this.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::{ChannelFlow, Method};
-    ///
-    /// // Any client method, for example asking the server to pause deliveries.
-    /// if let Some(Method::ChannelFlowOk(ok)) = channel.call(ChannelFlow { active: false })? {
-    ///     assert!(!ok.active);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn call(&self, method: impl Into<Method>) -> Result<Option<Method>> {
-        let method = method.into();
-        let operation = method.name();
-        let reply = match self.send(method)? {
-            Some(request) => Some(self.await_reply(operation, request)?),
-            None => None,
-        };
-        typed::method(operation, reply)
-    }
-
-    /// Sends `method`; returns the request its reply will answer, if one
-    /// will come.
-    fn send(&self, method: Method) -> Result<Option<RequestId>> {
+    /// Runs `command` on the session under the lock, then sends what it
+    /// queued and sorts what it settled.
+    fn command<T>(&self, command: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
         let mut inner = self.shared.lock();
-        let request = inner.request(self.id, self.generation, method)?;
+        let result = command(&mut inner);
         inner.flush();
         inner.dispatch();
-        Ok(request)
+        result
     }
 
-    fn await_reply(&self, operation: &'static str, request: RequestId) -> Result<Reply> {
+    /// Waits for `request`'s reply within the channel's timeout; a reply
+    /// that comes after is given back to the broker by the session.
+    fn reply(&self, operation: &'static str, request: RequestId) -> Result<Reply> {
         let result = self.shared.wait(operation, Some(self.timeout), |inner| {
             inner
                 .poll_reply(request, || ())
@@ -149,284 +93,10 @@ impl Channel {
             if let Some(reply) = inner.poll_reply(request, || ()) {
                 return reply.map_err(Error::from);
             }
-            // A reply that comes after all is given back to the broker
-            // (its message requeued, its consumer cancelled).
-            inner.abandon_reply(self.id, request);
+            inner.abandon_reply(self.channel, request);
             inner.flush();
         }
         result
-    }
-
-    /// Declares an exchange (`exchange.declare`).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::ExchangeDeclare;
-    ///
-    /// channel.exchange_declare(ExchangeDeclare {
-    ///     exchange: "logs".into(),
-    ///     exchange_type: "fanout".into(),
-    ///     durable: true,
-    ///     ..Default::default()
-    /// })?;
-    /// # Ok(()) }
-    /// ```
-    pub fn exchange_declare(&self, declare: ExchangeDeclare) -> Result<()> {
-        self.call(declare).map(drop)
-    }
-
-    /// Deletes an exchange (`exchange.delete`).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::ExchangeDelete;
-    ///
-    /// channel.exchange_delete(ExchangeDelete { exchange: "logs".into(), if_unused: true, ..Default::default() })?;
-    /// # Ok(()) }
-    /// ```
-    pub fn exchange_delete(&self, delete: ExchangeDelete) -> Result<()> {
-        self.call(delete).map(drop)
-    }
-
-    /// Binds an exchange to another (RabbitMQ's `exchange.bind`).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::ExchangeBind;
-    ///
-    /// // Everything published to "events" also reaches "audit".
-    /// channel.exchange_bind(ExchangeBind {
-    ///     destination: "audit".into(),
-    ///     source: "events".into(),
-    ///     routing_key: "#".into(),
-    ///     ..Default::default()
-    /// })?;
-    /// # Ok(()) }
-    /// ```
-    pub fn exchange_bind(&self, bind: ExchangeBind) -> Result<()> {
-        self.call(bind).map(drop)
-    }
-
-    /// Removes an exchange-to-exchange binding (`exchange.unbind`).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::ExchangeUnbind;
-    ///
-    /// channel.exchange_unbind(ExchangeUnbind {
-    ///     destination: "audit".into(),
-    ///     source: "events".into(),
-    ///     routing_key: "#".into(),
-    ///     ..Default::default()
-    /// })?;
-    /// # Ok(()) }
-    /// ```
-    pub fn exchange_unbind(&self, unbind: ExchangeUnbind) -> Result<()> {
-        self.call(unbind).map(drop)
-    }
-
-    /// Declares a queue (`queue.declare`); an empty name asks the server to
-    /// make one up, returned in the reply. With `nowait`, the reply is
-    /// made up locally from the request (counts zero).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::codec::{FieldTable, FieldValue};
-    /// use amqp_proto::spec::QueueDeclare;
-    ///
-    /// let mut arguments = FieldTable::new();
-    /// arguments.insert("x-queue-type", FieldValue::LongString("quorum".into()));
-    /// let declared = channel.queue_declare(QueueDeclare {
-    ///     queue: "orders".into(),
-    ///     durable: true,
-    ///     arguments,
-    ///     ..Default::default()
-    /// })?;
-    /// println!("{} holds {} messages", declared.queue, declared.message_count);
-    /// # Ok(()) }
-    /// ```
-    pub fn queue_declare(&self, declare: QueueDeclare) -> Result<QueueDeclareOk> {
-        let queue = declare.queue.clone();
-        typed::queue_declared(queue, self.call(declare)?)
-    }
-
-    /// Binds a queue to an exchange (`queue.bind`).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::QueueBind;
-    ///
-    /// channel.queue_bind(QueueBind {
-    ///     queue: "orders".into(),
-    ///     exchange: "events".into(),
-    ///     routing_key: "orders.*".into(),
-    ///     ..Default::default()
-    /// })?;
-    /// # Ok(()) }
-    /// ```
-    pub fn queue_bind(&self, bind: QueueBind) -> Result<()> {
-        self.call(bind).map(drop)
-    }
-
-    /// Removes a binding (`queue.unbind`).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::QueueUnbind;
-    ///
-    /// channel.queue_unbind(QueueUnbind {
-    ///     queue: "orders".into(),
-    ///     exchange: "events".into(),
-    ///     routing_key: "orders.*".into(),
-    ///     ..Default::default()
-    /// })?;
-    /// # Ok(()) }
-    /// ```
-    pub fn queue_unbind(&self, unbind: QueueUnbind) -> Result<()> {
-        self.call(unbind).map(drop)
-    }
-
-    /// Removes every ready message from a queue; returns how many
-    /// (`queue.purge`; 0 with `nowait`).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::QueuePurge;
-    ///
-    /// let removed = channel.queue_purge(QueuePurge { queue: "orders".into(), ..Default::default() })?;
-    /// println!("purged {removed} messages");
-    /// # Ok(()) }
-    /// ```
-    pub fn queue_purge(&self, purge: QueuePurge) -> Result<u32> {
-        typed::message_count("queue.purge", self.call(purge)?)
-    }
-
-    /// Deletes a queue; returns how many messages it held (`queue.delete`;
-    /// 0 with `nowait`).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::QueueDelete;
-    ///
-    /// let lost = channel.queue_delete(QueueDelete { queue: "orders".into(), if_empty: true, ..Default::default() })?;
-    /// assert_eq!(lost, 0);
-    /// # Ok(()) }
-    /// ```
-    pub fn queue_delete(&self, delete: QueueDelete) -> Result<u32> {
-        typed::message_count("queue.delete", self.call(delete)?)
-    }
-
-    /// Limits unacknowledged deliveries (`basic.qos`): per consumer, or with
-    /// `global` per channel, as RabbitMQ interprets it.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::BasicQos;
-    ///
-    /// // At most 100 unacknowledged deliveries per consumer on this channel.
-    /// channel.basic_qos(BasicQos { prefetch_count: 100, ..Default::default() })?;
-    /// # Ok(()) }
-    /// ```
-    pub fn basic_qos(&self, qos: BasicQos) -> Result<()> {
-        self.call(qos).map(drop)
-    }
-
-    /// Redelivers every unacknowledged message of this channel
-    /// (`basic.recover`; RabbitMQ always requeues).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// channel.basic_recover(true)?;
-    /// # Ok(()) }
-    /// ```
-    pub fn basic_recover(&self, requeue: bool) -> Result<()> {
-        self.call(BasicRecover { requeue }).map(drop)
-    }
-
-    /// Puts the channel in transaction mode (`tx.select`).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::codec::BasicProperties;
-    /// use amqp_proto::spec::BasicPublish;
-    ///
-    /// channel.tx_select()?;
-    /// let publish = BasicPublish { routing_key: "orders".into(), ..Default::default() };
-    /// channel.publish(&publish, &BasicProperties::default(), "one")?;
-    /// channel.publish(&publish, &BasicProperties::default(), "two")?;
-    /// channel.tx_commit()?; // both, or neither
-    /// # Ok(()) }
-    /// ```
-    pub fn tx_select(&self) -> Result<()> {
-        self.call(TxSelect {}).map(drop)
-    }
-
-    /// Commits the current transaction (`tx.commit`).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// channel.tx_select()?;
-    /// // ... publishes and acks ...
-    /// channel.tx_commit()?;
-    /// # Ok(()) }
-    /// ```
-    pub fn tx_commit(&self) -> Result<()> {
-        self.call(TxCommit {}).map(drop)
-    }
-
-    /// Abandons the current transaction (`tx.rollback`).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// channel.tx_select()?;
-    /// // ... publishes and acks that must not happen after all ...
-    /// channel.tx_rollback()?;
-    /// # Ok(()) }
-    /// ```
-    pub fn tx_rollback(&self) -> Result<()> {
-        self.call(TxRollback {}).map(drop)
-    }
-
-    /// Puts the channel in publisher-confirm mode (`confirm.select`): from
-    /// now on every [`publish`](Self::publish) can be waited on.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use std::time::Duration;
-    /// use amqp_proto::codec::BasicProperties;
-    /// use amqp_proto::spec::BasicPublish;
-    ///
-    /// channel.confirm_select()?;
-    /// let publish = BasicPublish { routing_key: "orders".into(), ..Default::default() };
-    /// channel
-    ///     .publish(&publish, &BasicProperties::default(), "order 1")?
-    ///     .wait(Duration::from_secs(5))?;
-    /// # Ok(()) }
-    /// ```
-    pub fn confirm_select(&self) -> Result<()> {
-        self.call(ConfirmSelect { nowait: false }).map(drop)
-    }
-
-    /// Fetches one message (`basic.get`); `None` when the queue is empty.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::BasicGet;
-    ///
-    /// match channel.basic_get(BasicGet { queue: "orders".into(), ..Default::default() })? {
-    ///     Some(message) => {
-    ///         println!("{:?}, {} more waiting", message.content.body, message.message_count);
-    ///         channel.ack(message.delivery_tag, false)?;
-    ///     }
-    ///     None => println!("the queue is empty"),
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn basic_get(&self, get: BasicGet) -> Result<Option<GetMessage>> {
-        let Some(request) = self.send(get.into())? else {
-            return Err(typed::missing("basic.get"));
-        };
-        typed::got(self.await_reply("basic.get", request)?)
     }
 
     /// Starts a consumer read by pulling: [`Consumer::recv_timeout`] and
@@ -448,12 +118,11 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub fn basic_consume(&self, consume: BasicConsume) -> Result<Consumer> {
-        let (tag, generation) = self.start_consumer(consume, None)?;
+        let consumer = self.start_consumer(consume, None)?;
         Ok(Consumer::new(
             Arc::clone(&self.shared),
             self.clone(),
-            tag,
-            generation,
+            consumer,
         ))
     }
 
@@ -485,60 +154,31 @@ impl Channel {
         // connection weakly: a strong handle there would keep the
         // connection alive forever.
         let shared = Arc::downgrade(&self.shared);
-        let (id, generation, timeout) = (self.id, self.generation, self.timeout);
+        let (handle, timeout) = (self.channel, self.timeout);
         let wrapped = move |delivery: amqp_proto::Delivery| {
             if let Some(shared) = Weak::upgrade(&shared) {
-                let channel = Self::new(shared, id, generation, timeout);
+                let channel = Self::new(shared, handle, timeout);
                 callback(Delivery::new(delivery, channel));
             }
         };
         self.start_consumer(consume, Some(Box::new(wrapped)))
-            .map(|(tag, _)| tag)
+            .map(|consumer| consumer.tag().clone())
     }
 
     fn start_consumer(
         &self,
         consume: BasicConsume,
         callback: Option<crate::shared::DeliveryCallback>,
-    ) -> Result<(ShortString, u64)> {
-        let generation = self.generation;
+    ) -> Result<ConsumerHandle> {
         // An unnamed consumer gets a tag from the core: without a reply
         // (nowait), that tag is the consumer's.
-        let (tag, request) = {
-            let mut inner = self.shared.lock();
-            let started = inner.consume(self.id, generation, consume, callback)?;
-            inner.flush();
-            inner.dispatch();
-            started
-        };
+        let (consumer, request) =
+            self.command(|inner| inner.consume(self.channel, consume, callback))?;
         let Some(request) = request else {
-            return Ok((tag, generation));
+            return Ok(consumer);
         };
-        let tag = typed::consumed(self.await_reply("basic.consume", request)?)?;
-        Ok((tag, generation))
-    }
-
-    /// Cancels a consumer (`basic.cancel`), waiting for `cancel-ok`: no
-    /// delivery for it arrives after this returns. Takes the tag as the
-    /// API hands it out ([`Consumer::tag`], or what
-    /// [`basic_consume_with_callback`](Self::basic_consume_with_callback)
-    /// returns); a [`Consumer`] of it then ends with
-    /// [`Error::ConsumerCancelledByApplication`].
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::BasicConsume;
-    ///
-    /// let tag = channel.basic_consume_with_callback(BasicConsume { queue: "orders".into(), ..Default::default() }, |_| {})?;
-    /// channel.basic_cancel(&tag)?;
-    /// # Ok(()) }
-    /// ```
-    pub fn basic_cancel(&self, consumer_tag: &ShortString) -> Result<()> {
-        self.call(BasicCancel {
-            consumer_tag: consumer_tag.clone(),
-            nowait: false,
-        })
-        .map(drop)
+        let tag = typed::consumed(self.reply("basic.consume", request)?)?;
+        Ok(ConsumerHandle::new(self.channel, tag))
     }
 
     /// Publishes a message. Waits first (up to the channel's timeout) while
@@ -574,23 +214,22 @@ impl Channel {
         body: impl Into<Bytes>,
     ) -> Result<Confirmation> {
         let mut inner = self.shared.lock();
-        if inner.publish_readiness(self.id) != Readiness::Ready {
+        if inner.publish_readiness(self.channel) != Readiness::Ready {
             drop(inner);
             self.wait_until_ready()?;
             inner = self.shared.lock();
         }
-        inner.channel(self.id, self.generation)?;
+        inner.channel(self.channel)?;
         let sequence = inner
             .core
-            .channel(self.id)?
+            .channel(self.channel)?
             .publish(publish, properties, body)?;
         let live = sequence.map(|_| Live::count(&inner.live_confirmations));
         inner.flush();
         inner.dispatch();
         Ok(Confirmation {
             shared: Arc::clone(&self.shared),
-            channel: self.id,
-            generation: self.generation,
+            channel: self.channel,
             sequence,
             _live: live,
         })
@@ -598,11 +237,11 @@ impl Channel {
 
     fn wait_until_ready(&self) -> Result<()> {
         self.shared.wait("publish", Some(self.timeout), |inner| {
-            match inner.publish_readiness(self.id) {
+            match inner.publish_readiness(self.channel) {
                 Readiness::Ready => Some(Ok(())),
-                Readiness::Closed => Some(inner.channel(self.id, self.generation).and(Err(
-                    Error::Usage(amqp_proto::UsageError::ChannelNotOpen(self.id)),
-                ))),
+                Readiness::Closed => Some(inner.channel(self.channel).and(Err(Error::Usage(
+                    amqp_proto::UsageError::ChannelNotOpen(self.channel.id()),
+                )))),
                 _ => None,
             }
         })
@@ -632,11 +271,11 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub fn wait_for_confirms(&self, timeout: Duration) -> Result<()> {
-        let (id, generation) = (self.id, self.generation);
+        let channel = self.channel;
         let result = self
             .shared
             .wait("wait_for_confirms", Some(timeout), |inner| {
-                inner.poll_confirms(id, generation)
+                inner.poll_confirms(channel)
             });
         run_return_handlers(&self.shared);
         result
@@ -659,66 +298,8 @@ impl Channel {
     /// ```
     pub fn on_return(&self, handler: impl FnMut(Returned) + Send + 'static) -> Result<()> {
         let mut inner = self.shared.lock();
-        let state = inner.channel(self.id, self.generation)?;
+        let state = inner.channel(self.channel)?;
         state.extra.return_handler = Some(Box::new(handler));
-        Ok(())
-    }
-
-    /// Acknowledges a delivery (with `multiple`, every one up to it).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::BasicGet;
-    ///
-    /// if let Some(message) = channel.basic_get(BasicGet { queue: "orders".into(), ..Default::default() })? {
-    ///     channel.ack(message.delivery_tag, false)?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
-        self.with_channel(|channel| channel.ack(delivery_tag, multiple))
-    }
-
-    /// Refuses deliveries (`basic.nack`), requeueing them or not.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::BasicGet;
-    ///
-    /// if let Some(message) = channel.basic_get(BasicGet { queue: "orders".into(), ..Default::default() })? {
-    ///     // Not now: back to the queue.
-    ///     channel.nack(message.delivery_tag, false, true)?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
-        self.with_channel(|channel| channel.nack(delivery_tag, multiple, requeue))
-    }
-
-    /// Refuses one delivery (`basic.reject`), requeueing it or not.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::spec::BasicGet;
-    ///
-    /// if let Some(message) = channel.basic_get(BasicGet { queue: "orders".into(), ..Default::default() })? {
-    ///     // Malformed: drop it (or dead-letter it, if the queue says so).
-    ///     channel.reject(message.delivery_tag, false)?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
-        self.with_channel(|channel| channel.reject(delivery_tag, requeue))
-    }
-
-    fn with_channel(
-        &self,
-        send: impl FnOnce(&mut amqp_proto::ChannelRef<'_>) -> Result<(), amqp_proto::UsageError>,
-    ) -> Result<()> {
-        let mut inner = self.shared.lock();
-        inner.channel(self.id, self.generation)?;
-        send(&mut inner.core.channel(self.id)?)?;
-        inner.flush();
         Ok(())
     }
 
@@ -732,50 +313,12 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub fn close(&self) -> Result<()> {
-        {
-            let mut inner = self.shared.lock();
-            inner.channel(self.id, self.generation)?;
-            inner
-                .core
-                .channel(self.id)?
-                .close(ReplyCode::REPLY_SUCCESS, "closed by the application")?;
-            inner.flush();
-        }
-        let (id, generation) = (self.id, self.generation);
+        self.start_close()?;
+        let channel = self.channel;
         self.shared
             .wait("channel.close", Some(self.timeout), |inner| {
-                match inner.channel(id, generation) {
-                    Err(Error::ChannelClosed(_)) => Some(Ok(())),
-                    Err(error) => Some(Err(error)),
-                    Ok(_) => None,
-                }
+                inner.poll_channel_closed(channel)
             })
-    }
-
-    /// Why the channel closed, once it has.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// if let Some(reason) = channel.close_reason() {
-    ///     eprintln!("channel {} closed: {reason}", channel.id());
-    /// }
-    /// # Ok(()) }
-    /// ```
-    #[must_use]
-    pub fn close_reason(&self) -> Option<amqp_proto::CloseReason> {
-        match self.shared.lock().channel(self.id, self.generation) {
-            Err(Error::ChannelClosed(reason)) => Some(reason),
-            _ => None,
-        }
-    }
-}
-
-/// What lets a [`Delivery`] acknowledge itself: this channel's
-/// [`ack`](Channel::ack), [`nack`](Channel::nack) and
-/// [`reject`](Channel::reject), as one call.
-impl Settle for Channel {
-    fn settle(&self, delivery_tag: u64, how: Settlement) -> Result<()> {
-        self.with_channel(|channel| channel.settle(delivery_tag, how))
     }
 }
 
@@ -809,8 +352,7 @@ pub(crate) fn run_return_handlers(shared: &Shared) {
 /// ```
 pub struct Confirmation {
     shared: Arc<Shared>,
-    channel: u16,
-    generation: u64,
+    channel: ChannelHandle,
     sequence: Option<u64>,
     /// Counted among the live confirmations while it exists.
     _live: Option<Live>,
@@ -836,7 +378,7 @@ impl Drop for Live {
 impl std::fmt::Debug for Confirmation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Confirmation")
-            .field("channel", &self.channel)
+            .field("channel", &self.channel.id())
             .field("sequence", &self.sequence)
             .finish_non_exhaustive()
     }
@@ -863,9 +405,9 @@ impl Confirmation {
     /// [`Error::Nacked`] for `basic.nack`, or the close that failed the
     /// publish (it may or may not have been routed; it is never re-sent).
     ///
-    /// A `basic.nack` is remembered for this wait until the channel's next
-    /// [`Channel::wait_for_confirms`] (which counts it too); wait before
-    /// that to see it here.
+    /// A `basic.nack` or failure is kept for this wait while any
+    /// `Confirmation` of the connection lives, however late it is waited
+    /// on; [`Channel::wait_for_confirms`] counts it too.
     ///
     /// ```no_run
     /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
@@ -886,11 +428,11 @@ impl Confirmation {
         let Some(sequence) = self.sequence else {
             return Ok(());
         };
-        let (id, generation) = (self.channel, self.generation);
+        let channel = self.channel;
         let result = self
             .shared
             .wait("publisher confirm", Some(timeout), |inner| {
-                inner.poll_confirm(id, generation, sequence, || ())
+                inner.poll_confirm(channel, sequence, || ())
             });
         run_return_handlers(&self.shared);
         result

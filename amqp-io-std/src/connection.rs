@@ -143,7 +143,7 @@ impl Connection {
     /// # Ok::<(), amqp_io_std::Error>(())
     /// ```
     pub fn channel(&self) -> Result<Channel> {
-        let (id, generation) = {
+        let channel = {
             let mut inner = self.shared.lock();
             let opened = inner.open_channel()?;
             inner.flush();
@@ -151,14 +151,14 @@ impl Connection {
         };
         let timeout = self.operation_timeout;
         let result = self.shared.wait("channel.open", Some(timeout), |inner| {
-            inner.poll_open(id, || ())
+            inner.poll_open(channel, || ())
         });
         if result.is_err() {
             let mut inner = self.shared.lock();
-            inner.abandon_open(id);
+            inner.abandon_open(channel);
             inner.flush();
         }
-        result.map(|()| Channel::new(Arc::clone(&self.shared), id, generation, timeout))
+        result.map(|()| Channel::new(Arc::clone(&self.shared), channel, timeout))
     }
 
     /// Waits for deliveries to callback consumers and returned messages of

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use amqp_io_common::session::ConsumerHandle;
 use amqp_proto::codec::ShortString;
 
 use crate::channel::Channel;
@@ -54,32 +55,24 @@ pub type Delivery = amqp_io_common::delivery::Delivery<Channel>;
 pub struct Consumer {
     shared: Arc<Shared>,
     channel: Channel,
-    key: (u16, ShortString),
-    generation: u64,
+    consumer: ConsumerHandle,
 }
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
-            .field("channel", &self.key.0)
-            .field("tag", &self.key.1)
+            .field("channel", &self.consumer.channel().id())
+            .field("tag", self.consumer.tag())
             .finish_non_exhaustive()
     }
 }
 
 impl Consumer {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        channel: Channel,
-        tag: ShortString,
-        generation: u64,
-    ) -> Self {
-        let key = (channel.id(), tag);
+    pub(crate) fn new(shared: Arc<Shared>, channel: Channel, consumer: ConsumerHandle) -> Self {
         Self {
             shared,
             channel,
-            key,
-            generation,
+            consumer,
         }
     }
 
@@ -94,7 +87,7 @@ impl Consumer {
     /// ```
     #[must_use]
     pub fn tag(&self) -> &ShortString {
-        &self.key.1
+        self.consumer.tag()
     }
 
     /// The channel it consumes on.
@@ -169,7 +162,7 @@ impl Consumer {
     /// # Ok(()) }
     /// ```
     pub fn try_recv(&self) -> Result<Option<Delivery>> {
-        let next = self.shared.lock().next_delivery(&self.key, self.generation);
+        let next = self.shared.lock().next_delivery(&self.consumer);
         next.transpose()
             .map(|delivery| delivery.map(|delivery| self.wrap(delivery)))
     }
@@ -177,7 +170,7 @@ impl Consumer {
     fn recv_within(&self, timeout: Option<Duration>) -> Result<Delivery> {
         self.shared
             .wait("consumer receive", timeout, |inner| {
-                inner.next_delivery(&self.key, self.generation)
+                inner.next_delivery(&self.consumer)
             })
             .map(|delivery| self.wrap(delivery))
     }
@@ -198,7 +191,7 @@ impl Consumer {
     /// # Ok(()) }
     /// ```
     pub fn cancel(self) -> Result<()> {
-        self.channel.basic_cancel(&self.key.1)
+        self.channel.basic_cancel(self.consumer.tag())
     }
 }
 
@@ -221,8 +214,6 @@ impl Iterator for &Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        self.shared
-            .lock()
-            .abandon_consumer(&self.key, self.generation);
+        self.shared.lock().abandon_consumer(&self.consumer);
     }
 }

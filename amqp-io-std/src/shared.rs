@@ -13,9 +13,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use amqp_io_common::ledger::ConsumerKey;
-use amqp_io_common::session::{Attach, Session};
+use amqp_io_common::session::{Attach, ConsumerHandle, Session};
 use amqp_io_common::{ConnectOptions, Error, Result};
-use amqp_proto::{Delivery, Returned};
+use amqp_proto::{ChannelHandle, Delivery, Returned};
 
 use crate::transport::{ReadOutcome, Reader, Writer};
 
@@ -61,16 +61,14 @@ pub(crate) type ConsumerExtra = Option<DeliveryCallback>;
 /// Callbacks lent out with what they are to be called with.
 #[derive(Default)]
 pub(crate) struct CallbackWork {
-    pub(crate) deliveries: Vec<Lent<ConsumerKey, DeliveryCallback, Delivery>>,
-    pub(crate) returns: Vec<Lent<u16, ReturnCallback, Returned>>,
+    pub(crate) deliveries: Vec<Lent<ConsumerHandle, DeliveryCallback, Delivery>>,
+    pub(crate) returns: Vec<Lent<ChannelHandle, ReturnCallback, Returned>>,
     pub(crate) blocked: Option<(BlockedCallback, VecDeque<Option<String>>)>,
 }
 
-/// One callback lent out of its owner (`key` at `generation`) with what it
-/// is to be called with.
+/// One callback lent out of its owner with what it is to be called with.
 pub(crate) struct Lent<K, C, T> {
-    key: K,
-    generation: u64,
+    owner: K,
     callback: C,
     items: VecDeque<T>,
 }
@@ -235,33 +233,31 @@ impl Inner {
     pub(crate) fn take_callback_work(&mut self, consumers: bool) -> CallbackWork {
         let mut work = CallbackWork::default();
         if consumers {
-            let ready: Vec<(ConsumerKey, u64, DeliveryCallback)> = self
+            let ready: Vec<(ConsumerKey, ChannelHandle, DeliveryCallback)> = self
                 .ledger()
                 .consumers()
                 .filter(|(_, consumer)| consumer.has_deliveries())
                 .filter_map(|(key, consumer)| {
                     let callback = consumer.extra.take()?;
-                    Some((key.clone(), consumer.generation, callback))
+                    Some((key.clone(), consumer.channel, callback))
                 })
                 .collect();
-            for (key, generation, callback) in ready {
+            for (key, channel, callback) in ready {
                 let items = self.ledger().take_deliveries(&key);
                 work.deliveries.push(Lent {
-                    key,
-                    generation,
+                    owner: ConsumerHandle::new(channel, key.1),
                     callback,
                     items,
                 });
             }
         }
-        for (id, channel) in self.ledger().channel_records() {
+        for (_, channel) in self.ledger().channel_records() {
             if channel.returns.is_empty() {
                 continue;
             }
             if let Some(handler) = channel.extra.return_handler.take() {
                 work.returns.push(Lent {
-                    key: *id,
-                    generation: channel.generation,
+                    owner: channel.handle,
                     callback: handler,
                     items: std::mem::take(&mut channel.returns),
                 });
@@ -284,18 +280,18 @@ impl Inner {
             }
         }
         for lent in work.deliveries {
-            match self.ledger().consumer(&lent.key) {
-                Some(consumer) if consumer.generation == lent.generation => {
+            let key = (lent.owner.channel().id(), lent.owner.tag().clone());
+            match self.ledger().consumer(&key) {
+                Some(consumer) if consumer.channel == lent.owner.channel() => {
                     consumer.extra = Some(lent.callback);
                 }
                 _ => {}
             }
         }
         for lent in work.returns {
-            match self.ledger().channel_record(lent.key) {
+            match self.ledger().channel_record(lent.owner.id()) {
                 Some(channel)
-                    if channel.generation == lent.generation
-                        && channel.extra.return_handler.is_none() =>
+                    if channel.handle == lent.owner && channel.extra.return_handler.is_none() =>
                 {
                     channel.extra.return_handler = Some(lent.callback);
                 }
@@ -306,8 +302,8 @@ impl Inner {
 
     /// A consumer handle went away: give back what it did not take, cancel
     /// it with the server, and give back what arrives meanwhile.
-    pub(crate) fn abandon_consumer(&mut self, key: &ConsumerKey, generation: u64) {
-        self.session.abandon_consumer(key, generation);
+    pub(crate) fn abandon_consumer(&mut self, consumer: &ConsumerHandle) {
+        self.session.abandon_consumer(consumer);
         self.flush();
         self.dispatch();
     }

@@ -7,17 +7,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use amqp_io_common::delivery::Settle;
-use amqp_io_common::session::typed;
+use amqp_io_common::session::{typed, ConsumerHandle};
 use amqp_io_common::{Error, Result};
-use amqp_proto::codec::{BasicProperties, ShortString};
-use amqp_proto::spec::constants::ReplyCode;
-use amqp_proto::spec::{
-    BasicCancel, BasicConsume, BasicGet, BasicPublish, BasicQos, BasicRecover, ConfirmSelect,
-    ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, Method, QueueBind, QueueDeclare,
-    QueueDeclareOk, QueueDelete, QueuePurge, QueueUnbind, TxCommit, TxRollback, TxSelect,
-};
-use amqp_proto::{GetMessage, Readiness, RequestId};
+use amqp_proto::codec::BasicProperties;
+use amqp_proto::spec::{BasicConsume, BasicPublish};
+use amqp_proto::{ChannelHandle, Readiness, RequestId};
 use bytes::Bytes;
 
 use crate::connection::Handle;
@@ -47,26 +41,23 @@ use crate::state::{Reply, Shared, State};
 #[derive(Clone)]
 pub struct Channel {
     handle: Arc<Handle>,
-    id: u16,
-    generation: u64,
+    channel: ChannelHandle,
     timeout: Duration,
 }
 
-impl std::fmt::Debug for Channel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channel")
-            .field("id", &self.id)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
+amqp_io_common::channel_api! {
+    type = Channel,
+    asyncness = [async],
+    awaiting = [.await],
+    demo = "# async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {",
+    suffix = ".await",
 }
 
 impl Channel {
-    pub(crate) fn new(handle: Arc<Handle>, id: u16, generation: u64, timeout: Duration) -> Self {
+    pub(crate) fn new(handle: Arc<Handle>, channel: ChannelHandle, timeout: Duration) -> Self {
         Self {
             handle,
-            id,
-            generation,
+            channel,
             timeout,
         }
     }
@@ -75,41 +66,15 @@ impl Channel {
         &self.handle.shared
     }
 
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation
+    pub(crate) fn handle(&self) -> ChannelHandle {
+        self.channel
     }
 
-    /// The channel id.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: amqp_io_tokio::Channel) {
-    /// println!("on channel {}", channel.id());
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn id(&self) -> u16 {
-        self.id
-    }
-
-    /// How long this handle's calls may wait (replies, and flow control
-    /// before a publish).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_tokio::Channel) {
-    /// let mut patient = channel.clone();
-    /// patient.set_timeout(std::time::Duration::from_secs(120));
-    /// # }
-    /// ```
-    pub fn set_timeout(&mut self, timeout: Duration) {
-        self.timeout = timeout;
-    }
-
-    /// Runs `command` on the state under the lock, for this channel, then
-    /// wakes the driver to send what it queued.
+    /// Runs `command` on the state under the lock, then wakes the driver
+    /// to send what it queued.
     fn command<T>(&self, command: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
         let (result, wake) = {
             let mut state = self.shared().lock();
-            state.channel(self.id, self.generation)?;
             let idle = state.core.queued_output() == 0;
             let result = command(&mut state);
             (result, idle && state.core.queued_output() > 0)
@@ -120,16 +85,10 @@ impl Channel {
         result
     }
 
-    /// Sends `method`; returns the request its reply will answer, if one
-    /// will come.
-    fn send(&self, method: Method) -> Result<Option<RequestId>> {
-        self.command(|state| state.request(self.id, self.generation, method))
-    }
-
     /// Waits for `request`'s reply within the channel's timeout; a reply
     /// that comes after is given back to the broker by the session.
     async fn reply(&self, operation: &'static str, request: RequestId) -> Result<Reply> {
-        let reply = self.shared().reply(self.id, request);
+        let reply = self.shared().reply(self.channel, request);
         match tokio::time::timeout(self.timeout, reply).await {
             Ok(reply) => reply.map_err(Error::from),
             Err(_) => Err(Error::Timeout {
@@ -139,259 +98,28 @@ impl Channel {
         }
     }
 
-    /// Sends any method a client may send on a channel and waits for its
-    /// reply: `None` for methods without one (or with `nowait`). The typed
-    /// methods below are shorthands for this.
-    ///
-    /// ```no_run
-    /// use amqp_proto::spec::{ChannelFlow, Method};
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// if let Some(Method::ChannelFlowOk(ok)) = channel.call(ChannelFlow { active: false }).await? {
-    ///     assert!(!ok.active);
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn call(&self, method: impl Into<Method>) -> Result<Option<Method>> {
-        let method = method.into();
-        let operation = method.name();
-        let reply = match self.send(method)? {
-            Some(request) => Some(self.reply(operation, request).await?),
-            None => None,
+    /// Waits within the channel's timeout until `ready` answers, checking
+    /// again whenever the connection's state changed.
+    async fn until<T>(
+        &self,
+        operation: &'static str,
+        timeout: Duration,
+        mut ready: impl FnMut(&mut State) -> Option<Result<T>>,
+    ) -> Result<T> {
+        let wait = async {
+            loop {
+                let changed = self.shared().changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if let Some(result) = ready(&mut self.shared().lock()) {
+                    return result;
+                }
+                changed.await;
+            }
         };
-        typed::method(operation, reply)
-    }
-
-    /// Declares an exchange (`exchange.declare`).
-    ///
-    /// ```no_run
-    /// use amqp_proto::spec::ExchangeDeclare;
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// channel.exchange_declare(ExchangeDeclare {
-    ///     exchange: "events".into(),
-    ///     exchange_type: "topic".into(),
-    ///     durable: true,
-    ///     ..Default::default()
-    /// }).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn exchange_declare(&self, declare: ExchangeDeclare) -> Result<()> {
-        self.call(declare).await.map(drop)
-    }
-
-    /// Deletes an exchange (`exchange.delete`).
-    ///
-    /// ```no_run
-    /// use amqp_proto::spec::ExchangeDelete;
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// channel.exchange_delete(ExchangeDelete { exchange: "events".into(), ..Default::default() }).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn exchange_delete(&self, delete: ExchangeDelete) -> Result<()> {
-        self.call(delete).await.map(drop)
-    }
-
-    /// Binds an exchange to another (RabbitMQ's `exchange.bind`).
-    ///
-    /// ```no_run
-    /// use amqp_proto::spec::ExchangeBind;
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// channel.exchange_bind(ExchangeBind {
-    ///     destination: "audit".into(),
-    ///     source: "events".into(),
-    ///     routing_key: "#".into(),
-    ///     ..Default::default()
-    /// }).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn exchange_bind(&self, bind: ExchangeBind) -> Result<()> {
-        self.call(bind).await.map(drop)
-    }
-
-    /// Removes an exchange-to-exchange binding (`exchange.unbind`).
-    ///
-    /// ```no_run
-    /// use amqp_proto::spec::ExchangeUnbind;
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// channel.exchange_unbind(ExchangeUnbind {
-    ///     destination: "audit".into(),
-    ///     source: "events".into(),
-    ///     routing_key: "#".into(),
-    ///     ..Default::default()
-    /// }).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn exchange_unbind(&self, unbind: ExchangeUnbind) -> Result<()> {
-        self.call(unbind).await.map(drop)
-    }
-
-    /// Declares a queue (`queue.declare`); an empty name asks the server
-    /// for one. With `nowait` the reply is made up from the request.
-    ///
-    /// ```no_run
-    /// use amqp_proto::spec::QueueDeclare;
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// let declared = channel.queue_declare(QueueDeclare {
-    ///     queue: "orders".into(),
-    ///     durable: true,
-    ///     ..Default::default()
-    /// }).await?;
-    /// println!("{} holds {} messages", declared.queue, declared.message_count);
-    /// # Ok(()) }
-    /// ```
-    pub async fn queue_declare(&self, declare: QueueDeclare) -> Result<QueueDeclareOk> {
-        let queue = declare.queue.clone();
-        typed::queue_declared(queue, self.call(declare).await?)
-    }
-
-    /// Binds a queue to an exchange (`queue.bind`).
-    ///
-    /// ```no_run
-    /// use amqp_proto::spec::QueueBind;
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// channel.queue_bind(QueueBind {
-    ///     queue: "orders".into(),
-    ///     exchange: "events".into(),
-    ///     routing_key: "orders.*".into(),
-    ///     ..Default::default()
-    /// }).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn queue_bind(&self, bind: QueueBind) -> Result<()> {
-        self.call(bind).await.map(drop)
-    }
-
-    /// Removes a binding (`queue.unbind`).
-    ///
-    /// ```no_run
-    /// use amqp_proto::spec::QueueUnbind;
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// channel.queue_unbind(QueueUnbind {
-    ///     queue: "orders".into(),
-    ///     exchange: "events".into(),
-    ///     routing_key: "orders.*".into(),
-    ///     ..Default::default()
-    /// }).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn queue_unbind(&self, unbind: QueueUnbind) -> Result<()> {
-        self.call(unbind).await.map(drop)
-    }
-
-    /// Removes every ready message from a queue; returns how many
-    /// (`queue.purge`; 0 with `nowait`).
-    ///
-    /// ```no_run
-    /// use amqp_proto::spec::QueuePurge;
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// let removed = channel.queue_purge(QueuePurge { queue: "orders".into(), ..Default::default() }).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn queue_purge(&self, purge: QueuePurge) -> Result<u32> {
-        typed::message_count("queue.purge", self.call(purge).await?)
-    }
-
-    /// Deletes a queue; returns how many messages it held (`queue.delete`;
-    /// 0 with `nowait`).
-    ///
-    /// ```no_run
-    /// use amqp_proto::spec::QueueDelete;
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// let lost = channel.queue_delete(QueueDelete { queue: "orders".into(), ..Default::default() }).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn queue_delete(&self, delete: QueueDelete) -> Result<u32> {
-        typed::message_count("queue.delete", self.call(delete).await?)
-    }
-
-    /// Limits unacknowledged deliveries (`basic.qos`): per consumer, or
-    /// with `global` per channel, as RabbitMQ interprets it.
-    ///
-    /// ```no_run
-    /// use amqp_proto::spec::BasicQos;
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// channel.basic_qos(BasicQos { prefetch_count: 100, ..Default::default() }).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn basic_qos(&self, qos: BasicQos) -> Result<()> {
-        self.call(qos).await.map(drop)
-    }
-
-    /// Redelivers every unacknowledged message of this channel
-    /// (`basic.recover`).
-    ///
-    /// ```no_run
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// channel.basic_recover(true).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn basic_recover(&self, requeue: bool) -> Result<()> {
-        self.call(BasicRecover { requeue }).await.map(drop)
-    }
-
-    /// Puts the channel in transaction mode (`tx.select`).
-    ///
-    /// ```no_run
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// channel.tx_select().await?;
-    /// // publishes and acks ...
-    /// channel.tx_commit().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn tx_select(&self) -> Result<()> {
-        self.call(TxSelect {}).await.map(drop)
-    }
-
-    /// Commits the current transaction (`tx.commit`).
-    ///
-    /// ```no_run
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// channel.tx_commit().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn tx_commit(&self) -> Result<()> {
-        self.call(TxCommit {}).await.map(drop)
-    }
-
-    /// Abandons the current transaction (`tx.rollback`).
-    ///
-    /// ```no_run
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// channel.tx_rollback().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn tx_rollback(&self) -> Result<()> {
-        self.call(TxRollback {}).await.map(drop)
-    }
-
-    /// Puts the channel in publisher-confirm mode (`confirm.select`).
-    ///
-    /// ```no_run
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// channel.confirm_select().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn confirm_select(&self) -> Result<()> {
-        self.call(ConfirmSelect { nowait: false }).await.map(drop)
-    }
-
-    /// Fetches one message (`basic.get`); `None` when the queue is empty.
-    ///
-    /// Cancellation: a message that arrives after the future was dropped
-    /// is requeued.
-    ///
-    /// ```no_run
-    /// use amqp_proto::spec::BasicGet;
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// if let Some(message) = channel.basic_get(BasicGet { queue: "orders".into(), ..Default::default() }).await? {
-    ///     channel.ack(message.delivery_tag, false)?;
-    /// }
-    /// # Ok(()) }
-    /// ```
-    pub async fn basic_get(&self, get: BasicGet) -> Result<Option<GetMessage>> {
-        let Some(request) = self.send(get.into())? else {
-            return Err(typed::missing("basic.get"));
-        };
-        typed::got(self.reply("basic.get", request).await?)
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Err(Error::Timeout { operation, timeout }))
     }
 
     /// Starts a consumer (`basic.consume`): a stream of deliveries, each
@@ -415,32 +143,14 @@ impl Channel {
     /// ```
     pub async fn basic_consume(&self, consume: BasicConsume) -> Result<Consumer> {
         let no_ack = consume.no_ack;
-        let (tag, request) =
-            self.command(|state| state.consume(self.id, self.generation, consume, None))?;
+        let (consumer, request) =
+            self.command(|state| state.consume(self.channel, consume, None))?;
         let Some(request) = request else {
-            return Ok(Consumer::new(self.clone(), tag, no_ack));
+            return Ok(Consumer::new(self.clone(), consumer, no_ack));
         };
         let tag = typed::consumed(self.reply("basic.consume", request).await?)?;
-        Ok(Consumer::new(self.clone(), tag, no_ack))
-    }
-
-    /// Cancels a consumer (`basic.cancel`), waiting for `cancel-ok`. Takes
-    /// the tag as the API hands it out ([`Consumer::tag`]); a [`Consumer`]
-    /// of it then yields
-    /// [`Error::ConsumerCancelledByApplication`] once and ends (see also
-    /// [`Consumer::cancel`]).
-    ///
-    /// ```no_run
-    /// # async fn demo(channel: amqp_io_tokio::Channel, consumer: amqp_io_tokio::Consumer) -> amqp_io_tokio::Result<()> {
-    /// channel.basic_cancel(consumer.tag()).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn basic_cancel(&self, consumer_tag: &ShortString) -> Result<()> {
-        let cancel = BasicCancel {
-            consumer_tag: consumer_tag.clone(),
-            nowait: false,
-        };
-        self.call(cancel).await.map(drop)
+        let consumer = ConsumerHandle::new(self.channel, tag);
+        Ok(Consumer::new(self.clone(), consumer, no_ack))
     }
 
     /// Publishes a message. Waits first (up to the channel's timeout)
@@ -505,8 +215,8 @@ impl Channel {
         body: &Bytes,
     ) -> Result<std::result::Result<Confirmation, Readiness>> {
         let mut state = self.shared().lock();
-        state.channel(self.id, self.generation)?;
-        match state.publish_readiness(self.id) {
+        state.channel(self.channel)?;
+        match state.publish_readiness(self.channel) {
             Readiness::Ready => {
                 let idle = state.core.queued_output() == 0;
                 let confirmation = self.publish_now(&mut state, publish, properties, body.clone());
@@ -519,7 +229,7 @@ impl Channel {
                 confirmation.map(Ok)
             }
             Readiness::Closed => Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(
-                self.id,
+                self.channel.id(),
             ))),
             // Queued output drains only if the driver runs.
             Readiness::OutputFull => {
@@ -540,12 +250,10 @@ impl Channel {
     ) -> Result<Confirmation> {
         let sequence = state
             .core
-            .channel(self.id)?
+            .channel(self.channel)?
             .publish(publish, properties, body)?;
         Ok(match sequence {
-            Some(sequence) => {
-                Confirmation::track(self.shared(), self.id, self.generation, sequence)
-            }
+            Some(sequence) => Confirmation::track(self.shared(), self.channel, sequence),
             None => Confirmation::settled(),
         })
     }
@@ -568,24 +276,11 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub async fn wait_for_confirms(&self, timeout: Duration) -> Result<()> {
-        let wait = async {
-            loop {
-                let changed = self.shared().changed.notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
-                let done = self.shared().lock().poll_confirms(self.id, self.generation);
-                if let Some(result) = done {
-                    return result;
-                }
-                changed.await;
-            }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .unwrap_or(Err(Error::Timeout {
-                operation: "wait_for_confirms",
-                timeout,
-            }))
+        let channel = self.channel;
+        self.until("wait_for_confirms", timeout, |state| {
+            state.poll_confirms(channel)
+        })
+        .await
     }
 
     /// The messages the broker returns on this channel (unroutable
@@ -607,44 +302,6 @@ impl Channel {
         Returns::new(self.clone())
     }
 
-    /// Acknowledges a delivery (with `multiple`, every one up to it).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: amqp_io_tokio::Channel, tag: u64) -> amqp_io_tokio::Result<()> {
-    /// channel.ack(tag, false)?;
-    /// # Ok(()) }
-    /// ```
-    pub fn ack(&self, delivery_tag: u64, multiple: bool) -> Result<()> {
-        self.command(|state| Ok(state.core.channel(self.id)?.ack(delivery_tag, multiple)?))
-    }
-
-    /// Refuses deliveries (`basic.nack`), requeueing them or not.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: amqp_io_tokio::Channel, tag: u64) -> amqp_io_tokio::Result<()> {
-    /// channel.nack(tag, false, true)?;
-    /// # Ok(()) }
-    /// ```
-    pub fn nack(&self, delivery_tag: u64, multiple: bool, requeue: bool) -> Result<()> {
-        self.command(|state| {
-            Ok(state
-                .core
-                .channel(self.id)?
-                .nack(delivery_tag, multiple, requeue)?)
-        })
-    }
-
-    /// Refuses one delivery (`basic.reject`), requeueing it or not.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: amqp_io_tokio::Channel, tag: u64) -> amqp_io_tokio::Result<()> {
-    /// channel.reject(tag, false)?;
-    /// # Ok(()) }
-    /// ```
-    pub fn reject(&self, delivery_tag: u64, requeue: bool) -> Result<()> {
-        self.command(|state| Ok(state.core.channel(self.id)?.reject(delivery_tag, requeue)?))
-    }
-
     /// Closes the channel and waits for the server's `close-ok`.
     ///
     /// Cancellation: the close goes ahead.
@@ -655,55 +312,12 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub async fn close(&self) -> Result<()> {
-        self.command(|state| {
-            let handle = state.core.channel(self.id)?;
-            Ok(handle.close(ReplyCode::REPLY_SUCCESS, "closed by the application")?)
-        })?;
-        let wait = async {
-            loop {
-                let changed = self.shared().changed.notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
-                match self.shared().lock().channel(self.id, self.generation) {
-                    Err(Error::ChannelClosed(_)) => return Ok(()),
-                    Err(error) => return Err(error),
-                    Ok(_) => {}
-                }
-                changed.await;
-            }
-        };
-        tokio::time::timeout(self.timeout, wait)
-            .await
-            .unwrap_or(Err(Error::Timeout {
-                operation: "channel.close",
-                timeout: self.timeout,
-            }))
-    }
-
-    /// Why the channel closed, once it has.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: amqp_io_tokio::Channel) {
-    /// if let Some(reason) = channel.close_reason() {
-    ///     eprintln!("channel closed: {reason}");
-    /// }
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn close_reason(&self) -> Option<amqp_proto::CloseReason> {
-        match self.shared().lock().channel(self.id, self.generation) {
-            Err(Error::ChannelClosed(reason)) => Some(reason),
-            _ => None,
-        }
-    }
-}
-
-/// What lets a [`Delivery`](crate::Delivery) acknowledge itself: this
-/// channel's [`ack`](Channel::ack), [`nack`](Channel::nack) and
-/// [`reject`](Channel::reject), as one call.
-impl Settle for Channel {
-    fn settle(&self, delivery_tag: u64, how: amqp_proto::Settlement) -> Result<()> {
-        self.command(|state| Ok(state.core.channel(self.id)?.settle(delivery_tag, how)?))
+        self.start_close()?;
+        let channel = self.channel;
+        self.until("channel.close", self.timeout, |state| {
+            state.poll_channel_closed(channel)
+        })
+        .await
     }
 }
 
@@ -739,8 +353,7 @@ pub struct Confirmation {
 /// What an unresolved [`Confirmation`] needs to find its outcome.
 struct PendingConfirm {
     shared: Arc<Shared>,
-    channel: u16,
-    generation: u64,
+    channel: ChannelHandle,
     sequence: u64,
 }
 
@@ -772,14 +385,13 @@ impl Confirmation {
 
     /// Follows `sequence` on the channel; called under the state lock, so
     /// the driver cannot dispatch its confirm before it is counted.
-    fn track(shared: &Arc<Shared>, channel: u16, generation: u64, sequence: u64) -> Self {
+    fn track(shared: &Arc<Shared>, channel: ChannelHandle, sequence: u64) -> Self {
         shared.live_confirmations.fetch_add(1, Ordering::AcqRel);
         Self {
             sequence: Some(sequence),
             pending: Some(PendingConfirm {
                 shared: Arc::clone(shared),
                 channel,
-                generation,
                 sequence,
             }),
         }
@@ -804,9 +416,7 @@ impl PendingConfirm {
     fn check(&self, waker: &std::task::Waker) -> Option<Result<()>> {
         self.shared
             .lock()
-            .poll_confirm(self.channel, self.generation, self.sequence, || {
-                waker.clone()
-            })
+            .poll_confirm(self.channel, self.sequence, || waker.clone())
     }
 }
 

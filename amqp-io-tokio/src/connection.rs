@@ -170,17 +170,17 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     pub async fn channel(&self) -> Result<Channel> {
-        let (id, generation) = self.shared().lock().open_channel()?;
+        let channel = self.shared().lock().open_channel()?;
         self.shared().wake_driver.notify_one();
         let timeout = self.operation_timeout;
         let mut opening = OpenGuard {
             shared: self.shared(),
-            id,
+            channel,
             done: false,
         };
         let opened = std::future::poll_fn(|context| {
             let mut state = self.shared().lock();
-            match state.poll_open(id, || context.waker().clone()) {
+            match state.poll_open(channel, || context.waker().clone()) {
                 Some(result) => std::task::Poll::Ready(result),
                 None => match state.closed() {
                     Some(error) => {
@@ -202,12 +202,7 @@ impl Connection {
                 });
             }
         }
-        Ok(Channel::new(
-            Arc::clone(&self.handle),
-            id,
-            generation,
-            timeout,
-        ))
+        Ok(Channel::new(Arc::clone(&self.handle), channel, timeout))
     }
 
     /// The limits negotiated with the server.
@@ -425,14 +420,14 @@ impl Connection {
 /// when (if) it opens.
 struct OpenGuard<'a> {
     shared: &'a Arc<Shared>,
-    id: u16,
+    channel: amqp_proto::ChannelHandle,
     done: bool,
 }
 
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.shared.lock().abandon_open(self.id);
+            self.shared.lock().abandon_open(self.channel);
             self.shared.wake_driver.notify_one();
         }
     }

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use std::collections::VecDeque;
 
-use amqp_io_common::session::Polled;
+use amqp_io_common::session::{ConsumerHandle, Polled};
 use amqp_io_common::Result;
 use amqp_proto::codec::ShortString;
 use amqp_proto::Returned;
@@ -75,7 +75,7 @@ pub type Delivery = amqp_io_common::delivery::Delivery<Channel>;
 #[derive(Debug)]
 pub struct Consumer {
     channel: Channel,
-    tag: ShortString,
+    consumer: ConsumerHandle,
     no_ack: bool,
     /// Deliveries taken from the shared queue in one go and not yielded
     /// yet: one lock per batch instead of one per delivery, which keeps
@@ -86,10 +86,10 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    pub(crate) fn new(channel: Channel, tag: ShortString, no_ack: bool) -> Self {
+    pub(crate) fn new(channel: Channel, consumer: ConsumerHandle, no_ack: bool) -> Self {
         Self {
             channel,
-            tag,
+            consumer,
             no_ack,
             taken: VecDeque::new(),
             finished: false,
@@ -109,7 +109,7 @@ impl Consumer {
     /// ```
     #[must_use]
     pub fn tag(&self) -> &ShortString {
-        &self.tag
+        self.consumer.tag()
     }
 
     /// The channel it consumes on.
@@ -153,7 +153,7 @@ impl Consumer {
     /// # Ok(()) }
     /// ```
     pub async fn cancel(self) -> Result<()> {
-        self.channel.basic_cancel(&self.tag).await
+        self.channel.basic_cancel(self.consumer.tag()).await
     }
 }
 
@@ -167,13 +167,11 @@ impl Stream for Consumer {
         if self.finished {
             return Poll::Ready(None);
         }
-        let key = (self.channel.id(), self.tag.clone());
         let shared = std::sync::Arc::clone(self.channel.shared());
         let mut state = shared.lock();
-        let generation = self.channel.generation();
         let starved = !state.wants_input();
         let mut taken = std::mem::take(&mut self.taken);
-        let polled = state.poll_consumer(&key, generation, &mut taken, |waker| {
+        let polled = state.poll_consumer(&self.consumer, &mut taken, |waker| {
             *waker = Some(context.waker().clone());
         });
         self.taken = taken;
@@ -202,11 +200,10 @@ impl Stream for Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        let key = (self.channel.id(), self.tag.clone());
         // Taken but never yielded: back to the broker like the rest.
         let untaken = std::mem::take(&mut self.taken);
         let mut state = self.channel.shared().lock();
-        state.abandon_consumer_holding(&key, self.channel.generation(), self.no_ack, untaken);
+        state.abandon_consumer_holding(&self.consumer, self.no_ack, untaken);
         drop(state);
         self.channel.shared().wake_driver.notify_one();
     }
@@ -252,20 +249,10 @@ impl Stream for Returns {
     type Item = Returned;
 
     fn poll_next(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Returned>> {
-        let shared = self.channel.shared();
-        let mut state = shared.lock();
-        let connection_closed = state.closed().is_some();
-        let id = self.channel.id();
-        let Some(channel) = state.ledger().channel_record(id) else {
-            return Poll::Ready(None);
-        };
-        if let Some(returned) = channel.returns.pop_front() {
-            return Poll::Ready(Some(returned));
-        }
-        if channel.closed.is_some() || connection_closed {
-            return Poll::Ready(None);
-        }
-        channel.extra.returns_waker = Some(context.waker().clone());
-        Poll::Pending
+        let mut state = self.channel.shared().lock();
+        let polled = state.poll_returned(self.channel.handle(), |channel| {
+            channel.returns_waker = Some(context.waker().clone());
+        });
+        polled.map_or(Poll::Pending, Poll::Ready)
     }
 }

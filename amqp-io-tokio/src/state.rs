@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use amqp_io_common::session::{Attach, Session};
 use amqp_io_common::ConnectOptions;
-use amqp_proto::{Failure, RequestId};
+use amqp_proto::{ChannelHandle, Failure, RequestId};
 use tokio::sync::{watch, Notify};
 
 pub(crate) use amqp_io_common::session::Reply;
@@ -117,12 +117,16 @@ impl Shared {
         state.dispatch(self.live_confirmations.load(Ordering::Acquire));
     }
 
-    /// Waits for `request`'s reply on channel `id` (of this connection's
-    /// session); dropping the future gives back what the reply carries.
-    pub(crate) fn reply(self: &Arc<Self>, id: u16, request: RequestId) -> ReplyFuture {
+    /// Waits for `request`'s reply on `channel`; dropping the future
+    /// gives back what the reply carries.
+    pub(crate) fn reply(
+        self: &Arc<Self>,
+        channel: ChannelHandle,
+        request: RequestId,
+    ) -> ReplyFuture {
         ReplyFuture {
             shared: Arc::clone(self),
-            id,
+            channel,
             request,
             done: false,
         }
@@ -138,7 +142,7 @@ impl Shared {
 /// A request's reply, awaited; see [`Shared::reply`].
 pub(crate) struct ReplyFuture {
     shared: Arc<Shared>,
-    id: u16,
+    channel: ChannelHandle,
     request: RequestId,
     done: bool,
 }
@@ -176,7 +180,7 @@ impl Drop for ReplyFuture {
         }
         let mut state = self.shared.lock();
         let idle = state.core.queued_output() == 0;
-        state.abandon_reply(self.id, self.request);
+        state.abandon_reply(self.channel, self.request);
         let queued = idle && state.core.queued_output() > 0;
         drop(state);
         if queued {

@@ -63,7 +63,7 @@ fn open_connection(confirms: bool) -> Connection {
         &mut connection,
         server_method(0, spec::ConnectionOpenOk::default()),
     );
-    let channel = connection.open_channel().unwrap();
+    let channel = connection.open_channel().unwrap().id();
     feed(
         &mut connection,
         server_method(channel, spec::ChannelOpenOk::default()),

@@ -77,9 +77,9 @@
 //! while connection.poll_transmit(start).is_some() {} // channel.open, queue.declare, publish
 //!
 //! // Replies arrive in order and name the request they answer.
-//! connection.handle_input(&server(channel, spec::ChannelOpenOk::default()), start);
+//! connection.handle_input(&server(channel.id(), spec::ChannelOpenOk::default()), start);
 //! let declare_ok = spec::QueueDeclareOk { queue: "jobs".into(), message_count: 0, consumer_count: 0 };
-//! connection.handle_input(&server(channel, declare_ok), start);
+//! connection.handle_input(&server(channel.id(), declare_ok), start);
 //! assert!(matches!(connection.poll_event(), Some(Event::ChannelOpened { .. })));
 //! match connection.poll_event() {
 //!     Some(Event::Reply { request, method: Method::QueueDeclareOk(ok), .. }) => {
@@ -176,7 +176,7 @@ pub mod recovery;
 pub mod spec;
 pub mod uri;
 
-pub use channel::{ChannelRef, Settlement};
+pub use channel::{ChannelHandle, ChannelKey, ChannelRef, Settlement};
 pub use connection::{Config, Connection, Readiness, SaslMechanism, Tuning};
 pub use error::{
     CloseReason, ConnectionError, DecodeError, EncodeError, Initiator, ProtocolViolation,

@@ -322,7 +322,45 @@ fn a_channel_closed_by_the_server_fails_what_is_outstanding() {
     ));
     assert!(matches!(&events[3], Event::ChannelClosed { channel: id, .. } if *id == channel));
     // The id is free again.
-    assert_eq!(peer.connection.open_channel(), Ok(channel));
+    let reopened = peer.connection.open_channel().expect("the id is free");
+    assert_eq!(reopened.id(), channel);
+}
+
+#[test]
+fn a_handle_of_a_closed_opening_names_nothing_once_its_id_is_reused() {
+    let mut peer = Peer::new(Config::default());
+    peer.handshake(0);
+    peer.events();
+    let first = peer.connection.open_channel().expect("opens");
+    peer.expect_methods(&["channel.open"]);
+    peer.send(first.id(), spec::ChannelOpenOk::default());
+    peer.events();
+    peer.connection
+        .channel(first)
+        .expect("open")
+        .close(ReplyCode::REPLY_SUCCESS, "done")
+        .expect("closes");
+    peer.expect_methods(&["channel.close"]);
+    peer.send(first.id(), spec::ChannelCloseOk::default());
+    peer.events();
+
+    let second = peer.connection.open_channel().expect("the id is free");
+    assert_eq!(second.id(), first.id());
+    assert_ne!(second, first);
+    assert_eq!(peer.connection.channel_handle(first.id()), Some(second));
+    // The old handle must not reach the new channel: an ack of an old
+    // delivery tag would settle another message.
+    assert!(matches!(
+        peer.connection.channel(first),
+        Err(amqp_proto::UsageError::ChannelNotOpen(id)) if id == first.id()
+    ));
+    assert_eq!(
+        peer.connection.publish_readiness(first),
+        amqp_proto::Readiness::Closed
+    );
+    assert!(peer.connection.channel(second).is_ok());
+    // A bare id names whatever is open on it now.
+    assert!(peer.connection.channel(first.id()).is_ok());
 }
 
 #[test]

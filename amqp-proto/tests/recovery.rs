@@ -523,3 +523,50 @@ fn a_channel_being_closed_when_the_connection_fails_is_not_recovered() {
     let ids: Vec<u16> = topology.channels().iter().map(|c| c.id).collect();
     assert_eq!(ids, vec![kept]);
 }
+
+#[test]
+fn a_recovered_channel_keeps_its_handle_and_new_openings_get_new_epochs() {
+    let mut peer = Peer::new(recording());
+    peer.handshake(0);
+    peer.events();
+    let kept = peer.connection.open_channel().expect("opens");
+    answer(&mut peer, 1, "channel.open", spec::ChannelOpenOk::default());
+    let closed = peer.connection.open_channel().expect("opens");
+    answer(&mut peer, 2, "channel.open", spec::ChannelOpenOk::default());
+    peer.connection
+        .channel(closed)
+        .unwrap()
+        .close(ReplyCode::REPLY_SUCCESS, "done")
+        .unwrap();
+    answer(
+        &mut peer,
+        2,
+        "channel.close",
+        spec::ChannelCloseOk::default(),
+    );
+    peer.events();
+    peer.connection.handle_transport_closed("reset by peer");
+    let topology = peer.connection.topology().cloned().expect("recording");
+
+    let mut peer = recovering(topology);
+    peer.events();
+    answer(&mut peer, 1, "channel.open", spec::ChannelOpenOk::default());
+    assert!(matches!(
+        peer.events().as_slice(),
+        [Event::Recovered { .. }]
+    ));
+    assert!(
+        peer.connection.channel(kept).is_ok(),
+        "a handle from before the failure names the recovered channel"
+    );
+    assert_eq!(peer.connection.channel_handle(1), Some(kept));
+    // Channel 2 was closed before the failure: its id is handed out again,
+    // and the old handle must not name the new opening.
+    let reopened = peer.connection.open_channel().expect("opens");
+    assert_eq!(reopened.id(), closed.id());
+    assert!(reopened.epoch() > closed.epoch());
+    assert_eq!(
+        peer.connection.channel(closed).err(),
+        Some(UsageError::ChannelNotOpen(2))
+    );
+}

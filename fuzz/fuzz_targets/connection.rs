@@ -38,7 +38,7 @@ fn recorded_topology() -> &'static Topology {
         for bytes in handshake() {
             connection.handle_input(&bytes, now);
         }
-        let id = connection.open_channel().expect("open");
+        let id = connection.open_channel().expect("open").id();
         connection.handle_input(&server(id, spec::ChannelOpenOk::default()), now);
         let steps: [(Method, Method); 6] = [
             (spec::ConfirmSelect::default().into(), spec::ConfirmSelectOk {}.into()),
@@ -102,8 +102,8 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn open_and_publish(connection: &mut Connection, now: Instant) {
-    let first = connection.open_channel().expect("open");
-    let second = connection.open_channel().expect("open");
+    let first = connection.open_channel().expect("open").id();
+    let second = connection.open_channel().expect("open").id();
     connection.handle_input(&server(first, spec::ChannelOpenOk::default()), now);
     connection.handle_input(&server(second, spec::ChannelOpenOk::default()), now);
     let mut channel = connection.channel(first).expect("channel");

@@ -45,7 +45,7 @@ fn open() -> Connection {
     connection.handle_input(&server(0, tune), now);
     connection.handle_input(&server(0, spec::ConnectionOpenOk::default()), now);
     let channel = connection.open_channel().unwrap();
-    connection.handle_input(&server(channel, spec::ChannelOpenOk::default()), now);
+    connection.handle_input(&server(channel.id(), spec::ChannelOpenOk::default()), now);
     while connection.poll_transmit(now).is_some() {}
     while connection.poll_event().is_some() {}
     connection

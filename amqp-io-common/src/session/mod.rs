@@ -22,8 +22,8 @@ use amqp_proto::recovery::{Decision, RecoveryEvent, Supervisor};
 use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{BasicCancel, BasicReject, Method};
 use amqp_proto::{
-    Config, Connection as Core, ConnectionError, Delivery, Event, Failure, Readiness, RequestId,
-    Tuning, UsageError,
+    ChannelHandle, Config, Connection as Core, ConnectionError, Delivery, Event, Failure,
+    Readiness, RequestId, Returned, Tuning, UsageError,
 };
 
 use crate::ledger::{ChannelRecord, Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
@@ -107,11 +107,43 @@ pub enum Polled {
     Ended(Error),
 }
 
+/// One consumer on one opening of its channel: what an adapter's
+/// consumer handle holds to poll it, cancel it or give it up. Once the
+/// channel closes and its id is reused, it names nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerHandle {
+    key: ConsumerKey,
+    channel: ChannelHandle,
+}
+
+impl ConsumerHandle {
+    /// The consumer `tag` on the channel opening `channel`.
+    #[must_use]
+    pub fn new(channel: ChannelHandle, tag: ShortString) -> Self {
+        Self {
+            key: (channel.id(), tag),
+            channel,
+        }
+    }
+
+    /// Its channel's opening.
+    #[must_use]
+    pub fn channel(&self) -> ChannelHandle {
+        self.channel
+    }
+
+    /// Its consumer tag.
+    #[must_use]
+    pub fn tag(&self) -> &ShortString {
+        &self.key.1
+    }
+}
+
 /// A `basic.consume` awaiting its `consume-ok`.
 #[derive(Debug)]
 pub struct PendingConsume<K> {
     /// The opening of the channel it was sent on.
-    pub generation: u64,
+    pub channel: ChannelHandle,
     /// Whether its deliveries need no acknowledgement.
     pub no_ack: bool,
     /// What the adapter keeps for the consumer.
@@ -301,10 +333,46 @@ impl<A: Attach> Session<A> {
     /// The channel's record, or why it is unusable.
     pub fn channel(
         &mut self,
-        id: u16,
-        generation: u64,
+        channel: ChannelHandle,
     ) -> Result<&mut ChannelRecord<A::Channel>, Error> {
-        self.ledger.channel(id, generation)
+        self.ledger.channel(channel)
+    }
+
+    /// The next message the broker returned on `channel` (`Some(Some)`),
+    /// or `Some(None)` once no more can come (the channel closed, or the
+    /// connection ended); `None` while none waits, after `wait` registered
+    /// how to be woken in the channel's record.
+    pub fn poll_returned(
+        &mut self,
+        channel: ChannelHandle,
+        wait: impl FnOnce(&mut A::Channel),
+    ) -> Option<Option<Returned>> {
+        let connection_closed = self.ledger.connection_error().is_some();
+        let record = self
+            .ledger
+            .channel_record(channel.id())
+            .filter(|record| record.handle == channel);
+        let Some(record) = record else {
+            return Some(None);
+        };
+        if let Some(returned) = record.returns.pop_front() {
+            return Some(Some(returned));
+        }
+        if record.closed.is_some() || connection_closed {
+            return Some(None);
+        }
+        wait(&mut record.extra);
+        None
+    }
+
+    /// `Some` once `channel`'s close is done: the server's close-ok came
+    /// (`Ok`), or the connection ended first (its error).
+    pub fn poll_channel_closed(&mut self, channel: ChannelHandle) -> Option<Result<(), Error>> {
+        match self.ledger.channel(channel) {
+            Err(Error::ChannelClosed(_)) => Some(Ok(())),
+            Err(error) => Some(Err(error)),
+            Ok(_) => None,
+        }
     }
 
     /// True while the socket should be read: the core has room, the
@@ -327,25 +395,24 @@ impl<A: Attach> Session<A> {
         (Duration::from_secs(u64::from(heartbeat)) * 2).max(MIN_WRITE_TIMEOUT)
     }
 
-    /// Opens a channel: its id, with the opening's generation; wait for
-    /// it with [`poll_open`](Self::poll_open).
-    pub fn open_channel(&mut self) -> Result<(u16, u64), Error> {
+    /// Opens a channel; wait for it with [`poll_open`](Self::poll_open).
+    pub fn open_channel(&mut self) -> Result<ChannelHandle, Error> {
         if let Some(error) = self.closed() {
             return Err(Error::ConnectionClosed(error.clone()));
         }
-        let id = self.core.open_channel()?;
-        let generation = self.ledger.open_channel(id, A::Channel::default());
-        self.opens.expect(id);
-        Ok((id, generation))
+        let channel = self.core.open_channel()?;
+        self.ledger.open_channel(channel, A::Channel::default());
+        self.opens.expect(channel.id());
+        Ok(channel)
     }
 
-    /// The open of channel `id` is done (`Some`), or `waker` is kept.
+    /// The open of `channel` is done (`Some`), or `waker` is kept.
     pub fn poll_open(
         &mut self,
-        id: u16,
+        channel: ChannelHandle,
         waker: impl FnOnce() -> A::Waker,
     ) -> Option<Result<(), Error>> {
-        match self.opens.poll(&id, waker)? {
+        match self.opens.poll(&channel.id(), waker)? {
             Ok(_) => Some(Ok(())),
             Err(failure) => Some(Err(failure.into())),
         }
@@ -353,26 +420,25 @@ impl<A: Attach> Session<A> {
 
     /// The opener stopped waiting: a channel that opens after all is
     /// closed again.
-    pub fn abandon_open(&mut self, id: u16) {
+    pub fn abandon_open(&mut self, channel: ChannelHandle) {
         if self
             .opens
-            .abandon(id)
+            .abandon(channel.id())
             .is_some_and(|outcome| outcome.is_ok())
         {
-            self.close_unwanted_channel(id);
+            self.close_unwanted_channel(channel);
         }
     }
 
-    /// Sends `method` on channel `id` (of opening `generation`); with a
-    /// reply to come, registers its waiter and returns the request.
+    /// Sends `method` on `channel`; with a reply to come, registers its
+    /// waiter and returns the request.
     pub fn request(
         &mut self,
-        id: u16,
-        generation: u64,
+        channel: ChannelHandle,
         method: Method,
     ) -> Result<Option<RequestId>, Error> {
-        self.ledger.channel(id, generation)?;
-        let request = self.core.channel(id)?.request(method)?;
+        self.ledger.channel(channel)?;
+        let request = self.core.channel(channel)?.request(method)?;
         if let Some(request) = request {
             self.replies.expect(request);
         }
@@ -389,41 +455,41 @@ impl<A: Attach> Session<A> {
 
     /// Sends a `basic.consume` (with a tag the core makes up, if it names
     /// none) whose consumer gets `extra` once the server confirms it (at
-    /// once with `nowait`). Returns the tag, and the request its consume-ok
-    /// answers.
+    /// once with `nowait`). Returns the consumer, and the request its
+    /// consume-ok answers.
     pub fn consume(
         &mut self,
-        id: u16,
-        generation: u64,
+        channel: ChannelHandle,
         consume: amqp_proto::spec::BasicConsume,
         extra: A::Consumer,
-    ) -> Result<(ShortString, Option<RequestId>), Error> {
+    ) -> Result<(ConsumerHandle, Option<RequestId>), Error> {
         let no_ack = consume.no_ack;
         let nowait = consume.nowait;
-        self.ledger.channel(id, generation)?;
-        let (tag, request) = self.core.channel(id)?.consume(consume)?;
+        self.ledger.channel(channel)?;
+        let (tag, request) = self.core.channel(channel)?.consume(consume)?;
         if let Some(request) = request {
             self.replies.expect(request);
         }
         let pending = PendingConsume {
-            generation,
+            channel,
             no_ack,
             extra,
         };
+        let consumer = ConsumerHandle::new(channel, tag);
         match request {
             Some(request) => {
                 self.pending_consumes.insert(request, pending);
             }
-            None if nowait => self.register_consumer((id, tag.clone()), pending),
+            None if nowait => self.register_consumer(consumer.key.clone(), pending),
             None => {}
         }
-        Ok((tag, request))
+        Ok((consumer, request))
     }
 
     /// Starts the record deliveries for `key` are sorted into.
-    pub fn register_consumer(&mut self, key: ConsumerKey, pending: PendingConsume<A::Consumer>) {
+    fn register_consumer(&mut self, key: ConsumerKey, pending: PendingConsume<A::Consumer>) {
         self.ledger
-            .register_consumer(key, pending.generation, pending.no_ack, pending.extra);
+            .register_consumer(key, pending.channel, pending.no_ack, pending.extra);
     }
 
     /// The reply to `request` (`Some`), or `waker` is kept.
@@ -435,11 +501,12 @@ impl<A: Attach> Session<A> {
         self.replies.poll(&request, waker)
     }
 
-    /// The caller stopped waiting for `request` on channel `id` (timed
-    /// out, or dropped its future): what its reply carries (a message, a
+    /// The caller stopped waiting for `request` on `channel` (timed out,
+    /// or dropped its future): what its reply carries (a message, a
     /// consumer) is given back to the broker, whether it is already in or
     /// comes later.
-    pub fn abandon_reply(&mut self, id: u16, request: RequestId) {
+    pub fn abandon_reply(&mut self, channel: ChannelHandle, request: RequestId) {
+        let id = channel.id();
         // A consume keeps its pending record: its consume-ok still starts
         // the consumer, which is then cancelled and its deliveries given
         // back.
@@ -449,54 +516,44 @@ impl<A: Attach> Session<A> {
                 delivery_tag: message.delivery_tag,
             }]),
             Some(Ok(Reply::Method(Method::BasicConsumeOk(ok)))) => {
-                let key = (id, ok.consumer_tag);
-                let generation = self
-                    .ledger
-                    .consumer(&key)
-                    .map(|consumer| consumer.generation);
-                if let Some(generation) = generation {
-                    self.abandon_consumer(&key, generation);
-                }
+                self.abandon_consumer(&ConsumerHandle::new(channel, ok.consumer_tag));
             }
             _ => {}
         }
     }
 
-    /// How the publish `sequence` of channel `id` (of opening
-    /// `generation`) was settled: `None` while its confirm is still out
-    /// (then `waker` is woken when it comes), else `Ok` for an ack or the
-    /// nack or failure that settled it. A reused channel id numbers its
-    /// publishes afresh, so only this opening's are asked about.
+    /// How the publish `sequence` of `channel` was settled: `None` while
+    /// its confirm is still out (then `waker` is woken when it comes), else
+    /// `Ok` for an ack or the nack or failure that settled it. A reused
+    /// channel id numbers its publishes afresh, so only this opening's are
+    /// asked about.
     pub fn poll_confirm(
         &mut self,
-        id: u16,
-        generation: u64,
+        channel: ChannelHandle,
         sequence: u64,
         waker: impl FnOnce() -> A::Waker,
     ) -> Option<Result<(), Error>> {
-        let current = self
-            .ledger
-            .channel_record(id)
-            .is_some_and(|record| record.generation == generation);
-        if current && self.core.is_unconfirmed(id, sequence) {
+        let id = channel.id();
+        if self.core.is_unconfirmed(channel, sequence) {
             self.confirm_waiters.insert((id, sequence), waker());
             return None;
         }
         self.confirm_waiters.remove(&(id, sequence));
-        Some(self.ledger.take_confirm_outcome(id, generation, sequence))
+        Some(self.ledger.take_confirm_outcome(channel, sequence))
     }
 
     /// The caller of [`poll_confirm`](Self::poll_confirm) stopped waiting.
-    pub fn forget_confirm_waiter(&mut self, id: u16, sequence: u64) {
-        self.confirm_waiters.remove(&(id, sequence));
+    pub fn forget_confirm_waiter(&mut self, channel: ChannelHandle, sequence: u64) {
+        self.confirm_waiters.remove(&(channel.id(), sequence));
     }
 
     /// Whether a publisher on `id` may go on: the core's answer, except
     /// that once the confirm window was full it stays so until half of it
     /// drained, so a waiting publisher is woken once per half window
     /// rather than once per ack.
-    pub fn publish_readiness(&mut self, id: u16) -> Readiness {
-        let readiness = self.core.publish_readiness(id);
+    pub fn publish_readiness(&mut self, channel: ChannelHandle) -> Readiness {
+        let id = channel.id();
+        let readiness = self.core.publish_readiness(channel);
         let index = self.window_full.iter().position(|full| *full == id);
         match (readiness, index) {
             (Readiness::ConfirmWindowFull, None) => {
@@ -562,8 +619,10 @@ impl<A: Attach> Session<A> {
 
     /// A consumer handle went away: give back what it did not take, cancel
     /// it with the server, and give back what arrives meanwhile.
-    pub fn abandon_consumer(&mut self, key: &ConsumerKey, generation: u64) {
-        let cleanup = self.ledger.abandon_consumer(key, generation);
+    pub fn abandon_consumer(&mut self, consumer: &ConsumerHandle) {
+        let cleanup = self
+            .ledger
+            .abandon_consumer(&consumer.key, consumer.channel);
         self.clean_up(cleanup);
     }
 
@@ -572,8 +631,7 @@ impl<A: Attach> Session<A> {
     /// the consumer needs no acknowledgements.
     pub fn abandon_consumer_holding(
         &mut self,
-        key: &ConsumerKey,
-        generation: u64,
+        consumer: &ConsumerHandle,
         no_ack: bool,
         untaken: impl IntoIterator<Item = Delivery>,
     ) {
@@ -583,31 +641,33 @@ impl<A: Attach> Session<A> {
             untaken
                 .into_iter()
                 .map(|delivery| Cleanup::Requeue {
-                    channel: key.0,
+                    channel: consumer.channel.id(),
                     delivery_tag: delivery.delivery_tag,
                 })
                 .collect()
         };
-        cleanup.extend(self.ledger.abandon_consumer(key, generation));
+        cleanup.extend(
+            self.ledger
+                .abandon_consumer(&consumer.key, consumer.channel),
+        );
         self.clean_up(cleanup);
     }
 
-    /// Moves the deliveries a consumer (of channel opening `generation`)
-    /// holds to the end of `into`, and says what its reader sees next; see
-    /// [`Polled`]. `None` while it waits, after `wait` registered how to be
-    /// woken in its record.
+    /// Moves the deliveries a consumer holds to the end of `into`, and
+    /// says what its reader sees next; see [`Polled`]. `None` while it
+    /// waits, after `wait` registered how to be woken in its record.
     pub fn poll_consumer(
         &mut self,
-        key: &ConsumerKey,
-        generation: u64,
+        consumer: &ConsumerHandle,
         into: &mut VecDeque<Delivery>,
         wait: impl FnOnce(&mut A::Consumer),
     ) -> Option<Polled> {
+        let key = &consumer.key;
         let gone = || Error::Usage(UsageError::ChannelNotOpen(key.0));
         let current = self
             .ledger
             .consumer(key)
-            .is_some_and(|consumer| consumer.generation == generation);
+            .is_some_and(|record| record.channel == consumer.channel);
         if !current {
             return Some(Polled::Ended(gone()));
         }
@@ -630,15 +690,12 @@ impl<A: Attach> Session<A> {
     /// The next delivery of a consumer, one at a time; see
     /// [`poll_consumer`](Self::poll_consumer). A refused message comes as
     /// [`Error::MessageRefused`], and the consumer goes on.
-    pub fn next_delivery(
-        &mut self,
-        key: &ConsumerKey,
-        generation: u64,
-    ) -> Option<Result<Delivery, Error>> {
+    pub fn next_delivery(&mut self, consumer: &ConsumerHandle) -> Option<Result<Delivery, Error>> {
+        let key = &consumer.key;
         let current = self
             .ledger
             .consumer(key)
-            .is_some_and(|consumer| consumer.generation == generation);
+            .is_some_and(|record| record.channel == consumer.channel);
         if !current {
             return Some(Err(Error::Usage(UsageError::ChannelNotOpen(key.0))));
         }
@@ -652,20 +709,19 @@ impl<A: Attach> Session<A> {
         Some(Err(end.error(&key.1)))
     }
 
-    /// True once every publish of channel `id` (of opening `generation`) is
-    /// confirmed: then the batch's verdict (see
-    /// [`ChannelRecord::take_confirm_result`]).
-    pub fn poll_confirms(&mut self, id: u16, generation: u64) -> Option<Result<(), Error>> {
-        if self.core.unconfirmed(id) > 0 {
+    /// True once every publish of `channel` is confirmed: then the batch's
+    /// verdict (see [`ChannelRecord::take_confirm_result`]).
+    pub fn poll_confirms(&mut self, channel: ChannelHandle) -> Option<Result<(), Error>> {
+        if self.core.unconfirmed(channel) > 0 {
             return None;
         }
         let record = self
             .ledger
-            .channel_record(id)
-            .filter(|record| record.generation == generation);
+            .channel_record(channel.id())
+            .filter(|record| record.handle == channel);
         Some(match record {
             Some(record) => record.take_confirm_result(),
-            None => Err(Error::Usage(UsageError::ChannelNotOpen(id))),
+            None => Err(Error::Usage(UsageError::ChannelNotOpen(channel.id()))),
         })
     }
 
@@ -844,9 +900,7 @@ impl<A: Attach> Session<A> {
 
     fn replied(&mut self, channel: u16, request: RequestId, method: Method) {
         let started = match &method {
-            Method::BasicConsumeOk(ok) => {
-                self.consumer_started(channel, request, ok.consumer_tag.clone())
-            }
+            Method::BasicConsumeOk(ok) => self.consumer_started(request, ok.consumer_tag.clone()),
             Method::BasicCancelOk(ok) => {
                 let end = ConsumerEnd::Cancelled;
                 if let Some(extra) = self.ledger.consumer_ended(channel, &ok.consumer_tag, end) {
@@ -860,26 +914,20 @@ impl<A: Attach> Session<A> {
             .replies
             .answer(&request, Ok(Reply::Method(method)))
             .is_some();
-        if let (true, Some((key, generation))) = (unwanted, started) {
-            self.abandon_consumer(&key, generation);
+        if let (true, Some(consumer)) = (unwanted, started) {
+            self.abandon_consumer(&consumer);
         }
     }
 
-    fn consumer_started(
-        &mut self,
-        channel: u16,
-        request: RequestId,
-        tag: ShortString,
-    ) -> Option<(ConsumerKey, u64)> {
+    fn consumer_started(&mut self, request: RequestId, tag: ShortString) -> Option<ConsumerHandle> {
         let pending = self.pending_consumes.remove(&request)?;
-        let key = (channel, tag);
-        let generation = pending.generation;
-        self.register_consumer(key.clone(), pending);
-        Some((key, generation))
+        let consumer = ConsumerHandle::new(pending.channel, tag);
+        self.register_consumer(consumer.key.clone(), pending);
+        Some(consumer)
     }
 
-    fn close_unwanted_channel(&mut self, id: u16) {
-        if let Ok(handle) = self.core.channel(id) {
+    fn close_unwanted_channel(&mut self, channel: impl amqp_proto::ChannelKey) {
+        if let Ok(handle) = self.core.channel(channel) {
             let _ = handle.close(ReplyCode::REPLY_SUCCESS, "abandoned");
         }
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use amqp_proto::codec::{encode_method_frame, BasicProperties, DecodeLimits, Frame, FrameDecoder};
 use amqp_proto::spec::{self, Method};
-use amqp_proto::{Backoff, Config, ConnectionError, Readiness};
+use amqp_proto::{Backoff, ChannelHandle, Config, ConnectionError, Readiness};
 use bytes::BytesMut;
 
 use super::{Attach, Session};
@@ -96,20 +96,24 @@ impl Scripted {
         assert!(self.session.opened().is_some());
     }
 
-    /// Opens a channel in confirm mode; its id and generation.
-    fn confirming_channel(&mut self) -> (u16, u64) {
-        let (id, generation) = self.session.open_channel().unwrap();
+    /// Opens a channel in confirm mode; its id and handle.
+    fn confirming_channel(&mut self) -> (u16, ChannelHandle) {
+        let channel = self.session.open_channel().unwrap();
+        let id = channel.id();
         self.send(id, spec::ChannelOpenOk::default());
-        assert!(matches!(self.session.poll_open(id, || ()), Some(Ok(()))));
+        assert!(matches!(
+            self.session.poll_open(channel, || ()),
+            Some(Ok(()))
+        ));
         let request = self
             .session
-            .request(id, generation, spec::ConfirmSelect::default().into())
+            .request(channel, spec::ConfirmSelect::default().into())
             .unwrap()
             .unwrap();
         self.send(id, spec::ConfirmSelectOk {});
         assert!(self.session.poll_reply(request, || ()).is_some());
         self.sent();
-        (id, generation)
+        (id, channel)
     }
 
     fn publish(&mut self, id: u16) -> u64 {
@@ -130,12 +134,12 @@ fn a_full_confirm_window_resumes_at_half_for_every_adapter() {
     config.max_unconfirmed = 4;
     let mut scripted = Scripted::new(config, None);
     scripted.open(0);
-    let (id, _) = scripted.confirming_channel();
+    let (id, channel) = scripted.confirming_channel();
     for _ in 0..4 {
         scripted.publish(id);
     }
     assert_eq!(
-        scripted.session.publish_readiness(id),
+        scripted.session.publish_readiness(channel),
         Readiness::ConfirmWindowFull
     );
     let ack = |tag| spec::BasicAck {
@@ -144,7 +148,7 @@ fn a_full_confirm_window_resumes_at_half_for_every_adapter() {
     };
     scripted.send(id, ack(1));
     assert_eq!(
-        scripted.session.publish_readiness(id),
+        scripted.session.publish_readiness(channel),
         Readiness::ConfirmWindowFull,
         "three out: not yet half"
     );
@@ -154,22 +158,28 @@ fn a_full_confirm_window_resumes_at_half_for_every_adapter() {
         scripted.session.take_window_opened(),
         "publishers are woken once"
     );
-    assert_eq!(scripted.session.publish_readiness(id), Readiness::Ready);
+    assert_eq!(
+        scripted.session.publish_readiness(channel),
+        Readiness::Ready
+    );
     // Below the window, readiness follows the core again at once.
     scripted.publish(id);
-    assert_eq!(scripted.session.publish_readiness(id), Readiness::Ready);
+    assert_eq!(
+        scripted.session.publish_readiness(channel),
+        Readiness::Ready
+    );
 }
 
 #[test]
 fn refusals_are_kept_while_a_confirmation_lives() {
     let mut scripted = Scripted::new(Config::default(), None);
     scripted.open(0);
-    let (id, generation) = scripted.confirming_channel();
+    let (id, channel) = scripted.confirming_channel();
     let first = scripted.publish(id);
     let second = scripted.publish(id);
     assert!(scripted
         .session
-        .poll_confirm(id, generation, first, || ())
+        .poll_confirm(channel, first, || ())
         .is_none());
     let mut bytes = BytesMut::new();
     let nack = spec::BasicNack {
@@ -182,7 +192,7 @@ fn refusals_are_kept_while_a_confirmation_lives() {
     // One confirmation handle lives: the nack is kept for it.
     scripted.session.dispatch(1, scripted.now);
     assert!(matches!(
-        scripted.session.poll_confirm(id, generation, first, || ()),
+        scripted.session.poll_confirm(channel, first, || ()),
         Some(Err(Error::Nacked(1)))
     ));
     // With none alive, nothing is kept (nobody could ask).
@@ -196,7 +206,7 @@ fn refusals_are_kept_while_a_confirmation_lives() {
     scripted.session.core.handle_input(&bytes, scripted.now);
     scripted.session.dispatch(0, scripted.now);
     assert!(matches!(
-        scripted.session.poll_confirm(id, generation, second, || ()),
+        scripted.session.poll_confirm(channel, second, || ()),
         Some(Ok(()))
     ));
 }
@@ -227,7 +237,7 @@ fn a_failure_is_recovered_through_the_supervisor() {
     };
     let mut scripted = Scripted::new(Config::default(), Some(backoff));
     scripted.open(0);
-    let (id, generation) = scripted.confirming_channel();
+    let (id, channel) = scripted.confirming_channel();
     scripted.session.core.handle_transport_closed("reset");
     scripted.session.dispatch(0, scripted.now);
     assert!(scripted.session.closed().is_none(), "not over: recovering");
@@ -259,7 +269,7 @@ fn a_failure_is_recovered_through_the_supervisor() {
     ));
     assert!(!scripted.session.is_recovering());
     assert!(
-        scripted.session.channel(id, generation).is_ok(),
+        scripted.session.channel(channel).is_ok(),
         "the handle works on"
     );
 }
@@ -288,15 +298,15 @@ fn closing_between_sockets_gives_up_at_once() {
 fn a_reply_nobody_waits_for_is_given_back() {
     let mut scripted = Scripted::new(Config::default(), None);
     scripted.open(0);
-    let (id, generation) = scripted.confirming_channel();
+    let (id, channel) = scripted.confirming_channel();
     let request = scripted
         .session
-        .request(id, generation, spec::BasicGet::default().into())
+        .request(channel, spec::BasicGet::default().into())
         .unwrap()
         .unwrap();
     scripted.sent();
     // The caller timed out before the message came.
-    scripted.session.abandon_reply(id, request);
+    scripted.session.abandon_reply(channel, request);
     let get_ok = spec::BasicGetOk {
         delivery_tag: 1,
         redelivered: false,
@@ -325,15 +335,15 @@ fn a_refused_delivery_is_reported_to_its_consumer_which_goes_on() {
     config.max_body_size = 4;
     let mut scripted = Scripted::new(config, None);
     scripted.open(0);
-    let (id, generation) = scripted.confirming_channel();
-    let (tag, request) = scripted
+    let (id, channel) = scripted.confirming_channel();
+    let (consumer, request) = scripted
         .session
-        .consume(id, generation, spec::BasicConsume::default(), ())
+        .consume(channel, spec::BasicConsume::default(), ())
         .unwrap();
     scripted.send(
         id,
         spec::BasicConsumeOk {
-            consumer_tag: tag.clone(),
+            consumer_tag: consumer.tag().clone(),
         },
     );
     assert!(scripted
@@ -345,7 +355,7 @@ fn a_refused_delivery_is_reported_to_its_consumer_which_goes_on() {
     let mut bytes = BytesMut::new();
     for (delivery_tag, body) in [(1, &b"too long"[..]), (2, &b"ok"[..])] {
         let deliver = spec::BasicDeliver {
-            consumer_tag: tag.clone(),
+            consumer_tag: consumer.tag().clone(),
             delivery_tag,
             redelivered: false,
             exchange: "".into(),
@@ -368,19 +378,18 @@ fn a_refused_delivery_is_reported_to_its_consumer_which_goes_on() {
         vec!["basic.reject"],
         "the core rejected it"
     );
-    let key = (id, tag);
     let mut into = VecDeque::new();
     assert!(matches!(
         scripted
             .session
-            .poll_consumer(&key, generation, &mut into, |()| {}),
+            .poll_consumer(&consumer, &mut into, |()| {}),
         Some(Polled::Refused(Error::MessageRefused(_)))
     ));
     // The consumer goes on with the next message.
     assert!(matches!(
         scripted
             .session
-            .poll_consumer(&key, generation, &mut into, |()| {}),
+            .poll_consumer(&consumer, &mut into, |()| {}),
         Some(Polled::Deliveries)
     ));
     assert_eq!(
@@ -389,6 +398,6 @@ fn a_refused_delivery_is_reported_to_its_consumer_which_goes_on() {
     );
     assert!(scripted
         .session
-        .poll_consumer(&key, generation, &mut into, |()| {})
+        .poll_consumer(&consumer, &mut into, |()| {})
         .is_none());
 }

@@ -3,12 +3,14 @@
 
 mod confirms;
 mod handle;
+mod key;
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
 pub use handle::{ChannelRef, Settlement};
+pub use key::{ChannelHandle, ChannelKey};
 
 use crate::codec::{ContentAssembler, ContentHeader, ShortString};
 use crate::connection::Sink;
@@ -88,6 +90,8 @@ pub(crate) enum Disposition {
 #[derive(Debug)]
 pub(crate) struct Channel {
     id: u16,
+    /// Which opening of `id` this is (see [`ChannelHandle`]).
+    epoch: u64,
     state: State,
     pending: VecDeque<Pending>,
     content: ContentAssembler,
@@ -115,14 +119,14 @@ pub(crate) struct Channel {
 
 impl Channel {
     /// A channel whose `channel.open` (request `open`) was just sent.
-    pub(crate) fn opening(id: u16, open: RequestId, max_body_size: u64) -> Self {
-        Self::recovered(id, open, max_body_size, 0, 0)
+    pub(crate) fn opening(handle: ChannelHandle, open: RequestId, max_body_size: u64) -> Self {
+        Self::recovered(handle, open, max_body_size, 0, 0)
     }
 
     /// A channel reopened by recovery, numbering its deliveries after
     /// `delivery_tag_offset` and its publishes after `sequence_offset`.
     pub(crate) fn recovered(
-        id: u16,
+        handle: ChannelHandle,
         open: RequestId,
         max_body_size: u64,
         delivery_tag_offset: u64,
@@ -136,7 +140,8 @@ impl Channel {
             no_ack: false,
         });
         Self {
-            id,
+            id: handle.id(),
+            epoch: handle.epoch(),
             state: State::Opening,
             pending,
             content: ContentAssembler::new(max_body_size),
@@ -152,6 +157,11 @@ impl Channel {
             highest_delivery_tag: delivery_tag_offset,
             sequence_offset,
         }
+    }
+
+    /// The opening this state belongs to.
+    pub(crate) fn handle(&self) -> ChannelHandle {
+        ChannelHandle::new(self.id, self.epoch)
     }
 
     /// The highest delivery tag the application was given.

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 pub use config::{Config, SaslMechanism, Tuning};
 
-use crate::channel::{Channel, ChannelRef, Disposition};
+use crate::channel::{Channel, ChannelHandle, ChannelKey, ChannelRef, Disposition};
 use crate::codec::{
     encode_heartbeat_frame, encode_method_frame, DecodeLimits, Frame, FrameDecoder, LongString,
     ShortString,
@@ -149,6 +149,8 @@ pub struct Connection {
     next_request: u64,
     /// Numbers the consumer tags [`ChannelRef::consume`] makes up.
     next_consumer_tag: u64,
+    /// The epoch the next opened channel gets (see [`ChannelHandle`]).
+    next_epoch: u64,
     /// Requests on channel 0 awaiting replies (`update-secret`).
     connection_requests: VecDeque<RequestId>,
     blocked: bool,
@@ -194,6 +196,7 @@ impl Connection {
             last_sent: now,
             next_request: 0,
             next_consumer_tag: 0,
+            next_epoch: 1,
             connection_requests: VecDeque::new(),
             blocked: false,
             challenge_pending: false,
@@ -221,6 +224,9 @@ impl Connection {
     pub fn recover(mut config: Config, topology: Topology, now: Instant) -> Self {
         config.record_topology = true;
         let mut connection = Self::new(config, now);
+        // Epochs continue the failed connection's, so no handle the
+        // application kept from it can name a channel opened here.
+        connection.next_epoch = topology.last_epoch() + 1;
         connection.recorder = Some(Recorder::new(topology));
         connection.replay_on_open = true;
         connection
@@ -769,7 +775,9 @@ impl Connection {
 
     /// Opens a channel on the lowest free id. [`Event::ChannelOpened`]
     /// follows; requests may be sent on it at once (they are pipelined).
-    pub fn open_channel(&mut self) -> Result<u16, UsageError> {
+    /// The handle names this opening only: once the channel closes and its
+    /// id is reused, the old handle names nothing.
+    pub fn open_channel(&mut self) -> Result<ChannelHandle, UsageError> {
         self.check_open()?;
         let channel_max = self.tuning.channel_max;
         let free = self
@@ -785,18 +793,46 @@ impl Connection {
             None => return Err(UsageError::NoFreeChannel(channel_max)),
         };
         let id = u16::try_from(index).map_err(|_| UsageError::NoFreeChannel(channel_max))?;
+        let handle = ChannelHandle::new(id, self.next_epoch);
         let max_body_size = self.config.max_body_size;
-        self.send_channel_open(id, |request| Channel::opening(id, request, max_body_size))?;
-        Ok(id)
+        self.send_channel_open(id, |request| {
+            Channel::opening(handle, request, max_body_size)
+        })?;
+        self.next_epoch += 1;
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.topology.issued_epoch(handle.epoch());
+        }
+        Ok(handle)
     }
 
     /// A handle for sending requests and publishes on an open (or opening)
-    /// channel.
-    pub fn channel(&mut self, id: u16) -> Result<ChannelRef<'_>, UsageError> {
+    /// channel: `channel` is the [`ChannelHandle`] of one opening, or a
+    /// bare id for whatever is open on it now (see [`ChannelKey`]).
+    pub fn channel(&mut self, channel: impl ChannelKey) -> Result<ChannelRef<'_>, UsageError> {
         self.check_open()?;
-        match self.channels.get(usize::from(id)) {
-            Some(Some(channel)) if !channel.is_closing() => Ok(ChannelRef::new(self, id)),
-            _ => Err(UsageError::ChannelNotOpen(id)),
+        let usable = self
+            .channel_named(channel)
+            .is_some_and(|state| !state.is_closing());
+        if usable {
+            Ok(ChannelRef::new(self, channel.id()))
+        } else {
+            Err(UsageError::ChannelNotOpen(channel.id()))
+        }
+    }
+
+    /// The handle of the opening on `id` now, if a channel is open (or
+    /// opening, or closing) there: for code that learned the id from an
+    /// [`Event`] and keeps it beyond the event.
+    #[must_use]
+    pub fn channel_handle(&self, id: u16) -> Option<ChannelHandle> {
+        self.channel_named(id).map(Channel::handle)
+    }
+
+    /// The state of the channel `key` names, if it is still there.
+    fn channel_named(&self, key: impl ChannelKey) -> Option<&Channel> {
+        match self.channels.get(usize::from(key.id())) {
+            Some(Some(state)) if key.names(state.handle().epoch()) => Some(state),
+            _ => None,
         }
     }
 
@@ -840,12 +876,12 @@ impl Connection {
     /// window and the output queue. Publishing anyway is allowed (the core
     /// queues it), but memory then grows.
     #[must_use]
-    pub fn publish_readiness(&self, channel: u16) -> Readiness {
+    pub fn publish_readiness(&self, channel: impl ChannelKey) -> Readiness {
         if self.is_recovering() {
             // The channel may not be reopened yet; it will be.
             return Readiness::Recovering;
         }
-        let Some(Some(state)) = self.channels.get(usize::from(channel)) else {
+        let Some(state) = self.channel_named(channel) else {
             return Readiness::Closed;
         };
         if self.state != State::Open || state.is_closing() {
@@ -868,21 +904,16 @@ impl Connection {
     /// gone (its [`Event::Confirm`]s with [`ConfirmOutcome::Failed`](crate::ConfirmOutcome::Failed)
     /// were emitted when it closed).
     #[must_use]
-    pub fn is_unconfirmed(&self, channel: u16, sequence: u64) -> bool {
-        matches!(
-            self.channels.get(usize::from(channel)),
-            Some(Some(state)) if state.is_unconfirmed(sequence)
-        )
+    pub fn is_unconfirmed(&self, channel: impl ChannelKey, sequence: u64) -> bool {
+        self.channel_named(channel)
+            .is_some_and(|state| state.is_unconfirmed(sequence))
     }
 
     /// Publishes on `channel` awaiting confirmation (0 for a channel that
     /// is gone or not in confirm mode).
     #[must_use]
-    pub fn unconfirmed(&self, channel: u16) -> usize {
-        match self.channels.get(usize::from(channel)) {
-            Some(Some(state)) => state.unconfirmed(),
-            _ => 0,
-        }
+    pub fn unconfirmed(&self, channel: impl ChannelKey) -> usize {
+        self.channel_named(channel).map_or(0, Channel::unconfirmed)
     }
 
     pub(crate) fn output_mut(&mut self) -> &mut Output {

@@ -1,7 +1,7 @@
 //! The connection's side of automatic recovery: keeping the topology record
 //! current from events, and replaying a recorded topology after open-ok.
 
-use crate::channel::Channel;
+use crate::channel::{Channel, ChannelHandle};
 use crate::error::{CloseReason, Initiator};
 use crate::event::{Event, Failure};
 use crate::recovery::{Next, Replay, Step};
@@ -39,6 +39,16 @@ impl Connection {
         if let Some(recorder) = self.recorder.as_mut() {
             for event in self.events.since(first_new) {
                 recorder.observe(event);
+                // The event names the id; the record keeps the opening, so
+                // a recovered channel comes back under the same handle.
+                if let Event::ChannelOpened { channel, .. } = event {
+                    if let (Some(Some(state)), Some(record)) = (
+                        self.channels.get(usize::from(*channel)),
+                        recorder.topology.channel_mut(*channel),
+                    ) {
+                        record.epoch = state.handle().epoch();
+                    }
+                }
             }
         }
     }
@@ -135,19 +145,23 @@ impl Connection {
         };
         match step {
             Step::Open(id) => {
-                let (delivery_offset, sequence_offset) = self
+                let (epoch, delivery_offset, sequence_offset) = self
                     .recorder
                     .as_mut()
                     .and_then(|recorder| recorder.topology.channel_mut(*id))
-                    .map_or((0, 0), |record| {
-                        (record.delivery_tag_offset, record.publish_sequence_offset)
+                    .map_or((0, 0, 0), |record| {
+                        (
+                            record.epoch,
+                            record.delivery_tag_offset,
+                            record.publish_sequence_offset,
+                        )
                     });
                 let max_body_size = self.config.max_body_size;
                 let mut opened = None;
                 self.send_channel_open(*id, |request| {
                     opened = Some(request);
                     Channel::recovered(
-                        *id,
+                        ChannelHandle::new(*id, epoch),
                         request,
                         max_body_size,
                         delivery_offset,

@@ -44,6 +44,9 @@ pub enum Binding {
 pub struct RecordedChannel {
     /// The channel id; a recovered channel gets the same one.
     pub id: u16,
+    /// The opening's epoch (see [`ChannelHandle`](crate::ChannelHandle));
+    /// a recovered channel keeps it, so handles stay valid.
+    pub epoch: u64,
     /// `confirm.select` was sent.
     pub confirms: bool,
     /// `tx.select` was sent.
@@ -72,9 +75,22 @@ pub struct Topology {
     queues: Vec<RecordedQueue>,
     bindings: Vec<Binding>,
     channels: Vec<RecordedChannel>,
+    /// The highest channel epoch handed out on the recorded connections.
+    last_epoch: u64,
 }
 
 impl Topology {
+    /// The highest channel epoch handed out so far; a recovering
+    /// connection numbers its new openings after it.
+    #[must_use]
+    pub fn last_epoch(&self) -> u64 {
+        self.last_epoch
+    }
+
+    pub(crate) fn issued_epoch(&mut self, epoch: u64) {
+        self.last_epoch = self.last_epoch.max(epoch);
+    }
+
     /// Exchanges, in the order they were first declared.
     #[must_use]
     pub fn exchanges(&self) -> &[ExchangeDeclare] {

@@ -242,7 +242,7 @@ impl Peer {
 
     /// Opens a channel and answers it; returns its id.
     pub fn open_channel(&mut self) -> u16 {
-        let channel = self.connection.open_channel().expect("channel opens");
+        let channel = self.connection.open_channel().expect("channel opens").id();
         self.expect_methods(&["channel.open"]);
         self.send(channel, spec::ChannelOpenOk::default());
         let events = self.events();

@@ -16,7 +16,11 @@ impl Sim {
     /// trace, not failures: the generator does not know the state.
     pub(super) fn command(&mut self, step: &Step) -> Result<(), Violation> {
         let outcome: Result<String, String> = match *step {
-            Step::Open => match self.connection.open_channel() {
+            Step::Open => match self
+                .connection
+                .open_channel()
+                .map(amqp_proto::ChannelHandle::id)
+            {
                 Ok(id) => {
                     self.app.channels.push(id);
                     self.oracle.opened_channel(id)?;
