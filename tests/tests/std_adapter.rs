@@ -96,6 +96,32 @@ fn a_missing_virtual_host_is_refused_access() {
     }
 }
 
+/// A handle of a closed channel names nothing once its id is reused: an
+/// ack through it must not settle the new channel's delivery of the same
+/// tag (the broker would then close the new channel for a double ack).
+#[test]
+fn a_closed_channels_handle_cannot_act_on_a_reused_id() {
+    let connection = open();
+    let old = connection.channel().unwrap();
+    old.close().unwrap();
+    let new = connection.channel().unwrap();
+    assert_eq!(new.id(), old.id(), "the lowest free id is reused");
+    let queue = exclusive_queue(&new);
+    fill(&new, &queue, 1);
+    let get = BasicGet {
+        queue: queue.as_str().into(),
+        ..Default::default()
+    };
+    let message = new.basic_get(get).unwrap().expect("a message");
+    assert!(matches!(
+        old.ack(message.delivery_tag, false),
+        Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(_)))
+    ));
+    new.ack(message.delivery_tag, false).unwrap();
+    assert_eq!(message_count(&new, &queue), 0);
+    connection.close().unwrap();
+}
+
 #[test]
 fn every_channel_method_works_against_the_broker() {
     let connection = open();

@@ -274,6 +274,32 @@ async fn a_channel_error_reports_the_servers_code_and_leaves_other_channels_work
     connection.close().await.unwrap();
 }
 
+/// A handle of a closed channel names nothing once its id is reused: an
+/// ack through it must not settle the new channel's delivery of the same
+/// tag (the broker would then close the new channel for a double ack).
+#[tokio::test]
+async fn a_closed_channels_handle_cannot_act_on_a_reused_id() {
+    let connection = connect().await;
+    let old = connection.channel().await.unwrap();
+    old.close().await.unwrap();
+    let new = connection.channel().await.unwrap();
+    assert_eq!(new.id(), old.id(), "the lowest free id is reused");
+    let queue = exclusive_queue(&new).await;
+    fill(&new, &queue, 1).await;
+    let get = BasicGet {
+        queue: queue.as_str().into(),
+        ..Default::default()
+    };
+    let message = new.basic_get(get).await.unwrap().expect("a message");
+    assert!(matches!(
+        old.ack(message.delivery_tag, false),
+        Err(Error::Usage(amqp_proto::UsageError::ChannelNotOpen(_)))
+    ));
+    new.ack(message.delivery_tag, false).unwrap();
+    assert_eq!(message_count(&new, &queue).await, 0);
+    connection.close().await.unwrap();
+}
+
 /// Confirmations keep their exact outcome however late they are awaited:
 /// acks, nacks (a full `reject-publish` queue), and the failure of
 /// publishes the channel's close cut off; dropped ones cost nothing.
