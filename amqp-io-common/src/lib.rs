@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod channel_api;
+mod connection_api;
 pub mod delivery;
 mod error;
 // `ledger` and `map` are not public API: they are the two adapters'

@@ -1,17 +1,15 @@
 //! Opening, driving and closing a connection.
 
-use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use amqp_proto::codec::FieldTable;
 use amqp_proto::spec::constants::ReplyCode;
-use amqp_proto::{ConnectionError, Initiator, Tuning};
+use amqp_proto::ConnectionError;
 
 use crate::channel::Channel;
 use crate::shared::{Inner, Shared};
 use crate::transport::{self, Reader, Writer};
-use amqp_io_common::recovery::RecoveryEvent;
 use amqp_io_common::{ConnectOptions, Error, Result};
 
 /// How long dropping a connection may spend writing its `connection.close`.
@@ -25,7 +23,10 @@ const DROP_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// (or a [`Consumer`](crate::Consumer)'s `recv`) in its loop, which also
 /// sends and checks heartbeats. A program that may spend longer than a
 /// heartbeat interval outside any call starts the
-/// [heartbeat keeper](Self::spawn_heartbeat_keeper).
+/// [heartbeat keeper](Self::spawn_heartbeat_keeper). Automatic recovery
+/// (see [`on_recovery`](Self::on_recovery)) likewise runs on whichever
+/// thread pumps the connection: a call waiting for its reply, a consumer's
+/// `recv_timeout`, `drain_events`, or the heartbeat keeper.
 ///
 /// `Connection` and [`Channel`] are `Send + Sync`: threads may share them.
 /// Dropping the `Connection` closes it without waiting for the server;
@@ -53,14 +54,6 @@ pub struct Connection {
     shared: Arc<Shared>,
     operation_timeout: Duration,
     keeper: Mutex<Option<Keeper>>,
-}
-
-impl std::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("operation_timeout", &self.operation_timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The heartbeat keeper thread and the flag that stops it.
@@ -203,51 +196,6 @@ impl Connection {
         }
     }
 
-    /// The limits negotiated with the server.
-    ///
-    /// ```no_run
-    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
-    /// let tuning = connection.tuning();
-    /// println!("frame_max {} channel_max {} heartbeat {}s", tuning.frame_max, tuning.channel_max, tuning.heartbeat);
-    /// # Ok::<(), amqp_io_std::Error>(())
-    /// ```
-    #[must_use]
-    pub fn tuning(&self) -> Tuning {
-        self.shared.lock().core.tuning()
-    }
-
-    /// What the server said about itself: product, version, capabilities.
-    ///
-    /// ```no_run
-    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
-    /// use amqp_proto::codec::FieldValue;
-    ///
-    /// if let Some(FieldValue::LongString(version)) = connection.server_properties().get("version") {
-    ///     println!("RabbitMQ {version}");
-    /// }
-    /// # Ok::<(), amqp_io_std::Error>(())
-    /// ```
-    #[must_use]
-    pub fn server_properties(&self) -> FieldTable {
-        self.shared.lock().server_properties()
-    }
-
-    /// The broker's reason while it blocks publishing on this connection
-    /// (a memory or disk alarm); `None` otherwise. Publishes wait while
-    /// blocked (up to their channel's timeout).
-    ///
-    /// ```no_run
-    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
-    /// if let Some(reason) = connection.blocked() {
-    ///     eprintln!("the broker blocks publishing: {reason}");
-    /// }
-    /// # Ok::<(), amqp_io_std::Error>(())
-    /// ```
-    #[must_use]
-    pub fn blocked(&self) -> Option<String> {
-        self.shared.lock().blocked().map(str::to_owned)
-    }
-
     /// This side's socket address (to find the connection in the broker's
     /// listings, for example).
     ///
@@ -278,34 +226,6 @@ impl Connection {
     /// ```
     pub fn on_blocked(&self, handler: impl FnMut(Option<&str>) + Send + 'static) {
         self.shared.lock().blocked_handler = Some(Box::new(handler));
-    }
-
-    /// True until the connection ends.
-    ///
-    /// ```no_run
-    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
-    /// if !connection.is_open() {
-    ///     eprintln!("connection lost: {:?}", connection.close_reason());
-    /// }
-    /// # Ok::<(), amqp_io_std::Error>(())
-    /// ```
-    #[must_use]
-    pub fn is_open(&self) -> bool {
-        self.shared.lock().closed().is_none()
-    }
-
-    /// Why the connection ended, once it has.
-    ///
-    /// ```no_run
-    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
-    /// if let Some(reason) = connection.close_reason() {
-    ///     eprintln!("connection ended: {reason}");
-    /// }
-    /// # Ok::<(), amqp_io_std::Error>(())
-    /// ```
-    #[must_use]
-    pub fn close_reason(&self) -> Option<ConnectionError> {
-        self.shared.lock().closed().cloned()
     }
 
     /// Replaces the secret (an expiring OAuth 2 token) without
@@ -363,58 +283,6 @@ impl Connection {
         }
     }
 
-    /// Closes the connection with reply code 200 and waits for the server's
-    /// `close-ok` (bounded by [`Config::close_timeout`](amqp_proto::Config::close_timeout)). Outstanding calls
-    /// on other threads fail with [`Error::ConnectionClosed`]. Takes
-    /// `&self`, as `amqp_io_tokio::Connection::close` does: the handle
-    /// stays for [`close_reason`](Self::close_reason) and
-    /// [`is_open`](Self::is_open); closing again fails with
-    /// [`Error::ConnectionClosed`].
-    ///
-    /// ```no_run
-    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
-    /// connection.close()?;
-    /// # Ok::<(), amqp_io_std::Error>(())
-    /// ```
-    pub fn close(&self) -> Result<()> {
-        self.close_with(ReplyCode::REPLY_SUCCESS, "closed by the application")
-    }
-
-    /// Handles the reports of automatic recovery (see
-    /// [`ConnectOptions::recovery`]): failure, failed attempts, recovery
-    /// with renamed queues and refused declarations, or giving up.
-    ///
-    /// A blocking connection recovers while some thread pumps it: a call
-    /// waiting for its reply, a consumer's `recv_timeout`,
-    /// [`drain_events`](Self::drain_events), or the
-    /// [heartbeat keeper](Self::spawn_heartbeat_keeper). The handler runs on
-    /// that thread, without the connection's lock.
-    ///
-    /// ```no_run
-    /// use amqp_io_std::{ConnectOptions, Connection, RecoveryEvent};
-    ///
-    /// let mut options = ConnectOptions::from_url("amqp://localhost/%2f?heartbeat=5")?;
-    /// options.recovery = Some(amqp_proto::Backoff::default());
-    /// let connection = Connection::open_with(options)?;
-    /// connection.on_recovery(|event| match event {
-    ///     RecoveryEvent::Started { error } => eprintln!("connection lost: {error}"),
-    ///     RecoveryEvent::Recovered { .. } => eprintln!("recovered"),
-    ///     other => eprintln!("{other:?}"),
-    /// });
-    /// # Ok::<(), amqp_io_std::Error>(())
-    /// ```
-    pub fn on_recovery(&self, handler: impl FnMut(&RecoveryEvent) + Send + 'static) {
-        self.shared.lock().set_recovery_handler(Box::new(handler));
-    }
-
-    /// True while a failed connection is being recovered: calls fail with
-    /// a typed error until [`RecoveryEvent::Recovered`].
-    #[must_use]
-    pub fn is_recovering(&self) -> bool {
-        let inner = self.shared.lock();
-        inner.is_recovering() && inner.closed().is_none()
-    }
-
     /// Closes with a reply code and text of the application's choosing.
     ///
     /// ```no_run
@@ -425,28 +293,31 @@ impl Connection {
     /// # Ok::<(), amqp_io_std::Error>(())
     /// ```
     pub fn close_with(&self, code: ReplyCode, text: &str) -> Result<()> {
-        {
+        let handshake = {
             let mut inner = self.shared.lock();
-            if let Some(error) = inner.closed() {
-                return Err(Error::ConnectionClosed(error.clone()));
-            }
-            let between_attempts = inner.is_between_sockets();
-            inner.shut_down();
-            if !between_attempts {
-                inner.core.close(code, text, Instant::now())?;
-            }
+            let handshake = inner.close(code, text, Instant::now())?;
             inner.flush();
             inner.dispatch();
-        }
+            handshake
+        };
         self.shared.notify();
-        let ended = self.shared.wait("connection.close", None, |inner| {
-            inner.closed().cloned().map(Ok)
-        })?;
-        match ended {
-            ConnectionError::Closed(reason) if reason.initiator == Initiator::Client => Ok(()),
-            other => Err(Error::ConnectionClosed(other)),
-        }
+        self.shared.wait("connection.close", None, |inner| {
+            inner.close_outcome(handshake)
+        })
     }
+
+    fn state(&self) -> MutexGuard<'_, Inner> {
+        self.shared.lock()
+    }
+}
+
+amqp_io_common::connection_api! {
+    type = Connection,
+    krate = amqp_io_std,
+    asyncness = [],
+    awaiting = [],
+    demo = "# fn demo(connection: &amqp_io_std::Connection) -> amqp_io_std::Result<()> {",
+    suffix = "",
 }
 
 impl Drop for Connection {

@@ -1,13 +1,11 @@
 //! Connecting, and the connection handle.
 
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use amqp_io_common::recovery::RecoveryEvent;
 use amqp_io_common::{ConnectOptions, Error, Result};
-use amqp_proto::codec::FieldTable;
 use amqp_proto::spec::constants::ReplyCode;
-use amqp_proto::{ConnectionError, Initiator, Tuning};
+use amqp_proto::ConnectionError;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -74,14 +72,6 @@ impl Drop for Handle {
 pub struct Connection {
     handle: Arc<Handle>,
     operation_timeout: Duration,
-}
-
-impl std::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("operation_timeout", &self.operation_timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Connection {
@@ -205,48 +195,6 @@ impl Connection {
         Ok(Channel::new(Arc::clone(&self.handle), channel, timeout))
     }
 
-    /// The limits negotiated with the server.
-    ///
-    /// ```no_run
-    /// # fn demo(connection: amqp_io_tokio::Connection) {
-    /// println!("frame_max {}", connection.tuning().frame_max);
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn tuning(&self) -> Tuning {
-        self.shared().lock().core.tuning()
-    }
-
-    /// What the server said about itself: product, version, capabilities.
-    ///
-    /// ```no_run
-    /// # fn demo(connection: amqp_io_tokio::Connection) {
-    /// let product = connection.server_properties().get("product").cloned();
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn server_properties(&self) -> FieldTable {
-        self.shared().lock().server_properties()
-    }
-
-    /// Whether the broker blocks publishing (a memory or disk alarm), now:
-    /// `Some(reason)` while blocked, `None` otherwise, as
-    /// `amqp_io_std::Connection::blocked` answers. Publishes wait while
-    /// blocked. To be told of changes, use
-    /// [`watch_blocked`](Self::watch_blocked).
-    ///
-    /// ```no_run
-    /// # fn demo(connection: amqp_io_tokio::Connection) {
-    /// if let Some(reason) = connection.blocked() {
-    ///     eprintln!("the broker blocks publishing: {reason}");
-    /// }
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn blocked(&self) -> Option<String> {
-        self.shared().lock().blocked.borrow().clone()
-    }
-
     /// Whether the broker blocks publishing, as a watchable value:
     /// `Some(reason)` while blocked, `None` otherwise; each change is seen
     /// by [`changed`](watch::Receiver::changed).
@@ -281,64 +229,6 @@ impl Connection {
         self.shared().lock().local_addr
     }
 
-    /// Handles the reports of automatic recovery (see
-    /// [`ConnectOptions::recovery`]): failure, failed attempts, recovery
-    /// with renamed queues and refused declarations, or giving up. The
-    /// handler runs on the driver task between its passes, so it must
-    /// return quickly; it may use the connection.
-    ///
-    /// ```no_run
-    /// use amqp_io_tokio::{ConnectOptions, Connection, RecoveryEvent};
-    ///
-    /// # async fn demo() -> amqp_io_tokio::Result<()> {
-    /// let mut options = ConnectOptions::from_url("amqp://localhost/%2f?heartbeat=5")?;
-    /// options.recovery = Some(amqp_proto::Backoff::default());
-    /// let connection = Connection::connect_with(options).await?;
-    /// connection.on_recovery(|event| match event {
-    ///     RecoveryEvent::Started { error } => eprintln!("connection lost: {error}"),
-    ///     RecoveryEvent::Recovered { .. } => eprintln!("recovered"),
-    ///     other => eprintln!("{other:?}"),
-    /// });
-    /// # Ok(()) }
-    /// ```
-    pub fn on_recovery(&self, handler: impl FnMut(&RecoveryEvent) + Send + 'static) {
-        self.shared().lock().set_recovery_handler(Box::new(handler));
-    }
-
-    /// True while a failed connection is being recovered: calls fail with
-    /// a typed error until [`RecoveryEvent::Recovered`].
-    #[must_use]
-    pub fn is_recovering(&self) -> bool {
-        let state = self.shared().lock();
-        state.is_recovering() && state.closed().is_none()
-    }
-
-    /// True until the connection ends.
-    ///
-    /// ```no_run
-    /// # fn demo(connection: amqp_io_tokio::Connection) {
-    /// assert!(connection.is_open());
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn is_open(&self) -> bool {
-        self.shared().lock().closed().is_none()
-    }
-
-    /// Why the connection ended, once it has.
-    ///
-    /// ```no_run
-    /// # fn demo(connection: amqp_io_tokio::Connection) {
-    /// if let Some(reason) = connection.close_reason() {
-    ///     eprintln!("connection ended: {reason}");
-    /// }
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn close_reason(&self) -> Option<ConnectionError> {
-        self.shared().lock().closed().cloned()
-    }
-
     /// Waits until the connection ends, and says why.
     ///
     /// ```no_run
@@ -359,22 +249,6 @@ impl Connection {
         }
     }
 
-    /// Closes the connection with reply code 200 and waits for the server's
-    /// `close-ok` (bounded by the core's close timeout). Outstanding calls
-    /// fail with [`Error::ConnectionClosed`].
-    ///
-    /// Cancellation: the close goes ahead in the driver.
-    ///
-    /// ```no_run
-    /// # async fn demo(connection: amqp_io_tokio::Connection) -> amqp_io_tokio::Result<()> {
-    /// connection.close().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn close(&self) -> Result<()> {
-        self.close_with(ReplyCode::REPLY_SUCCESS, "closed by the application")
-            .await
-    }
-
     /// Closes with a reply code and text of the application's choosing.
     ///
     /// ```no_run
@@ -384,36 +258,26 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     pub async fn close_with(&self, code: ReplyCode, text: &str) -> Result<()> {
-        let between_attempts = {
-            let mut state = self.shared().lock();
-            if let Some(error) = state.closed() {
-                return Err(Error::ConnectionClosed(error.clone()));
-            }
-            // Between a failure and the next attempt of a recovery there
-            // is no connection to close: recovery gives up and reports
-            // the failure.
-            let between_attempts = state.is_between_sockets();
-            state.shut_down();
-            if between_attempts {
-                true
-            } else {
-                match state.core.close(code, text, Instant::now()) {
-                    Ok(()) => false,
-                    Err(_) if state.core.is_closed() => true,
-                    Err(error) => return Err(error.into()),
-                }
-            }
-        };
+        let handshake = self.state().close(code, text, Instant::now())?;
         self.shared().wake_driver.notify_one();
-        if between_attempts {
-            self.closed().await;
-            return Ok(());
-        }
-        match self.closed().await {
-            ConnectionError::Closed(reason) if reason.initiator == Initiator::Client => Ok(()),
-            other => Err(Error::ConnectionClosed(other)),
-        }
+        self.closed().await;
+        self.state()
+            .close_outcome(handshake)
+            .unwrap_or(Err(Error::Usage(amqp_proto::UsageError::ConnectionClosed)))
     }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared().lock()
+    }
+}
+
+amqp_io_common::connection_api! {
+    type = Connection,
+    krate = amqp_io_tokio,
+    asyncness = [async],
+    awaiting = [.await],
+    demo = "# async fn demo(connection: amqp_io_tokio::Connection) -> amqp_io_tokio::Result<()> {",
+    suffix = ".await",
 }
 
 /// Abandons a channel open whose waiter gave up: the channel is closed

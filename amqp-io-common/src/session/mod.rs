@@ -23,7 +23,7 @@ use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{BasicCancel, BasicReject, Method};
 use amqp_proto::{
     ChannelHandle, Config, Connection as Core, ConnectionError, Delivery, Event, Failure,
-    Readiness, RequestId, Returned, Tuning, UsageError,
+    Initiator, Readiness, RequestId, Returned, Tuning, UsageError,
 };
 
 use crate::ledger::{ChannelRecord, Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
@@ -736,6 +736,42 @@ impl<A: Attach> Session<A> {
                 self.connection_closed(&error);
             }
         }
+    }
+
+    /// The application closes the connection with `code` and `text`: no
+    /// recovery from now on. `Ok(true)` when a close handshake is under
+    /// way (wait for [`close_outcome`](Self::close_outcome)), `Ok(false)`
+    /// when there was no socket to close (between a failure and the next
+    /// attempt of a recovery, or the core had just ended): the connection
+    /// is over at once.
+    pub fn close(&mut self, code: ReplyCode, text: &str, now: Instant) -> Result<bool, Error> {
+        if let Some(error) = self.closed() {
+            return Err(Error::ConnectionClosed(error.clone()));
+        }
+        let between_sockets = self.is_between_sockets();
+        self.shut_down();
+        if between_sockets {
+            return Ok(false);
+        }
+        match self.core.close(code, text, now) {
+            Ok(()) => Ok(true),
+            Err(_) if self.core.is_closed() => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// What the application's [`close`](Self::close) reports once the
+    /// connection ended (`None` before): `Ok` for its own close completed
+    /// (or for nothing left to close, without a `handshake`), else the
+    /// error that ended the connection first.
+    #[must_use]
+    pub fn close_outcome(&self, handshake: bool) -> Option<Result<(), Error>> {
+        let ended = self.closed()?;
+        Some(match ended {
+            _ if !handshake => Ok(()),
+            ConnectionError::Closed(reason) if reason.initiator == Initiator::Client => Ok(()),
+            other => Err(Error::ConnectionClosed(other.clone())),
+        })
     }
 
     /// True once the application closed the connection.

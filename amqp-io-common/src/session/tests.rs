@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use amqp_proto::codec::{encode_method_frame, BasicProperties, DecodeLimits, Frame, FrameDecoder};
+use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{self, Method};
 use amqp_proto::{Backoff, ChannelHandle, Config, ConnectionError, Readiness};
 use bytes::BytesMut;
@@ -282,11 +283,20 @@ fn closing_between_sockets_gives_up_at_once() {
     scripted.session.core.handle_transport_closed("reset");
     scripted.session.dispatch(0, scripted.now);
     assert!(scripted.session.is_between_sockets());
-    scripted.session.shut_down();
+    let handshake = scripted
+        .session
+        .close(ReplyCode::REPLY_SUCCESS, "bye", scripted.now)
+        .unwrap();
+    assert!(!handshake, "no socket, nothing to say goodbye on");
     assert_eq!(
         scripted.session.closed(),
         Some(&ConnectionError::TransportClosed("reset".into()))
     );
+    // Both adapters report the close as done: nothing is left open.
+    assert!(matches!(
+        scripted.session.close_outcome(handshake),
+        Some(Ok(()))
+    ));
     assert!(scripted.session.reconnect_due().is_none());
     assert!(matches!(
         scripted.session.take_recovery_events().as_slice(),
