@@ -30,6 +30,8 @@ mod channel_api;
 mod connection_api;
 pub mod delivery;
 mod error;
+#[cfg(feature = "kombu")]
+mod pidbox_api;
 // `ledger` and `map` are not public API: they are the two adapters'
 // shared bookkeeping, and Rust has no visibility for "the crates of this
 // workspace", so they stay `pub` but hidden, with no semver promise. They

@@ -142,6 +142,29 @@ impl Consumer {
         poll_fn(|context| Pin::new(&mut *self).poll_next(context)).await
     }
 
+    /// The next delivery within `timeout`, as
+    /// `amqp_io_std::Consumer::recv_timeout` answers: [`Error::Timeout`](crate::Error::Timeout)
+    /// when none came, [`Error::MessageRefused`](crate::Error::MessageRefused)
+    /// for a refused message (the consumer goes on), or the consumer's end
+    /// (every call after it too). Cancellation safe, like [`recv`](Self::recv).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # async fn demo(mut consumer: amqp_io_tokio::Consumer) -> amqp_io_tokio::Result<()> {
+    /// let delivery = consumer.recv_timeout(Duration::from_secs(5)).await?;
+    /// delivery.ack()?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn recv_timeout(&mut self, timeout: std::time::Duration) -> Result<Delivery> {
+        let next = poll_fn(|context| self.poll_delivery(context));
+        tokio::time::timeout(timeout, next)
+            .await
+            .unwrap_or(Err(amqp_io_common::Error::Timeout {
+                operation: "consumer receive",
+                timeout,
+            }))
+    }
+
     /// Cancels the consumer and waits for the server's `cancel-ok`
     /// ([`Channel::basic_cancel`] with its tag); deliveries received but
     /// not taken go back to the queue. Cancellation: dropped midway, the
@@ -157,24 +180,19 @@ impl Consumer {
     }
 }
 
-impl Stream for Consumer {
-    type Item = Result<Delivery>;
-
-    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+impl Consumer {
+    /// The next delivery, a refusal, or the consumer's end (again and
+    /// again once it ended).
+    fn poll_delivery(&mut self, context: &mut Context<'_>) -> Poll<Result<Delivery>> {
         if let Some(delivery) = self.taken.pop_front() {
-            return Poll::Ready(Some(Ok(self.wrap(delivery))));
-        }
-        if self.finished {
-            return Poll::Ready(None);
+            return Poll::Ready(Ok(self.wrap(delivery)));
         }
         let shared = std::sync::Arc::clone(self.channel.shared());
         let mut state = shared.lock();
         let starved = !state.wants_input();
-        let mut taken = std::mem::take(&mut self.taken);
-        let polled = state.poll_consumer(&self.consumer, &mut taken, |waker| {
+        let polled = state.poll_consumer(&self.consumer, &mut self.taken, |waker| {
             *waker = Some(context.waker().clone());
         });
-        self.taken = taken;
         match polled {
             Some(Polled::Deliveries) => {
                 let resume = starved && state.wants_input();
@@ -184,17 +202,31 @@ impl Stream for Consumer {
                     shared.wake_driver.notify_one();
                 }
                 match self.taken.pop_front() {
-                    Some(delivery) => Poll::Ready(Some(Ok(self.wrap(delivery)))),
+                    Some(delivery) => Poll::Ready(Ok(self.wrap(delivery))),
                     None => Poll::Pending,
                 }
             }
-            Some(Polled::Refused(error)) => Poll::Ready(Some(Err(error))),
-            Some(Polled::Ended(error)) => {
-                self.finished = true;
-                Poll::Ready(Some(Err(error)))
-            }
+            Some(Polled::Refused(error) | Polled::Ended(error)) => Poll::Ready(Err(error)),
             None => Poll::Pending,
         }
+    }
+}
+
+/// Yields each delivery, a refused message as
+/// [`Error::MessageRefused`](crate::Error::MessageRefused) (the stream goes
+/// on), and the consumer's end as one last error.
+impl Stream for Consumer {
+    type Item = Result<Delivery>;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished && self.taken.is_empty() {
+            return Poll::Ready(None);
+        }
+        let polled = self.poll_delivery(context);
+        if let Poll::Ready(Err(error)) = &polled {
+            self.finished = !matches!(error, amqp_io_common::Error::MessageRefused(_));
+        }
+        polled.map(Some)
     }
 }
 
