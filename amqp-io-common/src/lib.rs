@@ -28,6 +28,7 @@
 
 mod channel_api;
 mod connection_api;
+mod consumer_api;
 pub mod delivery;
 mod error;
 #[cfg(feature = "kombu")]

@@ -70,6 +70,10 @@ impl Channel {
         }
     }
 
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// Runs `command` on the session under the lock, then sends what it
     /// queued and sorts what it settled.
     fn command<T>(&self, command: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
@@ -119,11 +123,7 @@ impl Channel {
     /// ```
     pub fn basic_consume(&self, consume: BasicConsume) -> Result<Consumer> {
         let consumer = self.start_consumer(consume, None)?;
-        Ok(Consumer::new(
-            Arc::clone(&self.shared),
-            self.clone(),
-            consumer,
-        ))
+        Ok(Consumer::new(self.clone(), consumer))
     }
 
     /// Starts a consumer whose deliveries are handed to `callback` by

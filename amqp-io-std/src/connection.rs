@@ -9,7 +9,6 @@ use amqp_proto::ConnectionError;
 
 use crate::channel::Channel;
 use crate::shared::{Inner, Shared};
-use crate::transport::{self, Reader, Writer};
 use amqp_io_common::{ConnectOptions, Error, Result};
 
 /// How long dropping a connection may spend writing its `connection.close`.
@@ -88,25 +87,16 @@ impl Connection {
     /// let connection = Connection::open_with(options)?;
     /// # Ok::<(), amqp_io_std::Error>(())
     /// ```
-    pub fn open_with(mut options: ConnectOptions) -> Result<Self> {
-        let socket = transport::connect(&options.host, options.port, options.connection_timeout)?;
-        let reader_socket = socket.try_clone().map_err(|source| Error::Connect {
-            address: format!("{}:{}", options.host, options.port),
-            source,
-        })?;
-        if options.recovery.is_some() {
-            options.config.record_topology = true;
-        }
-        let inner = Inner::new(options.clone(), Writer::new(socket));
+    pub fn open_with(options: ConnectOptions) -> Result<Self> {
+        let transport = crate::recovery::open_transport(&options)?;
+        let operation_timeout = options.operation_timeout;
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut inner = Inner::new(options, transport.writer);
         #[cfg(feature = "tls")]
-        let inner = {
-            let mut inner = inner;
-            if let Some(settings) = &options.tls {
-                inner.set_tls(crate::tls::Session::start(settings)?);
-            }
-            inner
-        };
-        let shared = Arc::new(Shared::new(inner, Reader::new(reader_socket)));
+        if let Some(session) = transport.tls {
+            inner.set_tls(session);
+        }
+        let shared = Arc::new(Shared::new(inner, transport.reader));
         // The core's handshake deadline bounds this wait.
         shared.wait("connection handshake", None, |inner| {
             inner.opened().is_some().then_some(Ok(()))
@@ -122,7 +112,7 @@ impl Connection {
         }
         Ok(Self {
             shared,
-            operation_timeout: options.operation_timeout,
+            operation_timeout,
             keeper: Mutex::new(None),
         })
     }

@@ -1,10 +1,8 @@
 //! Consumers read by pulling, and the deliveries they hand out.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use amqp_io_common::session::ConsumerHandle;
-use amqp_proto::codec::ShortString;
 
 use crate::channel::Channel;
 use crate::shared::Shared;
@@ -53,9 +51,16 @@ pub type Delivery = amqp_io_common::delivery::Delivery<Channel>;
 /// # Ok(()) }
 /// ```
 pub struct Consumer {
-    shared: Arc<Shared>,
     channel: Channel,
     consumer: ConsumerHandle,
+}
+
+amqp_io_common::consumer_api! {
+    type = Consumer,
+    asyncness = [],
+    awaiting = [],
+    demo = "# fn demo(consumer: amqp_io_std::Consumer) -> amqp_io_std::Result<()> {",
+    suffix = "",
 }
 
 impl std::fmt::Debug for Consumer {
@@ -68,42 +73,12 @@ impl std::fmt::Debug for Consumer {
 }
 
 impl Consumer {
-    pub(crate) fn new(shared: Arc<Shared>, channel: Channel, consumer: ConsumerHandle) -> Self {
-        Self {
-            shared,
-            channel,
-            consumer,
-        }
+    pub(crate) fn new(channel: Channel, consumer: ConsumerHandle) -> Self {
+        Self { channel, consumer }
     }
 
-    /// The consumer tag.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// # use amqp_proto::spec::BasicConsume;
-    /// # let consumer = channel.basic_consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
-    /// println!("consuming as {}", consumer.tag());
-    /// # Ok(()) }
-    /// ```
-    #[must_use]
-    pub fn tag(&self) -> &ShortString {
-        self.consumer.tag()
-    }
-
-    /// The channel it consumes on.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// # use amqp_proto::spec::BasicConsume;
-    /// # let consumer = channel.basic_consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
-    /// let delivery = consumer.recv()?;
-    /// // Two at once: this one and every earlier one on the channel.
-    /// consumer.channel().ack(delivery.delivery_tag, true)?;
-    /// # Ok(()) }
-    /// ```
-    #[must_use]
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    fn shared(&self) -> &Shared {
+        self.channel.shared()
     }
 
     /// The next delivery, waiting up to `timeout`. Once every delivery
@@ -162,36 +137,17 @@ impl Consumer {
     /// # Ok(()) }
     /// ```
     pub fn try_recv(&self) -> Result<Option<Delivery>> {
-        let next = self.shared.lock().next_delivery(&self.consumer);
+        let next = self.shared().lock().next_delivery(&self.consumer);
         next.transpose()
             .map(|delivery| delivery.map(|delivery| self.wrap(delivery)))
     }
 
     fn recv_within(&self, timeout: Option<Duration>) -> Result<Delivery> {
-        self.shared
+        self.shared()
             .wait("consumer receive", timeout, |inner| {
                 inner.next_delivery(&self.consumer)
             })
             .map(|delivery| self.wrap(delivery))
-    }
-
-    fn wrap(&self, delivery: amqp_proto::Delivery) -> Delivery {
-        Delivery::new(delivery, self.channel.clone())
-    }
-
-    /// Cancels the consumer and waits for the server's `cancel-ok`
-    /// ([`Channel::basic_cancel`] with its tag); deliveries received but
-    /// not taken go back to the queue.
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// # use amqp_proto::spec::BasicConsume;
-    /// # let consumer = channel.basic_consume(BasicConsume { queue: "jobs".into(), ..Default::default() })?;
-    /// consumer.cancel()?;
-    /// # Ok(()) }
-    /// ```
-    pub fn cancel(self) -> Result<()> {
-        self.channel.basic_cancel(self.consumer.tag())
     }
 }
 
@@ -214,6 +170,6 @@ impl Iterator for &Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        self.shared.lock().abandon_consumer(&self.consumer);
+        self.shared().lock().abandon_consumer(&self.consumer);
     }
 }

@@ -17,14 +17,14 @@ use crate::shared::{Inner, Shared};
 use crate::transport::{self, Reader, Writer};
 
 /// What a new socket brings.
-struct Transport {
-    writer: Writer,
-    reader: Reader,
+pub(crate) struct Transport {
+    pub(crate) writer: Writer,
+    pub(crate) reader: Reader,
     #[cfg(feature = "tls")]
-    tls: Option<crate::tls::Session>,
+    pub(crate) tls: Option<crate::tls::Session>,
 }
 
-fn open_transport(options: &ConnectOptions) -> Result<Transport> {
+pub(crate) fn open_transport(options: &ConnectOptions) -> Result<Transport> {
     let socket: TcpStream =
         transport::connect(&options.host, options.port, options.connection_timeout)?;
     let reader_socket = socket.try_clone().map_err(|source| Error::Connect {

@@ -378,19 +378,42 @@ impl Shared {
         now: Instant,
     ) -> MutexGuard<'a, Inner> {
         inner.flush();
-        let attempt_due = inner.reconnect_due();
         let until = [
             deadline,
             inner.core_deadline(),
             Some(now + MAX_PASS),
-            attempt_due,
+            inner.reconnect_due(),
         ]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or(now);
-        let wants_input = inner.wants_input();
-        let reader = if wants_input {
+        self.step(inner, until, true)
+    }
+
+    /// Services the connection without waiting for anything: reads what
+    /// is already there, sends due heartbeats. Returns false once the
+    /// connection is closed. For the heartbeat keeper.
+    pub(crate) fn service(&self) -> bool {
+        let inner = self.lock();
+        if inner.closed().is_some() {
+            return false;
+        }
+        let inner = self.step(inner, Instant::now(), false);
+        inner.closed().is_none()
+    }
+
+    /// Reads once, until `until` at the latest, if no one else is reading
+    /// and the core has room; else sleeps until woken or `until` (if
+    /// `sleep`). Then reconnects if an attempt is due, acts on the core's
+    /// timers, sends, sorts, wakes every waiter and reports recovery.
+    fn step<'a>(
+        &'a self,
+        mut inner: MutexGuard<'a, Inner>,
+        until: Instant,
+        sleep: bool,
+    ) -> MutexGuard<'a, Inner> {
+        let reader = if inner.wants_input() {
             self.reader.try_lock().ok()
         } else {
             None
@@ -400,9 +423,8 @@ impl Shared {
                 drop(inner);
                 let outcome = reader.read(until);
                 inner = self.lock();
-                let now = Instant::now();
                 match outcome {
-                    ReadOutcome::Data(bytes) => inner.receive(bytes, now),
+                    ReadOutcome::Data(bytes) => inner.receive(bytes, Instant::now()),
                     ReadOutcome::Idle => {}
                     ReadOutcome::Closed(reason) => inner.core.handle_transport_closed(reason),
                 }
@@ -410,46 +432,15 @@ impl Shared {
                 // next reader's bytes come after them.
                 drop(reader);
             }
-            None => {
-                let wait = until.saturating_duration_since(now);
+            None if sleep => {
+                let wait = until.saturating_duration_since(Instant::now());
                 inner = self
                     .changed
                     .wait_timeout(inner, wait)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
-        }
-        if attempt_due.is_some_and(|due| due <= Instant::now()) {
-            inner = self.reconnect(inner);
-        }
-        inner.handle_timeout(Instant::now());
-        inner.flush();
-        inner.dispatch();
-        self.changed.notify_all();
-        self.report_recovery(inner)
-    }
-
-    /// Services the connection without waiting for anything: reads what
-    /// is already there, sends due heartbeats. Returns false once the
-    /// connection is closed. For the heartbeat keeper.
-    pub(crate) fn service(&self) -> bool {
-        let mut inner = self.lock();
-        if inner.closed().is_some() {
-            return false;
-        }
-        let now = Instant::now();
-        if inner.wants_input() {
-            if let Ok(mut reader) = self.reader.try_lock() {
-                drop(inner);
-                let outcome = reader.read(now);
-                inner = self.lock();
-                match outcome {
-                    ReadOutcome::Data(bytes) => inner.receive(bytes, Instant::now()),
-                    ReadOutcome::Idle => {}
-                    ReadOutcome::Closed(reason) => inner.core.handle_transport_closed(reason),
-                }
-                drop(reader);
-            }
+            None => {}
         }
         if inner
             .reconnect_due()
@@ -461,8 +452,7 @@ impl Shared {
         inner.flush();
         inner.dispatch();
         self.changed.notify_all();
-        let inner = self.report_recovery(inner);
-        inner.closed().is_none()
+        self.report_recovery(inner)
     }
 
     /// The earliest time the connection needs attention: the core's next

@@ -102,11 +102,8 @@ impl Connection {
     /// let connection = Connection::connect_with(options).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn connect_with(mut options: ConnectOptions) -> Result<Self> {
+    pub async fn connect_with(options: ConnectOptions) -> Result<Self> {
         let (reader, writer, local_addr) = connect_transport(&options).await?;
-        if options.recovery.is_some() {
-            options.config.record_topology = true;
-        }
         let operation_timeout = options.operation_timeout;
         let mut state = State::new(options);
         state.local_addr = Some(local_addr);

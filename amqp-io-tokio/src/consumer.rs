@@ -8,7 +8,6 @@ use std::collections::VecDeque;
 
 use amqp_io_common::session::{ConsumerHandle, Polled};
 use amqp_io_common::Result;
-use amqp_proto::codec::ShortString;
 use amqp_proto::Returned;
 use futures_core::Stream;
 
@@ -85,6 +84,14 @@ pub struct Consumer {
     finished: bool,
 }
 
+amqp_io_common::consumer_api! {
+    type = Consumer,
+    asyncness = [async],
+    awaiting = [.await],
+    demo = "# async fn demo(mut consumer: amqp_io_tokio::Consumer) -> amqp_io_tokio::Result<()> {",
+    suffix = ".await",
+}
+
 impl Consumer {
     pub(crate) fn new(channel: Channel, consumer: ConsumerHandle, no_ack: bool) -> Self {
         Self {
@@ -94,34 +101,6 @@ impl Consumer {
             taken: VecDeque::new(),
             finished: false,
         }
-    }
-
-    fn wrap(&self, delivery: amqp_proto::Delivery) -> Delivery {
-        Delivery::new(delivery, self.channel.clone())
-    }
-
-    /// The consumer tag.
-    ///
-    /// ```no_run
-    /// # fn demo(consumer: amqp_io_tokio::Consumer) {
-    /// println!("consuming as {}", consumer.tag());
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn tag(&self) -> &ShortString {
-        self.consumer.tag()
-    }
-
-    /// The channel it consumes on.
-    ///
-    /// ```no_run
-    /// # fn demo(consumer: amqp_io_tokio::Consumer) {
-    /// let channel = consumer.channel().clone();
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn channel(&self) -> &Channel {
-        &self.channel
     }
 
     /// The next delivery (what `StreamExt::next` gives, without needing
@@ -163,20 +142,6 @@ impl Consumer {
                 operation: "consumer receive",
                 timeout,
             }))
-    }
-
-    /// Cancels the consumer and waits for the server's `cancel-ok`
-    /// ([`Channel::basic_cancel`] with its tag); deliveries received but
-    /// not taken go back to the queue. Cancellation: dropped midway, the
-    /// consumer is dropped, which cancels it all the same.
-    ///
-    /// ```no_run
-    /// # async fn demo(consumer: amqp_io_tokio::Consumer) -> amqp_io_tokio::Result<()> {
-    /// consumer.cancel().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn cancel(self) -> Result<()> {
-        self.channel.basic_cancel(self.consumer.tag()).await
     }
 }
 
