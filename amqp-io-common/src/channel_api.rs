@@ -7,10 +7,10 @@
 //! one way Rust lets two crates share methods that differ only in being
 //! `async`.
 
-/// Writes the shared methods of an adapter's `Channel`.
-///
-/// The type must have the fields `channel: amqp_proto::ChannelHandle` and
-/// `timeout: std::time::Duration`, and these methods:
+/// Writes an adapter's `Channel`: the struct (its attributes and the field
+/// that reaches the connection are the adapter's; the macro adds
+/// `channel: amqp_proto::ChannelHandle` and `timeout: std::time::Duration`)
+/// and its shared methods. The adapter writes these methods:
 ///
 /// - `fn command<T>(&self, f: impl FnOnce(&mut S) -> Result<T>) -> Result<T>`
 ///   runs `f` on the session (`S` dereferences to
@@ -27,12 +27,21 @@
 #[macro_export]
 macro_rules! channel_api {
     (
-        type = $channel:ty,
+        $(#[$attribute:meta])*
+        pub struct $channel:ident { $owner:ident: $owner_type:ty }
         asyncness = [$($asyncness:tt)*],
         awaiting = [$($awaiting:tt)*],
         demo = $demo:literal,
         suffix = $suffix:literal $(,)?
     ) => {
+        $(#[$attribute])*
+        #[derive(Clone)]
+        pub struct $channel {
+            $owner: $owner_type,
+            channel: ::amqp_proto::ChannelHandle,
+            timeout: ::std::time::Duration,
+        }
+
         impl ::std::fmt::Debug for $channel {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.debug_struct("Channel")
@@ -59,6 +68,18 @@ macro_rules! channel_api {
         }
 
         impl $channel {
+            pub(crate) fn new(
+                $owner: $owner_type,
+                channel: ::amqp_proto::ChannelHandle,
+                timeout: ::std::time::Duration,
+            ) -> Self {
+                Self {
+                    $owner,
+                    channel,
+                    timeout,
+                }
+            }
+
             #[doc = "The channel id."]
             #[doc = ""]
             #[doc = "```no_run"]

@@ -33,6 +33,8 @@ pub mod delivery;
 mod error;
 #[cfg(feature = "kombu")]
 mod pidbox_api;
+#[cfg(feature = "kombu")]
+mod rpc_api;
 // `ledger` and `map` are not public API: they are the two adapters'
 // shared bookkeeping, and Rust has no visibility for "the crates of this
 // workspace", so they stay `pub` but hidden, with no semver promise. They

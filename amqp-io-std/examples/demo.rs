@@ -24,10 +24,10 @@ fn main() {
 fn run() -> Result<(), Error> {
     let url = std::env::var("AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let messages: u64 = std::env::var("DEMO_MESSAGES")
-        .ok()
-        .and_then(|count| count.parse().ok())
-        .unwrap_or(20_000);
+    let messages: u64 = match std::env::var("DEMO_MESSAGES") {
+        Ok(count) => count.parse().unwrap_or(20_000),
+        Err(_) => 20_000,
+    };
 
     let connection = Connection::open(&url)?;
     let server = connection.server_properties();

@@ -14,47 +14,40 @@ use crate::shared::{Inner, Reply, Shared};
 use amqp_io_common::session::{typed, ConsumerHandle};
 use amqp_io_common::{Error, Result};
 
-/// One channel of a [`Connection`](crate::Connection).
-///
-/// Each method sends its request and blocks until the reply, the
-/// channel's timeout ([`set_timeout`](Self::set_timeout); the
-/// connection's [`operation_timeout`](crate::ConnectOptions::operation_timeout)
-/// to start with), or the close of the channel or connection. Requests take
-/// the specification's method structs, whose `Default` fills what is left
-/// out, so every argument the protocol has is reachable:
-///
-/// ```no_run
-/// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-/// use amqp_proto::spec::{ExchangeDeclare, QueueBind, QueueDeclare};
-///
-/// channel.exchange_declare(ExchangeDeclare {
-///     exchange: "events".into(),
-///     exchange_type: "topic".into(),
-///     durable: true,
-///     ..Default::default()
-/// })?;
-/// let queue = channel.queue_declare(QueueDeclare { exclusive: true, ..Default::default() })?;
-/// channel.queue_bind(QueueBind {
-///     queue: queue.queue,
-///     exchange: "events".into(),
-///     routing_key: "orders.*".into(),
-///     ..Default::default()
-/// })?;
-/// # Ok(()) }
-/// ```
-///
-/// Clones are handles on the same channel. A channel stays open until
-/// [`close`](Self::close), a channel error from the server, or the end of
-/// the connection.
-#[derive(Clone)]
-pub struct Channel {
-    shared: Arc<Shared>,
-    channel: ChannelHandle,
-    timeout: Duration,
-}
-
 amqp_io_common::channel_api! {
-    type = Channel,
+    /// One channel of a [`Connection`](crate::Connection).
+    ///
+    /// Each method sends its request and blocks until the reply, the
+    /// channel's timeout ([`set_timeout`](Self::set_timeout); the
+    /// connection's [`operation_timeout`](crate::ConnectOptions::operation_timeout)
+    /// to start with), or the close of the channel or connection. Requests take
+    /// the specification's method structs, whose `Default` fills what is left
+    /// out, so every argument the protocol has is reachable:
+    ///
+    /// ```no_run
+    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
+    /// use amqp_proto::spec::{ExchangeDeclare, QueueBind, QueueDeclare};
+    ///
+    /// channel.exchange_declare(ExchangeDeclare {
+    ///     exchange: "events".into(),
+    ///     exchange_type: "topic".into(),
+    ///     durable: true,
+    ///     ..Default::default()
+    /// })?;
+    /// let queue = channel.queue_declare(QueueDeclare { exclusive: true, ..Default::default() })?;
+    /// channel.queue_bind(QueueBind {
+    ///     queue: queue.queue,
+    ///     exchange: "events".into(),
+    ///     routing_key: "orders.*".into(),
+    ///     ..Default::default()
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Clones are handles on the same channel. A channel stays open until
+    /// [`close`](Self::close), a channel error from the server, or the end of
+    /// the connection.
+    pub struct Channel { shared: Arc<Shared> }
     asyncness = [],
     awaiting = [],
     demo = "# fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {",
@@ -62,14 +55,6 @@ amqp_io_common::channel_api! {
 }
 
 impl Channel {
-    pub(crate) fn new(shared: Arc<Shared>, channel: ChannelHandle, timeout: Duration) -> Self {
-        Self {
-            shared,
-            channel,
-            timeout,
-        }
-    }
-
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
     }

@@ -57,25 +57,15 @@ impl RpcClient {
         })
     }
 
-    /// Publishes a request and waits up to `timeout` for its reply.
-    ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// use amqp_proto::codec::BasicProperties;
-    /// # fn demo(client: &amqp_io_std::rpc::RpcClient) -> amqp_io_std::Result<()> {
-    /// let reply = client.call("", "rpc.add", BasicProperties::default(), "[1, 2]", Duration::from_secs(2))?;
-    /// # Ok(()) }
-    /// ```
-    pub fn call(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        properties: BasicProperties,
-        body: impl Into<Bytes>,
-        timeout: Duration,
-    ) -> Result<Delivery> {
-        let call = self.lock().start(None, exchange, routing_key, properties);
-        let result = self.exchange(&call, body.into(), timeout);
+    fn start_call(&self, exchange: &str, routing_key: &str, properties: BasicProperties) -> Call {
+        self.lock().start(None, exchange, routing_key, properties)
+    }
+
+    // `rpc_api!` hands over what `start_call` returned; the async adapter
+    // needs it by value.
+    #[allow(clippy::needless_pass_by_value)]
+    fn finish_call(&self, call: Call, body: Bytes, timeout: Duration) -> Result<Delivery> {
+        let result = self.exchange(&call, body, timeout);
         self.lock().finish(&call.id);
         result
     }
@@ -110,21 +100,20 @@ impl RpcClient {
         }
     }
 
-    /// Requests waiting for their replies.
-    ///
-    /// ```no_run
-    /// # fn demo(client: &amqp_io_std::rpc::RpcClient) {
-    /// assert_eq!(client.pending(), 0);
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn pending(&self) -> usize {
+    fn calls_in_flight(&self) -> usize {
         self.lock().len()
     }
 
     fn lock(&self) -> MutexGuard<'_, Calls<Option<Delivery>>> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+amqp_io_common::rpc_api! {
+    asyncness = [],
+    awaiting = [],
+    demo = "# fn demo(client: &amqp_io_std::rpc::RpcClient) -> amqp_io_std::Result<()> {",
+    suffix = "",
 }
 
 /// Serves up to `limit` requests (`None`: until the channel closes) from

@@ -18,35 +18,28 @@ use crate::connection::Handle;
 use crate::consumer::{Consumer, Returns};
 use crate::state::{Reply, Shared, State};
 
-/// One channel of a [`Connection`](crate::Connection); clones are handles
-/// on the same channel, usable from many tasks at once.
-///
-/// Every call waits at most the channel's timeout
-/// ([`set_timeout`](Self::set_timeout); the connection's
-/// `operation_timeout` to start with) and fails with the channel's close
-/// (reply code and text) or the connection's end. Requests take the
-/// specification's method structs, so every argument the protocol has is
-/// reachable.
-///
-/// # Cancellation
-///
-/// Every future here may be dropped at any await point without harming
-/// the connection or the channel. A request whose frame was sent is still
-/// answered by the server and its reply discarded; where the reply carries
-/// something (a `basic.get` message, a consumer, a channel), it is given
-/// back: the message requeued, the consumer cancelled, the channel closed.
-/// A publish is either not sent at all (dropped while waiting for flow
-/// control) or sent whole; its confirmation is tracked by the core either
-/// way, and dropping the [`Confirmation`] loses nothing.
-#[derive(Clone)]
-pub struct Channel {
-    handle: Arc<Handle>,
-    channel: ChannelHandle,
-    timeout: Duration,
-}
-
 amqp_io_common::channel_api! {
-    type = Channel,
+    /// One channel of a [`Connection`](crate::Connection); clones are handles
+    /// on the same channel, usable from many tasks at once.
+    ///
+    /// Every call waits at most the channel's timeout
+    /// ([`set_timeout`](Self::set_timeout); the connection's
+    /// `operation_timeout` to start with) and fails with the channel's close
+    /// (reply code and text) or the connection's end. Requests take the
+    /// specification's method structs, so every argument the protocol has is
+    /// reachable.
+    ///
+    /// # Cancellation
+    ///
+    /// Every future here may be dropped at any await point without harming
+    /// the connection or the channel. A request whose frame was sent is still
+    /// answered by the server and its reply discarded; where the reply carries
+    /// something (a `basic.get` message, a consumer, a channel), it is given
+    /// back: the message requeued, the consumer cancelled, the channel closed.
+    /// A publish is either not sent at all (dropped while waiting for flow
+    /// control) or sent whole; its confirmation is tracked by the core either
+    /// way, and dropping the [`Confirmation`] loses nothing.
+    pub struct Channel { handle: Arc<Handle> }
     asyncness = [async],
     awaiting = [.await],
     demo = "# async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {",
@@ -54,14 +47,6 @@ amqp_io_common::channel_api! {
 }
 
 impl Channel {
-    pub(crate) fn new(handle: Arc<Handle>, channel: ChannelHandle, timeout: Duration) -> Self {
-        Self {
-            handle,
-            channel,
-            timeout,
-        }
-    }
-
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.handle.shared
     }

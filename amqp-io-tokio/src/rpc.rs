@@ -19,14 +19,14 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use amqp_io_common::rpc::{self, Calls};
+use amqp_io_common::rpc::{self, Call, Calls};
 use amqp_io_common::{Error, Result};
 use amqp_proto::codec::BasicProperties;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::consumer::Delivery;
 use crate::{Channel, Connection, Consumer};
+use amqp_proto::Delivery;
 
 /// The calls in flight, each with the sender its reply goes through (taken
 /// when the reply comes).
@@ -75,35 +75,28 @@ impl RpcClient {
         })
     }
 
-    /// Publishes a request to `exchange` with `routing_key` and waits up
-    /// to `timeout` for its reply.
-    ///
-    /// Cancellation: dropping the future forgets the request; its reply,
-    /// if it comes, is discarded.
-    ///
-    /// ```no_run
-    /// use std::time::Duration;
-    /// use amqp_proto::codec::BasicProperties;
-    /// # async fn demo(client: amqp_io_tokio::rpc::RpcClient) -> amqp_io_tokio::Result<()> {
-    /// let properties = BasicProperties::default().content_type("application/json");
-    /// let reply = client.call("", "rpc.add", properties, r#"[1, 2]"#, Duration::from_secs(2)).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn call(
+    fn start_call(
         &self,
         exchange: &str,
         routing_key: &str,
         properties: BasicProperties,
-        body: impl Into<Bytes>,
-        timeout: Duration,
-    ) -> Result<Delivery> {
+    ) -> (Call, oneshot::Receiver<Delivery>, Forget<'_>) {
         let (sender, receiver) = oneshot::channel();
         let call = lock(&self.waiters).start(Some(sender), exchange, routing_key, properties);
-        // Forgets the request however this future ends.
-        let _forget = Forget {
+        // Forgets the request however the call ends, dropped included.
+        let forget = Forget {
             waiters: &self.waiters,
-            id: &call.id,
+            id: call.id.clone(),
         };
+        (call, receiver, forget)
+    }
+
+    async fn finish_call(
+        &self,
+        (call, receiver, _forget): (Call, oneshot::Receiver<Delivery>, Forget<'_>),
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Delivery> {
         self.channel
             .publish(&call.publish, &call.properties, body)
             .await?;
@@ -117,17 +110,16 @@ impl RpcClient {
         }
     }
 
-    /// Requests waiting for their replies.
-    ///
-    /// ```no_run
-    /// # fn demo(client: amqp_io_tokio::rpc::RpcClient) {
-    /// assert_eq!(client.pending(), 0);
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn pending(&self) -> usize {
+    fn calls_in_flight(&self) -> usize {
         lock(&self.waiters).len()
     }
+}
+
+amqp_io_common::rpc_api! {
+    asyncness = [async],
+    awaiting = [.await],
+    demo = "# async fn demo(client: amqp_io_tokio::rpc::RpcClient) -> amqp_io_tokio::Result<()> {",
+    suffix = ".await",
 }
 
 fn closed(why: &str) -> Error {
@@ -137,18 +129,20 @@ fn closed(why: &str) -> Error {
 /// Removes a call's waiter when the call ends, replied or not.
 struct Forget<'a> {
     waiters: &'a Waiters,
-    id: &'a str,
+    id: String,
 }
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        lock(self.waiters).finish(self.id);
+        lock(self.waiters).finish(&self.id);
     }
 }
 
 /// Hands each reply to the call waiting for its correlation id.
 async fn route_replies(mut replies: Consumer, waiters: Waiters) {
     while let Some(Ok(reply)) = replies.recv().await {
+        // Consumed without acknowledgement: only the message matters.
+        let reply = reply.into_inner();
         let waiter = lock(&waiters).waiter(&reply).and_then(Option::take);
         if let Some(waiter) = waiter {
             let _ = waiter.send(reply);
