@@ -137,6 +137,13 @@ pub struct Config {
     /// Bytes queued for sending beyond which the back-pressure signal asks
     /// publishers to wait.
     pub max_queued_output: usize,
+    /// Message bodies of at most this many bytes are copied into the output
+    /// buffer with their method and header frames, so a small publish is
+    /// one contiguous run of bytes (and many of them one write); larger
+    /// bodies are queued as chunks of their own and sent from the
+    /// application's memory without a copy. 0 copies no body. 2048 by
+    /// default.
+    pub copy_bodies_up_to: usize,
     /// Events (deliveries included) buffered in the core beyond which
     /// [`Connection::wants_input`](crate::Connection::wants_input) asks the
     /// adapter to stop reading.
@@ -183,6 +190,7 @@ impl Default for Config {
             max_table_depth: DEFAULT_MAX_TABLE_DEPTH,
             max_unconfirmed: 1_000,
             max_queued_output: 1 << 20,
+            copy_bodies_up_to: 2048,
             max_buffered_events: 4_096,
             max_buffered_bytes: 64 << 20,
             max_bodies_in_progress: 256 << 20,

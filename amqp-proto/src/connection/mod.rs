@@ -30,6 +30,11 @@ pub(crate) use events::content_weight;
 use events::EventQueue;
 pub(crate) use output::Output;
 
+/// At most this many chunks go into one vectored write of
+/// [`Connection::write_to`] (Linux accepts 1024; a few dozen already move
+/// far more than a socket buffer holds).
+const WRITE_SLICES: usize = 64;
+
 /// Where the connection is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
@@ -118,10 +123,16 @@ impl Sink<'_> {
 ///    call [`handle_timeout`](Self::handle_timeout).
 /// 3. Application commands: [`open_channel`](Self::open_channel),
 ///    [`channel`](Self::channel) for requests and publishes, [`close`](Self::close).
-/// 4. After any of the above, drain [`poll_transmit`](Self::poll_transmit)
-///    into the socket and [`poll_event`](Self::poll_event) into the
-///    application until both return `None`, then ask
-///    [`poll_timeout`](Self::poll_timeout) again.
+/// 4. After any of the above, write queued output while the socket takes
+///    it ([`write_to`](Self::write_to), or
+///    [`poll_transmit_into`](Self::poll_transmit_into) /
+///    [`poll_transmit`](Self::poll_transmit) for writes of your own) and
+///    drain [`poll_event`](Self::poll_event) into the application until it
+///    returns `None`, then ask [`poll_timeout`](Self::poll_timeout) again.
+///    Output the socket does not take stays here, where it is the
+///    back-pressure ([`publish_readiness`](Self::publish_readiness)); when
+///    the socket is writable again, write more
+///    ([`wants_write`](Self::wants_write) says whether anything waits).
 ///
 /// The core is deterministic: the same inputs and times give the same
 /// transmits and events, whatever the split of the bytes. It never panics on
@@ -342,20 +353,133 @@ impl Connection {
         self.finish(error);
     }
 
+    /// True while bytes are queued for writing: call
+    /// [`write_to`](Self::write_to), [`poll_transmit_into`](Self::poll_transmit_into)
+    /// or [`poll_transmit`](Self::poll_transmit) when the socket can take
+    /// them. A getter: it changes nothing.
+    #[must_use]
+    pub fn wants_write(&self) -> bool {
+        self.output.len() > 0
+    }
+
     /// The next chunk of bytes to write, or `None` when nothing is queued.
-    /// Frames are coalesced into one chunk; each message body is its own
-    /// chunk, never copied, so adapters can write them with one vectored
-    /// write.
+    /// Frames are coalesced into one chunk, message bodies of at most
+    /// [`Config::copy_bodies_up_to`] bytes with them; each larger body is
+    /// its own chunk, never copied, so adapters can write them with one
+    /// vectored write.
+    ///
+    /// A chunk taken is no longer the core's: an adapter that takes every
+    /// chunk at once holds the queue itself, and
+    /// [`publish_readiness`](Self::publish_readiness) can no longer see it
+    /// (it never reports [`Readiness::OutputFull`]). Take chunks only as
+    /// the socket accepts them, or use [`write_to`](Self::write_to) or
+    /// [`poll_transmit_into`](Self::poll_transmit_into), which take only
+    /// what is written or what fits.
     ///
     /// `now` is when the chunk is taken for writing: the next heartbeat is
-    /// due one interval after the last write, so the time must be the real
-    /// one, not that of the last input (the connection may have been idle
-    /// since).
+    /// timed from the last write, so the time must be the real one, not that of the last input (the connection may have been
+    /// idle since).
+    #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         let chunk = self.output.pop()?;
+        self.taken_for_writing(chunk.len(), now);
+        Some(chunk)
+    }
+
+    /// Appends up to `max` bytes of queued output to `buf` and returns how
+    /// many (0 when nothing is queued or `max` is 0): the batching path,
+    /// for adapters whose write takes one contiguous buffer. Everything is
+    /// copied, frames and bodies alike, so many small publishes become one
+    /// write; the cost is one copy of every byte, where
+    /// [`poll_transmit`](Self::poll_transmit) and [`write_to`](Self::write_to)
+    /// send bodies over [`Config::copy_bodies_up_to`] from the
+    /// application's memory. For large messages prefer those.
+    ///
+    /// How much to take: about what one write moves, the socket's send
+    /// buffer or a TLS record's worth (16 KiB to 256 KiB); not everything.
+    /// Bytes left in the core are the back-pressure: while more than
+    /// [`Config::max_queued_output`] wait here,
+    /// [`publish_readiness`](Self::publish_readiness) answers
+    /// [`Readiness::OutputFull`] and publishers wait for the socket. Bytes
+    /// moved into `buf` are no longer counted.
+    ///
+    /// Partial writes: if the socket accepts only part of `buf`, keep the
+    /// rest at its front and write it first; take more from the core once
+    /// `buf` is empty (or nearly). What the core hands out is never handed
+    /// out again. Reuse `buf` (clear it once written) so its allocation is
+    /// made once.
+    ///
+    /// `now` is when the bytes are taken for writing, as for
+    /// [`poll_transmit`](Self::poll_transmit).
+    #[must_use = "the bytes appended to buf must be written"]
+    pub fn poll_transmit_into(&mut self, now: Instant, max: usize, buf: &mut Vec<u8>) -> usize {
+        let taken = self.output.copy_into(max, buf);
+        self.taken_for_writing(taken, now);
+        taken
+    }
+
+    /// Writes queued output to `writer` with one call of
+    /// [`Write::write_vectored`](std::io::Write::write_vectored) over the
+    /// queued chunks (up to 64 of them: coalesced frames and small bodies,
+    /// and large bodies from the application's memory, none copied), and
+    /// returns how many bytes the writer accepted, as rustls's `write_tls`
+    /// does. Bytes it did not accept stay queued, in order, for the next
+    /// call; a chunk written in part keeps its rest at the front.
+    ///
+    /// Call it while [`wants_write`](Self::wants_write) is true and the
+    /// socket is writable. `Ok(0)` means nothing is queued, or the writer
+    /// took nothing (for a socket: it cannot take more; `write_all` would
+    /// call that [`WriteZero`](std::io::ErrorKind::WriteZero)). Errors are
+    /// the writer's, returned as they are, with nothing removed from the
+    /// queue: on [`WouldBlock`](std::io::ErrorKind::WouldBlock) wait until
+    /// the socket is writable, on
+    /// [`Interrupted`](std::io::ErrorKind::Interrupted) call again, on
+    /// anything else report
+    /// [`handle_transport_closed`](Self::handle_transport_closed).
+    ///
+    /// Leaving what the socket does not take in the core is the
+    /// back-pressure: [`publish_readiness`](Self::publish_readiness)
+    /// reports [`Readiness::OutputFull`] while more than
+    /// [`Config::max_queued_output`] bytes wait, so a slow socket slows
+    /// publishers instead of growing a queue in the adapter.
+    ///
+    /// A writer whose `write_vectored` is the default writes only the
+    /// first chunk per call (correct, but one call per chunk); sockets and
+    /// TLS writers implement it. An async adapter can pass a small
+    /// [`Write`](std::io::Write) over the non-blocking socket (tokio's
+    /// `TcpStream::try_write_vectored`, smol's `Async::get_ref`) and wait
+    /// for writability on `WouldBlock`.
+    ///
+    /// `now` is when the bytes are written, as for
+    /// [`poll_transmit`](Self::poll_transmit).
+    pub fn write_to(
+        &mut self,
+        writer: &mut dyn std::io::Write,
+        now: Instant,
+    ) -> std::io::Result<usize> {
+        let written = {
+            let mut slices = [std::io::IoSlice::new(&[]); WRITE_SLICES];
+            let filled = self.output.io_slices(&mut slices);
+            if filled == 0 {
+                return Ok(0);
+            }
+            writer.write_vectored(slices.get(..filled).unwrap_or_default())?
+        };
+        // A writer claiming more than it was given has a bug; the queue
+        // never hands out a byte twice either way.
+        let written = written.min(self.output.len());
+        self.output.consume(written);
+        self.taken_for_writing(written, now);
+        Ok(written)
+    }
+
+    /// Bookkeeping for `taken` bytes handed to the adapter at `now`.
+    fn taken_for_writing(&mut self, taken: usize, now: Instant) {
+        if taken == 0 {
+            return;
+        }
         self.advance_clock(now);
         self.last_sent = self.now;
-        Some(chunk)
     }
 
     /// Moves the connection's notion of the current time forward; a caller
