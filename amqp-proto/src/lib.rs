@@ -60,8 +60,9 @@
 //! while connection.poll_transmit(start).is_some() {} // start-ok, tune-ok, open
 //! assert!(matches!(connection.poll_event(), Some(Event::Opened { .. })));
 //!
-//! // Heartbeats are deadlines: nothing sent for 60 s means one is due.
-//! assert_eq!(connection.poll_timeout(), Some(start + Duration::from_secs(60)));
+//! // Heartbeats are deadlines: with a 60 s interval, nothing sent for 30 s
+//! // means one is due (half the interval, as RabbitMQ sends them).
+//! assert_eq!(connection.poll_timeout(), Some(start + Duration::from_secs(30)));
 //!
 //! // Commands queue frames and return ids at once.
 //! let channel = connection.open_channel()?;
@@ -177,7 +178,7 @@ pub mod spec;
 pub mod uri;
 
 pub use channel::{ChannelRef, Settlement};
-pub use connection::{Config, Connection, Readiness, SaslMechanism, Tuning};
+pub use connection::{Config, Connection, Readiness, SaslMechanism, Stats, Tuning};
 pub use error::{
     CloseReason, ConnectionError, DecodeError, EncodeError, Initiator, ProtocolViolation,
     UsageError,

@@ -6,6 +6,7 @@ mod events;
 mod handshake;
 pub(crate) mod output;
 mod recovery;
+mod stats;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use config::{Config, SaslMechanism, Tuning};
+pub use stats::Stats;
 
 use crate::channel::{Channel, ChannelRef, Disposition};
 use crate::codec::{
@@ -172,6 +174,11 @@ pub struct Connection {
     replay_on_open: bool,
     /// The replay under way.
     replay: Option<Replay>,
+    stats: Stats,
+    /// Bytes in the decoder after the last input was handled, so bytes
+    /// appended to [`input_buffer`](Self::input_buffer) since are told
+    /// from bytes that were there already.
+    undecoded: usize,
 }
 
 impl Connection {
@@ -212,6 +219,8 @@ impl Connection {
             recorder,
             replay_on_open: false,
             replay: None,
+            stats: Stats::default(),
+            undecoded: 0,
         }
     }
 
@@ -296,13 +305,27 @@ impl Connection {
     /// Processes what was read into [`input_buffer`](Self::input_buffer).
     pub fn handle_buffered_input(&mut self, now: Instant) {
         self.advance_clock(now);
-        if self.decoder.buffered_len() == 0 || self.is_closed() {
+        let arrived = self.decoder.buffered_len().saturating_sub(self.undecoded);
+        stats::add(&mut self.stats.bytes_received, arrived);
+        if arrived > 0 && !self.is_closed() {
+            self.last_received = self.now;
+        }
+        self.decode_buffered();
+        self.undecoded = self.decoder.buffered_len();
+    }
+
+    /// Decodes and handles every whole frame buffered.
+    fn decode_buffered(&mut self) {
+        if self.decoder.buffered_len() == 0 {
             return;
         }
-        self.last_received = self.now;
         while !self.is_closed() {
             match self.decoder.decode() {
                 Ok(Some(frame)) => {
+                    stats::add(&mut self.stats.frames_received, 1);
+                    if matches!(frame, Frame::Heartbeat) {
+                        stats::add(&mut self.stats.heartbeats_received, 1);
+                    }
                     let first_new = self.events.len();
                     if let Err(violation) = self.handle_frame(frame) {
                         self.protocol_violation(violation);
@@ -480,6 +503,14 @@ impl Connection {
         }
         self.advance_clock(now);
         self.last_sent = self.now;
+        stats::add(&mut self.stats.bytes_sent, taken);
+    }
+
+    /// What went over the connection so far: bytes, frames and heartbeats
+    /// each way. Cheap (a copy of a few integers); see [`Stats`].
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.stats
     }
 
     /// Moves the connection's notion of the current time forward; a caller
@@ -516,6 +547,13 @@ impl Connection {
     /// When [`handle_timeout`](Self::handle_timeout) must next be called:
     /// the handshake or close deadline, the next heartbeat to send, or the
     /// moment the server counts as dead. `None` once closed.
+    ///
+    /// Heartbeats (spec 4.2.7, with the negotiated interval of
+    /// [`Tuning::heartbeat`]): a heartbeat frame is due half an interval
+    /// after the last write, as RabbitMQ sends its own, and the server is
+    /// dead after two whole intervals in which nothing arrived from it (the
+    /// specification's rule, which RabbitMQ's own check is no stricter
+    /// than). [`Connection::stats`] counts the heartbeats both ways.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
@@ -538,7 +576,7 @@ impl Connection {
 
     fn heartbeat_deadline(&self) -> Option<Instant> {
         let interval = self.heartbeat_interval()?;
-        let send = later(self.last_sent, interval);
+        let send = later(self.last_sent, interval / 2);
         let dead = later(self.last_received, interval * 2);
         Some(send.min(dead))
     }
@@ -587,8 +625,16 @@ impl Connection {
             self.finish(ConnectionError::HeartbeatTimeout);
             return;
         }
-        if now >= later(self.last_sent, interval) {
-            encode_heartbeat_frame(self.output.frames());
+        if now >= later(self.last_sent, interval / 2) {
+            // Half the interval, as RabbitMQ does, so the server hears from
+            // us at least once per interval however our writes and its
+            // checks fall. Bytes already queued reach the server before a
+            // heartbeat would, and any bytes count as traffic (4.2.7): a
+            // heartbeat behind them adds nothing.
+            if self.output.len() == 0 {
+                encode_heartbeat_frame(self.output.frames());
+                stats::add(&mut self.stats.heartbeats_sent, 1);
+            }
             self.last_sent = now;
         }
     }
