@@ -32,6 +32,21 @@ pub(crate) use events::content_weight;
 use events::EventQueue;
 pub(crate) use output::Output;
 
+/// Bytes one [`Connection::read_from`] offers the reader.
+const READ_SIZE: usize = 64 * 1024;
+
+/// The initialised buffer [`Connection::read_from`] reads into: empty until
+/// the first call, then [`READ_SIZE`] bytes for good.
+#[derive(Default)]
+struct ReadScratch(Vec<u8>);
+
+/// The scratch bytes are stale input: debug output shows only the size.
+impl std::fmt::Debug for ReadScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadScratch({} bytes)", self.0.len())
+    }
+}
+
 /// At most this many chunks go into one vectored write of
 /// [`Connection::write_to`] (Linux accepts 1024; a few dozen already move
 /// far more than a socket buffer holds).
@@ -175,6 +190,8 @@ pub struct Connection {
     /// The replay under way.
     replay: Option<Replay>,
     stats: Stats,
+    /// Where [`read_from`](Self::read_from) reads into.
+    read_scratch: ReadScratch,
     /// Bytes in the decoder after the last input was handled, so bytes
     /// appended to [`input_buffer`](Self::input_buffer) since are told
     /// from bytes that were there already.
@@ -220,6 +237,7 @@ impl Connection {
             replay_on_open: false,
             replay: None,
             stats: Stats::default(),
+            read_scratch: ReadScratch::default(),
             undecoded: 0,
         }
     }
@@ -290,19 +308,92 @@ impl Connection {
         self.blocked
     }
 
-    /// Feeds bytes read from the socket, in any split.
+    /// Feeds bytes read from the socket, in any split (the outcome is the
+    /// same however they were cut), with the current time: the server is
+    /// alive as of `now`.
+    ///
+    /// Input before timeouts: after any pause (the adapter slept past a
+    /// deadline, the thread was busy, the process was suspended), feed what
+    /// the socket already holds before calling
+    /// [`handle_timeout`](Self::handle_timeout). The core knows only of
+    /// bytes it was given; the server's heartbeats unread in the socket
+    /// would not save a live connection from being judged dead
+    /// ([`ConnectionError::HeartbeatTimeout`]) and dropped.
     pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
         self.decoder.extend_from_slice(bytes);
         self.handle_buffered_input(now);
     }
 
+    /// Reads once from `reader` (a socket, a TLS stream) and handles what
+    /// it gave, as rustls's `read_tls` does: returns the number of bytes
+    /// read. `Ok(0)` is end of stream: the server closed the connection;
+    /// report it with [`handle_transport_closed`](Self::handle_transport_closed).
+    /// Errors are the reader's, returned as they are with nothing changed:
+    /// on [`WouldBlock`](std::io::ErrorKind::WouldBlock) wait until the
+    /// socket is readable, on [`Interrupted`](std::io::ErrorKind::Interrupted)
+    /// call again, on anything else report
+    /// [`handle_transport_closed`](Self::handle_transport_closed).
+    ///
+    /// Call it while [`wants_input`](Self::wants_input) is true, and before
+    /// [`handle_timeout`](Self::handle_timeout) when both are due (see
+    /// [`handle_input`](Self::handle_input)); then drain the events. One
+    /// call reads at most 64 KiB; call again while the socket has more.
+    ///
+    /// Safe Rust cannot hand a reader the uninitialised capacity of
+    /// [`input_buffer`](Self::input_buffer), so the bytes are read into a
+    /// 64 KiB scratch buffer kept by the connection (zero-filled once, on
+    /// the first call, never again) and copied from there, still hot in the
+    /// cache, into the decoder's buffer: one copy of what was read, not a
+    /// zero-fill of the whole buffer per read. Message bodies are slices of
+    /// the decoder's buffer from there on. An adapter whose reader fills a
+    /// [`bytes::BufMut`] (tokio's `AsyncReadExt::read_buf`) can read into
+    /// [`input_buffer`](Self::input_buffer) instead and skip that copy.
+    pub fn read_from(
+        &mut self,
+        reader: &mut dyn std::io::Read,
+        now: Instant,
+    ) -> std::io::Result<usize> {
+        let scratch = &mut self.read_scratch.0;
+        if scratch.len() < READ_SIZE {
+            scratch.resize(READ_SIZE, 0);
+        }
+        let read = reader.read(scratch)?;
+        // A reader claiming more than it was given has a bug; take what
+        // is there.
+        let read = read.min(scratch.len());
+        if read > 0 {
+            self.decoder
+                .extend_from_slice(scratch.get(..read).unwrap_or_default());
+            self.handle_buffered_input(now);
+        }
+        Ok(read)
+    }
+
     /// The receive buffer, so the adapter can read from the socket straight
     /// into it; then call [`handle_buffered_input`](Self::handle_buffered_input).
+    ///
+    /// Append only: reserve room and write at the end (`extend_from_slice`,
+    /// or a reader that fills a [`bytes::BufMut`], such as tokio's
+    /// `AsyncReadExt::read_buf` or a TLS session decrypting into it). Never
+    /// remove, reorder or replace what is already there: it is the start of
+    /// a frame the decoder is waiting to complete. Hand the buffer back with
+    /// [`handle_buffered_input`](Self::handle_buffered_input) after every
+    /// read, before [`handle_timeout`](Self::handle_timeout) (see
+    /// [`handle_input`](Self::handle_input)). The decoder reserves room
+    /// for a frame whose header announced it (bounded by the negotiated
+    /// frame-max), and message bodies delivered become slices of this
+    /// buffer, never copied again.
+    ///
+    /// With [`std::io::Read`], which needs initialised memory, use
+    /// [`read_from`](Self::read_from): reading into this buffer safely
+    /// would mean zero-filling its spare capacity before every read.
     pub fn input_buffer(&mut self) -> &mut bytes::BytesMut {
         self.decoder.buffer_mut()
     }
 
-    /// Processes what was read into [`input_buffer`](Self::input_buffer).
+    /// Processes what was read into [`input_buffer`](Self::input_buffer)
+    /// since the last call; `now` is when it was read. Handling the same
+    /// bytes again (nothing new arrived) is no sign of life.
     pub fn handle_buffered_input(&mut self, now: Instant) {
         self.advance_clock(now);
         let arrived = self.decoder.buffered_len().saturating_sub(self.undecoded);
@@ -536,7 +627,21 @@ impl Connection {
     /// events not yet polled are fewer than [`Config::max_buffered_events`]
     /// and hold less than [`Config::max_buffered_bytes`] (message bodies
     /// and decoded headers). Stop reading otherwise, so a slow consumer
-    /// bounds memory.
+    /// bounds memory; read again once [`poll_event`](Self::poll_event) has
+    /// drained enough for it to be true. False once closed.
+    ///
+    /// It is asked between reads, not within one: every whole frame a read
+    /// gives is decoded at once, so one read may take the buffered events
+    /// past the limits, by as many events as a read holds (a 64 KiB read
+    /// of small deliveries is hundreds). The bound is the limits plus one
+    /// read: size reads accordingly.
+    ///
+    /// While it is false the dead-peer check is suspended: the adapter is
+    /// not reading, so silence says nothing about the server.
+    /// [`handle_timeout`](Self::handle_timeout) then restarts the count of
+    /// silence at each call, so the server is judged dead only after two
+    /// heartbeat intervals of silence with reading allowed. Heartbeats are
+    /// still sent meanwhile.
     #[must_use]
     pub fn wants_input(&self) -> bool {
         self.state != State::Closed
@@ -546,7 +651,12 @@ impl Connection {
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called:
     /// the handshake or close deadline, the next heartbeat to send, or the
-    /// moment the server counts as dead. `None` once closed.
+    /// moment the server counts as dead. `None` once closed. Ask again after
+    /// every input, command or write: each can move it.
+    ///
+    /// Wait for the socket to be readable or this instant to pass,
+    /// whichever is first; when both happen, handle the input before the
+    /// timeout (see [`handle_timeout`](Self::handle_timeout)).
     ///
     /// Heartbeats (spec 4.2.7, with the negotiated interval of
     /// [`Tuning::heartbeat`]): a heartbeat frame is due half an interval
@@ -581,7 +691,19 @@ impl Connection {
         Some(send.min(dead))
     }
 
-    /// Acts on the deadlines that have passed by `now`.
+    /// Acts on the deadlines that have passed by `now`: ends a handshake or
+    /// a close that took too long, queues a heartbeat, or ends the
+    /// connection if the server was silent for two heartbeat intervals
+    /// ([`ConnectionError::HeartbeatTimeout`], nothing more sent, spec
+    /// 4.2.7). Calling it early does nothing; calling it late acts on
+    /// everything due. Then write and drain events as after any input.
+    ///
+    /// Input first: when the socket is readable and the deadline has come
+    /// at once (after a pause above all), read and feed the bytes first
+    /// ([`handle_input`](Self::handle_input),
+    /// [`read_from`](Self::read_from)), then call this. The silence is
+    /// measured up to the last bytes the core was given, so bytes left
+    /// unread in the socket can make a live connection look dead.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance_clock(now);
         let now = self.now;

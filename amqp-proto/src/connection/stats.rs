@@ -19,7 +19,7 @@ pub struct Stats {
     /// [`queued_output`](crate::Connection::queued_output)).
     pub bytes_sent: u64,
     /// Bytes received: given to [`handle_input`](crate::Connection::handle_input),
-    /// or appended to
+    /// read by [`read_from`](crate::Connection::read_from), or appended to
     /// [`input_buffer`](crate::Connection::input_buffer) before
     /// [`handle_buffered_input`](crate::Connection::handle_buffered_input).
     pub bytes_received: u64,
