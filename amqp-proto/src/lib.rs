@@ -30,8 +30,8 @@
 //!
 //! use amqp_proto::codec::{encode_method_frame, BasicProperties};
 //! use amqp_proto::spec::{self, Method};
+//! use amqp_proto::bytes::BytesMut;
 //! use amqp_proto::{Config, Connection, Event};
-//! use bytes::BytesMut;
 //!
 //! // What a server would send: a method frame on a channel.
 //! fn server(channel: u16, method: impl Into<Method>) -> BytesMut {
@@ -167,6 +167,12 @@
     )
 )]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+/// The `bytes` crate this one is built with: bodies are [`bytes::Bytes`]
+/// and the input buffer is a [`bytes::BytesMut`], so an application that
+/// names those types can use this re-export and always have the matching
+/// version.
+pub use bytes;
 
 mod channel;
 pub mod codec;
