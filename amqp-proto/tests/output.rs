@@ -40,8 +40,8 @@ fn bodies() -> Vec<Bytes> {
         let size = match n % 5 {
             0 => 0,
             1 => 16,
-            2 => 2048,
-            3 => 2049,
+            2 => 1024,
+            3 => 1025,
             _ => 300_000,
         };
         bodies.push(Bytes::from(vec![n; size]));

@@ -123,7 +123,7 @@ impl std::fmt::Debug for SaslMechanism {
 /// | [`max_table_depth`](Self::max_table_depth) | 32 |
 /// | [`max_unconfirmed`](Self::max_unconfirmed) | 1,000 per channel |
 /// | [`max_queued_output`](Self::max_queued_output) | 1 MiB |
-/// | [`copy_bodies_up_to`](Self::copy_bodies_up_to) | 2,048 bytes |
+/// | [`copy_bodies_up_to`](Self::copy_bodies_up_to) | 1,024 bytes |
 /// | [`max_buffered_events`](Self::max_buffered_events) | 4,096 |
 /// | [`max_buffered_bytes`](Self::max_buffered_bytes) | 64 MiB |
 /// | [`max_bodies_in_progress`](Self::max_bodies_in_progress) | 256 MiB |
@@ -203,7 +203,8 @@ pub struct Config {
     /// one contiguous run of bytes (and many of them one write); larger
     /// bodies are queued as chunks of their own and sent from the
     /// application's memory without a copy. 0 copies no body. Default:
-    /// 2,048.
+    /// 1,024, about where copying starts to cost more than a chunk of its
+    /// own (`benches/output.rs`, `docs/performance.md`).
     pub copy_bodies_up_to: usize,
     /// Events (deliveries included) buffered in the core beyond which
     /// [`Connection::wants_input`](crate::Connection::wants_input) asks the
@@ -254,7 +255,7 @@ impl Default for Config {
             max_table_depth: DEFAULT_MAX_TABLE_DEPTH,
             max_unconfirmed: 1_000,
             max_queued_output: 1 << 20,
-            copy_bodies_up_to: 2048,
+            copy_bodies_up_to: 1024,
             max_buffered_events: 4_096,
             max_buffered_bytes: 64 << 20,
             max_bodies_in_progress: 256 << 20,
@@ -573,7 +574,7 @@ mod tests {
         assert_eq!(config.max_table_depth, 32);
         assert_eq!(config.max_unconfirmed, 1000);
         assert_eq!(config.max_queued_output, 1 << 20);
-        assert_eq!(config.copy_bodies_up_to, 2048);
+        assert_eq!(config.copy_bodies_up_to, 1024);
         assert_eq!(config.max_buffered_events, 4096);
         assert_eq!(config.max_buffered_bytes, 64 << 20);
         assert_eq!(config.max_bodies_in_progress, 256 << 20);
