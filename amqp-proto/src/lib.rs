@@ -13,10 +13,10 @@
 //!
 //! After every input ([`Connection::handle_input`],
 //! [`Connection::handle_timeout`]) and every command ([`Connection::open_channel`],
-//! [`ChannelRef::request`], [`ChannelRef::publish`], ...), drain
-//! [`Connection::poll_transmit`] into the socket and [`Connection::poll_event`]
-//! into the application until both are empty, then sleep until the socket is
-//! readable or [`Connection::poll_timeout`] passes. Requests return a
+//! [`ChannelRef::request`], [`ChannelRef::publish`], ...), write the queued
+//! output and drain [`Connection::poll_event`] into the application until it
+//! is empty, then sleep until the socket is readable (or writable, while
+//! output waits) or [`Connection::poll_timeout`] passes. Requests return a
 //! [`RequestId`]; their outcome is an [`Event::Reply`] (or
 //! [`Event::RequestFailed`]) carrying it. Publishes in confirm mode return a
 //! sequence number; their outcome is an [`Event::Confirm`].
@@ -91,6 +91,32 @@
 //! }
 //! # Ok::<(), amqp_proto::UsageError>(())
 //! ```
+//!
+//! # Writing an adapter
+//!
+//! An adapter over a socket needs a handful of calls, each documented with
+//! its rules:
+//!
+//! - Output: [`Connection::write_to`] makes one vectored write and keeps in
+//!   the core what the socket did not take, in order (small publishes are
+//!   coalesced, large bodies are written from the application's memory);
+//!   [`Connection::poll_transmit_into`] copies batches into a buffer of
+//!   yours, [`Connection::poll_transmit`] hands out chunks.
+//!   [`Connection::wants_write`] says whether anything waits. Leave what
+//!   the socket cannot take in the core: that queue is the back-pressure
+//!   [`Connection::publish_readiness`] reports.
+//! - Input: [`Connection::read_from`] reads once from a [`std::io::Read`]
+//!   and handles it (0 is end of stream: report
+//!   [`Connection::handle_transport_closed`]); or append to
+//!   [`Connection::input_buffer`] and call
+//!   [`Connection::handle_buffered_input`]. Read while
+//!   [`Connection::wants_input`] is true.
+//! - Time: wait until [`Connection::poll_timeout`], then call
+//!   [`Connection::handle_timeout`], after feeding whatever the socket
+//!   already holds (input first, or a live server can look dead).
+//! - [`Connection::stats`] counts bytes, frames and heartbeats each way.
+//!
+//! `examples/std_by_hand.rs` is such an adapter: its `Client::pump`.
 //!
 //! # The codec on its own
 //!
