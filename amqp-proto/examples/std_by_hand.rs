@@ -5,7 +5,7 @@
 //! `cargo run -p amqp-proto --example std_by_hand` (AMQP_ADDR overrides
 //! 127.0.0.1:5672; guest/guest on `/`).
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -25,17 +25,31 @@ impl Client {
     /// Writes what the core queued, reads once (until the core's next
     /// deadline at most), fires due timers and collects the events.
     fn pump(&mut self) -> Result<()> {
-        while let Some(chunk) = self.core.poll_transmit(Instant::now()) {
-            self.socket.write_all(&chunk)?;
+        // Small publishes are coalesced: one write carries many. What the
+        // socket does not take stays queued in the core, in order.
+        while self.core.wants_write() {
+            match self.core.write_to(&mut self.socket, Instant::now()) {
+                Ok(0) => {
+                    self.core.handle_transport_closed("the socket took nothing");
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.core.handle_transport_closed(e.to_string());
+                    break;
+                }
+            }
         }
         let deadline = self.core.poll_timeout().unwrap_or_else(Instant::now);
         let wait = deadline.saturating_duration_since(Instant::now());
         self.socket
             .set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
-        let mut buffer = [0u8; 65_536];
-        match self.socket.read(&mut buffer) {
+        // Input before timeouts: what arrived is fed first, so the
+        // server's heartbeats count before the dead-peer check looks.
+        match self.core.read_from(&mut self.socket, Instant::now()) {
             Ok(0) => self.core.handle_transport_closed("end of stream"),
-            Ok(read) => self.core.handle_input(&buffer[..read], Instant::now()),
+            Ok(_) => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(e) => self.core.handle_transport_closed(e.to_string()),
         }

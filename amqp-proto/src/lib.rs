@@ -13,10 +13,10 @@
 //!
 //! After every input ([`Connection::handle_input`],
 //! [`Connection::handle_timeout`]) and every command ([`Connection::open_channel`],
-//! [`ChannelRef::request`], [`ChannelRef::publish`], ...), drain
-//! [`Connection::poll_transmit`] into the socket and [`Connection::poll_event`]
-//! into the application until both are empty, then sleep until the socket is
-//! readable or [`Connection::poll_timeout`] passes. Requests return a
+//! [`ChannelRef::request`], [`ChannelRef::publish`], ...), write the queued
+//! output and drain [`Connection::poll_event`] into the application until it
+//! is empty, then sleep until the socket is readable (or writable, while
+//! output waits) or [`Connection::poll_timeout`] passes. Requests return a
 //! [`RequestId`]; their outcome is an [`Event::Reply`] (or
 //! [`Event::RequestFailed`]) carrying it. Publishes in confirm mode return a
 //! sequence number; their outcome is an [`Event::Confirm`].
@@ -30,8 +30,8 @@
 //!
 //! use amqp_proto::codec::{encode_method_frame, BasicProperties};
 //! use amqp_proto::spec::{self, Method};
+//! use amqp_proto::bytes::BytesMut;
 //! use amqp_proto::{Config, Connection, Event};
-//! use bytes::BytesMut;
 //!
 //! // What a server would send: a method frame on a channel.
 //! fn server(channel: u16, method: impl Into<Method>) -> BytesMut {
@@ -60,8 +60,9 @@
 //! while connection.poll_transmit(start).is_some() {} // start-ok, tune-ok, open
 //! assert!(matches!(connection.poll_event(), Some(Event::Opened { .. })));
 //!
-//! // Heartbeats are deadlines: nothing sent for 60 s means one is due.
-//! assert_eq!(connection.poll_timeout(), Some(start + Duration::from_secs(60)));
+//! // Heartbeats are deadlines: with a 60 s interval, nothing sent for 30 s
+//! // means one is due (half the interval, as RabbitMQ sends them).
+//! assert_eq!(connection.poll_timeout(), Some(start + Duration::from_secs(30)));
 //!
 //! // Commands queue frames and return ids at once.
 //! let channel = connection.open_channel()?;
@@ -90,6 +91,32 @@
 //! }
 //! # Ok::<(), amqp_proto::UsageError>(())
 //! ```
+//!
+//! # Writing an adapter
+//!
+//! An adapter over a socket needs a handful of calls, each documented with
+//! its rules:
+//!
+//! - Output: [`Connection::write_to`] makes one vectored write and keeps in
+//!   the core what the socket did not take, in order (small publishes are
+//!   coalesced, large bodies are written from the application's memory);
+//!   [`Connection::poll_transmit_into`] copies batches into a buffer of
+//!   yours, [`Connection::poll_transmit`] hands out chunks.
+//!   [`Connection::wants_write`] says whether anything waits. Leave what
+//!   the socket cannot take in the core: that queue is the back-pressure
+//!   [`Connection::publish_readiness`] reports.
+//! - Input: [`Connection::read_from`] reads once from a [`std::io::Read`]
+//!   and handles it (0 is end of stream: report
+//!   [`Connection::handle_transport_closed`]); or append to
+//!   [`Connection::input_buffer`] and call
+//!   [`Connection::handle_buffered_input`]. Read while
+//!   [`Connection::wants_input`] is true.
+//! - Time: wait until [`Connection::poll_timeout`], then call
+//!   [`Connection::handle_timeout`], after feeding whatever the socket
+//!   already holds (input first, or a live server can look dead).
+//! - [`Connection::stats`] counts bytes, frames and heartbeats each way.
+//!
+//! `examples/std_by_hand.rs` is such an adapter: its `Client::pump`.
 //!
 //! # The codec on its own
 //!
@@ -167,6 +194,12 @@
 )]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+/// The `bytes` crate this one is built with: bodies are [`bytes::Bytes`]
+/// and the input buffer is a [`bytes::BytesMut`], so an application that
+/// names those types can use this re-export and always have the matching
+/// version.
+pub use bytes;
+
 mod channel;
 pub mod codec;
 mod connection;
@@ -177,7 +210,7 @@ pub mod spec;
 pub mod uri;
 
 pub use channel::{ChannelHandle, ChannelKey, ChannelRef, Settlement};
-pub use connection::{Config, Connection, Readiness, SaslMechanism, Tuning};
+pub use connection::{Config, Connection, Readiness, SaslMechanism, Stats, Tuning};
 pub use error::{
     CloseReason, ConnectionError, DecodeError, EncodeError, Initiator, ProtocolViolation,
     UsageError,

@@ -106,20 +106,112 @@ fn refused_credentials_are_an_authentication_failure() {
 }
 
 #[test]
-fn heartbeats_are_sent_after_an_idle_interval_and_silence_kills() {
+fn stats_count_bytes_frames_and_heartbeats_both_ways() {
+    let mut peer = Peer::new(Config::default());
+    let fed_before = peer.connection.stats().bytes_received;
+    assert_eq!(fed_before, 0);
+    peer.handshake(10);
+    let stats = peer.connection.stats();
+    // start, tune, open-ok.
+    assert_eq!(stats.frames_received, 3);
+    assert_eq!(stats.heartbeats_received, 0);
+    assert_eq!(stats.bytes_sent, peer.written.len() as u64);
+    let received = stats.bytes_received;
+    assert!(received > 0);
+
+    let heartbeat = [8, 0, 0, 0, 0, 0, 0, 0xCE];
+    peer.feed(&heartbeat[..3]);
+    assert_eq!(peer.connection.stats().frames_received, 3, "not whole yet");
+    // Bytes appended to the input buffer count once they are handled.
+    peer.connection
+        .input_buffer()
+        .extend_from_slice(&heartbeat[3..]);
+    peer.connection.handle_buffered_input(peer.now);
+    peer.feed(&heartbeat);
+    let stats = peer.connection.stats();
+    assert_eq!(stats.heartbeats_received, 2);
+    assert_eq!(stats.frames_received, 5);
+    assert_eq!(stats.bytes_received, received + 16);
+
+    peer.advance(Duration::from_secs(5));
+    assert_eq!(
+        peer.client_frames(),
+        vec![amqp_proto::codec::Frame::Heartbeat]
+    );
+    let stats = peer.connection.stats();
+    assert_eq!(stats.heartbeats_sent, 1);
+    assert_eq!(stats.bytes_sent, peer.written.len() as u64);
+}
+
+#[test]
+fn handling_input_again_without_new_bytes_is_no_sign_of_life() {
     let mut peer = open_peer(10);
-    // Nothing sent since the handshake: a heartbeat is due at 10 s.
-    peer.advance(Duration::from_millis(9_999));
+    // Half a heartbeat frame arrives at 0 s, then nothing more.
+    peer.feed(&[8, 0, 0]);
+    peer.advance(Duration::from_secs(15));
+    // A spurious wake-up: the adapter handles input with nothing new.
+    peer.feed(&[]);
+    peer.connection.handle_buffered_input(peer.now);
+    peer.advance(Duration::from_secs(5));
+    assert_eq!(peer.elapsed_ms(), 20_000);
+    assert_eq!(
+        peer.events(),
+        vec![Event::Closed(ConnectionError::HeartbeatTimeout)],
+        "dead two intervals after the last byte that arrived"
+    );
+}
+
+#[test]
+fn no_heartbeat_is_queued_behind_output_waiting_to_be_written() {
+    let mut peer = open_peer(10);
+    let channel = peer.connection.open_channel().unwrap();
+    let queued = peer.connection.queued_output();
+    assert!(queued > 0);
+    // The adapter cannot write (its socket is full): the channel.open is
+    // still queued when the heartbeat falls due.
+    let due = peer.connection.poll_timeout().unwrap();
+    assert_eq!(due, peer.start + Duration::from_secs(5));
+    peer.connection.handle_timeout(due);
+    assert_eq!(peer.connection.queued_output(), queued);
+    assert_eq!(peer.connection.stats().heartbeats_sent, 0);
+    // The next check comes half an interval later, not at once.
+    assert_eq!(
+        peer.connection.poll_timeout(),
+        Some(due + Duration::from_secs(5))
+    );
+    peer.expect_methods(&["channel.open"]);
+    let _ = channel;
+}
+
+#[test]
+fn heartbeats_are_sent_after_half_an_idle_interval_and_silence_kills() {
+    let mut peer = open_peer(10);
+    // Nothing sent since the handshake: a heartbeat is due at 5 s, half the
+    // interval, as RabbitMQ sends them.
+    peer.advance(Duration::from_millis(4_999));
     assert!(peer.client_frames().is_empty());
     peer.advance(Duration::from_millis(1));
     assert_eq!(
         peer.client_frames(),
         vec![amqp_proto::codec::Frame::Heartbeat]
     );
-    assert_eq!(peer.elapsed_ms(), 10_000);
-    // The server stays silent: dead at two intervals, 20 s after the last
-    // bytes it sent, with nothing more sent.
+    assert_eq!(peer.elapsed_ms(), 5_000);
+    // And every 5 s after it while nothing else is written.
+    peer.advance(Duration::from_millis(4_999));
+    assert!(peer.client_frames().is_empty());
+    peer.advance(Duration::from_millis(1));
+    assert_eq!(
+        peer.client_frames(),
+        vec![amqp_proto::codec::Frame::Heartbeat]
+    );
+    // The server stays silent: dead at two whole intervals, 20 s after the
+    // last bytes it sent, with nothing more sent.
     peer.advance(Duration::from_millis(9_999));
+    assert_eq!(
+        peer.client_frames(),
+        vec![amqp_proto::codec::Frame::Heartbeat],
+        "the one at 15 s"
+    );
     assert!(peer.events().is_empty());
     peer.advance(Duration::from_millis(1));
     assert_eq!(peer.elapsed_ms(), 20_000);
@@ -132,6 +224,7 @@ fn heartbeats_are_sent_after_an_idle_interval_and_silence_kills() {
         peer.client_frames().is_empty(),
         "nothing is sent to a dead peer"
     );
+    assert_eq!(peer.connection.stats().heartbeats_sent, 3);
     assert!(peer.connection.poll_timeout().is_none());
 }
 

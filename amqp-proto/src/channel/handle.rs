@@ -172,8 +172,10 @@ impl<'a> ChannelRef<'a> {
     }
 
     /// Publishes a message: the method, a content header and as many body
-    /// frames as the negotiated frame-max needs, each body piece a slice of
-    /// `body` sent without copying. In confirm mode, returns the sequence
+    /// frames as the negotiated frame-max needs. A body over
+    /// [`Config::copy_bodies_up_to`](crate::Config::copy_bodies_up_to) is
+    /// sent without copying, each piece a slice of `body`; a smaller one is
+    /// copied in with the frames around it. In confirm mode, returns the sequence
     /// number its [`Event::Confirm`](crate::Event::Confirm) will carry.
     ///
     /// The method and properties are borrowed: publishers usually send many
@@ -193,6 +195,7 @@ impl<'a> ChannelRef<'a> {
             });
         }
         let frame_max = self.connection.tuning().frame_max;
+        let copy = body.len() <= self.connection.config().copy_bodies_up_to;
         let output = self.connection.output_mut();
         let start = output.frames().len();
         encode_publish_frame(self.id, publish, frame_max, output.frames())?;
@@ -209,7 +212,7 @@ impl<'a> ChannelRef<'a> {
             let chunk = rest.split_to(piece.min(rest.len()));
             // The piece size was derived from frame-max, so it fits.
             let header = body_frame_header(self.id, chunk.len(), frame_max)?;
-            output.body_frame(header, chunk);
+            output.body_frame(header, chunk, copy);
         }
         Ok(self
             .connection

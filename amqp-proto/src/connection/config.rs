@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::codec::{
-    FieldTable, FieldValue, LongString, DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_TABLE_DEPTH,
+    FieldTable, FieldValue, LongString, ShortString, DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_TABLE_DEPTH,
 };
 
 /// How to authenticate (spec 1.4.2.2, RabbitMQ's access control guide).
@@ -104,64 +104,136 @@ impl std::fmt::Debug for SaslMechanism {
     }
 }
 
-/// Connection settings. `Config::default()` connects as guest/guest to the
-/// virtual host `/`, as RabbitMQ's clients do.
+/// Connection settings.
+///
+/// `Config::default()` connects as guest/guest to the virtual host `/`, as
+/// RabbitMQ's clients do, with these defaults:
+///
+/// | field | default |
+/// |---|---|
+/// | [`mechanism`](Self::mechanism) | `PLAIN`, user `guest`, password `guest` |
+/// | [`virtual_host`](Self::virtual_host) | `/` |
+/// | [`locale`](Self::locale) | `en_US` |
+/// | [`channel_max`](Self::channel_max) | 2047 |
+/// | [`frame_max`](Self::frame_max) | 131,072 bytes (128 KiB) |
+/// | [`heartbeat`](Self::heartbeat) | 60 s |
+/// | [`handshake_timeout`](Self::handshake_timeout) | 10 s |
+/// | [`close_timeout`](Self::close_timeout) | 5 s |
+/// | [`max_body_size`](Self::max_body_size) | 64 MiB |
+/// | [`max_table_depth`](Self::max_table_depth) | 32 |
+/// | [`max_unconfirmed`](Self::max_unconfirmed) | 1,000 per channel |
+/// | [`max_queued_output`](Self::max_queued_output) | 1 MiB |
+/// | [`copy_bodies_up_to`](Self::copy_bodies_up_to) | 1,024 bytes |
+/// | [`max_buffered_events`](Self::max_buffered_events) | 4,096 |
+/// | [`max_buffered_bytes`](Self::max_buffered_bytes) | 64 MiB |
+/// | [`max_bodies_in_progress`](Self::max_bodies_in_progress) | 256 MiB |
+/// | [`connection_name`](Self::connection_name) | none |
+/// | [`client_properties`](Self::client_properties) | none beyond the defaults |
+/// | [`record_topology`](Self::record_topology) | off |
+///
+/// The struct is `#[non_exhaustive]`, so outside this crate it is made
+/// from the default and changed field by field, or with the chained
+/// `with_*` setters:
+///
+/// ```
+/// use std::time::Duration;
+/// use amqp_proto::Config;
+///
+/// let config = Config::default()
+///     .with_credentials("app", "secret")
+///     .with_virtual_host("orders")
+///     .with_heartbeat(30)
+///     .with_handshake_timeout(Duration::from_secs(5))
+///     .with_connection_name("order-service");
+/// assert_eq!(config.heartbeat, 30);
+/// assert_eq!(config.mechanism.username(), Some("app"));
+///
+/// let mut config = Config::default();
+/// config.max_unconfirmed = 10_000;
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
-    /// How to authenticate.
+    /// How to authenticate. Default: `PLAIN` as `guest`/`guest` (which
+    /// RabbitMQ accepts only from localhost unless configured otherwise).
     pub mechanism: SaslMechanism,
-    /// The virtual host to open.
+    /// The virtual host to open. Default: `/`.
     pub virtual_host: String,
-    /// The locale to ask for (the server's first is used if it lacks this one).
+    /// The locale to ask for (the server's first is used if it lacks this
+    /// one). Default: `en_US`.
     pub locale: String,
-    /// Highest channel id wanted; 0 accepts the server's limit.
+    /// Highest channel id wanted; 0 accepts the server's limit. Default:
+    /// 2047 (RabbitMQ's own default limit).
     pub channel_max: u16,
     /// Largest frame wanted, in bytes; 0 accepts the server's limit. Never
-    /// below 4096 once negotiated.
+    /// below 4096 once negotiated. Default: 131,072 (RabbitMQ's default).
     pub frame_max: u32,
-    /// Heartbeat interval wanted, in seconds; 0 accepts the server's.
+    /// Heartbeat interval wanted, in seconds; 0 accepts the server's (and
+    /// heartbeats are off only if both sides say 0). The lower non-zero
+    /// value of the two is used. A heartbeat goes out after half the
+    /// negotiated interval without a write; the server is dead after two
+    /// intervals without a byte from it. Default: 60 (RabbitMQ's default).
     pub heartbeat: u16,
     /// How long the handshake may take, from [`Connection::new`](crate::Connection::new)
-    /// to `open-ok`.
+    /// to `open-ok`. Default: 10 s.
     pub handshake_timeout: Duration,
     /// How long to wait for `close-ok` after sending a `connection.close`.
+    /// Default: 5 s.
     pub close_timeout: Duration,
-    /// Largest message body accepted from the server (64 MiB by default).
+    /// Largest message body accepted from the server; a larger one is
+    /// refused alone ([`Event::MessageRefused`](crate::Event::MessageRefused)).
+    /// Default: 64 MiB ([`DEFAULT_MAX_BODY_SIZE`], as RabbitMQ's Java client).
     pub max_body_size: u64,
-    /// How deeply field tables may nest in what the server sends.
+    /// How deeply field tables may nest in what the server sends. Default:
+    /// 32 ([`DEFAULT_MAX_TABLE_DEPTH`]).
     pub max_table_depth: usize,
     /// Publishes awaiting confirmation on one channel beyond which the
-    /// back-pressure signal asks publishers to wait.
+    /// back-pressure signal asks publishers to wait
+    /// ([`Readiness::ConfirmWindowFull`](crate::Readiness::ConfirmWindowFull)).
+    /// Default: 1,000.
     pub max_unconfirmed: usize,
     /// Bytes queued for sending beyond which the back-pressure signal asks
-    /// publishers to wait.
+    /// publishers to wait ([`Readiness::OutputFull`](crate::Readiness::OutputFull));
+    /// the queue is what the adapter has not taken yet, so the signal works
+    /// when the adapter takes only what the socket accepts
+    /// ([`Connection::write_to`](crate::Connection::write_to)). Default: 1 MiB.
     pub max_queued_output: usize,
+    /// Message bodies of at most this many bytes are copied into the output
+    /// buffer with their method and header frames, so a small publish is
+    /// one contiguous run of bytes (and many of them one write); larger
+    /// bodies are queued as chunks of their own and sent from the
+    /// application's memory without a copy. 0 copies no body. Default:
+    /// 1,024, about where copying starts to cost more than a chunk of its
+    /// own (`benches/output.rs`, `docs/performance.md`).
+    pub copy_bodies_up_to: usize,
     /// Events (deliveries included) buffered in the core beyond which
     /// [`Connection::wants_input`](crate::Connection::wants_input) asks the
-    /// adapter to stop reading.
+    /// adapter to stop reading (asked between reads: one read can go past
+    /// it). Default: 4,096.
     pub max_buffered_events: usize,
     /// Bytes the buffered events may hold (message bodies and decoded
     /// headers tables, which take several times their wire size) beyond
     /// which [`Connection::wants_input`](crate::Connection::wants_input)
-    /// asks the adapter to stop reading. 64 MiB by default.
+    /// asks the adapter to stop reading. Default: 64 MiB.
     pub max_buffered_bytes: usize,
     /// The total size the content headers announced of message bodies
     /// still being received, across all channels: a server interleaving
     /// large messages on many channels cannot hold more than this in
     /// partial bodies. A message that would pass it is refused alone, as
-    /// one over [`max_body_size`](Self::max_body_size) is. 256 MiB by
-    /// default.
+    /// one over [`max_body_size`](Self::max_body_size) is. Default: 256 MiB.
     pub max_bodies_in_progress: u64,
-    /// A name shown in the management UI (`connection_name`).
+    /// A name shown in the management UI (`connection_name`). Default:
+    /// none.
     pub connection_name: Option<String>,
     /// Extra client properties, merged over the defaults (product, version,
-    /// platform, capabilities).
+    /// platform, capabilities; see
+    /// [`client_properties_table`](Self::client_properties_table)).
+    /// Default: empty.
     pub client_properties: FieldTable,
     /// Record the topology this connection declares (exchanges, queues,
     /// bindings, qos, consumers), for
-    /// [`Connection::recover`](crate::Connection::recover). Off by default:
-    /// recording costs a look at every event.
+    /// [`Connection::recover`](crate::Connection::recover). Default: off,
+    /// since recording costs a look at every event.
     pub record_topology: bool,
 }
 
@@ -183,6 +255,7 @@ impl Default for Config {
             max_table_depth: DEFAULT_MAX_TABLE_DEPTH,
             max_unconfirmed: 1_000,
             max_queued_output: 1 << 20,
+            copy_bodies_up_to: 1024,
             max_buffered_events: 4_096,
             max_buffered_bytes: 64 << 20,
             max_bodies_in_progress: 256 << 20,
@@ -190,6 +263,163 @@ impl Default for Config {
             client_properties: FieldTable::new(),
             record_topology: false,
         }
+    }
+}
+
+/// Chained setters, one per field (`Config::default().with_heartbeat(30)`),
+/// for code outside this crate, where the `#[non_exhaustive]` struct cannot
+/// be written as a literal.
+impl Config {
+    /// Sets [`mechanism`](Self::mechanism).
+    #[must_use]
+    pub fn with_mechanism(mut self, mechanism: SaslMechanism) -> Self {
+        self.mechanism = mechanism;
+        self
+    }
+
+    /// Sets [`mechanism`](Self::mechanism) to `PLAIN` with these
+    /// credentials.
+    #[must_use]
+    pub fn with_credentials(
+        self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.with_mechanism(SaslMechanism::Plain {
+            username: username.into(),
+            password: password.into(),
+        })
+    }
+
+    /// Sets [`virtual_host`](Self::virtual_host).
+    #[must_use]
+    pub fn with_virtual_host(mut self, virtual_host: impl Into<String>) -> Self {
+        self.virtual_host = virtual_host.into();
+        self
+    }
+
+    /// Sets [`locale`](Self::locale).
+    #[must_use]
+    pub fn with_locale(mut self, locale: impl Into<String>) -> Self {
+        self.locale = locale.into();
+        self
+    }
+
+    /// Sets [`channel_max`](Self::channel_max).
+    #[must_use]
+    pub fn with_channel_max(mut self, channel_max: u16) -> Self {
+        self.channel_max = channel_max;
+        self
+    }
+
+    /// Sets [`frame_max`](Self::frame_max).
+    #[must_use]
+    pub fn with_frame_max(mut self, frame_max: u32) -> Self {
+        self.frame_max = frame_max;
+        self
+    }
+
+    /// Sets [`heartbeat`](Self::heartbeat), in seconds.
+    #[must_use]
+    pub fn with_heartbeat(mut self, seconds: u16) -> Self {
+        self.heartbeat = seconds;
+        self
+    }
+
+    /// Sets [`handshake_timeout`](Self::handshake_timeout).
+    #[must_use]
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`close_timeout`](Self::close_timeout).
+    #[must_use]
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_body_size`](Self::max_body_size).
+    #[must_use]
+    pub fn with_max_body_size(mut self, bytes: u64) -> Self {
+        self.max_body_size = bytes;
+        self
+    }
+
+    /// Sets [`max_table_depth`](Self::max_table_depth).
+    #[must_use]
+    pub fn with_max_table_depth(mut self, depth: usize) -> Self {
+        self.max_table_depth = depth;
+        self
+    }
+
+    /// Sets [`max_unconfirmed`](Self::max_unconfirmed).
+    #[must_use]
+    pub fn with_max_unconfirmed(mut self, publishes: usize) -> Self {
+        self.max_unconfirmed = publishes;
+        self
+    }
+
+    /// Sets [`max_queued_output`](Self::max_queued_output).
+    #[must_use]
+    pub fn with_max_queued_output(mut self, bytes: usize) -> Self {
+        self.max_queued_output = bytes;
+        self
+    }
+
+    /// Sets [`copy_bodies_up_to`](Self::copy_bodies_up_to).
+    #[must_use]
+    pub fn with_copy_bodies_up_to(mut self, bytes: usize) -> Self {
+        self.copy_bodies_up_to = bytes;
+        self
+    }
+
+    /// Sets [`max_buffered_events`](Self::max_buffered_events).
+    #[must_use]
+    pub fn with_max_buffered_events(mut self, events: usize) -> Self {
+        self.max_buffered_events = events;
+        self
+    }
+
+    /// Sets [`max_buffered_bytes`](Self::max_buffered_bytes).
+    #[must_use]
+    pub fn with_max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes;
+        self
+    }
+
+    /// Sets [`max_bodies_in_progress`](Self::max_bodies_in_progress).
+    #[must_use]
+    pub fn with_max_bodies_in_progress(mut self, bytes: u64) -> Self {
+        self.max_bodies_in_progress = bytes;
+        self
+    }
+
+    /// Sets [`connection_name`](Self::connection_name).
+    #[must_use]
+    pub fn with_connection_name(mut self, name: impl Into<String>) -> Self {
+        self.connection_name = Some(name.into());
+        self
+    }
+
+    /// Adds one entry to [`client_properties`](Self::client_properties)
+    /// (replacing one of the same key).
+    #[must_use]
+    pub fn with_client_property(
+        mut self,
+        key: impl Into<ShortString>,
+        value: impl Into<FieldValue>,
+    ) -> Self {
+        self.client_properties.insert(key, value);
+        self
+    }
+
+    /// Sets [`record_topology`](Self::record_topology).
+    #[must_use]
+    pub fn with_record_topology(mut self, record: bool) -> Self {
+        self.record_topology = record;
+        self
     }
 }
 
@@ -320,6 +550,88 @@ mod tests {
                 "client ({cc}, {cf}, {ch}) server ({sc}, {sf}, {sh})"
             );
         }
+    }
+
+    /// The defaults the struct's docs list, one by one.
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = Config::default();
+        assert_eq!(
+            config.mechanism,
+            SaslMechanism::Plain {
+                username: "guest".into(),
+                password: "guest".into()
+            }
+        );
+        assert_eq!(config.virtual_host, "/");
+        assert_eq!(config.locale, "en_US");
+        assert_eq!(config.channel_max, 2047);
+        assert_eq!(config.frame_max, 131_072);
+        assert_eq!(config.heartbeat, 60);
+        assert_eq!(config.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(config.close_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_body_size, 64 << 20);
+        assert_eq!(config.max_table_depth, 32);
+        assert_eq!(config.max_unconfirmed, 1000);
+        assert_eq!(config.max_queued_output, 1 << 20);
+        assert_eq!(config.copy_bodies_up_to, 1024);
+        assert_eq!(config.max_buffered_events, 4096);
+        assert_eq!(config.max_buffered_bytes, 64 << 20);
+        assert_eq!(config.max_bodies_in_progress, 256 << 20);
+        assert_eq!(config.connection_name, None);
+        assert!(config.client_properties.is_empty());
+        assert!(!config.record_topology);
+    }
+
+    #[test]
+    fn each_setter_sets_its_field() {
+        let config = Config::default()
+            .with_credentials("u", "p")
+            .with_virtual_host("v")
+            .with_locale("de_DE")
+            .with_channel_max(7)
+            .with_frame_max(8192)
+            .with_heartbeat(9)
+            .with_handshake_timeout(Duration::from_secs(11))
+            .with_close_timeout(Duration::from_secs(12))
+            .with_max_body_size(13)
+            .with_max_table_depth(14)
+            .with_max_unconfirmed(15)
+            .with_max_queued_output(16)
+            .with_copy_bodies_up_to(17)
+            .with_max_buffered_events(18)
+            .with_max_buffered_bytes(19)
+            .with_max_bodies_in_progress(20)
+            .with_connection_name("n")
+            .with_client_property("k", "x")
+            .with_client_property("k", "y")
+            .with_record_topology(true);
+        assert_eq!(config.mechanism.username(), Some("u"));
+        assert_eq!(config.mechanism.initial_response(), "\0u\0p");
+        assert_eq!(config.virtual_host, "v");
+        assert_eq!(config.locale, "de_DE");
+        assert_eq!(config.channel_max, 7);
+        assert_eq!(config.frame_max, 8192);
+        assert_eq!(config.heartbeat, 9);
+        assert_eq!(config.handshake_timeout, Duration::from_secs(11));
+        assert_eq!(config.close_timeout, Duration::from_secs(12));
+        assert_eq!(config.max_body_size, 13);
+        assert_eq!(config.max_table_depth, 14);
+        assert_eq!(config.max_unconfirmed, 15);
+        assert_eq!(config.max_queued_output, 16);
+        assert_eq!(config.copy_bodies_up_to, 17);
+        assert_eq!(config.max_buffered_events, 18);
+        assert_eq!(config.max_buffered_bytes, 19);
+        assert_eq!(config.max_bodies_in_progress, 20);
+        assert_eq!(config.connection_name.as_deref(), Some("n"));
+        assert_eq!(config.client_properties.len(), 1);
+        assert_eq!(
+            config.client_properties.get("k"),
+            Some(&FieldValue::from("y"))
+        );
+        assert!(config.record_topology);
+        let external = Config::default().with_mechanism(SaslMechanism::External);
+        assert_eq!(external.mechanism, SaslMechanism::External);
     }
 
     #[test]

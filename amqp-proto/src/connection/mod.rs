@@ -6,6 +6,7 @@ mod events;
 mod handshake;
 pub(crate) mod output;
 mod recovery;
+mod stats;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use config::{Config, SaslMechanism, Tuning};
+pub use stats::Stats;
 
 use crate::channel::{Channel, ChannelHandle, ChannelKey, ChannelRef, Disposition};
 use crate::codec::{
@@ -29,6 +31,26 @@ use crate::spec::{
 pub(crate) use events::content_weight;
 use events::EventQueue;
 pub(crate) use output::Output;
+
+/// Bytes one [`Connection::read_from`] offers the reader.
+const READ_SIZE: usize = 64 * 1024;
+
+/// The initialised buffer [`Connection::read_from`] reads into: empty until
+/// the first call, then [`READ_SIZE`] bytes for good.
+#[derive(Default)]
+struct ReadScratch(Vec<u8>);
+
+/// The scratch bytes are stale input: debug output shows only the size.
+impl std::fmt::Debug for ReadScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadScratch({} bytes)", self.0.len())
+    }
+}
+
+/// At most this many chunks go into one vectored write of
+/// [`Connection::write_to`] (Linux accepts 1024; a few dozen already move
+/// far more than a socket buffer holds).
+const WRITE_SLICES: usize = 64;
 
 /// Where the connection is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,10 +140,16 @@ impl Sink<'_> {
 ///    call [`handle_timeout`](Self::handle_timeout).
 /// 3. Application commands: [`open_channel`](Self::open_channel),
 ///    [`channel`](Self::channel) for requests and publishes, [`close`](Self::close).
-/// 4. After any of the above, drain [`poll_transmit`](Self::poll_transmit)
-///    into the socket and [`poll_event`](Self::poll_event) into the
-///    application until both return `None`, then ask
-///    [`poll_timeout`](Self::poll_timeout) again.
+/// 4. After any of the above, write queued output while the socket takes
+///    it ([`write_to`](Self::write_to), or
+///    [`poll_transmit_into`](Self::poll_transmit_into) /
+///    [`poll_transmit`](Self::poll_transmit) for writes of your own) and
+///    drain [`poll_event`](Self::poll_event) into the application until it
+///    returns `None`, then ask [`poll_timeout`](Self::poll_timeout) again.
+///    Output the socket does not take stays here, where it is the
+///    back-pressure ([`publish_readiness`](Self::publish_readiness)); when
+///    the socket is writable again, write more
+///    ([`wants_write`](Self::wants_write) says whether anything waits).
 ///
 /// The core is deterministic: the same inputs and times give the same
 /// transmits and events, whatever the split of the bytes. It never panics on
@@ -163,6 +191,13 @@ pub struct Connection {
     replay_on_open: bool,
     /// The replay under way.
     replay: Option<Replay>,
+    stats: Stats,
+    /// Where [`read_from`](Self::read_from) reads into.
+    read_scratch: ReadScratch,
+    /// Bytes in the decoder after the last input was handled, so bytes
+    /// appended to [`input_buffer`](Self::input_buffer) since are told
+    /// from bytes that were there already.
+    undecoded: usize,
 }
 
 impl Connection {
@@ -204,6 +239,9 @@ impl Connection {
             recorder,
             replay_on_open: false,
             replay: None,
+            stats: Stats::default(),
+            read_scratch: ReadScratch::default(),
+            undecoded: 0,
         }
     }
 
@@ -276,28 +314,115 @@ impl Connection {
         self.blocked
     }
 
-    /// Feeds bytes read from the socket, in any split.
+    /// Feeds bytes read from the socket, in any split (the outcome is the
+    /// same however they were cut), with the current time: the server is
+    /// alive as of `now`.
+    ///
+    /// Input before timeouts: after any pause (the adapter slept past a
+    /// deadline, the thread was busy, the process was suspended), feed what
+    /// the socket already holds before calling
+    /// [`handle_timeout`](Self::handle_timeout). The core knows only of
+    /// bytes it was given; the server's heartbeats unread in the socket
+    /// would not save a live connection from being judged dead
+    /// ([`ConnectionError::HeartbeatTimeout`]) and dropped.
     pub fn handle_input(&mut self, bytes: &[u8], now: Instant) {
         self.decoder.extend_from_slice(bytes);
         self.handle_buffered_input(now);
     }
 
+    /// Reads once from `reader` (a socket, a TLS stream) and handles what
+    /// it gave, as rustls's `read_tls` does: returns the number of bytes
+    /// read. `Ok(0)` is end of stream: the server closed the connection;
+    /// report it with [`handle_transport_closed`](Self::handle_transport_closed).
+    /// Errors are the reader's, returned as they are with nothing changed:
+    /// on [`WouldBlock`](std::io::ErrorKind::WouldBlock) wait until the
+    /// socket is readable, on [`Interrupted`](std::io::ErrorKind::Interrupted)
+    /// call again, on anything else report
+    /// [`handle_transport_closed`](Self::handle_transport_closed).
+    ///
+    /// Call it while [`wants_input`](Self::wants_input) is true, and before
+    /// [`handle_timeout`](Self::handle_timeout) when both are due (see
+    /// [`handle_input`](Self::handle_input)); then drain the events. One
+    /// call reads at most 64 KiB; call again while the socket has more.
+    ///
+    /// Safe Rust cannot hand a reader the uninitialised capacity of
+    /// [`input_buffer`](Self::input_buffer), so the bytes are read into a
+    /// 64 KiB scratch buffer kept by the connection (zero-filled once, on
+    /// the first call, never again) and copied from there, still hot in the
+    /// cache, into the decoder's buffer: one copy of what was read, not a
+    /// zero-fill of the whole buffer per read. Message bodies are slices of
+    /// the decoder's buffer from there on. An adapter whose reader fills a
+    /// [`bytes::BufMut`] (tokio's `AsyncReadExt::read_buf`) can read into
+    /// [`input_buffer`](Self::input_buffer) instead and skip that copy.
+    pub fn read_from(
+        &mut self,
+        reader: &mut dyn std::io::Read,
+        now: Instant,
+    ) -> std::io::Result<usize> {
+        let scratch = &mut self.read_scratch.0;
+        if scratch.len() < READ_SIZE {
+            scratch.resize(READ_SIZE, 0);
+        }
+        let read = reader.read(scratch)?;
+        // A reader claiming more than it was given has a bug; take what
+        // is there.
+        let read = read.min(scratch.len());
+        if read > 0 {
+            self.decoder
+                .extend_from_slice(scratch.get(..read).unwrap_or_default());
+            self.handle_buffered_input(now);
+        }
+        Ok(read)
+    }
+
     /// The receive buffer, so the adapter can read from the socket straight
     /// into it; then call [`handle_buffered_input`](Self::handle_buffered_input).
+    ///
+    /// Append only: reserve room and write at the end (`extend_from_slice`,
+    /// or a reader that fills a [`bytes::BufMut`], such as tokio's
+    /// `AsyncReadExt::read_buf` or a TLS session decrypting into it). Never
+    /// remove, reorder or replace what is already there: it is the start of
+    /// a frame the decoder is waiting to complete. Hand the buffer back with
+    /// [`handle_buffered_input`](Self::handle_buffered_input) after every
+    /// read, before [`handle_timeout`](Self::handle_timeout) (see
+    /// [`handle_input`](Self::handle_input)). The decoder reserves room
+    /// for a frame whose header announced it (bounded by the negotiated
+    /// frame-max), and message bodies delivered become slices of this
+    /// buffer, never copied again.
+    ///
+    /// With [`std::io::Read`], which needs initialised memory, use
+    /// [`read_from`](Self::read_from): reading into this buffer safely
+    /// would mean zero-filling its spare capacity before every read.
     pub fn input_buffer(&mut self) -> &mut bytes::BytesMut {
         self.decoder.buffer_mut()
     }
 
-    /// Processes what was read into [`input_buffer`](Self::input_buffer).
+    /// Processes what was read into [`input_buffer`](Self::input_buffer)
+    /// since the last call; `now` is when it was read. Handling the same
+    /// bytes again (nothing new arrived) is no sign of life.
     pub fn handle_buffered_input(&mut self, now: Instant) {
         self.advance_clock(now);
-        if self.decoder.buffered_len() == 0 || self.is_closed() {
+        let arrived = self.decoder.buffered_len().saturating_sub(self.undecoded);
+        stats::add(&mut self.stats.bytes_received, arrived);
+        if arrived > 0 && !self.is_closed() {
+            self.last_received = self.now;
+        }
+        self.decode_buffered();
+        self.undecoded = self.decoder.buffered_len();
+    }
+
+    /// Decodes and handles every whole frame buffered.
+    fn decode_buffered(&mut self) {
+        if self.decoder.buffered_len() == 0 {
             return;
         }
-        self.last_received = self.now;
         while !self.is_closed() {
             match self.decoder.decode() {
                 Ok(Some(frame)) => {
+                    stats::add(&mut self.stats.frames_received, 1);
+                    if matches!(frame, Frame::Heartbeat) {
+                        stats::add(&mut self.stats.heartbeats_received, 1);
+                    }
                     let first_new = self.events.len();
                     if let Err(violation) = self.handle_frame(frame) {
                         self.protocol_violation(violation);
@@ -348,20 +473,141 @@ impl Connection {
         self.finish(error);
     }
 
+    /// True while bytes are queued for writing: call
+    /// [`write_to`](Self::write_to), [`poll_transmit_into`](Self::poll_transmit_into)
+    /// or [`poll_transmit`](Self::poll_transmit) when the socket can take
+    /// them. A getter: it changes nothing.
+    #[must_use]
+    pub fn wants_write(&self) -> bool {
+        self.output.len() > 0
+    }
+
     /// The next chunk of bytes to write, or `None` when nothing is queued.
-    /// Frames are coalesced into one chunk; each message body is its own
-    /// chunk, never copied, so adapters can write them with one vectored
-    /// write.
+    /// Frames are coalesced into one chunk, message bodies of at most
+    /// [`Config::copy_bodies_up_to`] bytes with them; each larger body is
+    /// its own chunk, never copied, so adapters can write them with one
+    /// vectored write.
+    ///
+    /// A chunk taken is no longer the core's: an adapter that takes every
+    /// chunk at once holds the queue itself, and
+    /// [`publish_readiness`](Self::publish_readiness) can no longer see it
+    /// (it never reports [`Readiness::OutputFull`]). Take chunks only as
+    /// the socket accepts them, or use [`write_to`](Self::write_to) or
+    /// [`poll_transmit_into`](Self::poll_transmit_into), which take only
+    /// what is written or what fits.
     ///
     /// `now` is when the chunk is taken for writing: the next heartbeat is
-    /// due one interval after the last write, so the time must be the real
-    /// one, not that of the last input (the connection may have been idle
-    /// since).
+    /// timed from the last write, so the time must be the real one, not that of the last input (the connection may have been
+    /// idle since).
+    #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         let chunk = self.output.pop()?;
+        self.taken_for_writing(chunk.len(), now);
+        Some(chunk)
+    }
+
+    /// Appends up to `max` bytes of queued output to `buf` and returns how
+    /// many (0 when nothing is queued or `max` is 0): the batching path,
+    /// for adapters whose write takes one contiguous buffer. Everything is
+    /// copied, frames and bodies alike, so many small publishes become one
+    /// write; the cost is one copy of every byte, where
+    /// [`poll_transmit`](Self::poll_transmit) and [`write_to`](Self::write_to)
+    /// send bodies over [`Config::copy_bodies_up_to`] from the
+    /// application's memory. For large messages prefer those.
+    ///
+    /// How much to take: about what one write moves, the socket's send
+    /// buffer or a TLS record's worth (16 KiB to 256 KiB); not everything.
+    /// Bytes left in the core are the back-pressure: while more than
+    /// [`Config::max_queued_output`] wait here,
+    /// [`publish_readiness`](Self::publish_readiness) answers
+    /// [`Readiness::OutputFull`] and publishers wait for the socket. Bytes
+    /// moved into `buf` are no longer counted.
+    ///
+    /// Partial writes: if the socket accepts only part of `buf`, keep the
+    /// rest at its front and write it first; take more from the core once
+    /// `buf` is empty (or nearly). What the core hands out is never handed
+    /// out again. Reuse `buf` (clear it once written) so its allocation is
+    /// made once.
+    ///
+    /// `now` is when the bytes are taken for writing, as for
+    /// [`poll_transmit`](Self::poll_transmit).
+    #[must_use = "the bytes appended to buf must be written"]
+    pub fn poll_transmit_into(&mut self, now: Instant, max: usize, buf: &mut Vec<u8>) -> usize {
+        let taken = self.output.copy_into(max, buf);
+        self.taken_for_writing(taken, now);
+        taken
+    }
+
+    /// Writes queued output to `writer` with one call of
+    /// [`Write::write_vectored`](std::io::Write::write_vectored) over the
+    /// queued chunks (up to 64 of them: coalesced frames and small bodies,
+    /// and large bodies from the application's memory, none copied), and
+    /// returns how many bytes the writer accepted, as rustls's `write_tls`
+    /// does. Bytes it did not accept stay queued, in order, for the next
+    /// call; a chunk written in part keeps its rest at the front.
+    ///
+    /// Call it while [`wants_write`](Self::wants_write) is true and the
+    /// socket is writable. `Ok(0)` means nothing is queued, or the writer
+    /// took nothing (for a socket: it cannot take more; `write_all` would
+    /// call that [`WriteZero`](std::io::ErrorKind::WriteZero)). Errors are
+    /// the writer's, returned as they are, with nothing removed from the
+    /// queue: on [`WouldBlock`](std::io::ErrorKind::WouldBlock) wait until
+    /// the socket is writable, on
+    /// [`Interrupted`](std::io::ErrorKind::Interrupted) call again, on
+    /// anything else report
+    /// [`handle_transport_closed`](Self::handle_transport_closed).
+    ///
+    /// Leaving what the socket does not take in the core is the
+    /// back-pressure: [`publish_readiness`](Self::publish_readiness)
+    /// reports [`Readiness::OutputFull`] while more than
+    /// [`Config::max_queued_output`] bytes wait, so a slow socket slows
+    /// publishers instead of growing a queue in the adapter.
+    ///
+    /// A writer whose `write_vectored` is the default writes only the
+    /// first chunk per call (correct, but one call per chunk); sockets and
+    /// TLS writers implement it. An async adapter can pass a small
+    /// [`Write`](std::io::Write) over the non-blocking socket (tokio's
+    /// `TcpStream::try_write_vectored`, smol's `Async::get_ref`) and wait
+    /// for writability on `WouldBlock`.
+    ///
+    /// `now` is when the bytes are written, as for
+    /// [`poll_transmit`](Self::poll_transmit).
+    pub fn write_to(
+        &mut self,
+        writer: &mut dyn std::io::Write,
+        now: Instant,
+    ) -> std::io::Result<usize> {
+        let written = {
+            let mut slices = [std::io::IoSlice::new(&[]); WRITE_SLICES];
+            let filled = self.output.io_slices(&mut slices);
+            if filled == 0 {
+                return Ok(0);
+            }
+            writer.write_vectored(slices.get(..filled).unwrap_or_default())?
+        };
+        // A writer claiming more than it was given has a bug; the queue
+        // never hands out a byte twice either way.
+        let written = written.min(self.output.len());
+        self.output.consume(written);
+        self.taken_for_writing(written, now);
+        Ok(written)
+    }
+
+    /// Bookkeeping for `taken` bytes handed to the adapter at `now`.
+    fn taken_for_writing(&mut self, taken: usize, now: Instant) {
+        if taken == 0 {
+            return;
+        }
         self.advance_clock(now);
         self.last_sent = self.now;
-        Some(chunk)
+        stats::add(&mut self.stats.bytes_sent, taken);
+    }
+
+    /// What went over the connection so far: bytes, frames and heartbeats
+    /// each way. Cheap (a copy of a few integers); see [`Stats`].
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.stats
     }
 
     /// Moves the connection's notion of the current time forward; a caller
@@ -387,7 +633,21 @@ impl Connection {
     /// events not yet polled are fewer than [`Config::max_buffered_events`]
     /// and hold less than [`Config::max_buffered_bytes`] (message bodies
     /// and decoded headers). Stop reading otherwise, so a slow consumer
-    /// bounds memory.
+    /// bounds memory; read again once [`poll_event`](Self::poll_event) has
+    /// drained enough for it to be true. False once closed.
+    ///
+    /// It is asked between reads, not within one: every whole frame a read
+    /// gives is decoded at once, so one read may take the buffered events
+    /// past the limits, by as many events as a read holds (a 64 KiB read
+    /// of small deliveries is hundreds). The bound is the limits plus one
+    /// read: size reads accordingly.
+    ///
+    /// While it is false the dead-peer check is suspended: the adapter is
+    /// not reading, so silence says nothing about the server.
+    /// [`handle_timeout`](Self::handle_timeout) then restarts the count of
+    /// silence at each call, so the server is judged dead only after two
+    /// heartbeat intervals of silence with reading allowed. Heartbeats are
+    /// still sent meanwhile.
     #[must_use]
     pub fn wants_input(&self) -> bool {
         self.state != State::Closed
@@ -397,7 +657,19 @@ impl Connection {
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called:
     /// the handshake or close deadline, the next heartbeat to send, or the
-    /// moment the server counts as dead. `None` once closed.
+    /// moment the server counts as dead. `None` once closed. Ask again after
+    /// every input, command or write: each can move it.
+    ///
+    /// Wait for the socket to be readable or this instant to pass,
+    /// whichever is first; when both happen, handle the input before the
+    /// timeout (see [`handle_timeout`](Self::handle_timeout)).
+    ///
+    /// Heartbeats (spec 4.2.7, with the negotiated interval of
+    /// [`Tuning::heartbeat`]): a heartbeat frame is due half an interval
+    /// after the last write, as RabbitMQ sends its own, and the server is
+    /// dead after two whole intervals in which nothing arrived from it (the
+    /// specification's rule, which RabbitMQ's own check is no stricter
+    /// than). [`Connection::stats`] counts the heartbeats both ways.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
@@ -420,12 +692,24 @@ impl Connection {
 
     fn heartbeat_deadline(&self) -> Option<Instant> {
         let interval = self.heartbeat_interval()?;
-        let send = later(self.last_sent, interval);
+        let send = later(self.last_sent, interval / 2);
         let dead = later(self.last_received, interval * 2);
         Some(send.min(dead))
     }
 
-    /// Acts on the deadlines that have passed by `now`.
+    /// Acts on the deadlines that have passed by `now`: ends a handshake or
+    /// a close that took too long, queues a heartbeat, or ends the
+    /// connection if the server was silent for two heartbeat intervals
+    /// ([`ConnectionError::HeartbeatTimeout`], nothing more sent, spec
+    /// 4.2.7). Calling it early does nothing; calling it late acts on
+    /// everything due. Then write and drain events as after any input.
+    ///
+    /// Input first: when the socket is readable and the deadline has come
+    /// at once (after a pause above all), read and feed the bytes first
+    /// ([`handle_input`](Self::handle_input),
+    /// [`read_from`](Self::read_from)), then call this. The silence is
+    /// measured up to the last bytes the core was given, so bytes left
+    /// unread in the socket can make a live connection look dead.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance_clock(now);
         let now = self.now;
@@ -469,8 +753,16 @@ impl Connection {
             self.finish(ConnectionError::HeartbeatTimeout);
             return;
         }
-        if now >= later(self.last_sent, interval) {
-            encode_heartbeat_frame(self.output.frames());
+        if now >= later(self.last_sent, interval / 2) {
+            // Half the interval, as RabbitMQ does, so the server hears from
+            // us at least once per interval however our writes and its
+            // checks fall. Bytes already queued reach the server before a
+            // heartbeat would, and any bytes count as traffic (4.2.7): a
+            // heartbeat behind them adds nothing.
+            if self.output.len() == 0 {
+                encode_heartbeat_frame(self.output.frames());
+                stats::add(&mut self.stats.heartbeats_sent, 1);
+            }
             self.last_sent = now;
         }
     }
