@@ -26,7 +26,7 @@ use crate::map::Map;
 use crate::Error;
 
 /// A consumer's identity on a connection: its channel and tag.
-pub type ConsumerKey = (u16, ShortString);
+pub(crate) type ConsumerKey = (u16, ShortString);
 
 /// Refusals kept per consumer before the oldest are dropped.
 const MAX_KEPT_REFUSALS: usize = 1_024;
@@ -36,27 +36,27 @@ const MAX_KEPT_RETURNS: usize = 1_024;
 
 /// One opening of a channel id.
 #[derive(Debug)]
-pub struct ChannelRecord<C> {
+pub(crate) struct ChannelRecord<C> {
     /// The opening: tells it from earlier and later ones of the same id.
-    pub handle: ChannelHandle,
+    pub(crate) handle: ChannelHandle,
     /// Why it closed, once it has.
-    pub closed: Option<CloseReason>,
+    pub(crate) closed: Option<CloseReason>,
     nacked_since_wait: u64,
     failed_since_wait: Option<Failure>,
     /// Publishes settled other than by `basic.ack`, by sequence number,
     /// kept for a per-publish confirmation to read.
     refused: Map<u64, ConfirmOutcome>,
     /// Returned messages not yet handed to the application (the last 1,024).
-    pub returns: VecDeque<Returned>,
+    pub(crate) returns: VecDeque<Returned>,
     /// What the adapter keeps per channel.
-    pub extra: C,
+    pub(crate) extra: C,
 }
 
 impl<C> ChannelRecord<C> {
     /// What a batch confirm wait reports once nothing is unconfirmed: the
     /// close that failed publishes, else how many the broker refused since
     /// the last wait, else success. Resets the tally.
-    pub fn take_confirm_result(&mut self) -> Result<(), Error> {
+    pub(crate) fn take_confirm_result(&mut self) -> Result<(), Error> {
         let nacked = std::mem::take(&mut self.nacked_since_wait);
         match self.failed_since_wait.take() {
             Some(failure) => Err(failure.into()),
@@ -68,7 +68,7 @@ impl<C> ChannelRecord<C> {
 
 /// Why a consumer receives nothing more.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConsumerEnd {
+pub(crate) enum ConsumerEnd {
     /// The application cancelled it.
     Cancelled,
     /// The server cancelled it (its queue was deleted, or it failed over).
@@ -84,7 +84,7 @@ impl ConsumerEnd {
     /// adapters: the application's own cancel is told apart from the
     /// server's cancel-notify.
     #[must_use]
-    pub fn error(&self, tag: &ShortString) -> Error {
+    pub(crate) fn error(&self, tag: &ShortString) -> Error {
         match self {
             Self::Cancelled => Error::ConsumerCancelledByApplication(tag.to_string()),
             Self::CancelledByServer => Error::ConsumerCancelled(tag.to_string()),
@@ -96,33 +96,33 @@ impl ConsumerEnd {
 
 /// One consumer.
 #[derive(Debug)]
-pub struct ConsumerRecord<K> {
+pub(crate) struct ConsumerRecord<K> {
     /// The opening of its channel it belongs to.
-    pub channel: ChannelHandle,
+    pub(crate) channel: ChannelHandle,
     no_ack: bool,
     queue: VecDeque<Delivery>,
     /// Messages for it the core refused (a per-message limit), not yet
     /// reported: the last 1,024.
     refused: VecDeque<amqp_proto::DecodeError>,
     /// Why it receives nothing more, once that is so.
-    pub end: Option<ConsumerEnd>,
+    pub(crate) end: Option<ConsumerEnd>,
     /// Nobody will read it: deliveries go back to the broker.
     abandoned: bool,
     /// What the adapter keeps per consumer.
-    pub extra: K,
+    pub(crate) extra: K,
 }
 
 impl<K> ConsumerRecord<K> {
     /// True when deliveries wait to be taken.
     #[must_use]
-    pub fn has_deliveries(&self) -> bool {
+    pub(crate) fn has_deliveries(&self) -> bool {
         !self.queue.is_empty()
     }
 }
 
 /// Something the adapter must send because of the bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cleanup {
+pub(crate) enum Cleanup {
     /// Give a delivery back (`basic.reject` with requeue).
     Requeue {
         /// Its channel.
@@ -141,7 +141,7 @@ pub enum Cleanup {
 
 /// Where a delivery went.
 #[derive(Debug)]
-pub enum Sorted<'a, K> {
+pub(crate) enum Sorted<'a, K> {
     /// Into its consumer's queue; wake whoever waits on it.
     Queued(&'a mut K),
     /// Nowhere, and nothing to do: its consumer is abandoned and
@@ -153,7 +153,7 @@ pub enum Sorted<'a, K> {
 
 /// The bookkeeping of one connection.
 #[derive(Debug)]
-pub struct Ledger<C, K> {
+pub(crate) struct Ledger<C, K> {
     channels: Map<u16, ChannelRecord<C>>,
     consumers: Map<ConsumerKey, ConsumerRecord<K>>,
     buffered_deliveries: usize,
@@ -178,7 +178,7 @@ impl<C, K> Default for Ledger<C, K> {
 impl<C, K> Ledger<C, K> {
     /// Starts the record of a channel the core just opened (its id may be
     /// one used before: what belonged to that opening goes).
-    pub fn open_channel(&mut self, handle: ChannelHandle, extra: C) {
+    pub(crate) fn open_channel(&mut self, handle: ChannelHandle, extra: C) {
         let id = handle.id();
         self.consumers.retain(|(channel, _), _| *channel != id);
         let record = ChannelRecord {
@@ -198,7 +198,10 @@ impl<C, K> Ledger<C, K> {
     /// The record of a usable channel, or why it is not usable: the
     /// connection's end, the channel's close, or an id that was reopened
     /// since.
-    pub fn channel(&mut self, handle: ChannelHandle) -> Result<&mut ChannelRecord<C>, Error> {
+    pub(crate) fn channel(
+        &mut self,
+        handle: ChannelHandle,
+    ) -> Result<&mut ChannelRecord<C>, Error> {
         if let Some(error) = &self.closed {
             return Err(Error::ConnectionClosed(error.clone()));
         }
@@ -213,12 +216,14 @@ impl<C, K> Ledger<C, K> {
     }
 
     /// The current record of a channel id, closed or not.
-    pub fn channel_record(&mut self, id: u16) -> Option<&mut ChannelRecord<C>> {
+    pub(crate) fn channel_record(&mut self, id: u16) -> Option<&mut ChannelRecord<C>> {
         self.channels.get_mut(&id)
     }
 
     /// Every channel record.
-    pub fn channel_records(&mut self) -> impl Iterator<Item = (&u16, &mut ChannelRecord<C>)> {
+    pub(crate) fn channel_records(
+        &mut self,
+    ) -> impl Iterator<Item = (&u16, &mut ChannelRecord<C>)> {
         self.channels.iter_mut()
     }
 
@@ -226,7 +231,7 @@ impl<C, K> Ledger<C, K> {
     /// `keep_refusal`, keeps a nack or failure for
     /// [`take_confirm_outcome`](Self::take_confirm_outcome) (an ack needs
     /// no keeping: a settled publish with nothing kept was acked).
-    pub fn confirmed(
+    pub(crate) fn confirmed(
         &mut self,
         channel: u16,
         sequence: u64,
@@ -251,7 +256,7 @@ impl<C, K> Ledger<C, K> {
     /// How the publish `sequence` of the channel's opening `channel` was
     /// settled, once the core no longer counts it unconfirmed: a kept nack
     /// or failure (forgotten as it is read), else the ack.
-    pub fn take_confirm_outcome(
+    pub(crate) fn take_confirm_outcome(
         &mut self,
         channel: ChannelHandle,
         sequence: u64,
@@ -279,7 +284,7 @@ impl<C, K> Ledger<C, K> {
     }
 
     /// Forgets the kept refusals of `channel`, or of every channel.
-    pub fn forget_refusals(&mut self, channel: Option<u16>) {
+    pub(crate) fn forget_refusals(&mut self, channel: Option<u16>) {
         if self.refused_kept == 0 {
             return;
         }
@@ -293,7 +298,7 @@ impl<C, K> Ledger<C, K> {
 
     /// Keeps a returned message for its channel; returns the channel's
     /// record so the adapter can wake whoever waits for returns.
-    pub fn returned(&mut self, returned: Returned) -> Option<&mut ChannelRecord<C>> {
+    pub(crate) fn returned(&mut self, returned: Returned) -> Option<&mut ChannelRecord<C>> {
         let record = self.channels.get_mut(&returned.channel)?;
         if record.returns.len() >= MAX_KEPT_RETURNS {
             record.returns.pop_front();
@@ -304,7 +309,12 @@ impl<C, K> Ledger<C, K> {
 
     /// Records a channel's close and ends its consumers; `wake` is called
     /// for each consumer ended.
-    pub fn channel_closed(&mut self, id: u16, reason: &CloseReason, mut wake: impl FnMut(&mut K)) {
+    pub(crate) fn channel_closed(
+        &mut self,
+        id: u16,
+        reason: &CloseReason,
+        mut wake: impl FnMut(&mut K),
+    ) {
         if let Some(record) = self.channels.get_mut(&id) {
             record.closed = Some(reason.clone());
         }
@@ -318,7 +328,11 @@ impl<C, K> Ledger<C, K> {
 
     /// Records the connection's end and ends every consumer; `wake` is
     /// called for each.
-    pub fn connection_closed(&mut self, error: &ConnectionError, mut wake: impl FnMut(&mut K)) {
+    pub(crate) fn connection_closed(
+        &mut self,
+        error: &ConnectionError,
+        mut wake: impl FnMut(&mut K),
+    ) {
         for consumer in self.consumers.values_mut() {
             if consumer.end.is_none() {
                 consumer.end = Some(ConsumerEnd::Connection(error.clone()));
@@ -330,12 +344,12 @@ impl<C, K> Ledger<C, K> {
 
     /// Why the connection ended, once it has.
     #[must_use]
-    pub fn connection_error(&self) -> Option<&ConnectionError> {
+    pub(crate) fn connection_error(&self) -> Option<&ConnectionError> {
         self.closed.as_ref()
     }
 
     /// Starts the queue that deliveries for `key` are sorted into.
-    pub fn register_consumer(
+    pub(crate) fn register_consumer(
         &mut self,
         key: ConsumerKey,
         channel: ChannelHandle,
@@ -357,7 +371,11 @@ impl<C, K> Ledger<C, K> {
     /// A message for the consumer `key` was refused by the core (it broke
     /// a per-message limit and was rejected); returns the consumer's extra
     /// for waking. Nothing is kept for an abandoned consumer.
-    pub fn refused(&mut self, key: &ConsumerKey, error: amqp_proto::DecodeError) -> Option<&mut K> {
+    pub(crate) fn refused(
+        &mut self,
+        key: &ConsumerKey,
+        error: amqp_proto::DecodeError,
+    ) -> Option<&mut K> {
         let consumer = self.consumers.get_mut(key)?;
         if consumer.abandoned {
             return None;
@@ -370,23 +388,25 @@ impl<C, K> Ledger<C, K> {
     }
 
     /// The oldest refusal not yet reported for consumer `key`.
-    pub fn take_refusal(&mut self, key: &ConsumerKey) -> Option<amqp_proto::DecodeError> {
+    pub(crate) fn take_refusal(&mut self, key: &ConsumerKey) -> Option<amqp_proto::DecodeError> {
         self.consumers.get_mut(key)?.refused.pop_front()
     }
 
     /// A consumer's record.
-    pub fn consumer(&mut self, key: &ConsumerKey) -> Option<&mut ConsumerRecord<K>> {
+    pub(crate) fn consumer(&mut self, key: &ConsumerKey) -> Option<&mut ConsumerRecord<K>> {
         self.consumers.get_mut(key)
     }
 
     /// Every consumer's record.
-    pub fn consumers(&mut self) -> impl Iterator<Item = (&ConsumerKey, &mut ConsumerRecord<K>)> {
+    pub(crate) fn consumers(
+        &mut self,
+    ) -> impl Iterator<Item = (&ConsumerKey, &mut ConsumerRecord<K>)> {
         self.consumers.iter_mut()
     }
 
     /// Records that a consumer receives nothing more; returns its extra
     /// for waking. An abandoned consumer's record goes.
-    pub fn consumer_ended(
+    pub(crate) fn consumer_ended(
         &mut self,
         channel: u16,
         tag: &ShortString,
@@ -407,7 +427,7 @@ impl<C, K> Ledger<C, K> {
     }
 
     /// Sorts a delivery into its consumer's queue.
-    pub fn delivered(&mut self, delivery: Delivery) -> Sorted<'_, K> {
+    pub(crate) fn delivered(&mut self, delivery: Delivery) -> Sorted<'_, K> {
         let key = (delivery.channel, delivery.consumer_tag.clone());
         match self.consumers.get_mut(&key) {
             Some(consumer) if !consumer.abandoned => {
@@ -424,14 +444,14 @@ impl<C, K> Ledger<C, K> {
     }
 
     /// Takes a consumer's next delivery.
-    pub fn take_delivery(&mut self, key: &ConsumerKey) -> Option<Delivery> {
+    pub(crate) fn take_delivery(&mut self, key: &ConsumerKey) -> Option<Delivery> {
         let delivery = self.consumers.get_mut(key)?.queue.pop_front()?;
         self.buffered_deliveries -= 1;
         Some(delivery)
     }
 
     /// Takes every delivery a consumer holds.
-    pub fn take_deliveries(&mut self, key: &ConsumerKey) -> VecDeque<Delivery> {
+    pub(crate) fn take_deliveries(&mut self, key: &ConsumerKey) -> VecDeque<Delivery> {
         let taken = self
             .consumers
             .get_mut(key)
@@ -445,7 +465,11 @@ impl<C, K> Ledger<C, K> {
     /// `taken` is empty the two queues trade places, so a consumer that
     /// takes its deliveries batch after batch reuses two buffers instead
     /// of growing a new one for each batch.
-    pub fn take_deliveries_into(&mut self, key: &ConsumerKey, taken: &mut VecDeque<Delivery>) {
+    pub(crate) fn take_deliveries_into(
+        &mut self,
+        key: &ConsumerKey,
+        taken: &mut VecDeque<Delivery>,
+    ) {
         let Some(consumer) = self.consumers.get_mut(key) else {
             return;
         };
@@ -459,7 +483,7 @@ impl<C, K> Ledger<C, K> {
 
     /// Deliveries sorted and not yet taken, across consumers.
     #[must_use]
-    pub fn buffered_deliveries(&self) -> usize {
+    pub(crate) fn buffered_deliveries(&self) -> usize {
         self.buffered_deliveries
     }
 
@@ -467,7 +491,11 @@ impl<C, K> Ledger<C, K> {
     /// holds and what arrives for it later goes back to the broker (unless
     /// it consumes with `no_ack`), and it is cancelled unless it already
     /// ended. Returns what to send.
-    pub fn abandon_consumer(&mut self, key: &ConsumerKey, channel: ChannelHandle) -> Vec<Cleanup> {
+    pub(crate) fn abandon_consumer(
+        &mut self,
+        key: &ConsumerKey,
+        channel: ChannelHandle,
+    ) -> Vec<Cleanup> {
         let Some(consumer) = self.consumers.get_mut(key) else {
             return Vec::new();
         };

@@ -31,26 +31,18 @@ mod connection_api;
 mod consumer_api;
 pub mod delivery;
 mod error;
-#[cfg(feature = "kombu")]
-mod pidbox_api;
-#[cfg(feature = "kombu")]
-mod rpc_api;
-// `ledger` and `map` are not public API: they are the two adapters'
-// shared bookkeeping, and Rust has no visibility for "the crates of this
-// workspace", so they stay `pub` but hidden, with no semver promise. They
-// become private to this crate when the adapters' event sorting moves
-// into a `session` module here (issue #14), which will offer a documented
-// API in their place.
-#[doc(hidden)]
-pub mod ledger;
-#[doc(hidden)]
-pub mod map;
+mod ledger;
+mod map;
 mod options;
 #[cfg(feature = "kombu")]
 pub mod pidbox;
+#[cfg(feature = "kombu")]
+mod pidbox_api;
 pub mod recovery;
 #[cfg(feature = "kombu")]
 pub mod rpc;
+#[cfg(feature = "kombu")]
+mod rpc_api;
 pub mod session;
 #[cfg(all(test, feature = "kombu"))]
 mod testing;

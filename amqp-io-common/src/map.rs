@@ -15,4 +15,4 @@
 use std::collections::HashMap;
 
 /// A `HashMap` with foldhash's seeded fast hasher.
-pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;

@@ -284,7 +284,7 @@ impl Channel {
     pub fn on_return(&self, handler: impl FnMut(Returned) + Send + 'static) -> Result<()> {
         let mut inner = self.shared.lock();
         let state = inner.channel(self.channel)?;
-        state.extra.return_handler = Some(Box::new(handler));
+        state.return_handler = Some(Box::new(handler));
         Ok(())
     }
 

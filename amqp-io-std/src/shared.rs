@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use amqp_io_common::ledger::ConsumerKey;
 use amqp_io_common::session::{Attach, ConsumerHandle, Session};
 use amqp_io_common::{ConnectOptions, Error, Result};
 use amqp_proto::{ChannelHandle, Delivery, Returned};
@@ -71,6 +70,16 @@ pub(crate) struct Lent<K, C, T> {
     owner: K,
     callback: C,
     items: VecDeque<T>,
+}
+
+impl<K, C, T> From<(K, C, VecDeque<T>)> for Lent<K, C, T> {
+    fn from((owner, callback, items): (K, C, VecDeque<T>)) -> Self {
+        Self {
+            owner,
+            callback,
+            items,
+        }
+    }
 }
 
 impl CallbackWork {
@@ -215,17 +224,12 @@ impl Inner {
     /// for callback consumers (if `consumers`), returned messages for
     /// channels with a return handler, blocked changes for its handler.
     pub(crate) fn has_callback_work(&mut self, consumers: bool) -> bool {
-        let deliveries = consumers
-            && self
-                .ledger()
-                .consumers()
-                .any(|(_, consumer)| consumer.extra.is_some() && consumer.has_deliveries());
         let blocked = self.blocked_handler.is_some() && self.has_blocked_changes();
-        deliveries
-            || blocked
-            || self.ledger().channel_records().any(|(_, channel)| {
-                channel.extra.return_handler.is_some() && !channel.returns.is_empty()
-            })
+        blocked
+            || self.session.has_lendable_work(
+                |callback| consumers && callback.is_some(),
+                |channel| channel.return_handler.is_some(),
+            )
     }
 
     /// Takes the callbacks that have work, with their work, so they can be
@@ -233,36 +237,13 @@ impl Inner {
     pub(crate) fn take_callback_work(&mut self, consumers: bool) -> CallbackWork {
         let mut work = CallbackWork::default();
         if consumers {
-            let ready: Vec<(ConsumerKey, ChannelHandle, DeliveryCallback)> = self
-                .ledger()
-                .consumers()
-                .filter(|(_, consumer)| consumer.has_deliveries())
-                .filter_map(|(key, consumer)| {
-                    let callback = consumer.extra.take()?;
-                    Some((key.clone(), consumer.channel, callback))
-                })
-                .collect();
-            for (key, channel, callback) in ready {
-                let items = self.ledger().take_deliveries(&key);
-                work.deliveries.push(Lent {
-                    owner: ConsumerHandle::new(channel, key.1),
-                    callback,
-                    items,
-                });
-            }
+            let lent = self.session.lend_consumers(Option::take);
+            work.deliveries = lent.into_iter().map(Lent::from).collect();
         }
-        for (_, channel) in self.ledger().channel_records() {
-            if channel.returns.is_empty() {
-                continue;
-            }
-            if let Some(handler) = channel.extra.return_handler.take() {
-                work.returns.push(Lent {
-                    owner: channel.handle,
-                    callback: handler,
-                    items: std::mem::take(&mut channel.returns),
-                });
-            }
-        }
+        let lent = self
+            .session
+            .lend_returns(|channel| channel.return_handler.take());
+        work.returns = lent.into_iter().map(Lent::from).collect();
         if self.has_blocked_changes() {
             if let Some(handler) = self.blocked_handler.take() {
                 work.blocked = Some((handler, self.session.take_blocked_changes()));
@@ -280,23 +261,15 @@ impl Inner {
             }
         }
         for lent in work.deliveries {
-            let key = (lent.owner.channel().id(), lent.owner.tag().clone());
-            match self.ledger().consumer(&key) {
-                Some(consumer) if consumer.channel == lent.owner.channel() => {
-                    consumer.extra = Some(lent.callback);
-                }
-                _ => {}
-            }
+            let callback = lent.callback;
+            self.session
+                .restore_consumer(&lent.owner, |slot| *slot = Some(callback));
         }
         for lent in work.returns {
-            match self.ledger().channel_record(lent.owner.id()) {
-                Some(channel)
-                    if channel.handle == lent.owner && channel.extra.return_handler.is_none() =>
-                {
-                    channel.extra.return_handler = Some(lent.callback);
-                }
-                _ => {}
-            }
+            let handler = lent.callback;
+            self.session.restore_channel(lent.owner, |channel| {
+                channel.return_handler.get_or_insert(handler);
+            });
         }
     }
 

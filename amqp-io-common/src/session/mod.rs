@@ -26,7 +26,7 @@ use amqp_proto::{
     Initiator, Readiness, RequestId, Returned, Tuning, UsageError,
 };
 
-use crate::ledger::{ChannelRecord, Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
+use crate::ledger::{Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
 use crate::map::Map;
 use crate::recovery::RecoveryHandler;
 use crate::{ConnectOptions, Error, SaslResponder};
@@ -285,11 +285,6 @@ impl<A: Attach> Session<A> {
         self.recovery_handler.get_or_insert(handler);
     }
 
-    /// The bookkeeping of channels, consumers, confirms and returns.
-    pub fn ledger(&mut self) -> &mut Ledger<A::Channel, A::Consumer> {
-        &mut self.ledger
-    }
-
     /// Why the connection ended for good, once it has.
     #[must_use]
     pub fn closed(&self) -> Option<&ConnectionError> {
@@ -330,12 +325,96 @@ impl<A: Attach> Session<A> {
         std::mem::take(&mut self.blocked_changes)
     }
 
-    /// The channel's record, or why it is unusable.
-    pub fn channel(
+    /// What the adapter keeps for `channel`, or why the channel is
+    /// unusable (its close, the connection's end, or an id reopened since).
+    pub fn channel(&mut self, channel: ChannelHandle) -> Result<&mut A::Channel, Error> {
+        self.ledger.channel(channel).map(|record| &mut record.extra)
+    }
+
+    /// True if a consumer whose attachment passes `ready` holds
+    /// deliveries, or a channel whose attachment passes `returns_ready`
+    /// holds returned messages: work for callbacks.
+    pub fn has_lendable_work(
+        &mut self,
+        ready: impl Fn(&A::Consumer) -> bool,
+        returns_ready: impl Fn(&A::Channel) -> bool,
+    ) -> bool {
+        self.ledger
+            .consumers()
+            .any(|(_, consumer)| consumer.has_deliveries() && ready(&consumer.extra))
+            || self
+                .ledger
+                .channel_records()
+                .any(|(_, channel)| !channel.returns.is_empty() && returns_ready(&channel.extra))
+    }
+
+    /// For each consumer holding deliveries whose attachment gives up a
+    /// callback (`take`), the consumer, the callback and its deliveries:
+    /// to be called without the lock, and the callback put back with
+    /// [`restore_consumer`](Self::restore_consumer).
+    pub fn lend_consumers<T>(
+        &mut self,
+        mut take: impl FnMut(&mut A::Consumer) -> Option<T>,
+    ) -> Vec<(ConsumerHandle, T, VecDeque<Delivery>)> {
+        let ready: Vec<(ConsumerKey, ChannelHandle, T)> = self
+            .ledger
+            .consumers()
+            .filter(|(_, consumer)| consumer.has_deliveries())
+            .filter_map(|(key, consumer)| {
+                let lent = take(&mut consumer.extra)?;
+                Some((key.clone(), consumer.channel, lent))
+            })
+            .collect();
+        ready
+            .into_iter()
+            .map(|(key, channel, lent)| {
+                let items = self.ledger.take_deliveries(&key);
+                (ConsumerHandle::new(channel, key.1), lent, items)
+            })
+            .collect()
+    }
+
+    /// The same for channels holding returned messages.
+    pub fn lend_returns<T>(
+        &mut self,
+        mut take: impl FnMut(&mut A::Channel) -> Option<T>,
+    ) -> Vec<(ChannelHandle, T, VecDeque<Returned>)> {
+        let mut lent = Vec::new();
+        for (_, channel) in self.ledger.channel_records() {
+            if channel.returns.is_empty() {
+                continue;
+            }
+            if let Some(taken) = take(&mut channel.extra) {
+                lent.push((channel.handle, taken, std::mem::take(&mut channel.returns)));
+            }
+        }
+        lent
+    }
+
+    /// Lets `restore` put back what was lent from `consumer`, if it is
+    /// still there (it may have been cancelled meanwhile).
+    pub fn restore_consumer(
+        &mut self,
+        consumer: &ConsumerHandle,
+        restore: impl FnOnce(&mut A::Consumer),
+    ) {
+        match self.ledger.consumer(&consumer.key) {
+            Some(record) if record.channel == consumer.channel => restore(&mut record.extra),
+            _ => {}
+        }
+    }
+
+    /// Lets `restore` put back what was lent from `channel`'s attachment,
+    /// if that opening is still there.
+    pub fn restore_channel(
         &mut self,
         channel: ChannelHandle,
-    ) -> Result<&mut ChannelRecord<A::Channel>, Error> {
-        self.ledger.channel(channel)
+        restore: impl FnOnce(&mut A::Channel),
+    ) {
+        match self.ledger.channel_record(channel.id()) {
+            Some(record) if record.handle == channel => restore(&mut record.extra),
+            _ => {}
+        }
     }
 
     /// The next message the broker returned on `channel` (`Some(Some)`),
@@ -585,7 +664,7 @@ impl<A: Attach> Session<A> {
     /// Sends what the bookkeeping asks for (giving back what nobody takes);
     /// replies to it are discarded. A failure means the channel is gone,
     /// which makes the cleanup moot.
-    pub fn clean_up(&mut self, cleanup: Vec<Cleanup>) {
+    fn clean_up(&mut self, cleanup: Vec<Cleanup>) {
         for action in cleanup {
             let (channel, method): (u16, Method) = match action {
                 Cleanup::Requeue {
@@ -710,7 +789,9 @@ impl<A: Attach> Session<A> {
     }
 
     /// True once every publish of `channel` is confirmed: then the batch's
-    /// verdict (see [`ChannelRecord::take_confirm_result`]).
+    /// verdict: the close that failed publishes, else
+    /// [`Error::Nacked`] with how many the broker refused since the last
+    /// wait, else `Ok`.
     pub fn poll_confirms(&mut self, channel: ChannelHandle) -> Option<Result<(), Error>> {
         if self.core.unconfirmed(channel) > 0 {
             return None;
