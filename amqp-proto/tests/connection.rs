@@ -624,3 +624,71 @@ fn both_sides_closing_at_once_completes() {
     );
     assert!(peer.connection.is_closed());
 }
+
+#[test]
+fn a_typed_call_recognises_its_own_reply_and_its_failure() {
+    let mut peer = Peer::new(Config::default());
+    peer.handshake(0);
+    peer.events();
+    let channel = peer.open_channel();
+    let declare = peer
+        .connection
+        .channel(channel)
+        .unwrap()
+        .call(spec::QueueDeclare {
+            queue: "jobs".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let purge = peer
+        .connection
+        .channel(channel)
+        .unwrap()
+        .call(spec::QueuePurge {
+            queue: "jobs".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let nowait = peer.connection.channel(channel).unwrap().call(spec::QueueBind {
+        nowait: true,
+        ..Default::default()
+    });
+    assert!(
+        matches!(nowait, Err(amqp_proto::UsageError::NotForChannel("queue.bind", _))),
+        "a nowait call has no reply to wait for: {nowait:?}"
+    );
+    peer.client_frames();
+    peer.send(
+        channel,
+        spec::QueueDeclareOk {
+            queue: "jobs".into(),
+            message_count: 3,
+            consumer_count: 0,
+        },
+    );
+    let events = peer.events();
+    let [event] = events.as_slice() else {
+        panic!("{events:?}");
+    };
+    assert!(purge.answer(event).is_none(), "not the purge's reply");
+    let declared = declare.answer(event).expect("the declare's reply").unwrap();
+    assert_eq!(declared.queue, "jobs");
+    assert_eq!(declared.message_count, 3);
+
+    // The channel closes before the purge is answered: its failure.
+    peer.send(
+        channel,
+        spec::ChannelClose {
+            reply_code: 404,
+            reply_text: "NOT_FOUND".into(),
+            class_id: 50,
+            method_id: 30,
+        },
+    );
+    let outcome = peer
+        .events()
+        .iter()
+        .find_map(|event| purge.answer(event))
+        .expect("the purge is answered");
+    assert!(matches!(outcome, Err(Failure::Channel(reason)) if reason.code == ReplyCode::NOT_FOUND));
+}

@@ -6,6 +6,7 @@ use crate::codec::ShortString;
 use crate::codec::{
     body_frame_header, encode_properties_frame, encode_publish_frame, BasicProperties,
 };
+use super::typed::{Pending, Synchronous};
 use crate::connection::Connection;
 use crate::error::UsageError;
 use crate::event::RequestId;
@@ -88,6 +89,47 @@ impl<'a> ChannelRef<'a> {
             recorder.sent(self.id, &method, request);
         }
         Ok(request)
+    }
+
+    /// Sends a synchronous method and returns the [`Pending`] request
+    /// that recognises its answer and hands the reply over as its own
+    /// struct (a `QueueDeclareOk` for a `QueueDeclare`). A reply is certain
+    /// here, so a method with `nowait` set is refused
+    /// ([`UsageError::NotForChannel`]): send it with
+    /// [`request`](Self::request), which expects nothing back.
+    ///
+    /// ```
+    /// # use amqp_proto::{ChannelHandle, Connection, UsageError};
+    /// use amqp_proto::spec::QueueDeclare;
+    ///
+    /// # fn demo(connection: &mut Connection, channel: ChannelHandle) -> Result<(), UsageError> {
+    /// let declare = connection
+    ///     .channel(channel)?
+    ///     .call(QueueDeclare { exclusive: true, ..Default::default() })?;
+    /// while let Some(event) = connection.poll_event() {
+    ///     if let Some(outcome) = declare.answer(&event) {
+    ///         let declared = outcome.expect("the channel stayed open");
+    ///         println!("declared {}", declared.queue);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn call<M: Synchronous>(&mut self, method: M) -> Result<Pending<M>, UsageError> {
+        let method = method.into();
+        if method.nowait() {
+            return Err(UsageError::NotForChannel(
+                method.name(),
+                "with nowait no reply comes: use ChannelRef::request",
+            ));
+        }
+        match self.request(method)? {
+            Some(request) => Ok(Pending::new(request)),
+            // Every method with a Synchronous impl has a reply unless nowait.
+            None => Err(UsageError::NotForChannel(
+                "this method",
+                "it has no reply: use ChannelRef::request",
+            )),
+        }
     }
 
     /// The method with the application's delivery tag turned into the

@@ -4,6 +4,7 @@
 mod confirms;
 mod handle;
 mod key;
+mod typed;
 
 use std::collections::VecDeque;
 
@@ -11,6 +12,7 @@ use bytes::Bytes;
 
 pub use handle::{ChannelRef, Settlement};
 pub use key::{ChannelHandle, ChannelKey};
+pub use typed::{Pending as PendingReply, Synchronous};
 
 use crate::codec::{ContentAssembler, ContentHeader, ShortString};
 use crate::connection::Sink;
