@@ -281,5 +281,14 @@ pub enum Event {
     },
     /// The connection is over: the adapter sends what is still queued (at
     /// most a close or close-ok) and closes the socket. Always the last event.
+    ///
+    /// It ends every channel too, without an [`Event::ChannelClosed`] for
+    /// each: a channel's close means that channel is gone for good, while a
+    /// failed connection's channels come back under their handles when it
+    /// is [recovered](crate::Connection::recover). What each channel had
+    /// outstanding was failed just before, with this error
+    /// ([`Event::RequestFailed`], [`Event::Confirm`] with
+    /// [`ConfirmOutcome::Failed`]). To stop without failing publishes, see
+    /// [`Connection::close_when_confirmed`](crate::Connection::close_when_confirmed).
     Closed(ConnectionError),
 }

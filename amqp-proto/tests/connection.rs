@@ -649,12 +649,19 @@ fn a_typed_call_recognises_its_own_reply_and_its_failure() {
             ..Default::default()
         })
         .unwrap();
-    let nowait = peer.connection.channel(channel).unwrap().call(spec::QueueBind {
-        nowait: true,
-        ..Default::default()
-    });
+    let nowait = peer
+        .connection
+        .channel(channel)
+        .unwrap()
+        .call(spec::QueueBind {
+            nowait: true,
+            ..Default::default()
+        });
     assert!(
-        matches!(nowait, Err(amqp_proto::UsageError::NotForChannel("queue.bind", _))),
+        matches!(
+            nowait,
+            Err(amqp_proto::UsageError::NotForChannel("queue.bind", _))
+        ),
         "a nowait call has no reply to wait for: {nowait:?}"
     );
     peer.client_frames();
@@ -690,5 +697,7 @@ fn a_typed_call_recognises_its_own_reply_and_its_failure() {
         .iter()
         .find_map(|event| purge.answer(event))
         .expect("the purge is answered");
-    assert!(matches!(outcome, Err(Failure::Channel(reason)) if reason.code == ReplyCode::NOT_FOUND));
+    assert!(
+        matches!(outcome, Err(Failure::Channel(reason)) if reason.code == ReplyCode::NOT_FOUND)
+    );
 }

@@ -13,7 +13,7 @@ use amqp_proto::codec::{
 };
 use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::spec::{self, Method};
-use amqp_proto::{Config, ConfirmOutcome, ConnectionError, Event, Failure, Topology};
+use amqp_proto::{Config, ConfirmOutcome, ConnectionError, Event, Failure, Initiator, Topology};
 use bytes::{BufMut, BytesMut};
 use support::Peer;
 
@@ -486,6 +486,110 @@ fn a_close_fails_each_unconfirmed_publish_once() {
         })
         .count();
     assert_eq!(failed, 3);
+}
+
+/// A confirming channel with three publishes awaiting their confirms.
+fn three_unconfirmed() -> (Peer, u16) {
+    let mut peer = open_peer(Config::default(), 0);
+    let channel = peer.open_channel();
+    request(&mut peer, channel, spec::ConfirmSelect::default());
+    peer.expect_methods(&["confirm.select"]);
+    peer.send(channel, spec::ConfirmSelectOk {});
+    peer.events();
+    for _ in 0..3 {
+        peer.connection
+            .channel(channel)
+            .unwrap()
+            .publish(
+                &spec::BasicPublish::default(),
+                &BasicProperties::default(),
+                &b"x"[..],
+            )
+            .unwrap();
+    }
+    peer.client_frames();
+    (peer, channel)
+}
+
+fn ack(delivery_tag: u64, multiple: bool) -> spec::BasicAck {
+    spec::BasicAck {
+        delivery_tag,
+        multiple,
+    }
+}
+
+#[test]
+fn a_graceful_close_waits_for_every_confirm_then_closes() {
+    let (mut peer, channel) = three_unconfirmed();
+    let now = peer.now;
+    peer.connection
+        .close_when_confirmed(
+            ReplyCode::REPLY_SUCCESS,
+            "done",
+            now + Duration::from_secs(5),
+            now,
+        )
+        .unwrap();
+    let refused = peer.connection.channel(channel).unwrap().publish(
+        &spec::BasicPublish::default(),
+        &BasicProperties::default(),
+        &b"late"[..],
+    );
+    assert_eq!(refused, Err(amqp_proto::UsageError::ConnectionClosed));
+    assert!(peer.connection.open_channel().is_err());
+    assert!(peer.client_frames().is_empty(), "nothing sent yet");
+
+    peer.send(channel, ack(2, true));
+    assert!(peer.client_frames().is_empty(), "one confirm still out");
+    peer.send(channel, ack(3, false));
+    assert_eq!(close_code(&mut peer), 200);
+    let acked = peer
+        .events()
+        .into_iter()
+        .filter(|event| {
+            matches!(
+                event,
+                Event::Confirm {
+                    outcome: ConfirmOutcome::Ack,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(acked, 3, "every publish confirmed, none failed");
+    peer.send(0, spec::ConnectionCloseOk {});
+    assert!(matches!(
+        peer.events().as_slice(),
+        [Event::Closed(ConnectionError::Closed(reason))] if reason.initiator == Initiator::Client
+    ));
+}
+
+#[test]
+fn a_graceful_close_gives_up_waiting_at_its_deadline() {
+    let (mut peer, channel) = three_unconfirmed();
+    let now = peer.now;
+    let deadline = now + Duration::from_secs(5);
+    peer.connection
+        .close_when_confirmed(ReplyCode::REPLY_SUCCESS, "done", deadline, now)
+        .unwrap();
+    assert_eq!(peer.connection.poll_timeout(), Some(deadline));
+    peer.send(channel, ack(1, false));
+    peer.advance(Duration::from_secs(5));
+    assert_eq!(close_code(&mut peer), 200);
+    let failed = peer
+        .events()
+        .into_iter()
+        .filter(|event| {
+            matches!(
+                event,
+                Event::Confirm {
+                    outcome: ConfirmOutcome::Failed(_),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(failed, 2, "what the deadline caught unconfirmed fails once");
 }
 
 /// A field table nested `depth` levels deep, as wire bytes (the encoder

@@ -2,11 +2,11 @@
 
 use bytes::Bytes;
 
+use super::typed::{Pending, Synchronous};
 use crate::codec::ShortString;
 use crate::codec::{
     body_frame_header, encode_properties_frame, encode_publish_frame, BasicProperties,
 };
-use super::typed::{Pending, Synchronous};
 use crate::connection::Connection;
 use crate::error::UsageError;
 use crate::event::RequestId;
@@ -228,6 +228,9 @@ impl<'a> ChannelRef<'a> {
         properties: &BasicProperties,
         body: impl Into<Bytes>,
     ) -> Result<Option<u64>, UsageError> {
+        if self.connection.is_draining() {
+            return Err(UsageError::ConnectionClosed);
+        }
         let body = body.into();
         let max = self.connection.config().max_body_size;
         if body.len() as u64 > max {

@@ -179,6 +179,9 @@ pub struct Connection {
     next_consumer_tag: u64,
     /// The epoch the next opened channel gets (see [`ChannelHandle`]).
     next_epoch: u64,
+    /// A close asked for once every publish is confirmed (see
+    /// [`close_when_confirmed`](Self::close_when_confirmed)).
+    draining: Option<Drain>,
     /// Requests on channel 0 awaiting replies (`update-secret`).
     connection_requests: VecDeque<RequestId>,
     blocked: bool,
@@ -232,6 +235,7 @@ impl Connection {
             next_request: 0,
             next_consumer_tag: 0,
             next_epoch: 1,
+            draining: None,
             connection_requests: VecDeque::new(),
             blocked: false,
             challenge_pending: false,
@@ -409,6 +413,9 @@ impl Connection {
         }
         self.decode_buffered();
         self.undecoded = self.decoder.buffered_len();
+        if self.draining.is_some() && self.state == State::Open && self.all_confirmed() {
+            self.finish_draining();
+        }
     }
 
     /// Decodes and handles every whole frame buffered.
@@ -679,7 +686,13 @@ impl Connection {
                 let handshake = Some(self.handshake_deadline);
                 handshake.min(self.heartbeat_deadline()).or(handshake)
             }
-            State::Open => self.heartbeat_deadline(),
+            State::Open => {
+                let drain = self.draining.as_ref().map(|drain| drain.deadline);
+                match (self.heartbeat_deadline(), drain) {
+                    (Some(beat), Some(drain)) => Some(beat.min(drain)),
+                    (beat, drain) => beat.or(drain),
+                }
+            }
         }
     }
 
@@ -737,6 +750,16 @@ impl Connection {
                 return;
             }
             _ => {}
+        }
+        if self
+            .draining
+            .as_ref()
+            .is_some_and(|drain| now >= drain.deadline)
+        {
+            self.finish_draining();
+            if self.state != State::Open {
+                return;
+            }
         }
         let Some(interval) = self.heartbeat_interval() else {
             return;
@@ -985,6 +1008,7 @@ impl Connection {
             return;
         }
         self.state = State::Closed;
+        self.draining = None;
         self.abandon_outstanding(&error);
         self.events.push_back(Event::Closed(error));
     }
@@ -1065,12 +1089,82 @@ impl Connection {
         Ok(())
     }
 
+    /// Closes the connection once every publish awaiting confirmation is
+    /// settled, or at `deadline`, whichever comes first: the graceful way
+    /// to stop a publisher. Until then new publishes and channels are
+    /// refused ([`UsageError::ConnectionClosed`]) while everything else
+    /// goes on (confirms arrive, deliveries can be acknowledged); then it
+    /// is [`close`](Self::close) with `code` and `text`, and what is still
+    /// unconfirmed at the deadline fails with it.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use amqp_proto::spec::constants::ReplyCode;
+    /// # fn demo(connection: &mut amqp_proto::Connection) -> Result<(), amqp_proto::UsageError> {
+    /// let now = Instant::now();
+    /// connection.close_when_confirmed(
+    ///     ReplyCode::REPLY_SUCCESS,
+    ///     "shutting down",
+    ///     now + Duration::from_secs(5),
+    ///     now,
+    /// )?;
+    /// // Keep driving the connection until Event::Closed.
+    /// # Ok(()) }
+    /// ```
+    pub fn close_when_confirmed(
+        &mut self,
+        code: ReplyCode,
+        text: &str,
+        deadline: Instant,
+        now: Instant,
+    ) -> Result<(), UsageError> {
+        self.advance_clock(now);
+        if self.state != State::Open || self.draining.is_some() {
+            return self.close(code, text, now);
+        }
+        self.draining = Some(Drain {
+            code,
+            text: text.to_owned(),
+            deadline,
+        });
+        if self.all_confirmed() || self.now >= deadline {
+            self.finish_draining();
+        }
+        Ok(())
+    }
+
+    /// True when no channel has a publish awaiting confirmation.
+    fn all_confirmed(&self) -> bool {
+        self.channels
+            .iter()
+            .flatten()
+            .all(|channel| channel.unconfirmed() == 0)
+    }
+
+    /// The drain is over (all confirmed, or its deadline passed): close.
+    fn finish_draining(&mut self) {
+        if let Some(drain) = self.draining.take() {
+            let now = self.now;
+            let _ = self.close(drain.code, &drain.text, now);
+        }
+    }
+
+    /// True while [`close_when_confirmed`](Self::close_when_confirmed)
+    /// waits for confirms: new publishes and channels are refused.
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_some()
+    }
+
     /// Opens a channel on the lowest free id. [`Event::ChannelOpened`]
     /// follows; requests may be sent on it at once (they are pipelined).
     /// The handle names this opening only: once the channel closes and its
     /// id is reused, the old handle names nothing.
     pub fn open_channel(&mut self) -> Result<ChannelHandle, UsageError> {
         self.check_open()?;
+        if self.draining.is_some() {
+            return Err(UsageError::ConnectionClosed);
+        }
         let channel_max = self.tuning.channel_max;
         let free = self
             .channels
@@ -1289,6 +1383,14 @@ impl Connection {
             _ => Err(UsageError::NotOpen),
         }
     }
+}
+
+/// A close waiting for every publish to be confirmed.
+#[derive(Debug)]
+struct Drain {
+    code: ReplyCode,
+    text: String,
+    deadline: Instant,
 }
 
 /// `at + by`, or the latest instant this platform can represent when that
