@@ -33,12 +33,20 @@ const MAX_WRITE_SLICES: usize = 64;
 /// Runs until the connection is closed and its last bytes are written;
 /// with automatic recovery, reconnects in place when it fails.
 pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer: WriteHalf) {
-    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    // The core's receive buffer, lent out while a read may be under way
+    // (the lock is not held across an await), so bytes go from the socket
+    // to the decoder without a copy. It goes back before anything else
+    // touches the core's input, and is dropped with a socket that failed.
+    let mut lent: Option<BytesMut> = None;
     let mut output: Vec<Bytes> = Vec::new();
     loop {
         let (deadline, wants_input, closed, between_sockets, window_opened, write_timeout) = {
             let mut state = shared.lock();
             let now = Instant::now();
+            if let Some(buffer) = lent.take() {
+                // Nothing was read into it since it was lent.
+                state.core.handle_lent_input(buffer, now);
+            }
             state.handle_timeout(now);
             shared.dispatch(&mut state);
             let window_opened = state.take_window_opened();
@@ -86,7 +94,6 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
             if let Some((new_reader, new_writer)) = recovery::reconnect(&shared).await {
                 reader = new_reader;
                 writer = new_writer;
-                input.clear();
                 continue;
             }
         }
@@ -103,31 +110,38 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
             shared.window.notify_waiters();
             return;
         }
+        let mut input = if wants_input {
+            let mut buffer = shared.lock().core.lend_input_buffer();
+            if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
+                buffer.reserve(READ_CHUNK);
+            }
+            buffer
+        } else {
+            BytesMut::new()
+        };
         let sleep = deadline.map(|deadline| tokio::time::sleep_until(deadline.into()));
         tokio::select! {
             biased;
-            () = shared.wake_driver.notified() => {}
+            () = shared.wake_driver.notified() => {
+                lent = wants_input.then_some(input);
+            }
             read = reader.read_buf(&mut input), if wants_input => {
                 let read = match read {
                     Ok(n) if n > 0 => read_backlog(&mut reader, &mut input).await.map(|more| n + more),
                     other => other,
                 };
                 let mut state = shared.lock();
+                state.core.handle_lent_input(input, Instant::now());
                 match read {
                     Ok(0) => state.core.handle_transport_closed("the server closed the socket"),
-                    Ok(_) => {
-                        state.core.handle_input(&input, Instant::now());
-                        input.clear();
-                    }
+                    Ok(_) => {}
                     Err(error) => state.core.handle_transport_closed(error.to_string()),
                 }
                 shared.dispatch(&mut state);
-                drop(state);
-                if input.capacity() < READ_CHUNK {
-                    input.reserve(READ_CHUNK);
-                }
             }
-            () = async { if let Some(sleep) = sleep { sleep.await } }, if deadline.is_some() => {}
+            () = async { if let Some(sleep) = sleep { sleep.await } }, if deadline.is_some() => {
+                lent = wants_input.then_some(input);
+            }
         }
     }
 }

@@ -401,6 +401,27 @@ impl Connection {
         self.decoder.buffer_mut()
     }
 
+    /// Lends the receive buffer out, for an adapter that reads while the
+    /// connection is not at hand (it sits behind a lock that an `await`
+    /// must not hold): append to it, as to
+    /// [`input_buffer`](Self::input_buffer), then give it back with
+    /// [`handle_lent_input`](Self::handle_lent_input). Bytes read this way
+    /// reach the decoder without being copied. Until it is back, handle no
+    /// other input; a buffer never given back loses the frame it had begun
+    /// (the connection then fails with a framing error, never a panic).
+    #[must_use = "give the buffer back with handle_lent_input"]
+    pub fn lend_input_buffer(&mut self) -> bytes::BytesMut {
+        std::mem::take(self.decoder.buffer_mut())
+    }
+
+    /// Takes back the buffer [`lend_input_buffer`](Self::lend_input_buffer)
+    /// lent, with what was appended to it, and handles the new bytes as
+    /// [`handle_buffered_input`](Self::handle_buffered_input) does.
+    pub fn handle_lent_input(&mut self, buffer: bytes::BytesMut, now: Instant) {
+        *self.decoder.buffer_mut() = buffer;
+        self.handle_buffered_input(now);
+    }
+
     /// Processes what was read into [`input_buffer`](Self::input_buffer)
     /// since the last call; `now` is when it was read. Handling the same
     /// bytes again (nothing new arrived) is no sign of life.
