@@ -12,8 +12,12 @@
 ///
 /// - `fn state(&self) -> MutexGuard<'_, S>`, the session's lock (`S`
 ///   dereferences to [`Session`](crate::session::Session));
-/// - `fn close_with(&self, code: ReplyCode, text: &str) -> Result<()>`,
-///   `async` in an async adapter.
+/// - `fn begin_close(&self, start: impl FnOnce(&mut S, Instant) -> Result<bool>) -> Result<bool>`
+///   runs `start` (a [`Session`](crate::session::Session) close) under the
+///   lock and sends what it queued;
+/// - `fn finish_close(&self, handshake: bool) -> Result<()>`, `async` in
+///   an async adapter, waits for the end and reports
+///   [`Session::close_outcome`](crate::session::Session::close_outcome).
 ///
 /// `krate` is the adapter crate's name; the other arguments are those of
 /// `channel_api!`.
@@ -148,7 +152,9 @@ macro_rules! connection_api {
             #[doc = "Closes the connection with reply code 200 and waits for the server's"]
             #[doc = "`close-ok` (bounded by"]
             #[doc = "[`Config::close_timeout`](amqp_proto::Config::close_timeout)). Outstanding"]
-            #[doc = "calls fail with [`Error::ConnectionClosed`](crate::Error::ConnectionClosed)."]
+            #[doc = "calls fail with [`Error::ConnectionClosed`](crate::Error::ConnectionClosed),"]
+            #[doc = "unconfirmed publishes too (see"]
+            #[doc = "[`close_when_confirmed`](Self::close_when_confirmed) to wait for them)."]
             #[doc = "Takes `&self` in both adapters: the handle stays for"]
             #[doc = "[`close_reason`](Self::close_reason) and [`is_open`](Self::is_open);"]
             #[doc = "closing again fails with `Error::ConnectionClosed`. Between a"]
@@ -165,6 +171,51 @@ macro_rules! connection_api {
                     ::amqp_proto::spec::constants::ReplyCode::REPLY_SUCCESS,
                     "closed by the application",
                 ) $($awaiting)*
+            }
+
+            #[doc = "Closes with a reply code and text of the application's choosing;"]
+            #[doc = "otherwise as [`close`](Self::close)."]
+            #[doc = ""]
+            #[doc = "```no_run"]
+            #[doc = $demo]
+            #[doc = "use amqp_proto::spec::constants::ReplyCode;"]
+            #[doc = ""]
+            #[doc = concat!("connection.close_with(ReplyCode::REPLY_SUCCESS, \"shutting down for maintenance\")", $suffix, "?;")]
+            #[doc = "# Ok(()) }"]
+            #[doc = "```"]
+            pub $($asyncness)* fn close_with(
+                &self,
+                code: ::amqp_proto::spec::constants::ReplyCode,
+                text: &str,
+            ) -> $crate::Result<()> {
+                let handshake = self.begin_close(|session, now| session.close(code, text, now))?;
+                self.finish_close(handshake) $($awaiting)*
+            }
+
+            #[doc = "Closes gracefully: new publishes and channels are refused at once,"]
+            #[doc = "every publish awaiting its confirm gets it (for up to `timeout`),"]
+            #[doc = "then the connection closes as [`close`](Self::close) does. Only what"]
+            #[doc = "is still unconfirmed after `timeout` fails."]
+            #[doc = ""]
+            #[doc = "```no_run"]
+            #[doc = $demo]
+            #[doc = concat!("connection.close_when_confirmed(std::time::Duration::from_secs(10))", $suffix, "?;")]
+            #[doc = "# Ok(()) }"]
+            #[doc = "```"]
+            pub $($asyncness)* fn close_when_confirmed(
+                &self,
+                timeout: ::std::time::Duration,
+            ) -> $crate::Result<()> {
+                let handshake = self.begin_close(|session, now| {
+                    let deadline = now.checked_add(timeout).unwrap_or(now);
+                    session.close_when_confirmed(
+                        ::amqp_proto::spec::constants::ReplyCode::REPLY_SUCCESS,
+                        "closed by the application",
+                        deadline,
+                        now,
+                    )
+                })?;
+                self.finish_close(handshake) $($awaiting)*
             }
         }
     };

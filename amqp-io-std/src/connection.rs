@@ -273,24 +273,20 @@ impl Connection {
         }
     }
 
-    /// Closes with a reply code and text of the application's choosing.
-    ///
-    /// ```no_run
-    /// # let connection = amqp_io_std::Connection::open("amqp://localhost")?;
-    /// use amqp_proto::spec::constants::ReplyCode;
-    ///
-    /// connection.close_with(ReplyCode::REPLY_SUCCESS, "shutting down for maintenance")?;
-    /// # Ok::<(), amqp_io_std::Error>(())
-    /// ```
-    pub fn close_with(&self, code: ReplyCode, text: &str) -> Result<()> {
+    fn begin_close(&self, start: impl FnOnce(&mut Inner, Instant) -> Result<bool>) -> Result<bool> {
         let handshake = {
             let mut inner = self.shared.lock();
-            let handshake = inner.close(code, text, Instant::now())?;
+            let handshake = start(&mut inner, Instant::now())?;
             inner.flush();
             inner.dispatch();
             handshake
         };
         self.shared.notify();
+        Ok(handshake)
+    }
+
+    fn finish_close(&self, handshake: bool) -> Result<()> {
+        // The core's close (and drain) deadlines bound this wait.
         self.shared.wait("connection.close", None, |inner| {
             inner.close_outcome(handshake)
         })

@@ -246,17 +246,13 @@ impl Connection {
         }
     }
 
-    /// Closes with a reply code and text of the application's choosing.
-    ///
-    /// ```no_run
-    /// use amqp_proto::spec::constants::ReplyCode;
-    /// # async fn demo(connection: amqp_io_tokio::Connection) -> amqp_io_tokio::Result<()> {
-    /// connection.close_with(ReplyCode::REPLY_SUCCESS, "maintenance").await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn close_with(&self, code: ReplyCode, text: &str) -> Result<()> {
-        let handshake = self.state().close(code, text, Instant::now())?;
+    fn begin_close(&self, start: impl FnOnce(&mut State, Instant) -> Result<bool>) -> Result<bool> {
+        let handshake = start(&mut self.state(), Instant::now())?;
         self.shared().wake_driver.notify_one();
+        Ok(handshake)
+    }
+
+    async fn finish_close(&self, handshake: bool) -> Result<()> {
         self.closed().await;
         self.state()
             .close_outcome(handshake)

@@ -122,6 +122,33 @@ fn a_closed_channels_handle_cannot_act_on_a_reused_id() {
     connection.close().unwrap();
 }
 
+/// A graceful close lets every outstanding confirm arrive before it closes.
+#[test]
+fn closing_when_confirmed_loses_no_confirm() {
+    let connection = open();
+    let channel = connection.channel().unwrap();
+    let queue = exclusive_queue(&channel);
+    channel.confirm_select().unwrap();
+    let publish = BasicPublish {
+        routing_key: queue.as_str().into(),
+        ..Default::default()
+    };
+    let confirmations: Vec<_> = (0..500)
+        .map(|_| {
+            channel
+                .publish(&publish, &BasicProperties::default(), "x")
+                .unwrap()
+        })
+        .collect();
+    connection
+        .close_when_confirmed(Duration::from_secs(10))
+        .unwrap();
+    for confirmation in confirmations {
+        confirmation.wait(Duration::from_secs(1)).unwrap();
+    }
+    assert!(!connection.is_open());
+}
+
 #[test]
 fn every_channel_method_works_against_the_broker() {
     let connection = open();

@@ -300,6 +300,35 @@ async fn a_closed_channels_handle_cannot_act_on_a_reused_id() {
     connection.close().await.unwrap();
 }
 
+/// A graceful close lets every outstanding confirm arrive before it closes.
+#[tokio::test]
+async fn closing_when_confirmed_loses_no_confirm() {
+    let connection = connect().await;
+    let channel = connection.channel().await.unwrap();
+    let queue = exclusive_queue(&channel).await;
+    channel.confirm_select().await.unwrap();
+    let publish = BasicPublish {
+        routing_key: queue.as_str().into(),
+        ..Default::default()
+    };
+    let mut confirmations = Vec::new();
+    for _ in 0..500 {
+        let confirmation = channel
+            .publish(&publish, &BasicProperties::default(), "x")
+            .await
+            .unwrap();
+        confirmations.push(confirmation);
+    }
+    connection
+        .close_when_confirmed(Duration::from_secs(10))
+        .await
+        .unwrap();
+    for confirmation in confirmations {
+        confirmation.await.unwrap();
+    }
+    assert!(!connection.is_open());
+}
+
 /// Confirmations keep their exact outcome however late they are awaited:
 /// acks, nacks (a full `reject-publish` queue), and the failure of
 /// publishes the channel's close cut off; dropped ones cost nothing.

@@ -826,6 +826,26 @@ impl<A: Attach> Session<A> {
     /// attempt of a recovery, or the core had just ended): the connection
     /// is over at once.
     pub fn close(&mut self, code: ReplyCode, text: &str, now: Instant) -> Result<bool, Error> {
+        self.begin_close(|core| core.close(code, text, now))
+    }
+
+    /// The same, once every publish awaiting confirmation is settled or at
+    /// `deadline` (see [`Connection::close_when_confirmed`](Core::close_when_confirmed)):
+    /// new publishes and channels are refused meanwhile.
+    pub fn close_when_confirmed(
+        &mut self,
+        code: ReplyCode,
+        text: &str,
+        deadline: Instant,
+        now: Instant,
+    ) -> Result<bool, Error> {
+        self.begin_close(|core| core.close_when_confirmed(code, text, deadline, now))
+    }
+
+    fn begin_close(
+        &mut self,
+        start: impl FnOnce(&mut Core) -> Result<(), UsageError>,
+    ) -> Result<bool, Error> {
         if let Some(error) = self.closed() {
             return Err(Error::ConnectionClosed(error.clone()));
         }
@@ -834,7 +854,7 @@ impl<A: Attach> Session<A> {
         if between_sockets {
             return Ok(false);
         }
-        match self.core.close(code, text, now) {
+        match start(&mut self.core) {
             Ok(()) => Ok(true),
             Err(_) if self.core.is_closed() => Ok(false),
             Err(error) => Err(error.into()),
