@@ -6,7 +6,8 @@
 //! and this chapter is what one needs to know to write it, on a blocking
 //! socket, an event loop ([`mio`](https://docs.rs/mio), `epoll`, `kqueue`,
 //! io_uring), an async runtime, or a test harness with a simulated clock.
-//! `examples/std_by_hand.rs` does it over a blocking `TcpStream`.
+//! `examples/std_by_hand.rs` does it over a blocking `TcpStream`,
+//! `examples/nonblocking.rs` with mio's readiness events.
 //!
 //! Every example below runs as a test. The server's side is played in a few
 //! hidden lines that encode frames with [`codec`](crate::codec), and time is
