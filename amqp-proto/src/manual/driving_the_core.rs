@@ -46,6 +46,14 @@
 //! same as commands made in step 3: write after them, or wake the loop so
 //! that it does.
 //!
+//! With edge-triggered readiness (mio, `epoll` with `EPOLLET`), an event
+//! says that readability or writability began, not that it lasts. Keep
+//! the socket marked readable (writable) until a read (write) answers
+//! [`WouldBlock`](std::io::ErrorKind::WouldBlock), and pass again without
+//! sleeping while a direction marked ready has work: a read stopped
+//! because `wants_input` turned false gets no new event when it turns
+//! true again. `examples/nonblocking.rs` does this.
+//!
 //! ```
 //! # use std::io::{self, ErrorKind, Read, Write};
 //! # use std::time::{Duration, Instant};
@@ -270,8 +278,10 @@
 //!   an async runtime's `try_write_vectored`).
 //! - [`poll_transmit_into`](crate::Connection::poll_transmit_into) copies at most
 //!   `max` bytes into a `Vec<u8>` of the adapter's, for writes that take one
-//!   contiguous buffer. What it copied is the adapter's to write (after any
-//!   rest of the previous batch); the rest stays in the core.
+//!   contiguous buffer. It copies everything, bodies too (one copy of every
+//!   byte, which pays for small messages and not for large ones). What it
+//!   copied is the adapter's to write (after any rest of the previous
+//!   batch); the rest stays in the core.
 //! - [`poll_transmit`](crate::Connection::poll_transmit) hands out one whole chunk
 //!   as [`Bytes`](crate::bytes::Bytes), for an adapter that submits buffers and
 //!   keeps them alive until written (io_uring, a runtime's owned-buffer
