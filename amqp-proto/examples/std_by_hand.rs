@@ -1,6 +1,7 @@
 //! Drives the sans-IO core by hand over a blocking `TcpStream`: the whole
 //! adapter is `Client::pump`. Declares a queue, publishes with confirms,
-//! consumes the messages with acks and closes.
+//! consumes the messages with acks and closes. `Client::until` waits for
+//! one event and keeps every other one for later: nothing is dropped.
 //!
 //! `cargo run -p amqp-proto --example std_by_hand` (AMQP_ADDR overrides
 //! 127.0.0.1:5672; guest/guest on `/`).
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use amqp_proto::codec::BasicProperties;
 use amqp_proto::spec::{self, constants::ReplyCode, Method};
-use amqp_proto::{Config, ConfirmOutcome, Connection, Event};
+use amqp_proto::{Config, ConfirmOutcome, Connection, ConnectionError, Event, Initiator};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -59,22 +60,27 @@ impl Client {
         Ok(())
     }
 
-    /// Pumps until `pick` accepts an event (others are dropped); fails if
-    /// the connection closes first, or after 10 s.
-    fn until<T>(&mut self, mut pick: impl FnMut(Event) -> Option<T>) -> Result<T> {
+    /// Pumps until an event `wanted` accepts arrives, and returns it.
+    /// Nothing is dropped: the events it does not accept stay in
+    /// `self.events`, in order, for a later call (or for the caller to
+    /// look at). Fails if the connection ends first (unless `wanted`
+    /// accepts the `Event::Closed`, always the last event), or after 10 s.
+    fn until(&mut self, wanted: impl Fn(&Event) -> bool) -> Result<Event> {
         let give_up = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < give_up {
-            while let Some(event) = self.events.pop_front() {
-                if let Event::Closed(error) = event {
-                    return Err(error.into());
+        loop {
+            if let Some(at) = self.events.iter().position(&wanted) {
+                if let Some(event) = self.events.remove(at) {
+                    return Ok(event);
                 }
-                if let Some(found) = pick(event) {
-                    return Ok(found);
-                }
+            }
+            if let Some(Event::Closed(error)) = self.events.back() {
+                return Err(error.clone().into());
+            }
+            if Instant::now() >= give_up {
+                return Err("timed out waiting for the broker".into());
             }
             self.pump()?;
         }
-        Err("timed out waiting for the broker".into())
     }
 }
 
@@ -90,68 +96,88 @@ fn main() -> Result<()> {
         socket,
         events,
     };
-    c.until(|e| matches!(e, Event::Opened { .. }).then_some(()))?;
+    c.until(|e| matches!(e, Event::Opened { .. }))?;
 
     let ch = c.core.open_channel()?;
     let declare = spec::QueueDeclare {
         exclusive: true,
         ..Default::default()
     };
-    c.core.channel(ch)?.request(declare)?;
-    c.core
+    let declare = c.core.channel(ch)?.request(declare)?;
+    let select = c
+        .core
         .channel(ch)?
         .request(spec::ConfirmSelect::default())?;
-    let queue = c.until(|e| match e {
+    // Replies name their requests: each is waited for by its id, and
+    // whatever arrives around it stays queued for the next wait.
+    c.until(|e| matches!(e, Event::ChannelOpened { channel, .. } if *channel == ch.id()))?;
+    let queue = match c
+        .until(|e| matches!(e, Event::Reply { request, .. } if Some(*request) == declare))?
+    {
         Event::Reply {
             method: Method::QueueDeclareOk(ok),
             ..
-        } => Some(ok.queue),
-        _ => None,
-    })?;
+        } => ok.queue,
+        other => return Err(format!("queue.declare answered with {other:?}").into()),
+    };
+    c.until(|e| matches!(e, Event::Reply { request, .. } if Some(*request) == select))?;
 
     let publish = spec::BasicPublish {
         routing_key: queue.clone(),
         ..Default::default()
     };
+    let mut sequences = Vec::new();
     for n in 0..3 {
         let body = format!("message {n}");
-        c.core
+        let sequence = c
+            .core
             .channel(ch)?
             .publish(&publish, &BasicProperties::default(), body)?;
+        sequences.extend(sequence);
     }
-    let mut acked = 0;
-    c.until(|e| {
-        acked += usize::from(matches!(
-            e,
+    // One confirm per publish, each with its sequence number; anything
+    // but an ack is a failure.
+    for sequence in sequences {
+        match c.until(|e| matches!(e, Event::Confirm { sequence: s, .. } if *s == sequence))? {
             Event::Confirm {
                 outcome: ConfirmOutcome::Ack,
                 ..
-            }
-        ));
-        (acked == 3).then_some(())
-    })?;
+            } => {}
+            other => return Err(format!("publish {sequence}: {other:?}").into()),
+        }
+    }
     println!("declared {queue}; 3 publishes confirmed");
 
-    c.core.channel(ch)?.request(spec::BasicConsume {
+    let consume = c.core.channel(ch)?.request(spec::BasicConsume {
         queue,
         ..Default::default()
     })?;
+    c.until(|e| matches!(e, Event::Reply { request, .. } if Some(*request) == consume))?;
     for _ in 0..3 {
-        let delivery = c.until(|e| match e {
-            Event::Delivery(delivery) => Some(delivery),
-            _ => None,
-        })?;
-        println!("consumed: {:?}", delivery.body());
-        c.core.channel(ch)?.ack(delivery.delivery_tag, false)?;
+        match c.until(|e| matches!(e, Event::Delivery(_)))? {
+            Event::Delivery(delivery) => {
+                println!("consumed: {:?}", delivery.body());
+                c.core.channel(ch)?.ack(delivery.delivery_tag, false)?;
+            }
+            other => return Err(format!("expected a delivery, got {other:?}").into()),
+        }
+    }
+    // Every event was waited for by name: none may be left over.
+    if !c.events.is_empty() {
+        return Err(format!("events nobody handled: {:?}", c.events).into());
     }
 
     c.core
         .close(ReplyCode::REPLY_SUCCESS, "done", Instant::now())?;
-    // `until` reports the final Event::Closed as an error with its reason.
-    let closed = c.until(|_| None::<()>).unwrap_err().to_string();
-    if !closed.contains("closed by client with 200") {
-        return Err(closed.into());
+    // The close is clean when it is our own, completed by the server's
+    // close-ok: ConnectionError::Closed with the client as initiator.
+    match c.until(|e| matches!(e, Event::Closed(_)))? {
+        Event::Closed(ConnectionError::Closed(reason))
+            if reason.initiator == Initiator::Client && reason.is_normal() =>
+        {
+            println!("connection {reason}");
+            Ok(())
+        }
+        other => Err(format!("the close ended with {other:?}").into()),
     }
-    println!("{closed}");
-    Ok(())
 }

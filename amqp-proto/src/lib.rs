@@ -116,7 +116,13 @@
 //!   already holds (input first, or a live server can look dead).
 //! - [`Connection::stats`] counts bytes, frames and heartbeats each way.
 //!
-//! `examples/std_by_hand.rs` is such an adapter: its `Client::pump`.
+//! `examples/std_by_hand.rs` is such an adapter: its `Client::pump`;
+//! `examples/nonblocking.rs` is one over a non-blocking socket and mio's
+//! readiness events. The [manual's chapter on driving the
+//! core](manual::driving_the_core) walks through the loop and its rules
+//! step by step (the order of input, time and output, partial writes,
+//! back-pressure both ways, timers, channel handles, shutdown), each step
+//! an example that runs.
 //!
 //! # The codec on its own
 //!
@@ -205,6 +211,7 @@ pub mod codec;
 mod connection;
 pub mod error;
 mod event;
+pub mod manual;
 pub mod recovery;
 pub mod spec;
 pub mod uri;
