@@ -909,7 +909,10 @@
 //!   broker handles it before the close); it is never confirmed and never
 //!   re-sent. **To know a publish's fate, wait for its confirm before
 //!   closing:** [`unconfirmed`](crate::Connection::unconfirmed) says how many are
-//!   left.
+//!   left, and [`close_when_confirmed(code, text, deadline, now)`](crate::Connection::close_when_confirmed)
+//!   does the waiting: it refuses new publishes and channels, lets the
+//!   outstanding confirms arrive, and closes once none is left or at
+//!   `deadline` (only what is still unconfirmed then fails).
 //! - Commands now fail with [`UsageError::ConnectionClosed`](crate::UsageError::ConnectionClosed).
 //! - The adapter goes on with its loop: it writes what is queued (the
 //!   publishes and acks before the close, then the close itself) and reads,
