@@ -191,6 +191,109 @@ mod ours {
     }
 }
 
+// ---- amqp-io-std -----------------------------------------------------------
+
+/// The blocking adapter, in the same scenarios: no runtime, every call on
+/// the calling thread (the socket is read by whichever call waits).
+mod ours_std {
+    use super::*;
+    use amqp_io_std::Connection;
+
+    pub fn run(scenario: &str, size: usize, count: u64, queue: &str) -> Result<Value, Failure> {
+        let connection = Connection::open(URL)?;
+        let channel = connection.channel()?;
+        let publish = BasicPublish {
+            routing_key: queue.into(),
+            ..Default::default()
+        };
+        let properties = BasicProperties::default();
+        let payload = bytes::Bytes::from(body(size));
+        let mut latencies = Vec::new();
+        let measure;
+        match scenario {
+            "publish" | "publish-confirm" => {
+                if scenario == "publish-confirm" {
+                    channel.confirm_select()?;
+                }
+                measure = Measure::start();
+                for _ in 0..count {
+                    // The core keeps at most 1,000 unconfirmed (the window);
+                    // the `Confirmation` is dropped, the confirm still
+                    // counted for `wait_for_confirms`.
+                    channel.publish(&publish, &properties, payload.clone())?;
+                }
+                if scenario == "publish-confirm" {
+                    channel.wait_for_confirms(Duration::from_secs(120))?;
+                } else {
+                    let passive = QueueDeclare {
+                        queue: queue.into(),
+                        passive: true,
+                        ..Default::default()
+                    };
+                    channel.queue_declare(passive)?;
+                }
+            }
+            "publish-confirm-each" => {
+                channel.confirm_select()?;
+                measure = Measure::start();
+                // Each publish's own `Confirmation`, in publish order, at
+                // most WINDOW; the oldest is waited on with
+                // `Confirmation::wait` (its ack or nack checked) before a
+                // publish past the window.
+                let mut outstanding = std::collections::VecDeque::with_capacity(WINDOW as usize);
+                for _ in 0..count {
+                    if outstanding.len() as u64 >= WINDOW {
+                        if let Some(oldest) = outstanding.pop_front() {
+                            amqp_io_std::Confirmation::wait(oldest, Duration::from_secs(120))?;
+                        }
+                    }
+                    outstanding.push_back(channel.publish(&publish, &properties, payload.clone())?);
+                }
+                for confirmation in outstanding {
+                    confirmation.wait(Duration::from_secs(120))?;
+                }
+            }
+            "consume" => {
+                channel.basic_qos(BasicQos {
+                    prefetch_count: PREFETCH,
+                    ..Default::default()
+                })?;
+                measure = Measure::start();
+                let consume = amqp_proto::spec::BasicConsume {
+                    queue: queue.into(),
+                    ..Default::default()
+                };
+                let consumer = channel.basic_consume(consume)?;
+                for received in 1..=count {
+                    let delivery = consumer.recv()?;
+                    if received % ACK_EVERY == 0 || received == count {
+                        delivery.ack_multiple()?;
+                    }
+                }
+            }
+            "rpc" => {
+                let client = amqp_io_std::rpc::RpcClient::new(&connection)?;
+                measure = Measure::start();
+                for _ in 0..count {
+                    let sent = Instant::now();
+                    client.call(
+                        "",
+                        queue,
+                        BasicProperties::default(),
+                        payload.clone(),
+                        Duration::from_secs(10),
+                    )?;
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            other => return Err(format!("unknown scenario {other}").into()),
+        }
+        let result = measure.finish(count, &mut latencies);
+        connection.close()?;
+        Ok(result)
+    }
+}
+
 // ---- amqprs ----------------------------------------------------------------
 
 mod peer_amqprs {
@@ -615,15 +718,24 @@ mod peer_lapin {
 
 // ---- the parent -------------------------------------------------------------
 
-async fn child(arguments: &[String]) -> Result<(), Failure> {
+/// A multi-threaded runtime with IO and timers, as `#[tokio::main]` builds.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn child(arguments: &[String]) -> Result<(), Failure> {
     let [client, scenario, size, count, queue] = arguments else {
         return Err("usage: compare child <client> <scenario> <size> <count> <queue>".into());
     };
     let (size, count): (usize, u64) = (size.parse()?, count.parse()?);
     let result = match client.as_str() {
-        "amqp-io-tokio" => ours::run(scenario, size, count, queue).await?,
-        "amqprs" => peer_amqprs::run(scenario, size, count, queue).await?,
-        "lapin" => peer_lapin::run(scenario, size, count, queue).await?,
+        "amqp-io-tokio" => runtime()?.block_on(ours::run(scenario, size, count, queue))?,
+        "amqprs" => runtime()?.block_on(peer_amqprs::run(scenario, size, count, queue))?,
+        "lapin" => runtime()?.block_on(peer_lapin::run(scenario, size, count, queue))?,
+        // No runtime at all for the blocking adapter.
+        "amqp-io-std" => ours_std::run(scenario, size, count, queue)?,
         other => return Err(format!("unknown client {other}").into()),
     };
     println!("{result}");
@@ -797,12 +909,11 @@ async fn parent() -> Result<(), Failure> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let result = match arguments.first().map(String::as_str) {
-        Some("child") => child(&arguments[1..]).await,
-        _ => parent().await,
+        Some("child") => child(&arguments[1..]),
+        _ => runtime().and_then(|runtime| runtime.block_on(parent())),
     };
     if let Err(error) = result {
         eprintln!("compare: {error}");
