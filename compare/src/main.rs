@@ -121,6 +121,31 @@ mod ours {
                     channel.queue_declare(passive).await?;
                 }
             }
+            "publish-confirm-each" => {
+                channel.confirm_select().await?;
+                measure = Measure::start();
+                // Every publish hands back its own `Confirmation` future;
+                // they wait in publish order, at most WINDOW of them, and
+                // the oldest is awaited (its ack or nack checked) before a
+                // publish past the window. The core's own window of 1,000
+                // never holds a publish back here: it is full only when
+                // this queue is.
+                let mut outstanding = std::collections::VecDeque::with_capacity(WINDOW as usize);
+                for _ in 0..count {
+                    if outstanding.len() as u64 >= WINDOW {
+                        if let Some(oldest) = outstanding.pop_front() {
+                            oldest.await?;
+                        }
+                    }
+                    let confirmation = channel
+                        .publish(&publish, &properties, payload.clone())
+                        .await?;
+                    outstanding.push_back(confirmation);
+                }
+                for confirmation in outstanding {
+                    confirmation.await?;
+                }
+            }
             "consume" => {
                 channel
                     .basic_qos(BasicQos {
@@ -166,6 +191,109 @@ mod ours {
     }
 }
 
+// ---- amqp-io-std -----------------------------------------------------------
+
+/// The blocking adapter, in the same scenarios: no runtime, every call on
+/// the calling thread (the socket is read by whichever call waits).
+mod ours_std {
+    use super::*;
+    use amqp_io_std::Connection;
+
+    pub fn run(scenario: &str, size: usize, count: u64, queue: &str) -> Result<Value, Failure> {
+        let connection = Connection::open(URL)?;
+        let channel = connection.channel()?;
+        let publish = BasicPublish {
+            routing_key: queue.into(),
+            ..Default::default()
+        };
+        let properties = BasicProperties::default();
+        let payload = bytes::Bytes::from(body(size));
+        let mut latencies = Vec::new();
+        let measure;
+        match scenario {
+            "publish" | "publish-confirm" => {
+                if scenario == "publish-confirm" {
+                    channel.confirm_select()?;
+                }
+                measure = Measure::start();
+                for _ in 0..count {
+                    // The core keeps at most 1,000 unconfirmed (the window);
+                    // the `Confirmation` is dropped, the confirm still
+                    // counted for `wait_for_confirms`.
+                    channel.publish(&publish, &properties, payload.clone())?;
+                }
+                if scenario == "publish-confirm" {
+                    channel.wait_for_confirms(Duration::from_secs(120))?;
+                } else {
+                    let passive = QueueDeclare {
+                        queue: queue.into(),
+                        passive: true,
+                        ..Default::default()
+                    };
+                    channel.queue_declare(passive)?;
+                }
+            }
+            "publish-confirm-each" => {
+                channel.confirm_select()?;
+                measure = Measure::start();
+                // Each publish's own `Confirmation`, in publish order, at
+                // most WINDOW; the oldest is waited on with
+                // `Confirmation::wait` (its ack or nack checked) before a
+                // publish past the window.
+                let mut outstanding = std::collections::VecDeque::with_capacity(WINDOW as usize);
+                for _ in 0..count {
+                    if outstanding.len() as u64 >= WINDOW {
+                        if let Some(oldest) = outstanding.pop_front() {
+                            amqp_io_std::Confirmation::wait(oldest, Duration::from_secs(120))?;
+                        }
+                    }
+                    outstanding.push_back(channel.publish(&publish, &properties, payload.clone())?);
+                }
+                for confirmation in outstanding {
+                    confirmation.wait(Duration::from_secs(120))?;
+                }
+            }
+            "consume" => {
+                channel.basic_qos(BasicQos {
+                    prefetch_count: PREFETCH,
+                    ..Default::default()
+                })?;
+                measure = Measure::start();
+                let consume = amqp_proto::spec::BasicConsume {
+                    queue: queue.into(),
+                    ..Default::default()
+                };
+                let consumer = channel.basic_consume(consume)?;
+                for received in 1..=count {
+                    let delivery = consumer.recv()?;
+                    if received % ACK_EVERY == 0 || received == count {
+                        delivery.ack_multiple()?;
+                    }
+                }
+            }
+            "rpc" => {
+                let client = amqp_io_std::rpc::RpcClient::new(&connection)?;
+                measure = Measure::start();
+                for _ in 0..count {
+                    let sent = Instant::now();
+                    client.call(
+                        "",
+                        queue,
+                        BasicProperties::default(),
+                        payload.clone(),
+                        Duration::from_secs(10),
+                    )?;
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            other => return Err(format!("unknown scenario {other}").into()),
+        }
+        let result = measure.finish(count, &mut latencies);
+        connection.close()?;
+        Ok(result)
+    }
+}
+
 // ---- amqprs ----------------------------------------------------------------
 
 mod peer_amqprs {
@@ -177,10 +305,52 @@ mod peer_amqprs {
     };
     use amqprs::connection::{Connection, OpenConnectionArguments};
     use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
+    use tokio::sync::oneshot::{Receiver, Sender};
 
     /// Counts confirms (RabbitMQ settles a single queue's publishes in
-    /// order, so the highest tag settled is the count).
-    struct Confirms(Arc<AtomicU64>, Arc<tokio::sync::Notify>);
+    /// order, so the highest tag settled is the count), and settles the
+    /// per-publish waiters of `publish-confirm-each`.
+    struct Confirms(Arc<AtomicU64>, Arc<tokio::sync::Notify>, Arc<Waiters>);
+
+    /// amqprs has no confirmation per publish: `basic_publish` returns
+    /// `()` once the frames are queued, and the broker's `basic.ack` /
+    /// `basic.nack` reach only `ChannelCallback::publish_ack` /
+    /// `publish_nack`, with the delivery tag and the `multiple` flag. So
+    /// `publish-confirm-each` builds what an amqprs user must: before each
+    /// publish a oneshot is registered here under the publish's sequence
+    /// number (1, 2, ... after `confirm.select`, as the broker numbers
+    /// them), the publisher keeps the receiving ends in publish order, and
+    /// the callback settles every registered publish the ack or nack
+    /// covers (`true` for an ack).
+    #[derive(Default)]
+    struct Waiters(std::sync::Mutex<std::collections::VecDeque<(u64, Sender<bool>)>>);
+
+    impl Waiters {
+        fn register(&self, sequence: u64) -> Receiver<bool> {
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            self.lock().push_back((sequence, sender));
+            receiver
+        }
+
+        fn settle(&self, tag: u64, multiple: bool, acked: bool) {
+            let mut waiters = self.lock();
+            if multiple {
+                while waiters.front().is_some_and(|(sequence, _)| *sequence <= tag) {
+                    if let Some((_, sender)) = waiters.pop_front() {
+                        sender.send(acked).ok();
+                    }
+                }
+            } else if let Ok(index) = waiters.binary_search_by_key(&tag, |(sequence, _)| *sequence) {
+                if let Some((_, sender)) = waiters.remove(index) {
+                    sender.send(acked).ok();
+                }
+            }
+        }
+
+        fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Sender<bool>)>> {
+            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
 
     #[async_trait::async_trait]
     impl ChannelCallback for Confirms {
@@ -200,12 +370,23 @@ mod peer_amqprs {
         async fn publish_ack(&mut self, _: &Channel, ack: Ack) {
             self.0.fetch_max(ack.delivery_tag(), Ordering::SeqCst);
             self.1.notify_waiters();
+            self.2.settle(ack.delivery_tag(), ack.mutiple(), true);
         }
         async fn publish_nack(&mut self, _: &Channel, nack: Nack) {
             self.0.fetch_max(nack.delivery_tag(), Ordering::SeqCst);
             self.1.notify_waiters();
+            self.2.settle(nack.delivery_tag(), nack.multiple(), false);
         }
         async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {
+        }
+    }
+
+    /// One publish's outcome from its `Waiters` oneshot.
+    async fn confirmed_one(confirmation: Receiver<bool>) -> Result<(), Failure> {
+        match confirmation.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("publish nacked".into()),
+            Err(_) => Err("confirm never came (channel closed)".into()),
         }
     }
 
@@ -223,8 +404,13 @@ mod peer_amqprs {
         let channel = connection.open_channel(None).await?;
         let confirmed = Arc::new(AtomicU64::new(0));
         let settled = Arc::new(tokio::sync::Notify::new());
+        let waiters = Arc::new(Waiters::default());
         channel
-            .register_callback(Confirms(Arc::clone(&confirmed), Arc::clone(&settled)))
+            .register_callback(Confirms(
+                Arc::clone(&confirmed),
+                Arc::clone(&settled),
+                Arc::clone(&waiters),
+            ))
             .await?;
         let payload = body(size);
         let mut latencies = Vec::new();
@@ -265,6 +451,31 @@ mod peer_amqprs {
                     let mut passive = QueueDeclareArguments::new(queue);
                     passive.passive(true);
                     channel.queue_declare(passive).await?;
+                }
+            }
+            "publish-confirm-each" => {
+                channel
+                    .confirm_select(ConfirmSelectArguments::default())
+                    .await?;
+                measure = Measure::start();
+                // The oneshots of `Waiters` in publish order, at most
+                // WINDOW; the oldest is awaited (its ack checked) before a
+                // publish past the window.
+                let mut outstanding = std::collections::VecDeque::with_capacity(WINDOW as usize);
+                for sequence in 1..=count {
+                    if outstanding.len() as u64 >= WINDOW {
+                        if let Some(oldest) = outstanding.pop_front() {
+                            confirmed_one(oldest).await?;
+                        }
+                    }
+                    outstanding.push_back(waiters.register(sequence));
+                    let arguments = BasicPublishArguments::new("", queue);
+                    channel
+                        .basic_publish(BasicProperties::default(), payload.clone(), arguments)
+                        .await?;
+                }
+                for confirmation in outstanding {
+                    confirmed_one(confirmation).await?;
                 }
             }
             "consume" => {
@@ -335,7 +546,16 @@ mod peer_lapin {
         ConfirmSelectOptions, QueueDeclareOptions,
     };
     use lapin::types::FieldTable;
-    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    use lapin::{BasicProperties, Connection, ConnectionProperties, PublisherConfirm};
+
+    /// One publish's outcome: an error unless the broker acked it.
+    async fn acked(confirm: PublisherConfirm) -> Result<(), Failure> {
+        if confirm.await?.is_ack() {
+            Ok(())
+        } else {
+            Err("publish nacked".into())
+        }
+    }
 
     pub async fn run(
         scenario: &str,
@@ -388,6 +608,41 @@ mod peer_lapin {
                     channel
                         .queue_declare(queue.into(), passive, FieldTable::default())
                         .await?;
+                }
+            }
+            "publish-confirm-each" => {
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+                measure = Measure::start();
+                // lapin's `basic_publish` hands back a `PublisherConfirm`
+                // future per publish, resolving to that publish's
+                // `Confirmation` (ack or nack). They wait in publish
+                // order, at most WINDOW, and the oldest is awaited and its
+                // outcome checked before a publish past the window. (Its
+                // `publish-confirm` above keeps the window the same way,
+                // lapin having nothing else to bound it with, so for lapin
+                // the two scenarios differ only in the check.)
+                let mut outstanding = std::collections::VecDeque::with_capacity(WINDOW as usize);
+                for _ in 0..count {
+                    if outstanding.len() as u64 >= WINDOW {
+                        if let Some(oldest) = outstanding.pop_front() {
+                            acked(oldest).await?;
+                        }
+                    }
+                    let confirm = channel
+                        .basic_publish(
+                            "".into(),
+                            queue.into(),
+                            BasicPublishOptions::default(),
+                            &payload,
+                            BasicProperties::default(),
+                        )
+                        .await?;
+                    outstanding.push_back(confirm);
+                }
+                for confirm in outstanding {
+                    acked(confirm).await?;
                 }
             }
             "consume" => {
@@ -463,15 +718,24 @@ mod peer_lapin {
 
 // ---- the parent -------------------------------------------------------------
 
-async fn child(arguments: &[String]) -> Result<(), Failure> {
+/// A multi-threaded runtime with IO and timers, as `#[tokio::main]` builds.
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn child(arguments: &[String]) -> Result<(), Failure> {
     let [client, scenario, size, count, queue] = arguments else {
         return Err("usage: compare child <client> <scenario> <size> <count> <queue>".into());
     };
     let (size, count): (usize, u64) = (size.parse()?, count.parse()?);
     let result = match client.as_str() {
-        "amqp-io-tokio" => ours::run(scenario, size, count, queue).await?,
-        "amqprs" => peer_amqprs::run(scenario, size, count, queue).await?,
-        "lapin" => peer_lapin::run(scenario, size, count, queue).await?,
+        "amqp-io-tokio" => runtime()?.block_on(ours::run(scenario, size, count, queue))?,
+        "amqprs" => runtime()?.block_on(peer_amqprs::run(scenario, size, count, queue))?,
+        "lapin" => runtime()?.block_on(peer_lapin::run(scenario, size, count, queue))?,
+        // No runtime at all for the blocking adapter.
+        "amqp-io-std" => ours_std::run(scenario, size, count, queue)?,
         other => return Err(format!("unknown client {other}").into()),
     };
     println!("{result}");
@@ -554,15 +818,17 @@ async fn parent() -> Result<(), Failure> {
     let scenarios: Vec<(&str, usize, u64)> = vec![
         ("publish", 16, scaled(200_000.0)),
         ("publish-confirm", 16, scaled(100_000.0)),
+        ("publish-confirm-each", 16, scaled(100_000.0)),
         ("consume", 16, scaled(100_000.0)),
         ("publish", 4096, scaled(50_000.0)),
         ("publish-confirm", 4096, scaled(50_000.0)),
+        ("publish-confirm-each", 4096, scaled(50_000.0)),
         ("consume", 4096, scaled(50_000.0)),
         ("rpc", 16, scaled(5_000.0)),
     ];
     println!("{rounds} rounds per cell, clients alternating; medians; client CPU = user+sys of the client process");
     println!(
-        "{:<16} {:>6} {:<14} {:>12} {:>14} {:>10} {:>10}",
+        "{:<20} {:>6} {:<14} {:>12} {:>14} {:>10} {:>10}",
         "scenario", "size", "client", "msgs/s", "CPU us/msg", "p50 us", "p99 us"
     );
     let publish = BasicPublish {
@@ -625,7 +891,7 @@ async fn parent() -> Result<(), Failure> {
                 ("-".into(), "-".into())
             };
             println!(
-                "{scenario:<16} {size:>6} {client:<14} {:>12.0} {:>14.2} {p50:>10} {p99:>10}",
+                "{scenario:<20} {size:>6} {client:<14} {:>12.0} {:>14.2} {p50:>10} {p99:>10}",
                 median(rates),
                 median(cpu_per)
             );
@@ -643,12 +909,11 @@ async fn parent() -> Result<(), Failure> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let arguments: Vec<String> = std::env::args().skip(1).collect();
     let result = match arguments.first().map(String::as_str) {
-        Some("child") => child(&arguments[1..]).await,
-        _ => parent().await,
+        Some("child") => child(&arguments[1..]),
+        _ => runtime().and_then(|runtime| runtime.block_on(parent())),
     };
     if let Err(error) = result {
         eprintln!("compare: {error}");
