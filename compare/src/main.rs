@@ -10,7 +10,7 @@
 //! `compare child <client> <scenario> <size> <count> <queue>` is one run;
 //! it prints one JSON line.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,6 @@ use amqp_proto::spec::{BasicPublish, BasicQos, QueueDeclare, QueueDelete, QueueP
 use serde_json::{json, Value};
 
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const CLIENTS: [&str; 3] = ["amqp-io-tokio", "amqprs", "lapin"];
 const WINDOW: u64 = 1_000;
 const PREFETCH: u16 = 1_000;
 const ACK_EVERY: u64 = 100;
@@ -742,6 +741,20 @@ fn child(arguments: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Where the Python peers run: the virtualenv `scripts/compare-peers`
+/// creates (`COMPARE_PYTHON` overrides) and `peers.py`, both in compare/.
+fn python_command() -> Command {
+    let here = env!("CARGO_MANIFEST_DIR");
+    let python =
+        std::env::var("COMPARE_PYTHON").unwrap_or_else(|_| format!("{here}/.venv/bin/python"));
+    let mut command = Command::new(python);
+    command.arg(format!("{here}/peers.py"));
+    command
+}
+
+/// A child that has not answered in this long is killed and the run fails.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(600);
+
 fn run_child(
     client: &str,
     scenario: &str,
@@ -749,19 +762,39 @@ fn run_child(
     count: u64,
     queue: &str,
 ) -> Result<Value, Failure> {
-    let output = Command::new(std::env::current_exe()?)
-        .args([
-            "child",
-            client,
-            scenario,
-            &size.to_string(),
-            &count.to_string(),
-            queue,
-        ])
-        .output()?;
+    let mut command = if PYTHON_CLIENTS.contains(&client) {
+        python_command()
+    } else {
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("child");
+        command
+    };
+    command
+        .args([client, scenario, &size.to_string(), &count.to_string(), queue])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = command
+        .spawn()
+        .map_err(|error| format!("{client}: cannot start {command:?}: {error}"))?;
+    let pid = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || sender.send(child.wait_with_output()));
+    let output = match receiver.recv_timeout(CHILD_TIMEOUT) {
+        Ok(output) => output?,
+        Err(_) => {
+            // Only this child, by its id.
+            Command::new("kill").arg(pid.to_string()).status().ok();
+            return Err(format!(
+                "{client} {scenario} {size} gave no answer in {} s; killed",
+                CHILD_TIMEOUT.as_secs()
+            )
+            .into());
+        }
+    };
     if !output.status.success() {
         return Err(format!(
-            "{client} {scenario} failed: {}",
+            "{client} {scenario} {size} failed: {}",
             String::from_utf8_lossy(&output.stderr)
         )
         .into());
@@ -774,15 +807,242 @@ fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// The clients the Python child runs.
+const PYTHON_CLIENTS: [&str; 2] = ["pika", "py-amqp"];
+
+/// One table: our adapter against its peers.
+struct Group {
+    title: &'static str,
+    ours: &'static str,
+    peers: [&'static str; 2],
+}
+
+const GROUPS: [Group; 2] = [
+    Group {
+        title: "async",
+        ours: "amqp-io-tokio",
+        peers: ["amqprs", "lapin"],
+    },
+    Group {
+        title: "blocking",
+        ours: "amqp-io-std",
+        peers: ["pika", "py-amqp"],
+    },
+];
+
+/// The goals of issue #15, for our adapters against the best peer of
+/// their table: client CPU per message at most a third of the best
+/// peer's, throughput at least 1.2 times the best peer's.
+const CPU_GOAL: f64 = 1.0 / 3.0;
+const RATE_GOAL: f64 = 1.2;
+
+/// The clock of /proc/self/stat: CPU time comes in ticks of 10 ms.
+const TICK_SECONDS: f64 = 0.01;
+
+/// A run's CPU time under this many ticks is marked as coarse ("~").
+const FINE_TICKS: f64 = 10.0;
+
+/// The medians of one client in one scenario.
+struct Cell {
+    client: &'static str,
+    messages: f64,
+    rate: f64,
+    cpu_seconds: f64,
+    cpu_us: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+impl Cell {
+    fn of(client: &'static str, runs: &[Value]) -> Self {
+        let field = |run: &Value, name: &str| run[name].as_f64().unwrap_or(0.0);
+        let per_run = |f: &dyn Fn(&Value) -> f64| median(runs.iter().map(f).collect());
+        Self {
+            client,
+            messages: per_run(&|run| field(run, "messages")),
+            rate: per_run(&|run| field(run, "messages") / field(run, "seconds").max(1e-9)),
+            cpu_seconds: per_run(&|run| field(run, "cpu")),
+            cpu_us: per_run(&|run| field(run, "cpu") / field(run, "messages").max(1.0) * 1e6),
+            p50_us: per_run(&|run| field(run, "p50_us")),
+            p99_us: per_run(&|run| field(run, "p99_us")),
+        }
+    }
+
+    /// No tick counted: the CPU per message is below one tick's share.
+    fn below_one_tick(&self) -> bool {
+        self.cpu_seconds <= 0.0
+    }
+
+    fn coarse(&self) -> bool {
+        self.cpu_seconds < FINE_TICKS * TICK_SECONDS
+    }
+
+    /// CPU per message, or its upper bound when no tick was counted.
+    fn cpu_bound_us(&self) -> f64 {
+        if self.below_one_tick() {
+            TICK_SECONDS / self.messages.max(1.0) * 1e6
+        } else {
+            self.cpu_us
+        }
+    }
+
+    /// "12.34"; "~0.60" from fewer than 10 ticks; "<0.25" from none.
+    fn cpu_text(&self) -> String {
+        let mark = if self.below_one_tick() {
+            "<"
+        } else if self.coarse() {
+            "~"
+        } else {
+            ""
+        };
+        format!("{mark}{:.2}", self.cpu_bound_us())
+    }
+}
+
+/// A ratio to the best peer, with how far to trust it: `<` an upper bound
+/// (no CPU tick counted), `~` from fewer than 10 ticks on either side.
+#[derive(Clone, Copy)]
+struct Ratio {
+    value: f64,
+    mark: &'static str,
+}
+
+impl Ratio {
+    fn text(ratio: Option<Self>) -> String {
+        ratio.map_or_else(|| "-".into(), |ratio| format!("{}{:.2}x", ratio.mark, ratio.value))
+    }
+
+    /// "yes"/"no" at the printed precision (so 0.33x meets a third);
+    /// "?" when an upper bound does not settle it.
+    fn met(ratio: Option<Self>, ok: impl Fn(f64) -> bool) -> &'static str {
+        match ratio {
+            None => "-",
+            Some(ratio) => {
+                let shown = (ratio.value * 100.0).round() / 100.0;
+                match (ok(shown), ratio.mark) {
+                    (true, _) => "yes",
+                    (false, "<") => "?",
+                    (false, _) => "no",
+                }
+            }
+        }
+    }
+}
+
+/// The best peers of one scenario: the lowest CPU per message and the
+/// highest rate (possibly two different peers).
+struct Best<'a> {
+    cpu: Option<&'a Cell>,
+    rate: Option<&'a Cell>,
+}
+
+impl<'a> Best<'a> {
+    fn of(group: &Group, cells: &'a [Cell]) -> Self {
+        let peers = || cells.iter().filter(|cell| group.peers.contains(&cell.client));
+        Self {
+            cpu: peers().min_by(|a, b| a.cpu_bound_us().total_cmp(&b.cpu_bound_us())),
+            rate: peers().max_by(|a, b| a.rate.total_cmp(&b.rate)),
+        }
+    }
+
+    /// `cell`'s CPU per message against the best peer's; none when the
+    /// best peer counted no tick (nothing to divide by).
+    fn cpu_ratio(&self, cell: &Cell) -> Option<Ratio> {
+        let best = self.cpu.filter(|best| !best.below_one_tick())?;
+        let mark = if cell.below_one_tick() {
+            "<"
+        } else if cell.coarse() || best.coarse() {
+            "~"
+        } else {
+            ""
+        };
+        Some(Ratio {
+            value: cell.cpu_bound_us() / best.cpu_us,
+            mark,
+        })
+    }
+
+    fn rate_ratio(&self, cell: &Cell) -> Option<Ratio> {
+        let best = self.rate.filter(|best| best.rate > 0.0)?;
+        Some(Ratio {
+            value: cell.rate / best.rate,
+            mark: "",
+        })
+    }
+}
+
+/// A comma-separated filter from the environment, checked against what
+/// it may name; `None` when unset or empty (everything).
+fn filter(name: &str, known: &[String]) -> Result<Option<Vec<String>>, Failure> {
+    let Ok(value) = std::env::var(name) else {
+        return Ok(None);
+    };
+    let chosen: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(String::from)
+        .collect();
+    if chosen.is_empty() {
+        return Ok(None);
+    }
+    if let Some(unknown) = chosen.iter().find(|item| !known.contains(item)) {
+        return Err(format!("{name}: unknown {unknown:?}; one of {}", known.join(",")).into());
+    }
+    Ok(Some(chosen))
+}
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, Failure> {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}: not a number: {value:?}").into()),
+        _ => Ok(default),
+    }
+}
+
 async fn parent() -> Result<(), Failure> {
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    let scale: f64 = std::env::var("SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
+    let started = Instant::now();
+    let rounds: usize = env_number("ROUNDS", 3)?;
+    let scale: f64 = env_number("SCALE", 1.0)?;
+    let scaled = |count: f64| ((count * scale) as u64).max(100);
+    let all: Vec<(&str, usize, u64)> = vec![
+        ("publish", 16, scaled(200_000.0)),
+        ("publish-confirm", 16, scaled(100_000.0)),
+        ("publish-confirm-each", 16, scaled(100_000.0)),
+        ("consume", 16, scaled(100_000.0)),
+        ("publish", 4096, scaled(50_000.0)),
+        ("publish-confirm", 4096, scaled(50_000.0)),
+        ("publish-confirm-each", 4096, scaled(50_000.0)),
+        ("consume", 4096, scaled(50_000.0)),
+        ("rpc", 16, scaled(5_000.0)),
+    ];
+    let mut names: Vec<String> = all.iter().map(|(name, ..)| (*name).to_string()).collect();
+    names.sort();
+    names.dedup();
+    let mut sizes: Vec<String> = all.iter().map(|(_, size, _)| size.to_string()).collect();
+    sizes.sort();
+    sizes.dedup();
+    let clients: Vec<String> = GROUPS
+        .iter()
+        .flat_map(|group| std::iter::once(group.ours).chain(group.peers))
+        .map(String::from)
+        .collect();
+    let chosen_scenarios = filter("SCENARIOS", &names)?;
+    let chosen_sizes = filter("SIZES", &sizes)?;
+    let chosen_clients = filter("CLIENTS", &clients)?;
+    let wanted = |list: &Option<Vec<String>>, item: &str| {
+        list.as_ref()
+            .is_none_or(|list| list.iter().any(|chosen| chosen == item))
+    };
+    let scenarios: Vec<(&str, usize, u64)> = all
+        .into_iter()
+        .filter(|(name, size, _)| {
+            wanted(&chosen_scenarios, name) && wanted(&chosen_sizes, &size.to_string())
+        })
+        .collect();
+
     let connection = Connection::connect(URL).await?;
     let channel = connection.channel().await?;
     let queue = format!("compare-{}", std::process::id());
@@ -813,88 +1073,118 @@ async fn parent() -> Result<(), Failure> {
             .await
         }
     });
+    channel.confirm_select().await?;
 
-    let scaled = |count: f64| ((count * scale) as u64).max(100);
-    let scenarios: Vec<(&str, usize, u64)> = vec![
-        ("publish", 16, scaled(200_000.0)),
-        ("publish-confirm", 16, scaled(100_000.0)),
-        ("publish-confirm-each", 16, scaled(100_000.0)),
-        ("consume", 16, scaled(100_000.0)),
-        ("publish", 4096, scaled(50_000.0)),
-        ("publish-confirm", 4096, scaled(50_000.0)),
-        ("publish-confirm-each", 4096, scaled(50_000.0)),
-        ("consume", 4096, scaled(50_000.0)),
-        ("rpc", 16, scaled(5_000.0)),
-    ];
-    println!("{rounds} rounds per cell, clients alternating; medians; client CPU = user+sys of the client process");
     println!(
-        "{:<20} {:>6} {:<14} {:>12} {:>14} {:>10} {:>10}",
-        "scenario", "size", "client", "msgs/s", "CPU us/msg", "p50 us", "p99 us"
+        "{rounds} round(s) per cell, clients alternating, SCALE={scale}; medians; \
+         client CPU = user+sys of the client process over the measured part (10 ms ticks); \
+         ratios against the best peer of the table (CPU: lowest, rate: highest)"
     );
     let publish = BasicPublish {
         routing_key: queue.as_str().into(),
         ..Default::default()
     };
-    for (scenario, size, count) in scenarios {
-        let mut results: Vec<(&str, Vec<Value>)> =
-            CLIENTS.iter().map(|client| (*client, Vec::new())).collect();
-        for _ in 0..rounds {
-            for (client, runs) in &mut results {
-                let target = if scenario == "rpc" {
-                    &rpc_queue
-                } else {
-                    &queue
-                };
-                if scenario == "consume" {
-                    channel.confirm_select().await.ok();
-                    let payload = bytes::Bytes::from(body(size));
-                    for _ in 0..count {
-                        channel
-                            .publish(&publish, &BasicProperties::default(), payload.clone())
-                            .await?;
+    for group in &GROUPS {
+        let members: Vec<&'static str> = std::iter::once(group.ours)
+            .chain(group.peers)
+            .filter(|client| wanted(&chosen_clients, client))
+            .collect();
+        if members.is_empty() || scenarios.is_empty() {
+            continue;
+        }
+        println!();
+        println!(
+            "{}: {} vs {}",
+            group.title,
+            group.ours,
+            group.peers.join(", ")
+        );
+        println!(
+            "{:<20} {:>5} {:<14} {:>9} {:>10} {:>8} {:>8} {:>7} {:>7}",
+            "scenario", "size", "client", "msgs/s", "CPU us/msg", "CPU/best", "rate/best", "p50 us", "p99 us"
+        );
+        let mut goals = Vec::new();
+        for &(scenario, size, count) in &scenarios {
+            let mut runs: Vec<(&'static str, Vec<Value>)> =
+                members.iter().map(|client| (*client, Vec::new())).collect();
+            let target = if scenario == "rpc" { &rpc_queue } else { &queue };
+            for _ in 0..rounds {
+                for (client, results) in &mut runs {
+                    if scenario == "consume" {
+                        let payload = bytes::Bytes::from(body(size));
+                        for _ in 0..count {
+                            channel
+                                .publish(&publish, &BasicProperties::default(), payload.clone())
+                                .await?;
+                        }
+                        channel.wait_for_confirms(Duration::from_secs(120)).await?;
                     }
-                    channel.wait_for_confirms(Duration::from_secs(120)).await?;
+                    results.push(run_child(client, scenario, size, count, target)?);
+                    let purge = QueuePurge {
+                        queue: queue.as_str().into(),
+                        ..Default::default()
+                    };
+                    channel.queue_purge(purge).await?;
                 }
-                runs.push(run_child(client, scenario, size, count, target)?);
-                let purge = QueuePurge {
-                    queue: queue.as_str().into(),
-                    ..Default::default()
+            }
+            let cells: Vec<Cell> = runs
+                .iter()
+                .map(|(client, results)| Cell::of(client, results))
+                .collect();
+            let best = Best::of(group, &cells);
+            for cell in &cells {
+                let (p50, p99) = if scenario == "rpc" {
+                    (format!("{:.0}", cell.p50_us), format!("{:.0}", cell.p99_us))
+                } else {
+                    ("-".into(), "-".into())
                 };
-                channel.queue_purge(purge).await?;
+                println!(
+                    "{scenario:<20} {size:>5} {:<14} {:>9.0} {:>10} {:>8} {:>9} {p50:>7} {p99:>7}",
+                    cell.client,
+                    cell.rate,
+                    cell.cpu_text(),
+                    Ratio::text(best.cpu_ratio(cell)),
+                    Ratio::text(best.rate_ratio(cell)),
+                );
+            }
+            if let Some(ours) = cells.iter().find(|cell| cell.client == group.ours) {
+                goals.push((
+                    scenario,
+                    size,
+                    best.cpu_ratio(ours),
+                    best.cpu.map(|peer| peer.client),
+                    best.rate_ratio(ours),
+                    best.rate.map(|peer| peer.client),
+                ));
             }
         }
-        for (client, runs) in results {
-            let field = |name: &str| -> Vec<f64> {
-                runs.iter()
-                    .map(|run| run[name].as_f64().unwrap_or(0.0))
-                    .collect()
-            };
-            let rates: Vec<f64> = runs
-                .iter()
-                .map(|run| {
-                    run["messages"].as_f64().unwrap_or(0.0) / run["seconds"].as_f64().unwrap_or(1.0)
-                })
-                .collect();
-            let cpu_per: Vec<f64> = runs
-                .iter()
-                .map(|run| {
-                    run["cpu"].as_f64().unwrap_or(0.0) / run["messages"].as_f64().unwrap_or(1.0)
-                        * 1e6
-                })
-                .collect();
-            let (p50, p99) = if scenario == "rpc" {
-                (
-                    format!("{:.0}", median(field("p50_us"))),
-                    format!("{:.0}", median(field("p99_us"))),
-                )
-            } else {
-                ("-".into(), "-".into())
-            };
+        if !goals.is_empty() {
+            println!();
             println!(
-                "{scenario:<20} {size:>6} {client:<14} {:>12.0} {:>14.2} {p50:>10} {p99:>10}",
-                median(rates),
-                median(cpu_per)
+                "CPU per message: \"~\" from fewer than {FINE_TICKS} ticks of 10 ms, \"<\" an upper bound (no tick counted)"
             );
+            println!(
+                "{} against the goals of issue #15: client CPU per message at most 1/3 of the best peer's, \
+                 throughput at least {RATE_GOAL}x the best peer's",
+                group.ours
+            );
+            println!(
+                "{:<20} {:>5} {:>22} {:>4} {:>22} {:>4}",
+                "scenario", "size", "CPU vs best peer", "met", "rate vs best peer", "met"
+            );
+            for (scenario, size, cpu, cpu_peer, rate, rate_peer) in goals {
+                let with = |ratio: Option<Ratio>, peer: Option<&str>| match (ratio, peer) {
+                    (Some(_), Some(peer)) => format!("{} ({peer})", Ratio::text(ratio)),
+                    _ => "-".into(),
+                };
+                let cpu_met = Ratio::met(cpu, |ratio| ratio <= (CPU_GOAL * 100.0).round() / 100.0);
+                let rate_met = Ratio::met(rate, |ratio| ratio >= RATE_GOAL);
+                println!(
+                    "{scenario:<20} {size:>5} {:>22} {cpu_met:>4} {:>22} {rate_met:>4}",
+                    with(cpu, cpu_peer),
+                    with(rate, rate_peer),
+                );
+            }
         }
     }
     serving.abort();
@@ -906,6 +1196,9 @@ async fn parent() -> Result<(), Failure> {
         channel.queue_delete(delete).await?;
     }
     connection.close().await?;
+    let elapsed = started.elapsed().as_secs();
+    println!();
+    println!("took {} min {} s", elapsed / 60, elapsed % 60);
     Ok(())
 }
 
