@@ -1,14 +1,21 @@
-//! Side by side: amqp-io-tokio, amqprs and lapin against the local RabbitMQ.
+//! Side by side against the local RabbitMQ, in two tables: the async
+//! adapter amqp-io-tokio with amqprs and lapin, and the blocking adapter
+//! amqp-io-std with pika and py-amqp (Python, run by `peers.py` from the
+//! virtualenv `scripts/compare-peers` creates).
 //!
 //! `compare` (what `scripts/compare-peers` runs) measures every scenario
 //! for every client in alternation, `ROUNDS` times (default 3), each run in
 //! a child process of its own so that its CPU time (user + sys, from
 //! /proc/self/stat around the measured part) is the client's alone, and
-//! prints a table of medians: messages per second and client CPU per
-//! message, and RPC round-trip latency.
+//! prints a table of medians per group: messages per second and client CPU
+//! per message, each against the best peer of the table, RPC round-trip
+//! latency, and how our adapter stands against the goals of issue #15.
+//! `SCALE` multiplies the message counts; `SCENARIOS`, `SIZES` and
+//! `CLIENTS` (comma-separated) pick a subset.
 //!
-//! `compare child <client> <scenario> <size> <count> <queue>` is one run;
-//! it prints one JSON line.
+//! `compare child <client> <scenario> <size> <count> <queue>` is one run of
+//! a Rust client; it prints one JSON line (`peers.py` takes the same
+//! arguments and prints the same line).
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -246,7 +253,11 @@ mod ours_std {
                             amqp_io_std::Confirmation::wait(oldest, Duration::from_secs(120))?;
                         }
                     }
-                    outstanding.push_back(channel.publish(&publish, &properties, payload.clone())?);
+                    outstanding.push_back(channel.publish(
+                        &publish,
+                        &properties,
+                        payload.clone(),
+                    )?);
                 }
                 for confirmation in outstanding {
                     confirmation.wait(Duration::from_secs(120))?;
@@ -334,20 +345,28 @@ mod peer_amqprs {
         fn settle(&self, tag: u64, multiple: bool, acked: bool) {
             let mut waiters = self.lock();
             if multiple {
-                while waiters.front().is_some_and(|(sequence, _)| *sequence <= tag) {
+                while waiters
+                    .front()
+                    .is_some_and(|(sequence, _)| *sequence <= tag)
+                {
                     if let Some((_, sender)) = waiters.pop_front() {
                         sender.send(acked).ok();
                     }
                 }
-            } else if let Ok(index) = waiters.binary_search_by_key(&tag, |(sequence, _)| *sequence) {
+            } else if let Ok(index) = waiters.binary_search_by_key(&tag, |(sequence, _)| *sequence)
+            {
                 if let Some((_, sender)) = waiters.remove(index) {
                     sender.send(acked).ok();
                 }
             }
         }
 
-        fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Sender<bool>)>> {
-            self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        fn lock(
+            &self,
+        ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Sender<bool>)>> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
         }
     }
 
@@ -770,7 +789,13 @@ fn run_child(
         command
     };
     command
-        .args([client, scenario, &size.to_string(), &count.to_string(), queue])
+        .args([
+            client,
+            scenario,
+            &size.to_string(),
+            &count.to_string(),
+            queue,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -909,7 +934,10 @@ struct Ratio {
 
 impl Ratio {
     fn text(ratio: Option<Self>) -> String {
-        ratio.map_or_else(|| "-".into(), |ratio| format!("{}{:.2}x", ratio.mark, ratio.value))
+        ratio.map_or_else(
+            || "-".into(),
+            |ratio| format!("{}{:.2}x", ratio.mark, ratio.value),
+        )
     }
 
     /// "yes"/"no" at the printed precision (so 0.33x meets a third);
@@ -938,7 +966,11 @@ struct Best<'a> {
 
 impl<'a> Best<'a> {
     fn of(group: &Group, cells: &'a [Cell]) -> Self {
-        let peers = || cells.iter().filter(|cell| group.peers.contains(&cell.client));
+        let peers = || {
+            cells
+                .iter()
+                .filter(|cell| group.peers.contains(&cell.client))
+        };
         Self {
             cpu: peers().min_by(|a, b| a.cpu_bound_us().total_cmp(&b.cpu_bound_us())),
             rate: peers().max_by(|a, b| a.rate.total_cmp(&b.rate)),
@@ -1101,13 +1133,25 @@ async fn parent() -> Result<(), Failure> {
         );
         println!(
             "{:<20} {:>5} {:<14} {:>9} {:>10} {:>8} {:>8} {:>7} {:>7}",
-            "scenario", "size", "client", "msgs/s", "CPU us/msg", "CPU/best", "rate/best", "p50 us", "p99 us"
+            "scenario",
+            "size",
+            "client",
+            "msgs/s",
+            "CPU us/msg",
+            "CPU/best",
+            "rate/best",
+            "p50 us",
+            "p99 us"
         );
         let mut goals = Vec::new();
         for &(scenario, size, count) in &scenarios {
             let mut runs: Vec<(&'static str, Vec<Value>)> =
                 members.iter().map(|client| (*client, Vec::new())).collect();
-            let target = if scenario == "rpc" { &rpc_queue } else { &queue };
+            let target = if scenario == "rpc" {
+                &rpc_queue
+            } else {
+                &queue
+            };
             for _ in 0..rounds {
                 for (client, results) in &mut runs {
                     if scenario == "consume" {
