@@ -207,7 +207,10 @@ macro_rules! connection_api {
                 timeout: ::std::time::Duration,
             ) -> $crate::Result<()> {
                 let handshake = self.begin_close(|session, now| {
-                    let deadline = now.checked_add(timeout).unwrap_or(now);
+                    // A timeout past what an Instant holds means "no deadline":
+                    // about 136 years is as good.
+                    let patience = timeout.min(::std::time::Duration::from_secs(1 << 32));
+                    let deadline = now.checked_add(patience).unwrap_or(now);
                     session.close_when_confirmed(
                         ::amqp_proto::spec::constants::ReplyCode::REPLY_SUCCESS,
                         "closed by the application",

@@ -216,9 +216,7 @@ pub mod recovery;
 pub mod spec;
 pub mod uri;
 
-pub use channel::{
-    ChannelHandle, ChannelKey, ChannelRef, PendingReply as Pending, Settlement, Synchronous,
-};
+pub use channel::{ChannelHandle, ChannelKey, ChannelRef, Pending, Settlement, Synchronous};
 pub use connection::{Config, Connection, Readiness, SaslMechanism, Stats, Tuning};
 pub use error::{
     CloseReason, ConnectionError, DecodeError, EncodeError, Initiator, ProtocolViolation,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 pub use handle::{ChannelRef, Settlement};
 pub use key::{ChannelHandle, ChannelKey};
-pub use typed::{Pending as PendingReply, Synchronous};
+pub use typed::{Pending, Synchronous};
 
 use crate::codec::{ContentAssembler, ContentHeader, ShortString};
 use crate::connection::Sink;
@@ -39,7 +39,7 @@ enum State {
 
 /// A request waiting for its reply.
 #[derive(Debug)]
-struct Pending {
+struct AwaitingReply {
     request: RequestId,
     replies: &'static [MethodId],
     /// For `basic.consume` and `basic.cancel`: the consumer tag named
@@ -51,7 +51,7 @@ struct Pending {
     no_ack: bool,
 }
 
-impl Pending {
+impl AwaitingReply {
     /// True for a `basic.consume` awaiting its reply that named `tag`
     /// (the empty tag: one that let the server choose).
     fn named(&self, tag: &ShortString) -> bool {
@@ -95,7 +95,7 @@ pub(crate) struct Channel {
     /// Which opening of `id` this is (see [`ChannelHandle`]).
     epoch: u64,
     state: State,
-    pending: VecDeque<Pending>,
+    pending: VecDeque<AwaitingReply>,
     content: ContentAssembler,
     content_method: Option<ContentMethod>,
     consumers: Vec<ShortString>,
@@ -135,7 +135,7 @@ impl Channel {
         sequence_offset: u64,
     ) -> Self {
         let mut pending = VecDeque::new();
-        pending.push_back(Pending {
+        pending.push_back(AwaitingReply {
             request: open,
             replies: crate::spec::ChannelOpen::REPLIES,
             consumer_tag: None,
@@ -362,7 +362,7 @@ impl Channel {
                         .is_some_and(|pending| pending.answered_by(&method))
                 }),
         };
-        let Some(Pending {
+        let Some(AwaitingReply {
             request, no_ack, ..
         }) = position.and_then(|index| self.pending.remove(index))
         else {
@@ -698,7 +698,7 @@ impl Channel {
                 Method::BasicGet(get) => get.no_ack,
                 _ => false,
             };
-            self.pending.push_back(Pending {
+            self.pending.push_back(AwaitingReply {
                 request,
                 replies: method.replies(),
                 consumer_tag,

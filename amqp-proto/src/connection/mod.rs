@@ -358,6 +358,10 @@ impl Connection {
     /// the decoder's buffer from there on. An adapter whose reader fills a
     /// [`bytes::BufMut`] (tokio's `AsyncReadExt::read_buf`) can read into
     /// [`input_buffer`](Self::input_buffer) instead and skip that copy.
+    ///
+    /// The core still does no IO of its own: it calls only the reader the
+    /// caller hands in, once, as rustls's `read_tls` does; which socket,
+    /// its readiness and its errors stay the caller's.
     pub fn read_from(
         &mut self,
         reader: &mut dyn std::io::Read,
@@ -600,6 +604,11 @@ impl Connection {
     ///
     /// `now` is when the bytes are written, as for
     /// [`poll_transmit`](Self::poll_transmit).
+    ///
+    /// As with [`read_from`](Self::read_from), the core does no IO of its
+    /// own here: it makes one `write_vectored` call on the writer the
+    /// caller hands in (rustls's `write_tls` shape) and keeps what was not
+    /// taken.
     pub fn write_to(
         &mut self,
         writer: &mut dyn std::io::Write,
