@@ -137,19 +137,46 @@ fn is_closed_with(error: &Error, reason: &CloseReason) -> bool {
     matches!(error, Error::ConnectionClosed(ConnectionError::Closed(got)) if got == reason)
 }
 
-/// The tests of this binary. The test harness runs each on a thread
+/// Every test of this binary. The test harness runs each on a thread
 /// named after it, and starts the next one's thread when one ends: while
 /// a test holds the broker, the thread of a test queued behind it may
 /// appear. Their first 15 characters (what Linux keeps of a thread's
-/// name) differ, so such a thread is told from one the test itself
-/// started (which is named, or inherits the test thread's name).
-const TESTS: [&str; 5] = [
+/// name) must differ, so such a thread is told from one the test itself
+/// started (which is named, or inherits the test thread's name); a new
+/// test whose name shares a prefix with another's would make that
+/// other's harness thread look leaked, which is why
+/// `test_names_differ_within_what_linux_keeps` checks the list.
+const TESTS: [&str; 8] = [
+    "test_names_differ_within_what_linux_keeps",
     "blocking_broker_restart_mid_consume_ends_the_connection_with_a_typed_error",
     "tokio_broker_restart_mid_consume_ends_the_connection_with_a_typed_error",
     "blocking_memory_alarm_blocks_the_publisher_until_lifted",
     "tokio_memory_alarm_blocks_the_publisher_until_lifted",
     "blocking_slow_link_changes_nothing_but_latency",
+    "tokio_recovery_from_a_broker_restart_resumes_the_consumer",
+    "blocking_recovery_from_a_broker_restart_is_driven_by_the_heartbeat_keeper",
 ];
+
+/// Linux keeps this many bytes of a thread's name.
+const THREAD_NAME_KEPT: usize = 15;
+
+#[test]
+fn test_names_differ_within_what_linux_keeps() {
+    let source = include_str!("broker_faults.rs");
+    let mut declared: Vec<&str> = source
+        .split("#[test]\nfn ")
+        .skip(1)
+        .filter_map(|rest| rest.split('(').next())
+        .collect();
+    declared.sort_unstable();
+    let mut listed = TESTS.to_vec();
+    listed.sort_unstable();
+    assert_eq!(declared, listed, "TESTS lists every broker test");
+    let mut prefixes: Vec<&str> = TESTS.iter().map(|name| &name[..THREAD_NAME_KEPT]).collect();
+    prefixes.sort_unstable();
+    prefixes.dedup();
+    assert_eq!(prefixes.len(), TESTS.len(), "{prefixes:?}");
+}
 
 /// Linux's name of a thread of this process; `None` once it is gone.
 fn thread_name(id: &str) -> Option<String> {
@@ -187,7 +214,7 @@ fn threads_left(before: &HashMap<String, String>, own_name: &str) -> Vec<(String
         name != own_name
             && TESTS
                 .iter()
-                .any(|test| test.chars().take(15).eq(name.chars()))
+                .any(|test| test.chars().take(THREAD_NAME_KEPT).eq(name.chars()))
     };
     threads()
         .into_iter()
@@ -795,7 +822,7 @@ fn publish_one(queue: &str, body: &'static str) {
 }
 
 #[test]
-fn tokio_broker_restart_with_recovery_resumes_the_consumer() {
+fn tokio_recovery_from_a_broker_restart_resumes_the_consumer() {
     let _turn = take_broker();
     let _restore = KeepsBrokerRunning;
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -839,7 +866,7 @@ fn tokio_broker_restart_with_recovery_resumes_the_consumer() {
 }
 
 #[test]
-fn blocking_broker_restart_with_recovery_is_driven_by_the_heartbeat_keeper() {
+fn blocking_recovery_from_a_broker_restart_is_driven_by_the_heartbeat_keeper() {
     let _turn = take_broker();
     let _restore = KeepsBrokerRunning;
     let connection = amqp_io_std::Connection::open_with(recovering(&broker_url()))
