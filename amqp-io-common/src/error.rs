@@ -99,12 +99,36 @@ pub enum Error {
     MessageRefused(DecodeError),
 }
 
+impl Error {
+    /// Why `operation`, waited for with `timeout`, failed: a
+    /// [`Failure::TimedOut`] becomes [`Error::Timeout`] naming both.
+    #[must_use]
+    pub fn from_request_failure(
+        failure: Failure,
+        operation: &'static str,
+        timeout: std::time::Duration,
+    ) -> Self {
+        match failure {
+            Failure::TimedOut => Self::Timeout { operation, timeout },
+            other => other.into(),
+        }
+    }
+}
+
+/// A failure without the request it belongs to: a
+/// [`Failure::TimedOut`] becomes an [`Error::Timeout`] of a "request" whose
+/// timeout is not known here (zero); the adapters convert request failures
+/// with [`Error::from_request_failure`], which names both.
 impl From<Failure> for Error {
     fn from(failure: Failure) -> Self {
         match failure {
             Failure::Channel(reason) => Self::ChannelClosed(reason),
             Failure::Connection(error) => Self::ConnectionClosed(error),
             Failure::MessageRefused(error) => Self::MessageRefused(error),
+            Failure::TimedOut => Self::Timeout {
+                operation: "request",
+                timeout: std::time::Duration::ZERO,
+            },
         }
     }
 }

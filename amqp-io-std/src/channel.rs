@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use amqp_proto::codec::{BasicProperties, ShortString};
 use amqp_proto::spec::{BasicConsume, BasicPublish};
@@ -69,23 +69,19 @@ impl Channel {
         result
     }
 
-    /// Waits for `request`'s reply within the channel's timeout; a reply
-    /// that comes after is given back to the broker by the session.
+    /// Waits for `request`'s reply within the channel's timeout, which the
+    /// core keeps: it fails the request when the time is up and gives back
+    /// what a later reply carries.
     fn reply(&self, operation: &'static str, request: RequestId) -> Result<Reply> {
-        let result = self.shared.wait(operation, Some(self.timeout), |inner| {
-            inner
-                .poll_reply(request, || ())
-                .map(|reply| reply.map_err(Error::from))
-        });
-        if result.is_err() {
-            let mut inner = self.shared.lock();
-            if let Some(reply) = inner.poll_reply(request, || ()) {
-                return reply.map_err(Error::from);
-            }
-            inner.abandon_reply(self.channel, request);
-            inner.flush();
-        }
-        result
+        let timeout = self.timeout;
+        self.shared
+            .lock()
+            .set_timeout(request, timeout, Instant::now());
+        self.shared.wait(operation, None, |inner| {
+            inner.poll_reply(request, || ()).map(|reply| {
+                reply.map_err(|failure| Error::from_request_failure(failure, operation, timeout))
+            })
+        })
     }
 
     /// Starts a consumer read by pulling: [`Consumer::recv_timeout`] and

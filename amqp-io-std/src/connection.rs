@@ -133,15 +133,17 @@ impl Connection {
             opened
         };
         let timeout = self.operation_timeout;
-        let result = self.shared.wait("channel.open", Some(timeout), |inner| {
-            inner.poll_open(channel, || ())
-        });
-        if result.is_err() {
-            let mut inner = self.shared.lock();
-            inner.abandon_open(channel);
-            inner.flush();
-        }
-        result.map(|()| Channel::new(Arc::clone(&self.shared), channel, timeout))
+        self.shared
+            .lock()
+            .set_open_timeout(channel, timeout, Instant::now());
+        self.shared.wait("channel.open", None, |inner| {
+            inner.poll_open(channel, || ()).map(|opened| {
+                opened.map_err(|failure| {
+                    Error::from_request_failure(failure, "channel.open", timeout)
+                })
+            })
+        })?;
+        Ok(Channel::new(Arc::clone(&self.shared), channel, timeout))
     }
 
     /// Waits for deliveries to callback consumers and returned messages of
@@ -234,15 +236,17 @@ impl Connection {
             inner.flush();
             request
         };
-        self.shared.wait(
-            "connection.update-secret",
-            Some(self.operation_timeout),
-            |inner| {
-                inner
-                    .poll_reply(request, || ())
-                    .map(|reply| reply.map(drop).map_err(Error::from))
-            },
-        )
+        let (operation, timeout) = ("connection.update-secret", self.operation_timeout);
+        self.shared
+            .lock()
+            .set_timeout(request, timeout, Instant::now());
+        self.shared.wait(operation, None, |inner| {
+            inner.poll_reply(request, || ()).map(|reply| {
+                reply
+                    .map(drop)
+                    .map_err(|failure| Error::from_request_failure(failure, operation, timeout))
+            })
+        })
     }
 
     /// Starts a thread that sends heartbeats, and reads what arrives, when

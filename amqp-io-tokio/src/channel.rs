@@ -70,17 +70,15 @@ impl Channel {
         result
     }
 
-    /// Waits for `request`'s reply within the channel's timeout; a reply
-    /// that comes after is given back to the broker by the session.
+    /// Waits for `request`'s reply within the channel's timeout, which the
+    /// core keeps: it fails the request when the time is up and gives back
+    /// what a later reply carries (as it does if this future is dropped).
     async fn reply(&self, operation: &'static str, request: RequestId) -> Result<Reply> {
-        let reply = self.shared().reply(self.channel, request);
-        match tokio::time::timeout(self.timeout, reply).await {
-            Ok(reply) => reply.map_err(Error::from),
-            Err(_) => Err(Error::Timeout {
-                operation,
-                timeout: self.timeout,
-            }),
-        }
+        let timeout = self.timeout;
+        let reply = self.shared().reply(self.channel, request, timeout);
+        reply
+            .await
+            .map_err(|failure| Error::from_request_failure(failure, operation, timeout))
     }
 
     /// Waits within the channel's timeout until `ready` answers, checking

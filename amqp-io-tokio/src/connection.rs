@@ -157,9 +157,14 @@ impl Connection {
     /// # Ok(()) }
     /// ```
     pub async fn channel(&self) -> Result<Channel> {
-        let channel = self.shared().lock().open_channel()?;
-        self.shared().wake_driver.notify_one();
         let timeout = self.operation_timeout;
+        let channel = {
+            let mut state = self.shared().lock();
+            let channel = state.open_channel()?;
+            state.set_open_timeout(channel, timeout, std::time::Instant::now());
+            channel
+        };
+        self.shared().wake_driver.notify_one();
         let mut opening = OpenGuard {
             shared: self.shared(),
             channel,
@@ -168,7 +173,9 @@ impl Connection {
         let opened = std::future::poll_fn(|context| {
             let mut state = self.shared().lock();
             match state.poll_open(channel, || context.waker().clone()) {
-                Some(result) => std::task::Poll::Ready(result),
+                Some(result) => std::task::Poll::Ready(result.map_err(|failure| {
+                    Error::from_request_failure(failure, "channel.open", timeout)
+                })),
                 None => match state.closed() {
                     Some(error) => {
                         std::task::Poll::Ready(Err(Error::ConnectionClosed(error.clone())))
@@ -177,18 +184,9 @@ impl Connection {
                 },
             }
         });
-        let opened = tokio::time::timeout(timeout, opened).await;
+        let opened = opened.await;
         opening.done = true;
-        match opened {
-            Ok(result) => result?,
-            Err(_) => {
-                opening.done = false;
-                return Err(Error::Timeout {
-                    operation: "channel.open",
-                    timeout,
-                });
-            }
-        }
+        opened?;
         Ok(Channel::new(Arc::clone(&self.handle), channel, timeout))
     }
 
@@ -273,8 +271,8 @@ amqp_io_common::connection_api! {
     suffix = ".await",
 }
 
-/// Abandons a channel open whose waiter gave up: the channel is closed
-/// when (if) it opens.
+/// Abandons a channel open whose future was dropped: the channel is
+/// closed.
 struct OpenGuard<'a> {
     shared: &'a Arc<Shared>,
     channel: amqp_proto::ChannelHandle,

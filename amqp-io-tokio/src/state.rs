@@ -117,13 +117,18 @@ impl Shared {
         state.dispatch(self.live_confirmations.load(Ordering::Acquire));
     }
 
-    /// Waits for `request`'s reply on `channel`; dropping the future
-    /// gives back what the reply carries.
+    /// Waits for `request`'s reply on `channel`, failing it after
+    /// `timeout`; dropping the future gives back what the reply carries.
     pub(crate) fn reply(
         self: &Arc<Self>,
         channel: ChannelHandle,
         request: RequestId,
+        timeout: std::time::Duration,
     ) -> ReplyFuture {
+        self.lock().set_timeout(request, timeout, Instant::now());
+        // The driver sleeps until the core's next deadline: this one may
+        // be sooner.
+        self.wake_driver.notify_one();
         ReplyFuture {
             shared: Arc::clone(self),
             channel,

@@ -19,10 +19,22 @@ impl RequestId {
     pub fn get(self) -> u64 {
         self.0
     }
+
+    /// The `n`th request of a connection, sent on channel `channel`: the
+    /// channel sits in the low 16 bits, so the connection finds a
+    /// request's channel without searching.
+    pub(crate) fn new(n: u64, channel: u16) -> Self {
+        Self(n << 16 | u64::from(channel))
+    }
+
+    /// The channel the request was sent on (0 for the connection's own).
+    pub(crate) fn channel(self) -> u16 {
+        (self.0 & 0xFFFF) as u16
+    }
 }
 
 /// Why a request or publish was not answered: its channel or its connection
-/// closed first.
+/// closed first, or (a request only) its deadline passed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
     /// The channel closed.
@@ -38,6 +50,12 @@ pub enum Failure {
     /// rejected without requeueing. The connection goes on.
     #[error("the message was refused: {0}")]
     MessageRefused(DecodeError),
+    /// The request's deadline passed first (see
+    /// [`Connection::set_request_deadline`](crate::Connection::set_request_deadline)):
+    /// nobody waits for it any more, and what its reply carries, if one
+    /// comes, is given back to the broker.
+    #[error("no reply came before the request's deadline")]
+    TimedOut,
 }
 
 /// How the server settled one confirmed publish.

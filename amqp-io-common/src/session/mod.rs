@@ -485,27 +485,69 @@ impl<A: Attach> Session<A> {
         Ok(channel)
     }
 
-    /// The open of `channel` is done (`Some`), or `waker` is kept.
+    /// The open of `channel` is done (`Some`), or `waker` is kept. A
+    /// [`Failure::TimedOut`] means the timeout set with
+    /// [`set_open_timeout`](Self::set_open_timeout) passed (the core
+    /// closes the channel).
     pub fn poll_open(
         &mut self,
         channel: ChannelHandle,
         waker: impl FnOnce() -> A::Waker,
-    ) -> Option<Result<(), Error>> {
+    ) -> Option<Result<(), Failure>> {
         match self.opens.poll(&channel.id(), waker)? {
             Ok(_) => Some(Ok(())),
-            Err(failure) => Some(Err(failure.into())),
+            Err(failure) => Some(Err(failure)),
         }
     }
 
-    /// The opener stopped waiting: a channel that opens after all is
-    /// closed again.
+    /// Gives up waiting for `channel` to open `timeout` after `now`: the
+    /// core fails the open with [`Failure::TimedOut`] then, and closes the
+    /// channel.
+    pub fn set_open_timeout(&mut self, channel: ChannelHandle, timeout: Duration, now: Instant) {
+        let open = self
+            .core
+            .channel(channel)
+            .ok()
+            .and_then(|mut handle| handle.open_request());
+        if let Some(open) = open {
+            self.set_timeout(open, timeout, now);
+        }
+    }
+
+    /// The opener stopped waiting (its future was dropped): the core
+    /// closes a channel still opening; one whose open-ok is in already is
+    /// closed here.
     pub fn abandon_open(&mut self, channel: ChannelHandle) {
+        let open = self
+            .core
+            .channel(channel)
+            .ok()
+            .and_then(|mut handle| handle.open_request());
+        if let Some(open) = open {
+            if self.core.abandon_request(open) {
+                // The core reports nothing more of the open; the close's
+                // ChannelClosed still comes and frees the id.
+                self.opens.forget(&channel.id());
+                return;
+            }
+        }
         if self
             .opens
             .abandon(channel.id())
             .is_some_and(|outcome| outcome.is_ok())
         {
             self.close_unwanted_channel(channel);
+        }
+    }
+
+    /// Gives up waiting for `request`'s reply `timeout` after `now`: the
+    /// core fails it with [`Failure::TimedOut`] then, and gives back what a
+    /// later reply carries. The one timeout of every request, so a caller
+    /// waits for the outcome alone. A timeout too long to represent never
+    /// ends.
+    pub fn set_timeout(&mut self, request: RequestId, timeout: Duration, now: Instant) {
+        if let Some(deadline) = now.checked_add(timeout) {
+            self.core.set_request_deadline(request, deadline);
         }
     }
 
@@ -586,9 +628,17 @@ impl<A: Attach> Session<A> {
     /// comes later.
     pub fn abandon_reply(&mut self, channel: ChannelHandle, request: RequestId) {
         let id = channel.id();
-        // A consume keeps its pending record: its consume-ok still starts
-        // the consumer, which is then cancelled and its deliveries given
-        // back.
+        if self.core.abandon_request(request) {
+            // Not answered yet: the core gives back whatever comes and
+            // reports nothing more of it.
+            self.replies.forget(&request);
+            self.pending_consumes.remove(&request);
+            return;
+        }
+        // Answered already (its outcome is here or among the core's
+        // events): a consume keeps its pending record, so its consume-ok
+        // still starts the consumer, which is then cancelled and its
+        // deliveries given back.
         match self.replies.abandon(request) {
             Some(Ok(Reply::Get(message))) => self.clean_up(vec![Cleanup::Requeue {
                 channel: id,

@@ -104,6 +104,11 @@ impl<K: Hash + Eq, W: Wake> Replies<K, W> {
         }
     }
 
+    /// Forgets `key` (nobody waits, and no outcome will come for it).
+    pub(crate) fn forget(&mut self, key: &K) {
+        self.slots.remove(key);
+    }
+
     /// Records `key`'s outcome and wakes its waiter. Returns the outcome
     /// when nobody wants it (abandoned, or never expected), so what it
     /// carries can be given back.

@@ -411,3 +411,104 @@ fn a_refused_delivery_is_reported_to_its_consumer_which_goes_on() {
         .poll_consumer(&consumer, &mut into, |()| {})
         .is_none());
 }
+
+#[test]
+fn a_request_timeout_is_kept_by_the_core_and_its_late_message_requeued() {
+    let mut scripted = Scripted::new(Config::default(), None);
+    scripted.open(0);
+    let (id, channel) = scripted.confirming_channel();
+    let request = scripted
+        .session
+        .request(channel, spec::BasicGet::default().into())
+        .unwrap()
+        .unwrap();
+    scripted.sent();
+    scripted
+        .session
+        .set_timeout(request, Duration::from_secs(5), scripted.now);
+    assert_eq!(
+        scripted.session.core_deadline(),
+        Some(scripted.now + Duration::from_secs(5)),
+        "the adapter's clock wakes at the request's deadline"
+    );
+    scripted.now += Duration::from_secs(5);
+    scripted.session.handle_timeout(scripted.now);
+    scripted.session.dispatch(1, scripted.now);
+    let failure = scripted.session.poll_reply(request, || ());
+    let error = Error::from_request_failure(
+        failure.unwrap().unwrap_err(),
+        "basic.get",
+        Duration::from_secs(5),
+    );
+    assert!(
+        matches!(error, Error::Timeout { operation: "basic.get", timeout } if timeout == Duration::from_secs(5)),
+        "{error:?}"
+    );
+
+    // The message comes after all: the core requeues it, and the channel
+    // goes on.
+    let get_ok = spec::BasicGetOk {
+        delivery_tag: 1,
+        redelivered: false,
+        exchange: "".into(),
+        routing_key: "q".into(),
+        message_count: 0,
+    };
+    let mut bytes = BytesMut::new();
+    encode_method_frame(id, &get_ok.into(), u32::MAX, &mut bytes).unwrap();
+    let header = amqp_proto::codec::ContentHeader::basic(0, BasicProperties::default());
+    amqp_proto::codec::encode_header_frame(id, &header, u32::MAX, &mut bytes).unwrap();
+    scripted.session.core.handle_input(&bytes, scripted.now);
+    scripted.session.dispatch(1, scripted.now);
+    assert_eq!(scripted.sent(), ["basic.reject"]);
+    assert!(scripted.session.channel(channel).is_ok());
+}
+
+#[test]
+fn an_open_timeout_closes_the_channel_and_frees_its_id() {
+    let mut scripted = Scripted::new(Config::default(), None);
+    scripted.open(0);
+    let channel = scripted.session.open_channel().unwrap();
+    assert_eq!(scripted.sent(), ["channel.open"]);
+    scripted
+        .session
+        .set_open_timeout(channel, Duration::from_secs(2), scripted.now);
+    scripted.now += Duration::from_secs(2);
+    scripted.session.handle_timeout(scripted.now);
+    scripted.session.dispatch(1, scripted.now);
+    assert!(matches!(
+        scripted.session.poll_open(channel, || ()),
+        Some(Err(amqp_proto::Failure::TimedOut))
+    ));
+    assert_eq!(scripted.sent(), ["channel.close"]);
+    scripted.send(channel.id(), spec::ChannelOpenOk::default());
+    scripted.send(channel.id(), spec::ChannelCloseOk::default());
+    assert!(scripted.sent().is_empty());
+    assert!(scripted.session.channel(channel).is_err(), "forgotten");
+    let reopened = scripted.session.open_channel().unwrap();
+    assert_eq!(reopened.id(), channel.id(), "the id is free again");
+}
+
+#[test]
+fn a_dropped_waiter_leaves_the_give_back_to_the_core() {
+    let mut scripted = Scripted::new(Config::default(), None);
+    scripted.open(0);
+    let (id, channel) = scripted.confirming_channel();
+    let consume = spec::BasicConsume {
+        queue: "q".into(),
+        consumer_tag: "worker".into(),
+        ..Default::default()
+    };
+    let (_consumer, request) = scripted.session.consume(channel, consume, ()).unwrap();
+    let request = request.unwrap();
+    scripted.sent();
+    scripted.session.abandon_reply(channel, request);
+    scripted.send(
+        id,
+        spec::BasicConsumeOk {
+            consumer_tag: "worker".into(),
+        },
+    );
+    assert_eq!(scripted.sent(), ["basic.cancel"]);
+    assert!(scripted.session.poll_reply(request, || ()).is_none());
+}

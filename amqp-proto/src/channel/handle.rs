@@ -69,6 +69,18 @@ impl<'a> ChannelRef<'a> {
         self.id
     }
 
+    /// The request of this channel's `channel.open` while its open-ok is
+    /// awaited ([`Event::ChannelOpened`](crate::Event::ChannelOpened)
+    /// carries it), for
+    /// [`Connection::set_request_deadline`] and
+    /// [`Connection::abandon_request`]; `None` once it is open.
+    #[must_use]
+    pub fn open_request(&mut self) -> Option<RequestId> {
+        self.connection
+            .channel_state(self.id)
+            .and_then(|channel| channel.open_request())
+    }
+
     /// Sends a method on this channel: any that a client may send except
     /// the ones with their own command (`channel.open`/`close` and
     /// `basic.publish`) and connection methods. Returns the request id when

@@ -7,6 +7,7 @@ mod key;
 mod typed;
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -49,6 +50,13 @@ struct AwaitingReply {
     /// For `basic.consume` and `basic.get`: what they get needs no
     /// acknowledgement.
     no_ack: bool,
+    /// When the caller stops waiting (see
+    /// [`Connection::set_request_deadline`](crate::Connection::set_request_deadline)).
+    deadline: Option<Instant>,
+    /// Nobody waits for the reply any more: what it carries is given back
+    /// to the broker and no event reports it (see
+    /// [`Connection::abandon_request`](crate::Connection::abandon_request)).
+    abandoned: bool,
 }
 
 impl AwaitingReply {
@@ -77,8 +85,29 @@ impl AwaitingReply {
 enum ContentMethod {
     Deliver(BasicDeliver),
     Return(BasicReturn),
-    /// The get-ok, the `basic.get` it answers, and that get's `no_ack`.
-    GetOk(BasicGetOk, RequestId, bool),
+    /// The get-ok, and the `basic.get` it answers.
+    GetOk(BasicGetOk, Answered),
+}
+
+/// A request whose reply has come, while the content that goes with it
+/// is still being received.
+#[derive(Debug)]
+struct Answered {
+    request: RequestId,
+    no_ack: bool,
+    abandoned: bool,
+}
+
+/// What abandoning a request asks of the connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Abandoned {
+    /// No request of this channel by that id awaits its reply.
+    Unknown,
+    /// Marked: its reply will be given back when it comes.
+    Marked,
+    /// It was the channel's `channel.open`: the channel is closed at once
+    /// (a channel nobody wants is not kept open).
+    Open,
 }
 
 /// What the connection must do with a channel after a frame.
@@ -101,6 +130,10 @@ pub(crate) struct Channel {
     consumers: Vec<ShortString>,
     /// The consumers among them that consume without acknowledgements.
     no_ack_consumers: Vec<ShortString>,
+    /// The consumers among them whose `basic.consume` or `basic.cancel`
+    /// was abandoned: they are being cancelled, and what is delivered to
+    /// them meanwhile goes back to the queue.
+    abandoned_consumers: Vec<ShortString>,
     /// Why the content being received is skipped rather than kept.
     refused: Option<crate::DecodeError>,
     /// The body size announced for the content being kept, counted in the
@@ -140,6 +173,8 @@ impl Channel {
             replies: crate::spec::ChannelOpen::REPLIES,
             consumer_tag: None,
             no_ack: false,
+            deadline: None,
+            abandoned: false,
         });
         Self {
             id: handle.id(),
@@ -150,6 +185,7 @@ impl Channel {
             content_method: None,
             consumers: Vec::new(),
             no_ack_consumers: Vec::new(),
+            abandoned_consumers: Vec::new(),
             refused: None,
             receiving: 0,
             confirms: None,
@@ -304,12 +340,16 @@ impl Channel {
             }
             Method::BasicCancel(cancel) if self.consumers.contains(&cancel.consumer_tag) => {
                 // RabbitMQ's consumer_cancel_notify: the server cancelled it.
+                let abandoned = self.abandoned_consumers.contains(&cancel.consumer_tag);
                 self.forget_consumer(&cancel.consumer_tag);
                 if !cancel.nowait {
                     let reply = BasicCancelOk {
                         consumer_tag: cancel.consumer_tag.clone(),
                     };
                     sink.send(self.id, &reply.into());
+                }
+                if abandoned {
+                    return Ok(Disposition::Keep);
                 }
                 sink.emit(Event::ConsumerCancelled {
                     channel: self.id,
@@ -363,11 +403,18 @@ impl Channel {
                 }),
         };
         let Some(AwaitingReply {
-            request, no_ack, ..
+            request,
+            no_ack,
+            deadline,
+            abandoned,
+            ..
         }) = position.and_then(|index| self.pending.remove(index))
         else {
             return Err(self.violation(&method, "no request on this channel awaits it"));
         };
+        // Answered: its deadline no longer applies, even while the content
+        // of a get-ok is still coming.
+        sink.deadlines.remove(deadline, request);
         match method {
             Method::ChannelOpenOk(_) => {
                 self.state = State::Open;
@@ -378,18 +425,30 @@ impl Channel {
                 return Ok(Disposition::Keep);
             }
             Method::BasicGetOk(get_ok) => {
-                self.content_method = Some(ContentMethod::GetOk(get_ok, request, no_ack));
+                let answered = Answered {
+                    request,
+                    no_ack,
+                    abandoned,
+                };
+                self.content_method = Some(ContentMethod::GetOk(get_ok, answered));
                 return Ok(Disposition::Keep);
             }
             Method::BasicConsumeOk(ref consume_ok)
                 if !self.consumers.contains(&consume_ok.consumer_tag) =>
             {
                 self.add_consumer(&consume_ok.consumer_tag, no_ack);
+                if abandoned {
+                    self.cancel_abandoned(consume_ok.consumer_tag.clone(), sink);
+                }
             }
             Method::BasicCancelOk(ref cancel_ok) => {
                 self.forget_consumer(&cancel_ok.consumer_tag);
             }
             _ => {}
+        }
+        if abandoned {
+            // Nobody waits: what the reply carries was given back above.
+            return Ok(Disposition::Keep);
         }
         sink.emit(Event::Reply {
             channel: self.id,
@@ -515,6 +574,9 @@ impl Channel {
             self.refuse_content(error, sink);
             return;
         }
+        if self.give_back_content(sink) {
+            return;
+        }
         let channel = self.id;
         let weight = crate::connection::content_weight(&content);
         let event = match self.content_method.take() {
@@ -535,9 +597,9 @@ impl Channel {
                 routing_key: returned.routing_key,
                 content,
             })),
-            Some(ContentMethod::GetOk(get_ok, request, _)) => Event::GetOk {
+            Some(ContentMethod::GetOk(get_ok, answered)) => Event::GetOk {
                 channel,
-                request,
+                request: answered.request,
                 message: Box::new(GetMessage {
                     delivery_tag: self.delivery_tag(get_ok.delivery_tag),
                     redelivered: get_ok.redelivered,
@@ -558,19 +620,24 @@ impl Channel {
     pub(crate) fn fail_outstanding(&mut self, failure: &Failure, sink: &mut Sink<'_>) {
         let channel = self.id;
         for pending in self.pending.drain(..) {
-            sink.emit(Event::RequestFailed {
-                channel,
-                request: pending.request,
-                failure: failure.clone(),
-            });
+            sink.deadlines.remove(pending.deadline, pending.request);
+            if !pending.abandoned {
+                sink.emit(Event::RequestFailed {
+                    channel,
+                    request: pending.request,
+                    failure: failure.clone(),
+                });
+            }
         }
         self.refused = None;
-        if let Some(ContentMethod::GetOk(_, request, _)) = self.content_method.take() {
-            sink.emit(Event::RequestFailed {
-                channel,
-                request,
-                failure: failure.clone(),
-            });
+        if let Some(ContentMethod::GetOk(_, answered)) = self.content_method.take() {
+            if !answered.abandoned {
+                sink.emit(Event::RequestFailed {
+                    channel,
+                    request: answered.request,
+                    failure: failure.clone(),
+                });
+            }
         }
         if let Some(confirms) = self.confirms.as_mut() {
             for sequence in confirms.drain() {
@@ -585,6 +652,7 @@ impl Channel {
         self.release_body(sink);
         self.consumers.clear();
         self.no_ack_consumers.clear();
+        self.abandoned_consumers.clear();
     }
 
     /// The content kept is complete or abandoned: its announced size no
@@ -629,16 +697,18 @@ impl Channel {
                 },
                 false,
             ),
-            Some(ContentMethod::GetOk(get_ok, request, no_ack)) => {
-                if !no_ack {
+            Some(ContentMethod::GetOk(get_ok, answered)) => {
+                if !answered.no_ack {
                     reject(sink, get_ok.delivery_tag);
                 }
                 self.delivery_tag(get_ok.delivery_tag);
-                sink.emit(Event::RequestFailed {
-                    channel,
-                    request,
-                    failure: Failure::MessageRefused(error),
-                });
+                if !answered.abandoned {
+                    sink.emit(Event::RequestFailed {
+                        channel,
+                        request: answered.request,
+                        failure: Failure::MessageRefused(error),
+                    });
+                }
                 return;
             }
             None => return,
@@ -662,6 +732,127 @@ impl Channel {
     fn forget_consumer(&mut self, tag: &ShortString) {
         self.consumers.retain(|known| known != tag);
         self.no_ack_consumers.retain(|known| known != tag);
+        self.abandoned_consumers.retain(|known| known != tag);
+    }
+
+    /// Gives back the content just completed if nobody wants it: a
+    /// message for a consumer being cancelled because its consume was
+    /// abandoned, or the message of an abandoned `basic.get`. It goes back
+    /// to the queue (`basic.reject` with requeue) unless it was taken
+    /// without acknowledgement, when the broker counts it as delivered and
+    /// it is lost. True if it was given back.
+    fn give_back_content(&mut self, sink: &mut Sink<'_>) -> bool {
+        let (wire_tag, no_ack) = match &self.content_method {
+            Some(ContentMethod::Deliver(deliver))
+                if self.abandoned_consumers.contains(&deliver.consumer_tag) =>
+            {
+                let no_ack = self.no_ack_consumers.contains(&deliver.consumer_tag);
+                (deliver.delivery_tag, no_ack)
+            }
+            Some(ContentMethod::GetOk(get_ok, answered)) if answered.abandoned => {
+                (get_ok.delivery_tag, answered.no_ack)
+            }
+            _ => return false,
+        };
+        self.content_method = None;
+        if !no_ack {
+            let reject = crate::spec::BasicReject {
+                delivery_tag: wire_tag,
+                requeue: true,
+            };
+            sink.send(self.id, &reject.into());
+        }
+        true
+    }
+
+    /// Cancels a consumer nobody wants (its `basic.consume` was
+    /// abandoned) and waits for the cancel-ok, giving back what arrives
+    /// for it meanwhile.
+    fn cancel_abandoned(&mut self, tag: ShortString, sink: &mut Sink<'_>) {
+        let cancel = crate::spec::BasicCancel {
+            consumer_tag: tag.clone(),
+            nowait: false,
+        };
+        sink.send(self.id, &cancel.into());
+        self.abandoned_consumers.push(tag.clone());
+        self.pending.push_back(AwaitingReply {
+            request: sink.next_request_id(self.id),
+            replies: crate::spec::BasicCancel::REPLIES,
+            consumer_tag: Some(tag),
+            no_ack: false,
+            deadline: None,
+            abandoned: true,
+        });
+    }
+
+    /// The request of this channel's `channel.open`, while its open-ok is
+    /// awaited.
+    pub(crate) fn open_request(&self) -> Option<RequestId> {
+        if self.state != State::Opening {
+            return None;
+        }
+        self.pending
+            .iter()
+            .find(|pending| pending.replies == crate::spec::ChannelOpen::REPLIES)
+            .map(|pending| pending.request)
+    }
+
+    /// Sets when the caller stops waiting for `request`, replacing an
+    /// earlier deadline. False if no request of this channel by that id
+    /// awaits its reply.
+    pub(crate) fn set_deadline(
+        &mut self,
+        request: RequestId,
+        deadline: Instant,
+        sink: &mut Sink<'_>,
+    ) -> bool {
+        let Some(pending) = self
+            .pending
+            .iter_mut()
+            .find(|pending| pending.request == request && !pending.abandoned)
+        else {
+            return false;
+        };
+        sink.deadlines.remove(pending.deadline, request);
+        pending.deadline = Some(deadline);
+        sink.deadlines.insert(deadline, request);
+        true
+    }
+
+    /// Nobody waits for `request`'s reply any more. What the reply carries
+    /// is given back when it comes: a `basic.get`'s message is requeued, a
+    /// `basic.consume`'s consumer is cancelled (and what it is delivered
+    /// meanwhile requeued), an abandoned `basic.cancel` gives back what
+    /// arrives until its cancel-ok; other replies are dropped. No event
+    /// reports the request again.
+    pub(crate) fn abandon(&mut self, request: RequestId, sink: &mut Sink<'_>) -> Abandoned {
+        if let Some(ContentMethod::GetOk(_, answered)) = &mut self.content_method {
+            if answered.request == request && !answered.abandoned {
+                answered.abandoned = true;
+                return Abandoned::Marked;
+            }
+        }
+        let opening = self.open_request() == Some(request);
+        let Some(pending) = self
+            .pending
+            .iter_mut()
+            .find(|pending| pending.request == request && !pending.abandoned)
+        else {
+            return Abandoned::Unknown;
+        };
+        pending.abandoned = true;
+        sink.deadlines.remove(pending.deadline.take(), request);
+        if opening {
+            return Abandoned::Open;
+        }
+        if pending.replies == crate::spec::BasicCancel::REPLIES {
+            if let Some(tag) = pending.consumer_tag.clone() {
+                if self.consumers.contains(&tag) && !self.abandoned_consumers.contains(&tag) {
+                    self.abandoned_consumers.push(tag);
+                }
+            }
+        }
+        Abandoned::Marked
     }
 
     fn finish_close(&mut self, reason: CloseReason, sink: &mut Sink<'_>) {
@@ -703,6 +894,8 @@ impl Channel {
                 replies: method.replies(),
                 consumer_tag,
                 no_ack,
+                deadline: None,
+                abandoned: false,
             });
         }
     }

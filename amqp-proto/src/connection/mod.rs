@@ -2,6 +2,7 @@
 //! channel bookkeeping and closing, driven by bytes and time from outside.
 
 mod config;
+mod deadlines;
 mod events;
 mod handshake;
 pub(crate) mod output;
@@ -16,7 +17,7 @@ use bytes::Bytes;
 pub use config::{Config, SaslMechanism, Tuning};
 pub use stats::Stats;
 
-use crate::channel::{Channel, ChannelHandle, ChannelKey, ChannelRef, Disposition};
+use crate::channel::{Abandoned, Channel, ChannelHandle, ChannelKey, ChannelRef, Disposition};
 use crate::codec::{
     encode_heartbeat_frame, encode_method_frame, DecodeLimits, Frame, FrameDecoder, LongString,
     ShortString,
@@ -28,6 +29,7 @@ use crate::spec::constants::{ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER};
 use crate::spec::{
     ChannelClose, ConnectionClose, ConnectionCloseOk, ConnectionUpdateSecret, Method,
 };
+use deadlines::RequestDeadlines;
 pub(crate) use events::content_weight;
 use events::EventQueue;
 pub(crate) use output::Output;
@@ -96,6 +98,22 @@ pub enum Readiness {
 }
 
 /// Where [`Channel`]s send frames and report events while handling input.
+/// A [`Sink`] borrowing `connection`'s fields one by one, so its channels
+/// can be borrowed beside it.
+macro_rules! sink {
+    ($connection:expr) => {
+        Sink {
+            output: &mut $connection.output,
+            events: &mut $connection.events,
+            frame_max: $connection.tuning.frame_max,
+            bodies_in_progress: &mut $connection.bodies_in_progress,
+            max_bodies_in_progress: $connection.config.max_bodies_in_progress,
+            deadlines: &mut $connection.request_deadlines,
+            next_request: &mut $connection.next_request,
+        }
+    };
+}
+
 pub(crate) struct Sink<'a> {
     output: &'a mut Output,
     events: &'a mut EventQueue,
@@ -104,6 +122,10 @@ pub(crate) struct Sink<'a> {
     /// the most allowed ([`Config::max_bodies_in_progress`]).
     pub(crate) bodies_in_progress: &'a mut u64,
     pub(crate) max_bodies_in_progress: u64,
+    /// The deadlines of requests awaiting replies.
+    pub(crate) deadlines: &'a mut RequestDeadlines,
+    /// Numbers the requests the core sends on its own.
+    next_request: &'a mut u64,
 }
 
 impl Sink<'_> {
@@ -117,6 +139,12 @@ impl Sink<'_> {
 
     pub(crate) fn emit(&mut self, event: Event) {
         self.events.push_back(event);
+    }
+
+    /// An id for a request the core sends on its own on `channel`.
+    pub(crate) fn next_request_id(&mut self, channel: u16) -> RequestId {
+        *self.next_request += 1;
+        RequestId::new(*self.next_request, channel)
     }
 
     /// Emits an event holding a message of `content` bytes (see
@@ -183,7 +211,9 @@ pub struct Connection {
     /// [`close_when_confirmed`](Self::close_when_confirmed)).
     draining: Option<Drain>,
     /// Requests on channel 0 awaiting replies (`update-secret`).
-    connection_requests: VecDeque<RequestId>,
+    connection_requests: VecDeque<ConnectionRequest>,
+    /// When callers stop waiting for replies, soonest first.
+    request_deadlines: RequestDeadlines,
     blocked: bool,
     challenge_pending: bool,
     /// What `connection.start` said, kept for [`Event::Opened`].
@@ -237,6 +267,7 @@ impl Connection {
             next_epoch: 1,
             draining: None,
             connection_requests: VecDeque::new(),
+            request_deadlines: RequestDeadlines::default(),
             blocked: false,
             challenge_pending: false,
             server_properties: crate::codec::FieldTable::new(),
@@ -718,10 +749,14 @@ impl Connection {
             }
             State::Open => {
                 let drain = self.draining.as_ref().map(|drain| drain.deadline);
-                match (self.heartbeat_deadline(), drain) {
-                    (Some(beat), Some(drain)) => Some(beat.min(drain)),
-                    (beat, drain) => beat.or(drain),
-                }
+                [
+                    self.heartbeat_deadline(),
+                    drain,
+                    self.request_deadlines.next(),
+                ]
+                .into_iter()
+                .flatten()
+                .min()
             }
         }
     }
@@ -791,6 +826,15 @@ impl Connection {
                 return;
             }
         }
+        while let Some(request) = self.request_deadlines.pop_due(now) {
+            if self.abandon(request) {
+                self.events.push_back(Event::RequestFailed {
+                    channel: request.channel(),
+                    request,
+                    failure: Failure::TimedOut,
+                });
+            }
+        }
         let Some(interval) = self.heartbeat_interval() else {
             return;
         };
@@ -834,19 +878,13 @@ impl Connection {
         }
     }
 
-    fn next_request_id(&mut self) -> RequestId {
+    fn next_request_id(&mut self, channel: u16) -> RequestId {
         self.next_request += 1;
-        RequestId(self.next_request)
+        RequestId::new(self.next_request, channel)
     }
 
     fn sink(&mut self) -> Sink<'_> {
-        Sink {
-            output: &mut self.output,
-            events: &mut self.events,
-            frame_max: self.tuning.frame_max,
-            bodies_in_progress: &mut self.bodies_in_progress,
-            max_bodies_in_progress: self.config.max_bodies_in_progress,
-        }
+        sink!(self)
     }
 
     fn send(&mut self, channel: u16, method: &Method) -> Result<(), UsageError> {
@@ -911,13 +949,7 @@ impl Connection {
         id: u16,
         handle: impl FnOnce(&mut Channel, &mut Sink<'_>) -> Result<Disposition, ProtocolViolation>,
     ) -> Result<(), ProtocolViolation> {
-        let mut sink = Sink {
-            output: &mut self.output,
-            events: &mut self.events,
-            frame_max: self.tuning.frame_max,
-            bodies_in_progress: &mut self.bodies_in_progress,
-            max_bodies_in_progress: self.config.max_bodies_in_progress,
-        };
+        let mut sink = sink!(self);
         let slot = self.channels.get_mut(usize::from(id));
         let Some(Some(channel)) = slot else {
             return Err(ProtocolViolation::ChannelNotOpen { channel: id });
@@ -956,12 +988,16 @@ impl Connection {
                 Ok(())
             }
             Method::ConnectionUpdateSecretOk(_) => match self.connection_requests.pop_front() {
-                Some(request) => {
-                    self.events.push_back(Event::Reply {
-                        channel: 0,
-                        request,
-                        method,
-                    });
+                Some(awaited) => {
+                    self.request_deadlines
+                        .remove(awaited.deadline, awaited.request);
+                    if !awaited.abandoned {
+                        self.events.push_back(Event::Reply {
+                            channel: 0,
+                            request: awaited.request,
+                            method,
+                        });
+                    }
                     Ok(())
                 }
                 None => Err(ProtocolViolation::UnexpectedMethod {
@@ -1003,13 +1039,7 @@ impl Connection {
     /// Resolves everything outstanding on every channel with `error`.
     fn fail_outstanding(&mut self, error: &ConnectionError) {
         let failure = Failure::Connection(error.clone());
-        let mut sink = Sink {
-            output: &mut self.output,
-            events: &mut self.events,
-            frame_max: self.tuning.frame_max,
-            bodies_in_progress: &mut self.bodies_in_progress,
-            max_bodies_in_progress: self.config.max_bodies_in_progress,
-        };
+        let mut sink = sink!(self);
         for channel in self.channels.iter_mut().flatten() {
             if let Some(record) = self
                 .recorder
@@ -1023,12 +1053,15 @@ impl Connection {
         }
         self.channels.clear();
         self.bodies_in_progress = 0;
-        for request in self.connection_requests.drain(..) {
-            self.events.push_back(Event::RequestFailed {
-                channel: 0,
-                request,
-                failure: failure.clone(),
-            });
+        self.request_deadlines.clear();
+        for awaited in self.connection_requests.drain(..) {
+            if !awaited.abandoned {
+                self.events.push_back(Event::RequestFailed {
+                    channel: 0,
+                    request: awaited.request,
+                    failure: failure.clone(),
+                });
+            }
         }
     }
 
@@ -1268,6 +1301,112 @@ impl Connection {
         Ok(())
     }
 
+    /// Sets when the caller stops waiting for `request`'s reply: if none
+    /// has come by `deadline`, [`handle_timeout`](Self::handle_timeout)
+    /// fails the request with [`Failure::TimedOut`] (an
+    /// [`Event::RequestFailed`]) and abandons it, as
+    /// [`abandon_request`](Self::abandon_request) does, so a reply that
+    /// comes later is given back rather than reported. The deadline counts
+    /// in [`poll_timeout`](Self::poll_timeout). Setting it again replaces
+    /// the earlier one. AMQP cannot withdraw a request once sent, so this
+    /// is the whole of a timeout: the channel stays usable, and its later
+    /// replies still match their own requests.
+    ///
+    /// Works for any request: a channel's synchronous methods (a
+    /// [`Pending`](crate::Pending)'s [`request`](crate::Pending::request)
+    /// included), its `channel.open` ([`ChannelRef::open_request`]) and
+    /// `update-secret`. Returns false, changing nothing, if `request` has
+    /// already been answered, failed or abandoned.
+    ///
+    /// ```
+    /// # use std::time::{Duration, Instant};
+    /// # use amqp_proto::{ChannelHandle, Connection, Event, Failure, UsageError};
+    /// use amqp_proto::spec::QueueDeclare;
+    ///
+    /// # fn demo(connection: &mut Connection, channel: ChannelHandle, now: Instant) -> Result<(), UsageError> {
+    /// let declare = connection.channel(channel)?.call(QueueDeclare::default())?;
+    /// connection.set_request_deadline(declare.request(), now + Duration::from_secs(30));
+    /// // ... later, with the time come and nothing read:
+    /// connection.handle_timeout(now + Duration::from_secs(30));
+    /// while let Some(event) = connection.poll_event() {
+    ///     if let Some(outcome) = declare.answer(&event) {
+    ///         assert_eq!(outcome.unwrap_err(), Failure::TimedOut);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn set_request_deadline(&mut self, request: RequestId, deadline: Instant) -> bool {
+        let channel = request.channel();
+        if channel == 0 {
+            let Some(awaited) = self
+                .connection_requests
+                .iter_mut()
+                .find(|awaited| awaited.request == request && !awaited.abandoned)
+            else {
+                return false;
+            };
+            self.request_deadlines.remove(awaited.deadline, request);
+            awaited.deadline = Some(deadline);
+            self.request_deadlines.insert(deadline, request);
+            return true;
+        }
+        let mut sink = sink!(self);
+        match self.channels.get_mut(usize::from(channel)) {
+            Some(Some(state)) => state.set_deadline(request, deadline, &mut sink),
+            _ => false,
+        }
+    }
+
+    /// Nobody waits for `request`'s reply any more (its caller gave up, or
+    /// its future was dropped). No event reports the request again, and
+    /// what its reply carries is given back to the broker when it comes:
+    ///
+    /// | request | when its reply comes |
+    /// |---|---|
+    /// | `basic.get` | the message is rejected with requeue (with `no_ack` the broker counts it delivered: it is dropped) |
+    /// | `basic.consume` | the consumer is cancelled; what it is delivered until the cancel-ok is requeued likewise |
+    /// | `basic.cancel` | what the consumer is delivered until the cancel-ok is requeued |
+    /// | `channel.open` | (at once) the channel is closed; [`Event::ChannelClosed`] frees its id |
+    /// | any other | the reply is dropped |
+    ///
+    /// Returns false, changing nothing, if `request` has already been
+    /// answered, failed or abandoned: then its outcome is the caller's,
+    /// and giving back what it carries is the caller's too.
+    pub fn abandon_request(&mut self, request: RequestId) -> bool {
+        self.abandon(request)
+    }
+
+    fn abandon(&mut self, request: RequestId) -> bool {
+        let channel = request.channel();
+        if channel == 0 {
+            let Some(awaited) = self
+                .connection_requests
+                .iter_mut()
+                .find(|awaited| awaited.request == request && !awaited.abandoned)
+            else {
+                return false;
+            };
+            awaited.abandoned = true;
+            self.request_deadlines
+                .remove(awaited.deadline.take(), request);
+            return true;
+        }
+        let mut sink = sink!(self);
+        let abandoned = match self.channels.get_mut(usize::from(channel)) {
+            Some(Some(state)) => state.abandon(request, &mut sink),
+            _ => Abandoned::Unknown,
+        };
+        match abandoned {
+            Abandoned::Unknown => false,
+            Abandoned::Marked => true,
+            Abandoned::Open => {
+                // A close is a few bytes: it cannot fail to encode.
+                let _ = self.send_channel_close(channel, ReplyCode::REPLY_SUCCESS, "abandoned");
+                true
+            }
+        }
+    }
+
     /// Replaces the connection's secret (RabbitMQ's `update-secret`, for
     /// expiring OAuth 2 tokens); the reply is an [`Event::Reply`] on
     /// channel 0 with the returned request id.
@@ -1282,8 +1421,12 @@ impl Connection {
             reason: reason.into(),
         };
         self.send(0, &update.into())?;
-        let request = self.next_request_id();
-        self.connection_requests.push_back(request);
+        let request = self.next_request_id(0);
+        self.connection_requests.push_back(ConnectionRequest {
+            request,
+            deadline: None,
+            abandoned: false,
+        });
         Ok(request)
     }
 
@@ -1348,7 +1491,7 @@ impl Connection {
         method: &Method,
     ) -> Result<Option<RequestId>, crate::EncodeError> {
         encode_method_frame(id, method, self.tuning.frame_max, self.output.frames())?;
-        let request = method.expects_reply().then(|| self.next_request_id());
+        let request = method.expects_reply().then(|| self.next_request_id(id));
         if let Some(channel) = self.channel_state(id) {
             channel.sent(method, request);
         }
@@ -1390,7 +1533,7 @@ impl Connection {
         channel: impl FnOnce(RequestId) -> Channel,
     ) -> Result<(), UsageError> {
         self.send(id, &crate::spec::ChannelOpen::default().into())?;
-        let request = self.next_request_id();
+        let request = self.next_request_id(id);
         let index = usize::from(id);
         if self.channels.len() <= index {
             self.channels.resize_with(index + 1, || None);
@@ -1413,6 +1556,14 @@ impl Connection {
             _ => Err(UsageError::NotOpen),
         }
     }
+}
+
+/// A request on channel 0 awaiting its reply.
+#[derive(Debug)]
+struct ConnectionRequest {
+    request: RequestId,
+    deadline: Option<Instant>,
+    abandoned: bool,
 }
 
 /// A close waiting for every publish to be confirmed.
