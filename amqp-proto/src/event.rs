@@ -20,6 +20,16 @@ impl RequestId {
         self.0
     }
 
+    /// Where the request stands in the order the connection made its
+    /// requests: 1, 2, 3, ..., counting the `channel.open`s and the
+    /// requests the core makes on its own (the `basic.cancel` of an
+    /// abandoned consume). Requests go out in that order on one stream,
+    /// so the n-th request the server reads is numbered n.
+    #[must_use]
+    pub fn sequence(self) -> u64 {
+        self.0 >> 16
+    }
+
     /// The `n`th request of a connection, sent on channel `channel`: the
     /// channel sits in the low 16 bits, so the connection finds a
     /// request's channel without searching.

@@ -119,12 +119,12 @@ impl Oracle {
         request: RequestId,
     ) -> Checked {
         let expected = self.issued.len() as u64 + 1;
-        if request.get() != expected {
+        if request.sequence() != expected {
             return Err(Violation::new(
                 "request-numbering",
                 format!(
                     "{name} got request id {}, expected {expected}",
-                    request.get()
+                    request.sequence()
                 ),
             ));
         }
@@ -174,7 +174,7 @@ impl Oracle {
                         "reply-mismatch",
                         format!(
                             "request {} ({}) on channel {channel} got {method:?}; the broker answered {other:?}",
-                            request.get(),
+                            request.sequence(),
                             self.name(index),
                         ),
                     )),
@@ -200,7 +200,7 @@ impl Oracle {
                         "reply-mismatch",
                         format!(
                             "request {} ({}) got a message with tag {}; the broker answered {other:?}",
-                            request.get(),
+                            request.sequence(),
                             self.name(index),
                             message.delivery_tag
                         ),
@@ -381,13 +381,16 @@ impl Oracle {
         request: RequestId,
         what: &str,
     ) -> Result<usize, Violation> {
-        let index = usize::try_from(request.get())
+        let index = usize::try_from(request.sequence())
             .unwrap_or(usize::MAX)
             .wrapping_sub(1);
         let Some(issued) = self.issued.get_mut(index) else {
             return Err(Violation::new(
                 "unknown-request",
-                format!("{what} for request {} that was never made", request.get()),
+                format!(
+                    "{what} for request {} that was never made",
+                    request.sequence()
+                ),
             ));
         };
         if issued.resolved {
@@ -395,7 +398,7 @@ impl Oracle {
                 "request-resolved-once",
                 format!(
                     "{what} for request {} ({}), already resolved",
-                    request.get(),
+                    request.sequence(),
                     issued.name
                 ),
             ));
@@ -405,7 +408,7 @@ impl Oracle {
                 "reply-mismatch",
                 format!(
                     "{what} on channel {channel} for request {} made on channel {}",
-                    request.get(),
+                    request.sequence(),
                     issued.channel
                 ),
             ));

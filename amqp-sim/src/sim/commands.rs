@@ -219,7 +219,7 @@ impl Sim {
                 Ok(request) => {
                     self.oracle
                         .requested(0, "connection.update-secret", request)?;
-                    Ok(format!("request {}", request.get()))
+                    Ok(format!("request {}", request.sequence()))
                 }
                 Err(error) => Err(error.to_string()),
             },
@@ -258,9 +258,9 @@ impl Sim {
                     return Err(format!("VIOLATION {violation:?}"));
                 }
                 if let Some(no_ack) = no_ack {
-                    self.app.pending_no_ack.insert(request.get(), no_ack);
+                    self.app.pending_no_ack.insert(request.sequence(), no_ack);
                 }
-                Ok(format!("{name} request {}", request.get()))
+                Ok(format!("{name} request {}", request.sequence()))
             }
             Ok(None) => Ok(format!("{name} (no reply)")),
             Err(error) => Err(error.to_string()),
