@@ -819,6 +819,106 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## Request timeouts
+//!
+//! AMQP cannot withdraw a request once sent: a `queue.declare` the caller
+//! stopped waiting for is still answered, a `basic.get` still hands over a
+//! message, a `basic.consume` still starts a consumer. So a timeout is two
+//! things, both in the core, so that no adapter writes its own:
+//! [`set_request_deadline`](crate::Connection::set_request_deadline) puts
+//! the request's deadline among the core's (in `poll_timeout`), and at that
+//! time `handle_timeout` fails it with
+//! [`Failure::TimedOut`](crate::Failure::TimedOut); from then on, as after
+//! [`abandon_request`](crate::Connection::abandon_request) (a dropped
+//! future, a caller that gave up), no event reports the request again and
+//! the core gives back what its late reply carries: the message is
+//! requeued, the consumer cancelled, the channel of an abandoned
+//! `channel.open` closed. The channel stays usable throughout, and later
+//! replies match their own requests.
+//!
+//! ```
+//! # use std::time::{Duration, Instant};
+//! # use amqp_proto::bytes::{BufMut, BytesMut};
+//! # use amqp_proto::codec::{
+//! #     body_frame_header, encode_header_frame, encode_method_frame, BasicProperties,
+//! #     ContentHeader, DecodeLimits, Frame, FrameDecoder,
+//! # };
+//! # use amqp_proto::spec::constants::FRAME_END;
+//! # use amqp_proto::spec::{self, Method};
+//! # use amqp_proto::{ChannelHandle, Config, Connection, Event, Failure};
+//! # fn server(channel: u16, method: impl Into<Method>) -> BytesMut {
+//! #     let mut bytes = BytesMut::new();
+//! #     encode_method_frame(channel, &method.into(), 131_072, &mut bytes).unwrap();
+//! #     bytes
+//! # }
+//! # fn open(config: Config, now: Instant) -> (Connection, ChannelHandle) {
+//! #     let mut connection = Connection::new(config, now);
+//! #     let start = spec::ConnectionStart {
+//! #         version_major: 0,
+//! #         version_minor: 9,
+//! #         mechanisms: "PLAIN".into(),
+//! #         locales: "en_US".into(),
+//! #         ..Default::default()
+//! #     };
+//! #     connection.handle_input(&server(0, start), now);
+//! #     let tune = spec::ConnectionTune { channel_max: 2047, frame_max: 131_072, heartbeat: 60 };
+//! #     connection.handle_input(&server(0, tune), now);
+//! #     connection.handle_input(&server(0, spec::ConnectionOpenOk::default()), now);
+//! #     let channel = connection.open_channel().unwrap();
+//! #     connection.handle_input(&server(channel.id(), spec::ChannelOpenOk::default()), now);
+//! #     while connection.poll_transmit(now).is_some() {}
+//! #     while connection.poll_event().is_some() {}
+//! #     (connection, channel)
+//! # }
+//! # fn frames(bytes: &[u8]) -> Vec<Frame> {
+//! #     let limits = DecodeLimits { max_frame_size: 131_072, ..Default::default() };
+//! #     let mut decoder = FrameDecoder::new(limits);
+//! #     decoder.extend_from_slice(bytes);
+//! #     std::iter::from_fn(|| decoder.decode().unwrap()).collect()
+//! # }
+//! let start = Instant::now();
+//! let (mut connection, channel) = open(Config::default(), start);
+//! let get = connection.channel(channel)?.request(spec::BasicGet {
+//!     queue: "jobs".into(),
+//!     ..Default::default()
+//! })?;
+//! let get = get.expect("basic.get is answered");
+//! let deadline = start + Duration::from_secs(5);
+//! connection.set_request_deadline(get, deadline);
+//! assert_eq!(connection.poll_timeout(), Some(deadline), "sooner than the heartbeat");
+//! let mut wire = Vec::new();
+//! connection.write_to(&mut wire, start)?;
+//!
+//! // Nothing by the deadline: the request fails, once.
+//! connection.handle_timeout(deadline);
+//! match connection.poll_event() {
+//!     Some(Event::RequestFailed { request, failure, .. }) => {
+//!         assert_eq!(request, get);
+//!         assert_eq!(failure, Failure::TimedOut);
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//!
+//! // The message comes after all: nobody hears of it, and it goes back.
+//! let id = channel.id();
+//! let get_ok = spec::BasicGetOk { delivery_tag: 1, routing_key: "jobs".into(), ..Default::default() };
+//! let mut late = server(id, get_ok);
+//! encode_header_frame(id, &ContentHeader::basic(3, BasicProperties::default()), 131_072, &mut late)?;
+//! late.put_slice(&body_frame_header(id, 3, 131_072)?);
+//! late.put_slice(b"job");
+//! late.put_u8(FRAME_END);
+//! connection.handle_input(&late, deadline);
+//! assert!(connection.poll_event().is_none());
+//! wire.clear();
+//! connection.write_to(&mut wire, deadline)?;
+//! assert!(matches!(
+//!     frames(&wire).as_slice(),
+//!     [Frame::Method { method: Method::BasicReject(reject), .. }]
+//!         if reject.delivery_tag == 1 && reject.requeue
+//! ));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Channel handles
 //!
 //! [`open_channel`](crate::Connection::open_channel) returns a [`ChannelHandle`]:
