@@ -11,7 +11,8 @@
 //! per message, each against the best peer of the table, RPC round-trip
 //! latency, and how our adapter stands against the goals of issue #15.
 //! `SCALE` multiplies the message counts; `SCENARIOS`, `SIZES` and
-//! `CLIENTS` (comma-separated) pick a subset.
+//! `CLIENTS` (comma-separated) pick a subset; `TOKIO_MODE` (`block_on` or
+//! `task`, see [`on_runtime`]) says where the tokio clients' scenarios run.
 //!
 //! `compare child <client> <scenario> <size> <count> <queue>` is one run of
 //! a Rust client; it prints one JSON line (`peers.py` takes the same
@@ -743,17 +744,55 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .build()?)
 }
 
+/// Where a tokio client's scenario runs, as `TOKIO_MODE` says, the same
+/// for every tokio client: `block_on` (the default), on the thread that
+/// calls `Runtime::block_on`, as the body of a `#[tokio::main]` function
+/// does, so every wake-up from a client's reader task on a worker thread
+/// crosses threads; or `task`, spawned on the runtime as a service's
+/// request handlers and consumers are, where the reader task and the
+/// application's task share a worker and wake each other without a
+/// system call.
+fn on_runtime(
+    scenario: impl std::future::Future<Output = Result<Value, Failure>> + Send + 'static,
+) -> Result<Value, Failure> {
+    let runtime = runtime()?;
+    match tokio_mode()? {
+        TokioMode::BlockOn => runtime.block_on(scenario),
+        TokioMode::Task => runtime.block_on(async move {
+            tokio::spawn(scenario)
+                .await
+                .map_err(|error| -> Failure { format!("the scenario's task: {error}").into() })?
+        }),
+    }
+}
+
+/// See [`on_runtime`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokioMode {
+    BlockOn,
+    Task,
+}
+
+fn tokio_mode() -> Result<TokioMode, Failure> {
+    match std::env::var("TOKIO_MODE").as_deref() {
+        Err(_) | Ok("" | "block_on") => Ok(TokioMode::BlockOn),
+        Ok("task") => Ok(TokioMode::Task),
+        Ok(other) => Err(format!("TOKIO_MODE={other}: expected block_on or task").into()),
+    }
+}
+
 fn child(arguments: &[String]) -> Result<(), Failure> {
     let [client, scenario, size, count, queue] = arguments else {
         return Err("usage: compare child <client> <scenario> <size> <count> <queue>".into());
     };
     let (size, count): (usize, u64) = (size.parse()?, count.parse()?);
+    let (scenario, queue) = (scenario.clone(), queue.clone());
     let result = match client.as_str() {
-        "amqp-io-tokio" => runtime()?.block_on(ours::run(scenario, size, count, queue))?,
-        "amqprs" => runtime()?.block_on(peer_amqprs::run(scenario, size, count, queue))?,
-        "lapin" => runtime()?.block_on(peer_lapin::run(scenario, size, count, queue))?,
+        "amqp-io-tokio" => on_runtime(async move { ours::run(&scenario, size, count, &queue).await })?,
+        "amqprs" => on_runtime(async move { peer_amqprs::run(&scenario, size, count, &queue).await })?,
+        "lapin" => on_runtime(async move { peer_lapin::run(&scenario, size, count, &queue).await })?,
         // No runtime at all for the blocking adapter.
-        "amqp-io-std" => ours_std::run(scenario, size, count, queue)?,
+        "amqp-io-std" => ours_std::run(&scenario, size, count, &queue)?,
         other => return Err(format!("unknown client {other}").into()),
     };
     println!("{result}");
