@@ -16,7 +16,7 @@ use amqp_io_common::session::{Attach, ConsumerHandle, Session};
 use amqp_io_common::{ConnectOptions, Error, Result};
 use amqp_proto::{ChannelHandle, Delivery, Returned};
 
-use crate::transport::{ReadOutcome, Reader, Writer};
+use crate::transport::{write_until_empty, ReadOutcome, Reader, Writer};
 
 /// The longest one pass sleeps, so that a waiter notices a reader that
 /// left without anyone else taking over.
@@ -179,39 +179,35 @@ impl Inner {
         self.session.core.handle_input(raw, now);
     }
 
-    /// Hands what the core queued to the socket. A write failure ends the
-    /// connection in the core, which resolves everything outstanding.
+    /// Writes what the core queued to the socket, blocking until it is
+    /// all taken (the socket's write timeout bounds each write): for a
+    /// blocking client the write itself is the back-pressure. A write
+    /// failure ends the connection in the core, which resolves everything
+    /// outstanding.
     pub(crate) fn flush(&mut self) {
         if self.is_between_sockets() {
             return;
         }
-        let now = Instant::now();
-        while let Some(chunk) = self.session.core.poll_transmit(now) {
-            #[cfg(feature = "tls")]
-            if let Some(session) = &mut self.tls {
-                match session.send(&chunk) {
-                    Ok(()) => {
-                        if let Some(records) = session.take_output() {
-                            self.writer.push(records);
-                        }
-                    }
-                    Err(reason) => self.session.core.handle_transport_closed(reason),
-                }
-                continue;
-            }
-            self.writer.push(chunk);
-        }
-        #[cfg(feature = "tls")]
-        if let Some(records) = self.tls.as_mut().and_then(crate::tls::Session::take_output) {
-            self.writer.push(records);
-        }
-        if let Err(error) = self.writer.write_out() {
-            self.core
-                .handle_transport_closed(format!("writing to the socket failed: {error}"));
+        if let Err(reason) = self.write_out(Instant::now()) {
+            self.session.core.handle_transport_closed(reason);
         }
         if self.session.core.is_closed() {
             self.writer.shutdown();
         }
+    }
+
+    /// Moves the core's output to the socket with its `write_to` (many
+    /// frames and bodies per system call, none copied here), through TLS
+    /// when it is on.
+    fn write_out(&mut self, now: Instant) -> Result<(), String> {
+        let core = &mut self.session.core;
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.send(core, now, &mut self.writer);
+        }
+        let writer = &mut self.writer;
+        write_until_empty(|| core.wants_write().then(|| core.write_to(writer, now)))
+            .map_err(|error| format!("writing to the socket failed: {error}"))
     }
 
     /// Sorts the core's events into the records callers wait on.

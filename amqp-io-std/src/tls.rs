@@ -9,11 +9,15 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use amqp_io_common::TlsSettings;
-use bytes::{Bytes, BytesMut};
+use std::time::Instant;
+
+use bytes::BytesMut;
 use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
 
 use amqp_io_common::{Error, Result};
+
+use crate::transport::write_until_empty;
 
 /// A client TLS session between the core and the socket.
 #[derive(Debug)]
@@ -64,26 +68,22 @@ impl Session {
         Ok(())
     }
 
-    /// Encrypts `chunk` (buffered by rustls until the handshake is done).
-    pub(crate) fn send(&mut self, chunk: &[u8]) -> Result<(), String> {
-        self.0
-            .writer()
-            .write_all(chunk)
-            .map_err(|error| format!("TLS: {error}"))
-    }
-
-    /// The TLS records ready to go out (handshake messages and encrypted
-    /// data).
-    pub(crate) fn take_output(&mut self) -> Option<Bytes> {
-        if !self.0.wants_write() {
-            return None;
-        }
-        let mut records = Vec::new();
-        while self.0.wants_write() {
-            if self.0.write_tls(&mut records).is_err() {
-                break;
-            }
-        }
-        Some(Bytes::from(records))
+    /// Encrypts everything `core` has queued (rustls buffers it until
+    /// the handshake is done) and writes the records that are ready
+    /// (handshake messages and encrypted data) to `socket`.
+    pub(crate) fn send(
+        &mut self,
+        core: &mut amqp_proto::Connection,
+        now: Instant,
+        socket: &mut dyn Write,
+    ) -> Result<(), String> {
+        let tls = &mut self.0;
+        write_until_empty(|| {
+            core.wants_write()
+                .then(|| core.write_to(&mut tls.writer(), now))
+        })
+        .map_err(|error| format!("TLS: {error}"))?;
+        write_until_empty(|| tls.wants_write().then(|| tls.write_tls(socket)))
+            .map_err(|error| format!("writing to the socket failed: {error}"))
     }
 }

@@ -8,12 +8,8 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
-
 use amqp_io_common::{Error, Result};
 
-/// How many body and frame chunks one vectored write gathers.
-const MAX_WRITE_SLICES: usize = 64;
 /// Bytes one read may take from the socket.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -93,12 +89,13 @@ impl Reader {
     }
 }
 
-/// The writing half, and what the core handed over but the socket has not
-/// taken yet.
+/// The writing half. It keeps nothing: the core's queue is the only one
+/// (`Connection::write_to` takes from it what the socket accepted), so
+/// nothing is copied here and what is unwritten stays where
+/// `publish_readiness` can see it.
 #[derive(Debug)]
 pub(crate) struct Writer {
     socket: TcpStream,
-    unwritten: std::collections::VecDeque<Bytes>,
     shut: bool,
 }
 
@@ -106,7 +103,6 @@ impl Writer {
     pub(crate) fn new(socket: TcpStream) -> Self {
         Self {
             socket,
-            unwritten: std::collections::VecDeque::new(),
             shut: false,
         }
     }
@@ -120,55 +116,44 @@ impl Writer {
         self.socket.local_addr()
     }
 
-    pub(crate) fn push(&mut self, chunk: Bytes) {
-        self.unwritten.push_back(chunk);
-    }
-
-    /// Writes everything pushed, many chunks per system call.
-    pub(crate) fn write_out(&mut self) -> io::Result<()> {
-        while !self.unwritten.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
-            let mut count = 0;
-            for (slot, chunk) in slices.iter_mut().zip(&self.unwritten) {
-                *slot = IoSlice::new(chunk);
-                count += 1;
-            }
-            let written = match self
-                .socket
-                .write_vectored(slices.get(..count).unwrap_or_default())
-            {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => written,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(error),
-            };
-            self.advance(written);
-        }
-        Ok(())
-    }
-
-    fn advance(&mut self, mut written: usize) {
-        while written > 0 {
-            let Some(front) = self.unwritten.front_mut() else {
-                return;
-            };
-            if written < front.len() {
-                front.advance(written);
-                return;
-            }
-            written -= front.len();
-            self.unwritten.pop_front();
-        }
-    }
-
-    /// Drops what was not written and shuts the socket, which also wakes a
-    /// thread blocked reading it.
+    /// Shuts the socket, which also wakes a thread blocked reading it.
     pub(crate) fn shutdown(&mut self) {
-        self.unwritten.clear();
         if !self.shut {
             self.shut = true;
             // The socket may already be gone; there is nothing to report.
             let _ = self.socket.shutdown(Shutdown::Both);
         }
     }
+}
+
+impl Write for Writer {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.socket.write(bytes)
+    }
+
+    fn write_vectored(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.socket.write_vectored(slices)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.socket.flush()
+    }
+}
+
+/// Makes write calls until `write_once` says nothing is left (`None`);
+/// each call is one write (the core's `write_to`, rustls's `write_tls`).
+/// An interrupted call is made again; a call that takes nothing from a
+/// blocking socket is an error.
+pub(crate) fn write_until_empty(
+    mut write_once: impl FnMut() -> Option<io::Result<usize>>,
+) -> io::Result<()> {
+    while let Some(written) = write_once() {
+        match written {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }

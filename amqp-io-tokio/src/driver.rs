@@ -27,8 +27,16 @@ const READ_CHUNK: usize = 64 * 1024;
 /// sees them: one hand-off to the consumers per backlog instead of one per
 /// read, since waking a consumer on another thread costs more than a read.
 const READ_BATCH: usize = 256 * 1024;
-/// Chunks one vectored write gathers.
+/// Chunks one vectored write gathers, and the most the driver takes from
+/// the core per write.
 const MAX_WRITE_SLICES: usize = 64;
+/// Bytes the driver takes from the core per write, about what one vectored
+/// write moves. The rest stays queued in the core, where
+/// `publish_readiness` sees it (`Readiness::OutputFull`): a slow socket
+/// slows publishers instead of growing a queue here, and the driver reads
+/// between two batches, so a peer that waits for us to read before it
+/// reads again is never left waiting on a long write.
+const WRITE_BATCH: usize = 256 * 1024;
 
 /// Runs until the connection is closed and its last bytes are written;
 /// with automatic recovery, reconnects in place when it fails.
@@ -40,7 +48,15 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
     let mut lent: Option<BytesMut> = None;
     let mut output: Vec<Bytes> = Vec::new();
     loop {
-        let (deadline, wants_input, closed, between_sockets, window_opened, write_timeout) = {
+        let (
+            deadline,
+            wants_input,
+            more_output,
+            closed,
+            between_sockets,
+            window_opened,
+            write_timeout,
+        ) = {
             let mut state = shared.lock();
             let now = Instant::now();
             if let Some(buffer) = lent.take() {
@@ -51,10 +67,15 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
             shared.dispatch(&mut state);
             let window_opened = state.take_window_opened();
             output.extend(state.take_final_output());
-            output.extend(std::iter::from_fn(|| state.core.poll_transmit(now)));
+            // Between sockets the core is a placeholder for the one the
+            // next socket gets; nothing of it goes to the old socket.
+            if !state.is_between_sockets() {
+                take_batch(&mut state.core, now, &mut output);
+            }
             (
                 state.core_deadline(),
                 state.wants_input(),
+                state.core.wants_write() && !state.is_between_sockets(),
                 state.core.is_closed() || state.closed().is_some(),
                 state.is_between_sockets(),
                 window_opened,
@@ -97,6 +118,11 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
                 continue;
             }
         }
+        // A closing core's last frames (its close, a close-ok) go out
+        // before the socket is shut.
+        if closed && more_output {
+            continue;
+        }
         if closed || between_sockets {
             let _ = writer.shutdown().await;
             run_recovery_handler(&shared);
@@ -138,6 +164,11 @@ pub(crate) async fn drive(shared: Arc<Shared>, mut reader: ReadHalf, mut writer:
                     Err(error) => state.core.handle_transport_closed(error.to_string()),
                 }
                 shared.dispatch(&mut state);
+            }
+            // More output is queued: write the next batch once the socket
+            // has been read (above) if it had anything.
+            () = std::future::ready(()), if more_output => {
+                lent = wants_input.then_some(input);
             }
             () = async { if let Some(sleep) = sleep { sleep.await } }, if deadline.is_some() => {
                 lent = wants_input.then_some(input);
@@ -182,6 +213,21 @@ pub(crate) fn run_recovery_handler(shared: &Shared) {
         handler(event);
     }
     shared.lock().return_recovery_handler(handler);
+}
+
+/// Takes queued output from the core into `output` (empty: what the last
+/// batch held was written) until [`WRITE_BATCH`] bytes or
+/// [`MAX_WRITE_SLICES`] chunks: bodies over the core's copy threshold come
+/// as their own chunks, never copied.
+fn take_batch(core: &mut amqp_proto::Connection, now: Instant, output: &mut Vec<Bytes>) {
+    let mut taken: usize = output.iter().map(Bytes::len).sum();
+    while taken < WRITE_BATCH && output.len() < MAX_WRITE_SLICES {
+        let Some(chunk) = core.poll_transmit(now) else {
+            break;
+        };
+        taken += chunk.len();
+        output.push(chunk);
+    }
 }
 
 /// Writes every chunk, gathering many into each vectored write.

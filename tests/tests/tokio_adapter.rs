@@ -920,3 +920,61 @@ async fn dropping_every_handle_closes_the_connection_in_the_background() {
     drop(watcher);
     observer.close().await.unwrap();
 }
+
+/// A peer that stops reading: the driver writes in bounded batches and
+/// leaves the rest queued in the core, so `publish` waits on
+/// `Readiness::OutputFull` (and times out) instead of a queue growing in
+/// the adapter; once the peer reads again, everything queued goes out.
+#[tokio::test]
+async fn publishers_wait_for_a_socket_that_stopped_taking_bytes() {
+    const BODY: usize = 64 * 1024;
+    // Kernel buffers on both sides of the proxy take a few MiB before
+    // the stall shows; far more than that means nothing held publishers.
+    const BOUND: usize = 64 * 1024 * 1024;
+    let proxy = Proxy::start(&amqp_tests::broker_address()).expect("proxy");
+    // No heartbeats: the stall must show as back-pressure, not as a dead
+    // peer.
+    let url = format!("amqp://guest:guest@{}/%2f?heartbeat=0", proxy.address());
+    let mut options = options(&url);
+    options.config = options.config.with_max_queued_output(1024 * 1024);
+    let connection = connect_with(options).await;
+    let mut channel = connection.channel().await.unwrap();
+    let queue = exclusive_queue(&channel).await;
+    channel.confirm_select().await.unwrap();
+    channel.set_timeout(Duration::from_millis(500));
+    proxy.stall(true);
+    let body = bytes::Bytes::from(vec![7u8; BODY]);
+    let mut accepted = 0usize;
+    let waited = loop {
+        match channel
+            .publish(
+                &publish_to(&queue),
+                &BasicProperties::default(),
+                body.clone(),
+            )
+            .await
+        {
+            Ok(_) => accepted += 1,
+            Err(error) => break error,
+        }
+        assert!(
+            accepted * BODY <= BOUND,
+            "{accepted} publishes of {BODY} B were taken from a socket that stopped reading"
+        );
+    };
+    assert!(
+        matches!(
+            waited,
+            Error::Timeout {
+                operation: "publish",
+                ..
+            }
+        ),
+        "{waited:?}"
+    );
+    proxy.stall(false);
+    channel.set_timeout(SHORT);
+    channel.wait_for_confirms(SHORT).await.unwrap();
+    assert_eq!(message_count(&channel, &queue).await as usize, accepted);
+    connection.close().await.unwrap();
+}
