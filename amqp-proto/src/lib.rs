@@ -212,6 +212,7 @@ mod connection;
 pub mod error;
 mod event;
 pub mod manual;
+pub mod propagation;
 pub mod recovery;
 pub mod spec;
 pub mod uri;
