@@ -120,5 +120,28 @@ fn main() {
         .expect("seed header");
     write("content_header", "all-kinds", &header);
     write("frame_structured", "empty", &[0; 64]);
+
+    // The trace_context target: a length byte, a traceparent to parse,
+    // then a headers table carrying one as `S` and one as `x`.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future";
+    let headers: FieldTable = [
+        ("traceparent", FieldValue::from(traceparent)),
+        ("tracestate", FieldValue::from("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")),
+        ("baggage", FieldValue::from("user=42")),
+    ]
+    .into_iter()
+    .collect();
+    let bytes_headers: FieldTable =
+        [("traceparent", FieldValue::ByteArray(Bytes::from_static(future.as_bytes())))]
+            .into_iter()
+            .collect();
+    let cases = [("long-string", traceparent, &headers), ("byte-array", future, &bytes_headers)];
+    for (name, text, table) in cases {
+        let mut encoded = BytesMut::new();
+        encode_field_table(table, &mut encoded).expect("seed headers");
+        let len = u8::try_from(text.len()).expect("short");
+        write("trace_context", name, &[&[len][..], text.as_bytes(), &encoded].concat());
+    }
     println!("wrote seeds ({seeds} golden frames)");
 }

@@ -175,6 +175,12 @@
 //! # }
 //! ```
 //!
+//! # Trace context
+//!
+//! [`propagation`] reads and writes a W3C `traceparent` (and `tracestate`)
+//! in a message's `headers`, as the other clients' instrumentations do,
+//! with no tracing dependency; the adapters connect it to their tracing.
+//!
 //! # Errors
 //!
 //! Errors come in layers. A [`DecodeError`] or [`ProtocolViolation`] is the
@@ -212,6 +218,7 @@ mod connection;
 pub mod error;
 mod event;
 pub mod manual;
+pub mod propagation;
 pub mod recovery;
 pub mod spec;
 pub mod uri;
