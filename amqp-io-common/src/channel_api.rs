@@ -448,10 +448,26 @@ macro_rules! channel_api {
                 &self,
                 get: ::amqp_proto::spec::BasicGet,
             ) -> $crate::Result<Option<::amqp_proto::GetMessage>> {
-                let Some(request) = self.send(get.into())? else {
-                    return Err($crate::session::typed::missing("basic.get"));
-                };
-                $crate::session::typed::got(self.reply("basic.get", request) $($awaiting)* ?)
+                let span = $crate::telemetry::MessageSpan::receive(
+                    &self.shared().peer,
+                    self.channel.id(),
+                    &get.queue,
+                );
+                let queue = get.queue.clone();
+                // One body for both adapters: a closure called at once (or
+                // an async block awaited), so `?` ends the get, not the call.
+                #[allow(clippy::redundant_closure_call)]
+                let got = (|| $($asyncness)* {
+                    let Some(request) = self.send(get.into())? else {
+                        return Err($crate::session::typed::missing("basic.get"));
+                    };
+                    $crate::session::typed::got(self.reply("basic.get", request) $($awaiting)* ?)
+                })() $($awaiting)*;
+                let got = span.outcome(got);
+                if let Ok(message) = &got {
+                    span.record_get(&queue, message.as_ref());
+                }
+                got
             }
 
             #[doc = "Cancels a consumer (`basic.cancel`), waiting for `cancel-ok`: no"]

@@ -5,8 +5,8 @@
 //! Not public API, for the reason `channel_api` gives.
 
 /// Writes the shared methods of an adapter's `Consumer`, which must have
-/// the fields `channel: Channel` (the adapter's) and
-/// `consumer: ConsumerHandle`. `demo` opens each example with a
+/// the fields `channel: Channel` (the adapter's),
+/// `consumer: ConsumerHandle` and `spans: ProcessSpans`. `demo` opens each example with a
 /// `consumer` in scope; the other arguments are those of `channel_api!`.
 #[doc(hidden)]
 #[macro_export]
@@ -63,8 +63,10 @@ macro_rules! consumer_api {
             }
 
             /// Gives a delivery the channel to acknowledge itself on.
+            /// Opens its `process` span: the delivery is handed over now.
             fn wrap(&self, delivery: ::amqp_proto::Delivery) -> crate::Delivery {
-                crate::Delivery::new(delivery, self.channel.clone())
+                let span = self.spans.open(&delivery);
+                crate::Delivery::handed_over(delivery, self.channel.clone(), span)
             }
         }
     };

@@ -49,6 +49,7 @@
 
 use amqp_proto::Settlement;
 
+use crate::telemetry::MessageSpan;
 use crate::Result;
 
 /// What a channel handle must offer for a [`Delivery`] to settle itself:
@@ -67,10 +68,17 @@ pub trait Settle {
 /// A message delivered to a consumer, acknowledged through itself.
 /// Dereferences to the core's [`amqp_proto::Delivery`] (body, properties,
 /// tags, routing); `C` is the adapter's channel handle.
+///
+/// With the `tracing` feature, a delivery handed over by a consumer
+/// carries its `process` span ([`span`](Self::span)) from the hand-off
+/// until it is settled or dropped.
 #[derive(Debug)]
 pub struct Delivery<C> {
     delivery: amqp_proto::Delivery,
     channel: C,
+    /// Behind a lock because settling takes `&self` and ends the span.
+    #[cfg(feature = "tracing")]
+    span: std::sync::Mutex<MessageSpan>,
 }
 
 impl<C> std::ops::Deref for Delivery<C> {
@@ -85,7 +93,31 @@ impl<C> Delivery<C> {
     /// The core's delivery with the channel it arrived on (for adapters).
     #[must_use]
     pub fn new(delivery: amqp_proto::Delivery, channel: C) -> Self {
-        Self { delivery, channel }
+        Self::handed_over(delivery, channel, MessageSpan::default())
+    }
+
+    /// The core's delivery with its channel and the `process` span its
+    /// hand-off to the application opened (for adapters).
+    #[must_use]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn handed_over(delivery: amqp_proto::Delivery, channel: C, span: MessageSpan) -> Self {
+        Self {
+            delivery,
+            channel,
+            #[cfg(feature = "tracing")]
+            span: std::sync::Mutex::new(span),
+        }
+    }
+
+    /// The `process` span of this delivery, for the application to enter
+    /// or instrument its handling with (`Span::none()` once settled, or
+    /// when nobody records spans).
+    #[cfg(feature = "tracing")]
+    #[must_use]
+    pub fn span(&self) -> tracing::Span {
+        self.span
+            .lock()
+            .map_or_else(|_| tracing::Span::none(), |span| span.span())
     }
 
     /// The channel it arrived on.
@@ -102,6 +134,22 @@ impl<C> Delivery<C> {
 }
 
 impl<C: Settle> Delivery<C> {
+    /// Settles through the channel and, if that worked, ends the
+    /// `process` span with how.
+    fn settle(&self, how: Settlement) -> Result<()> {
+        let settled = self.channel.settle(self.delivery.delivery_tag, how);
+        #[cfg(feature = "tracing")]
+        if let Ok(mut span) = self.span.lock() {
+            match &settled {
+                Ok(()) => span.settled(how),
+                Err(error) => span.failed(error),
+            }
+        }
+        settled
+    }
+}
+
+impl<C: Settle> Delivery<C> {
     /// Acknowledges this delivery.
     ///
     /// # Errors
@@ -109,7 +157,7 @@ impl<C: Settle> Delivery<C> {
     /// The channel's or connection's close, or a usage error.
     pub fn ack(&self) -> Result<()> {
         let how = Settlement::Ack { multiple: false };
-        self.channel.settle(self.delivery.delivery_tag, how)
+        self.settle(how)
     }
 
     /// Acknowledges this delivery and every earlier unacknowledged one on
@@ -120,7 +168,7 @@ impl<C: Settle> Delivery<C> {
     /// The channel's or connection's close, or a usage error.
     pub fn ack_multiple(&self) -> Result<()> {
         let how = Settlement::Ack { multiple: true };
-        self.channel.settle(self.delivery.delivery_tag, how)
+        self.settle(how)
     }
 
     /// Refuses it (`basic.nack`), requeueing it or not.
@@ -133,7 +181,7 @@ impl<C: Settle> Delivery<C> {
             multiple: false,
             requeue,
         };
-        self.channel.settle(self.delivery.delivery_tag, how)
+        self.settle(how)
     }
 
     /// Refuses it (`basic.reject`), requeueing it or not.
@@ -143,6 +191,6 @@ impl<C: Settle> Delivery<C> {
     /// The channel's or connection's close, or a usage error.
     pub fn reject(&self, requeue: bool) -> Result<()> {
         let how = Settlement::Reject { requeue };
-        self.channel.settle(self.delivery.delivery_tag, how)
+        self.settle(how)
     }
 }

@@ -22,6 +22,8 @@
 //! # Features
 //!
 //! - `tls`: rustls client settings from a URL's TLS options.
+//! - `tracing`: spans and connection events for operators ([`telemetry`]);
+//!   on by default in both adapters.
 //! - `kombu` (off by default): the `pidbox` and `rpc` modules, which bring
 //!   `serde_json` and `uuid`; a plain client pulls neither.
 #![forbid(unsafe_code)]
@@ -44,6 +46,7 @@ pub mod rpc;
 #[cfg(feature = "kombu")]
 mod rpc_api;
 pub mod session;
+pub mod telemetry;
 #[cfg(all(test, feature = "kombu"))]
 mod testing;
 #[cfg(feature = "tls")]

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::consumer::{Consumer, Delivery};
 use crate::shared::{Inner, Reply, Shared};
 use amqp_io_common::session::{typed, ConsumerHandle};
+use amqp_io_common::telemetry::{MessageSpan, ProcessSpans};
 use amqp_io_common::{Error, Result};
 
 amqp_io_common::channel_api! {
@@ -103,8 +104,9 @@ impl Channel {
     /// # Ok(()) }
     /// ```
     pub fn basic_consume(&self, consume: BasicConsume) -> Result<Consumer> {
+        let spans = self.process_spans(&consume);
         let consumer = self.start_consumer(consume, None)?;
-        Ok(Consumer::new(self.clone(), consumer))
+        Ok(Consumer::new(self.clone(), consumer, spans))
     }
 
     /// Starts a consumer whose deliveries are handed to `callback` by
@@ -136,14 +138,22 @@ impl Channel {
         // connection alive forever.
         let shared = Arc::downgrade(&self.shared);
         let (handle, timeout) = (self.channel, self.timeout);
+        let spans = self.process_spans(&consume);
         let wrapped = move |delivery: amqp_proto::Delivery| {
             if let Some(shared) = Weak::upgrade(&shared) {
                 let channel = Self::new(shared, handle, timeout);
-                callback(Delivery::new(delivery, channel));
+                // The span ends when the callback is done with it, at the
+                // latest.
+                let span = spans.open(&delivery);
+                callback(Delivery::handed_over(delivery, channel, span));
             }
         };
         self.start_consumer(consume, Some(Box::new(wrapped)))
             .map(|consumer| consumer.tag().clone())
+    }
+
+    fn process_spans(&self, consume: &BasicConsume) -> ProcessSpans {
+        ProcessSpans::new(&self.shared.peer, &consume.queue)
     }
 
     fn start_consumer(
@@ -194,6 +204,18 @@ impl Channel {
         properties: &BasicProperties,
         body: impl Into<Bytes>,
     ) -> Result<Confirmation> {
+        let span = MessageSpan::publish(&self.shared.peer, self.channel.id(), publish, properties);
+        let confirmation = self.publish_traced(&span, publish, properties, body.into());
+        span.outcome(confirmation)
+    }
+
+    fn publish_traced(
+        &self,
+        span: &MessageSpan,
+        publish: &BasicPublish,
+        properties: &BasicProperties,
+        body: Bytes,
+    ) -> Result<Confirmation> {
         let mut inner = self.shared.lock();
         if inner.publish_readiness(self.channel) != Readiness::Ready {
             drop(inner);
@@ -205,6 +227,7 @@ impl Channel {
             .core
             .channel(self.channel)?
             .publish(publish, properties, body)?;
+        span.record_sequence(sequence);
         let live = sequence.map(|_| Live::count(&inner.live_confirmations));
         inner.flush();
         inner.dispatch();

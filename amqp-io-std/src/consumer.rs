@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use amqp_io_common::session::ConsumerHandle;
+use amqp_io_common::telemetry::ProcessSpans;
 
 use crate::channel::Channel;
 use crate::shared::Shared;
@@ -53,6 +54,7 @@ pub type Delivery = amqp_io_common::delivery::Delivery<Channel>;
 pub struct Consumer {
     channel: Channel,
     consumer: ConsumerHandle,
+    spans: ProcessSpans,
 }
 
 amqp_io_common::consumer_api! {
@@ -73,8 +75,12 @@ impl std::fmt::Debug for Consumer {
 }
 
 impl Consumer {
-    pub(crate) fn new(channel: Channel, consumer: ConsumerHandle) -> Self {
-        Self { channel, consumer }
+    pub(crate) fn new(channel: Channel, consumer: ConsumerHandle, spans: ProcessSpans) -> Self {
+        Self {
+            channel,
+            consumer,
+            spans,
+        }
     }
 
     fn shared(&self) -> &Shared {

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use amqp_io_common::session::{typed, ConsumerHandle};
+use amqp_io_common::telemetry::{MessageSpan, ProcessSpans};
 use amqp_io_common::{Error, Result};
 use amqp_proto::codec::BasicProperties;
 use amqp_proto::spec::{BasicConsume, BasicPublish};
@@ -126,14 +127,15 @@ impl Channel {
     /// ```
     pub async fn basic_consume(&self, consume: BasicConsume) -> Result<Consumer> {
         let no_ack = consume.no_ack;
+        let spans = ProcessSpans::new(&self.shared().peer, &consume.queue);
         let (consumer, request) =
             self.command(|state| state.consume(self.channel, consume, None))?;
         let Some(request) = request else {
-            return Ok(Consumer::new(self.clone(), consumer, no_ack));
+            return Ok(Consumer::new(self.clone(), consumer, no_ack, spans));
         };
         let tag = typed::consumed(self.reply("basic.consume", request).await?)?;
         let consumer = ConsumerHandle::new(self.channel, tag);
-        Ok(Consumer::new(self.clone(), consumer, no_ack))
+        Ok(Consumer::new(self.clone(), consumer, no_ack, spans))
     }
 
     /// Publishes a message. Waits first (up to the channel's timeout)
@@ -161,9 +163,21 @@ impl Channel {
         properties: &BasicProperties,
         body: impl Into<Bytes>,
     ) -> Result<Confirmation> {
-        let body = body.into();
+        let span =
+            MessageSpan::publish(&self.shared().peer, self.channel.id(), publish, properties);
+        let confirmation = self.publish_traced(&span, publish, properties, body.into());
+        span.outcome(confirmation.await)
+    }
+
+    async fn publish_traced(
+        &self,
+        span: &MessageSpan,
+        publish: &BasicPublish,
+        properties: &BasicProperties,
+        body: Bytes,
+    ) -> Result<Confirmation> {
         // The common case, ready at once, needs no timer and no waiter.
-        if let Ok(confirmation) = self.try_publish(publish, properties, &body)? {
+        if let Ok(confirmation) = self.try_publish(span, publish, properties, &body)? {
             return Ok(confirmation);
         }
         let attempt = async {
@@ -173,7 +187,7 @@ impl Channel {
                 tokio::pin!(changed, window);
                 changed.as_mut().enable();
                 window.as_mut().enable();
-                match self.try_publish(publish, properties, &body)? {
+                match self.try_publish(span, publish, properties, &body)? {
                     Ok(confirmation) => return Ok(confirmation),
                     // Resumed only once the window drained to half.
                     Err(Readiness::ConfirmWindowFull) => window.await,
@@ -193,6 +207,7 @@ impl Channel {
     /// it back.
     fn try_publish(
         &self,
+        span: &MessageSpan,
         publish: &BasicPublish,
         properties: &BasicProperties,
         body: &Bytes,
@@ -202,7 +217,8 @@ impl Channel {
         match state.publish_readiness(self.channel) {
             Readiness::Ready => {
                 let idle = state.core.queued_output() == 0;
-                let confirmation = self.publish_now(&mut state, publish, properties, body.clone());
+                let confirmation =
+                    self.publish_now(&mut state, span, publish, properties, body.clone());
                 drop(state);
                 // Output already queued means the driver was woken for it
                 // and has not collected it yet.
@@ -227,6 +243,7 @@ impl Channel {
     fn publish_now(
         &self,
         state: &mut State,
+        span: &MessageSpan,
         publish: &BasicPublish,
         properties: &BasicProperties,
         body: Bytes,
@@ -235,6 +252,7 @@ impl Channel {
             .core
             .channel(self.channel)?
             .publish(publish, properties, body)?;
+        span.record_sequence(sequence);
         Ok(match sequence {
             Some(sequence) => Confirmation::track(self.shared(), self.channel, sequence),
             None => Confirmation::settled(),

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::collections::VecDeque;
 
 use amqp_io_common::session::{ConsumerHandle, Polled};
+use amqp_io_common::telemetry::ProcessSpans;
 use amqp_io_common::Result;
 use amqp_proto::Returned;
 use futures_core::Stream;
@@ -76,6 +77,7 @@ pub struct Consumer {
     channel: Channel,
     consumer: ConsumerHandle,
     no_ack: bool,
+    spans: ProcessSpans,
     /// Deliveries taken from the shared queue in one go and not yielded
     /// yet: one lock per batch instead of one per delivery, which keeps
     /// the driver and this task from contending for it.
@@ -93,11 +95,17 @@ amqp_io_common::consumer_api! {
 }
 
 impl Consumer {
-    pub(crate) fn new(channel: Channel, consumer: ConsumerHandle, no_ack: bool) -> Self {
+    pub(crate) fn new(
+        channel: Channel,
+        consumer: ConsumerHandle,
+        no_ack: bool,
+        spans: ProcessSpans,
+    ) -> Self {
         Self {
             channel,
             consumer,
             no_ack,
+            spans,
             taken: VecDeque::new(),
             finished: false,
         }

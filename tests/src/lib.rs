@@ -2,6 +2,7 @@
 //! failing loudly when it is not there, driving `rabbitmqctl`, and a TCP
 //! proxy that can stall traffic.
 
+pub mod capture;
 pub mod proxy;
 pub mod tls_proxy;
 

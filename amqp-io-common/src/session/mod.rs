@@ -15,6 +15,7 @@ mod replies;
 pub mod typed;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amqp_proto::codec::{FieldTable, ShortString};
@@ -29,6 +30,7 @@ use amqp_proto::{
 use crate::ledger::{Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
 use crate::map::Map;
 use crate::recovery::RecoveryHandler;
+use crate::telemetry::{self, Peer};
 use crate::{ConnectOptions, Error, SaslResponder};
 use replies::Replies;
 pub use replies::{Outcome, Reply, Wake};
@@ -190,6 +192,8 @@ pub struct Session<A: Attach> {
     options: Option<ConnectOptions>,
     /// The application's recovery handler; lent out while it runs.
     recovery_handler: Option<RecoveryHandler>,
+    /// The broker, as spans and events name it.
+    peer: Arc<Peer>,
 }
 
 impl<A: Attach> std::fmt::Debug for Session<A> {
@@ -236,6 +240,7 @@ impl<A: Attach> Session<A> {
             final_output: Vec::new(),
             options: None,
             recovery_handler: None,
+            peer: Arc::default(),
         }
     }
 
@@ -249,8 +254,19 @@ impl<A: Attach> Session<A> {
             options.recovery,
             options.sasl_responder.clone(),
         );
+        session.peer = Arc::new(Peer {
+            address: options.host.clone(),
+            port: options.port,
+        });
         session.options = Some(options);
         session
+    }
+
+    /// The broker, as this connection's spans name it (shared with the
+    /// adapter's consumers, which name it in their `process` spans).
+    #[must_use]
+    pub fn peer(&self) -> &Arc<Peer> {
+        &self.peer
     }
 
     /// The options the session was opened with (`None` for one made with
@@ -950,6 +966,7 @@ impl<A: Attach> Session<A> {
                 tuning,
                 server_properties,
             } => {
+                telemetry::events::opened(&self.peer, &tuning);
                 self.opened = Some((tuning, server_properties));
                 if let Some(waker) = self.open_waiter.take() {
                     waker.wake();
@@ -1034,6 +1051,11 @@ impl<A: Attach> Session<A> {
                 channel,
                 consumer_tag,
             } => {
+                telemetry::events::consumer_cancelled(
+                    &self.peer,
+                    channel,
+                    &consumer_tag.to_string_lossy(),
+                );
                 let end = ConsumerEnd::CancelledByServer;
                 if let Some(extra) = self.ledger.consumer_ended(channel, &consumer_tag, end) {
                     A::consumer_changed(extra);
@@ -1041,14 +1063,17 @@ impl<A: Attach> Session<A> {
             }
             Event::Blocked { reason } => {
                 let reason = reason.to_string_lossy().into_owned();
+                telemetry::events::blocked(&self.peer, &reason);
                 self.blocked = Some(reason.clone());
                 self.blocked_changed(Some(reason));
             }
             Event::Unblocked => {
+                telemetry::events::unblocked(&self.peer);
                 self.blocked = None;
                 self.blocked_changed(None);
             }
             Event::ChannelClosed { channel, reason } => {
+                telemetry::events::channel_closed(&self.peer, channel, &reason);
                 self.window_opened = true;
                 self.window_full.retain(|id| *id != channel);
                 self.ledger
@@ -1065,6 +1090,7 @@ impl<A: Attach> Session<A> {
                 renamed_queues,
                 failures,
             } => {
+                telemetry::events::recovered(&self.peer);
                 if let Some(supervisor) = self.supervisor.as_mut() {
                     supervisor.recovered(renamed_queues, failures);
                 }
@@ -1132,6 +1158,10 @@ impl<A: Attach> Session<A> {
         let decision = self.supervisor.as_mut().map(|supervisor| {
             supervisor.on_closed(error, wanted, now, crate::recovery::jitter_seed())
         });
+        telemetry::events::closed(&self.peer, error);
+        if wanted && matches!(decision, Some(Decision::GiveUp)) {
+            telemetry::events::recovery_given_up(&self.peer, error);
+        }
         match decision {
             Some(Decision::ReconnectAt(_)) => {
                 self.window_opened = true;
@@ -1256,6 +1286,7 @@ impl<A: Attach> Session<A> {
             supervisor.connect_failed(error.clone(), now, crate::recovery::jitter_seed())
         });
         if !matches!(decision, Some(Decision::ReconnectAt(_))) {
+            telemetry::events::recovery_given_up(&self.peer, error);
             self.connection_closed(error);
         }
     }

@@ -1,0 +1,698 @@
+//! Spans and events for operators, written once for both adapters.
+//!
+//! With the `tracing` feature (on by default in `amqp-io-std` and
+//! `amqp-io-tokio`), the adapters open OpenTelemetry-shaped spans for
+//! message operations and report the connection's life under fixed
+//! targets, so one filter serves either adapter:
+//!
+//! | target | level | what |
+//! |---|---|---|
+//! | `amqp::messaging` | INFO | spans `publish` (producer), `receive` (`basic.get`, client), `process` (consumer: from the hand-off of a delivery until it is settled or dropped) |
+//! | `amqp::connection` | INFO | `connection.opened`, `connection.closed` (by the application), `connection.unblocked`, `connection.recovered` |
+//! | `amqp::connection` | WARN | `connection.blocked`, a close by the server or the transport, a heartbeat timeout, a consumer cancelled by the server, a channel closed by the server with an error code, recovery given up: what an operator can act on, once per occurrence |
+//!
+//! Nothing is reported at ERROR: errors are returned to the caller. No
+//! event carries a message body or a header value.
+//!
+//! The spans follow the OpenTelemetry messaging conventions (v1.44.0, with
+//! their RabbitMQ refinements): `messaging.system = "rabbitmq"`,
+//! `messaging.operation.name` and `.type`, `messaging.destination.name` as
+//! `{exchange}:{routing key}` for a publish and
+//! `{exchange}:{routing key}:{queue}` for a delivery (`amq.default` for
+//! the default exchange), `messaging.rabbitmq.destination.routing_key`,
+//! `messaging.rabbitmq.message.delivery_tag`, the message and correlation
+//! ids, `server.address` and `server.port`, all set when the span is
+//! created; `otel.name` and `otel.kind` for `tracing-opentelemetry`.
+//! One deliberate deviation: `otel.name` carries the exchange (or queue),
+//! never the routing key, which is often one per entity and would give a
+//! span name per message ([`SPAN_NAMES`]).
+//!
+//! A failed operation records `error.type` from a closed list
+//! ([`error_type`]) and `otel.status_code = "ERROR"`.
+//!
+//! Spans are not entered by the library: a span measures the operation
+//! from its creation to its end wherever the caller's task runs. A
+//! `process` span is the delivery's ([`crate::delivery::Delivery::span`]),
+//! for the application to enter or `instrument` its handling with.
+//!
+//! With no subscriber interested, creating a span costs one check of a
+//! cached interest and nothing is formatted or allocated.
+
+use amqp_proto::codec::{BasicProperties, ShortString};
+use amqp_proto::spec::constants::ReplyCode;
+use amqp_proto::{ConnectionError, Settlement};
+
+use crate::Error;
+
+/// How span names are made: `{operation} {exchange}` (or the queue for a
+/// delivery), never with the routing key; see the module docs.
+pub const SPAN_NAMES: &str = "{operation} {exchange or queue}";
+
+/// Attribute names, from the OpenTelemetry semantic conventions v1.44.0
+/// (messaging, and its RabbitMQ page), kept in one place for the day they
+/// are renamed.
+pub mod semconv {
+    /// Always `"rabbitmq"`.
+    pub const MESSAGING_SYSTEM: &str = "messaging.system";
+    /// `publish`, `receive`, `process`.
+    pub const MESSAGING_OPERATION_NAME: &str = "messaging.operation.name";
+    /// `send`, `receive`, `process`.
+    pub const MESSAGING_OPERATION_TYPE: &str = "messaging.operation.type";
+    /// `{exchange}:{routing key}[:{queue}]`, `amq.default` for `""`.
+    pub const MESSAGING_DESTINATION_NAME: &str = "messaging.destination.name";
+    /// The routing key.
+    pub const ROUTING_KEY: &str = "messaging.rabbitmq.destination.routing_key";
+    /// The delivery tag.
+    pub const DELIVERY_TAG: &str = "messaging.rabbitmq.message.delivery_tag";
+    /// The `message-id` property.
+    pub const MESSAGE_ID: &str = "messaging.message.id";
+    /// The `correlation-id` property.
+    pub const CONVERSATION_ID: &str = "messaging.message.conversation_id";
+    /// The broker's host.
+    pub const SERVER_ADDRESS: &str = "server.address";
+    /// The broker's port.
+    pub const SERVER_PORT: &str = "server.port";
+    /// The class of a failure, from [`super::error_type`].
+    pub const ERROR_TYPE: &str = "error.type";
+    /// The exchange used when none is named.
+    pub const DEFAULT_EXCHANGE: &str = "amq.default";
+}
+
+/// The broker a connection talks to, as spans name it. Cheap to clone
+/// (adapters keep one per connection and hand it to their consumers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// `server.address`: the host the connection was opened to.
+    pub address: String,
+    /// `server.port`.
+    pub port: u16,
+}
+
+/// The `error.type` of a failure: the AMQP reply-code name
+/// (`precondition-failed`, `not-found`, `connection-forced`, ...) for a
+/// close by the server, else one of `nack`, `timeout`,
+/// `heartbeat-timeout`, `io`, `tls`, `closed`, `decode-error`,
+/// `usage`, `authentication`, `_OTHER`.
+#[must_use]
+pub fn error_type(error: &Error) -> &'static str {
+    match error {
+        Error::ChannelClosed(reason) => reply_code_name(reason.code),
+        Error::ConnectionClosed(error) => connection_error_type(error),
+        Error::Nacked(_) => "nack",
+        Error::Timeout { .. } => "timeout",
+        Error::Connect { .. } => "io",
+        Error::Tls(_) => "tls",
+        Error::Usage(_) => "usage",
+        Error::MessageRefused(_) => "decode-error",
+        Error::ConsumerCancelled(_) | Error::ConsumerCancelledByApplication(_) => "closed",
+        _ => "_OTHER",
+    }
+}
+
+/// The `error.type` of a connection's end.
+#[must_use]
+pub fn connection_error_type(error: &ConnectionError) -> &'static str {
+    match error {
+        ConnectionError::Closed(reason) => reply_code_name(reason.code),
+        ConnectionError::ProtocolViolation { .. } => "protocol-violation",
+        ConnectionError::HeartbeatTimeout => "heartbeat-timeout",
+        ConnectionError::HandshakeTimeout | ConnectionError::CloseTimeout => "timeout",
+        ConnectionError::AuthenticationFailed(_)
+        | ConnectionError::AccessRefused(_)
+        | ConnectionError::NoCommonMechanism { .. } => "authentication",
+        ConnectionError::TransportClosed(_) => "io",
+        _ => "_OTHER",
+    }
+}
+
+fn reply_code_name(code: ReplyCode) -> &'static str {
+    if code == ReplyCode::REPLY_SUCCESS {
+        return "closed";
+    }
+    code.name().unwrap_or("_OTHER")
+}
+
+/// `messaging.destination.name` of a publish or delivery.
+#[cfg(any(feature = "tracing", test))]
+fn destination(exchange: &ShortString, routing_key: &ShortString, queue: Option<&str>) -> String {
+    let exchange = exchange.to_string_lossy();
+    let exchange = if exchange.is_empty() {
+        semconv::DEFAULT_EXCHANGE.into()
+    } else {
+        exchange
+    };
+    let routing_key = routing_key.to_string_lossy();
+    match queue {
+        Some(queue) if !queue.is_empty() => format!("{exchange}:{routing_key}:{queue}"),
+        _ => format!("{exchange}:{routing_key}"),
+    }
+}
+
+/// True for a queue or routing key the broker named or that names a
+/// reply queue, which semconv keeps out of span names.
+#[cfg(any(feature = "tracing", test))]
+fn anonymous(name: &str) -> bool {
+    name.starts_with("amq.gen-") || name.starts_with("amq.rabbitmq.reply-to")
+}
+
+/// The span of one message operation (`publish`, `receive`, `process`),
+/// or nothing when the `tracing` feature is off or no subscriber wants
+/// it. It ends when dropped.
+#[derive(Debug, Default)]
+pub struct MessageSpan {
+    #[cfg(feature = "tracing")]
+    span: Option<tracing::Span>,
+}
+
+/// The fields every message span has, in one place; what is known when
+/// the span is made is given to it there (samplers and
+/// `tracing-opentelemetry` see the attributes at creation), the rest is
+/// declared empty and recorded later.
+#[cfg(feature = "tracing")]
+struct Known<'a> {
+    otel_name: &'a str,
+    destination: Option<&'a str>,
+    routing_key: Option<&'a str>,
+    delivery_tag: Option<u64>,
+    message_id: Option<&'a str>,
+    correlation_id: Option<&'a str>,
+    channel: u16,
+    consumer_tag: Option<&'a str>,
+    redelivered: Option<bool>,
+}
+
+#[cfg(feature = "tracing")]
+macro_rules! message_span {
+    ($name:literal, $kind:literal, $operation:literal, $operation_type:literal, $peer:expr, $known:expr) => {{
+        let known: Known<'_> = $known;
+        tracing::info_span!(
+            target: "amqp::messaging",
+            $name,
+            "otel.name" = known.otel_name,
+            "otel.kind" = $kind,
+            "otel.status_code" = tracing::field::Empty,
+            "messaging.system" = "rabbitmq",
+            "messaging.operation.name" = $operation,
+            "messaging.operation.type" = $operation_type,
+            "messaging.destination.name" = known.destination,
+            "messaging.rabbitmq.destination.routing_key" = known.routing_key,
+            "messaging.rabbitmq.message.delivery_tag" = known.delivery_tag,
+            "messaging.message.id" = known.message_id,
+            "messaging.message.conversation_id" = known.correlation_id,
+            "rabbitmq.channel.id" = known.channel,
+            "rabbitmq.publish.sequence" = tracing::field::Empty,
+            "rabbitmq.consumer.tag" = known.consumer_tag,
+            "rabbitmq.delivery.redelivered" = known.redelivered,
+            "rabbitmq.get.empty" = tracing::field::Empty,
+            "rabbitmq.settle" = tracing::field::Empty,
+            "rabbitmq.requeue" = tracing::field::Empty,
+            "server.address" = $peer.address.as_str(),
+            "server.port" = $peer.port,
+            "error.type" = tracing::field::Empty,
+        )
+    }};
+}
+
+/// True if a subscriber wants message spans: checked before anything is
+/// formatted for one.
+#[cfg(feature = "tracing")]
+fn wanted() -> bool {
+    tracing::enabled!(target: "amqp::messaging", tracing::Level::INFO)
+}
+
+impl MessageSpan {
+    /// A `publish` span (kind producer) for a message about to be
+    /// published on `channel`. Its parent is the caller's current span.
+    #[must_use]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn publish(
+        peer: &Peer,
+        channel: u16,
+        publish: &amqp_proto::spec::BasicPublish,
+        properties: &BasicProperties,
+    ) -> Self {
+        #[cfg(feature = "tracing")]
+        {
+            if !wanted() {
+                return Self::default();
+            }
+            let exchange = publish.exchange.to_string_lossy();
+            let routing_key = publish.routing_key.to_string_lossy();
+            let otel_name = if !exchange.is_empty() {
+                format!("publish {exchange}")
+            } else if !routing_key.is_empty() && !anonymous(&routing_key) {
+                format!("publish {routing_key}")
+            } else {
+                "publish".to_owned()
+            };
+            let destination = destination(&publish.exchange, &publish.routing_key, None);
+            let (message_id, correlation_id) = ids(properties);
+            let span = message_span!(
+                "publish",
+                "producer",
+                "publish",
+                "send",
+                peer,
+                Known {
+                    otel_name: &otel_name,
+                    destination: Some(&destination),
+                    routing_key: Some(&routing_key),
+                    delivery_tag: None,
+                    message_id: message_id.as_deref(),
+                    correlation_id: correlation_id.as_deref(),
+                    channel,
+                    consumer_tag: None,
+                    redelivered: None,
+                }
+            );
+            Self { span: Some(span) }
+        }
+        #[cfg(not(feature = "tracing"))]
+        Self::default()
+    }
+
+    /// A `receive` span (kind client) for a `basic.get` from `queue`. What
+    /// it got is known only at its end ([`record_get`](Self::record_get)).
+    #[must_use]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn receive(peer: &Peer, channel: u16, queue: &ShortString) -> Self {
+        #[cfg(feature = "tracing")]
+        {
+            if !wanted() {
+                return Self::default();
+            }
+            let queue = queue.to_string_lossy();
+            let otel_name = if queue.is_empty() || anonymous(&queue) {
+                "receive".to_owned()
+            } else {
+                format!("receive {queue}")
+            };
+            let span = message_span!(
+                "receive",
+                "client",
+                "receive",
+                "receive",
+                peer,
+                Known {
+                    otel_name: &otel_name,
+                    destination: None,
+                    routing_key: None,
+                    delivery_tag: None,
+                    message_id: None,
+                    correlation_id: None,
+                    channel,
+                    consumer_tag: None,
+                    redelivered: None,
+                }
+            );
+            Self { span: Some(span) }
+        }
+        #[cfg(not(feature = "tracing"))]
+        Self::default()
+    }
+
+    /// A `process` span (kind consumer) for a delivery handed to the
+    /// application by the consumer of `queue` (`""` if the server named
+    /// it or it is not known).
+    #[must_use]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn process(peer: &Peer, queue: &str, delivery: &amqp_proto::Delivery) -> Self {
+        #[cfg(feature = "tracing")]
+        {
+            if !wanted() {
+                return Self::default();
+            }
+            let otel_name = if queue.is_empty() || anonymous(queue) {
+                "process".to_owned()
+            } else {
+                format!("process {queue}")
+            };
+            let destination = destination(&delivery.exchange, &delivery.routing_key, Some(queue));
+            let routing_key = delivery.routing_key.to_string_lossy();
+            let consumer_tag = delivery.consumer_tag.to_string_lossy();
+            let (message_id, correlation_id) = ids(delivery.properties());
+            let span = message_span!(
+                "process",
+                "consumer",
+                "process",
+                "process",
+                peer,
+                Known {
+                    otel_name: &otel_name,
+                    destination: Some(&destination),
+                    routing_key: Some(&routing_key),
+                    delivery_tag: Some(delivery.delivery_tag),
+                    message_id: message_id.as_deref(),
+                    correlation_id: correlation_id.as_deref(),
+                    channel: delivery.channel,
+                    consumer_tag: Some(&consumer_tag),
+                    redelivered: Some(delivery.redelivered),
+                }
+            );
+            Self { span: Some(span) }
+        }
+        #[cfg(not(feature = "tracing"))]
+        Self::default()
+    }
+
+    /// The `tracing` span, for the application to enter or instrument
+    /// with (`Span::none()` when there is none).
+    #[cfg(feature = "tracing")]
+    #[must_use]
+    pub fn span(&self) -> tracing::Span {
+        self.span.clone().unwrap_or_else(tracing::Span::none)
+    }
+
+    /// Records the publish's confirm sequence number.
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn record_sequence(&self, sequence: Option<u64>) {
+        #[cfg(feature = "tracing")]
+        if let (Some(span), Some(sequence)) = (&self.span, sequence) {
+            span.record("rabbitmq.publish.sequence", sequence);
+        }
+    }
+
+    /// Records what a `basic.get` got: a message, or none (`get-empty`).
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn record_get(&self, queue: &ShortString, message: Option<&amqp_proto::GetMessage>) {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = &self.span {
+            let Some(message) = message else {
+                span.record("rabbitmq.get.empty", true);
+                return;
+            };
+            let queue = queue.to_string_lossy();
+            let destination = destination(&message.exchange, &message.routing_key, Some(&queue));
+            span.record("messaging.destination.name", destination.as_str());
+            span.record(
+                "messaging.rabbitmq.destination.routing_key",
+                message.routing_key.to_string_lossy().as_ref(),
+            );
+            span.record(
+                "messaging.rabbitmq.message.delivery_tag",
+                message.delivery_tag,
+            );
+            span.record("rabbitmq.delivery.redelivered", message.redelivered);
+            let (message_id, correlation_id) = ids(&message.content.header.properties);
+            if let Some(id) = message_id {
+                span.record("messaging.message.id", id.as_ref());
+            }
+            if let Some(id) = correlation_id {
+                span.record("messaging.message.conversation_id", id.as_ref());
+            }
+        }
+    }
+
+    /// Records how the delivery was settled, and ends the span.
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn settled(&mut self, how: Settlement) {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = self.span.take() {
+            let (settle, requeue) = match how {
+                Settlement::Ack { .. } => ("ack", None),
+                Settlement::Nack { requeue, .. } => ("nack", Some(requeue)),
+                Settlement::Reject { requeue } => ("reject", Some(requeue)),
+            };
+            span.record("rabbitmq.settle", settle);
+            if let Some(requeue) = requeue {
+                span.record("rabbitmq.requeue", requeue);
+            }
+        }
+    }
+
+    /// Records the failure the operation ended with.
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn failed(&self, error: &Error) {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = &self.span {
+            span.record("error.type", error_type(error));
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+
+    /// Records `result`'s failure, if any, and hands it back.
+    pub fn outcome<T>(&self, result: crate::Result<T>) -> crate::Result<T> {
+        if let Err(error) = &result {
+            self.failed(error);
+        }
+        result
+    }
+}
+
+/// What a consumer names its deliveries' `process` spans with: the
+/// broker and the queue it consumes from. An adapter's consumer keeps one
+/// and opens a span with [`open`](Self::open) as it hands each delivery
+/// over (never for deliveries still buffered).
+#[derive(Debug, Clone, Default)]
+pub struct ProcessSpans {
+    #[cfg(feature = "tracing")]
+    peer: std::sync::Arc<Peer>,
+    #[cfg(feature = "tracing")]
+    queue: String,
+}
+
+impl ProcessSpans {
+    /// For a consumer of `queue` on a connection to `peer`.
+    #[must_use]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn new(peer: &std::sync::Arc<Peer>, queue: &ShortString) -> Self {
+        Self {
+            #[cfg(feature = "tracing")]
+            peer: std::sync::Arc::clone(peer),
+            #[cfg(feature = "tracing")]
+            queue: queue.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// The `process` span of `delivery`, handed over now.
+    #[must_use]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn open(&self, delivery: &amqp_proto::Delivery) -> MessageSpan {
+        #[cfg(feature = "tracing")]
+        return MessageSpan::process(&self.peer, &self.queue, delivery);
+        #[cfg(not(feature = "tracing"))]
+        MessageSpan::default()
+    }
+}
+
+/// The message and correlation ids, as text.
+#[cfg(feature = "tracing")]
+fn ids(
+    properties: &BasicProperties,
+) -> (
+    Option<std::borrow::Cow<'_, str>>,
+    Option<std::borrow::Cow<'_, str>>,
+) {
+    (
+        properties
+            .message_id
+            .as_ref()
+            .map(ShortString::to_string_lossy),
+        properties
+            .correlation_id
+            .as_ref()
+            .map(ShortString::to_string_lossy),
+    )
+}
+
+/// Connection events at `amqp::connection`, from the session's event
+/// sorting (both adapters). Without the `tracing` feature these do
+/// nothing.
+pub(crate) mod events {
+    use super::Peer;
+    #[cfg(feature = "tracing")]
+    use super::{connection_error_type, reply_code_name};
+    #[cfg(feature = "tracing")]
+    use amqp_proto::Initiator;
+    use amqp_proto::{CloseReason, ConnectionError, Tuning};
+
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn opened(peer: &Peer, tuning: &Tuning) {
+        #[cfg(feature = "tracing")]
+        tracing::event!(
+            target: "amqp::connection",
+            tracing::Level::INFO,
+            server.address = peer.address.as_str(),
+            server.port = peer.port,
+            frame_max = tuning.frame_max,
+            channel_max = tuning.channel_max,
+            heartbeat = tuning.heartbeat,
+            "connection.opened"
+        );
+    }
+
+    /// The end of a connection: INFO when the application closed it, WARN
+    /// for anything an operator should hear of (the server's close, a
+    /// dead peer, a broken socket).
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn closed(peer: &Peer, error: &ConnectionError) {
+        #[cfg(feature = "tracing")]
+        {
+            let by_application = matches!(
+                error,
+                ConnectionError::Closed(reason) if reason.initiator == Initiator::Client
+                    && reason.code == amqp_proto::spec::constants::ReplyCode::REPLY_SUCCESS
+            );
+            let error_type = connection_error_type(error);
+            if by_application {
+                tracing::event!(
+                    target: "amqp::connection",
+                    tracing::Level::INFO,
+                    server.address = peer.address.as_str(),
+                    server.port = peer.port,
+                    "connection.closed"
+                );
+            } else {
+                tracing::event!(
+                    target: "amqp::connection",
+                    tracing::Level::WARN,
+                    server.address = peer.address.as_str(),
+                    server.port = peer.port,
+                    error.type = error_type,
+                    reason = %error,
+                    "connection.closed"
+                );
+            }
+        }
+    }
+
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn blocked(peer: &Peer, reason: &str) {
+        #[cfg(feature = "tracing")]
+        tracing::event!(
+            target: "amqp::connection",
+            tracing::Level::WARN,
+            server.address = peer.address.as_str(),
+            server.port = peer.port,
+            reason,
+            "connection.blocked"
+        );
+    }
+
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn unblocked(peer: &Peer) {
+        #[cfg(feature = "tracing")]
+        tracing::event!(
+            target: "amqp::connection",
+            tracing::Level::INFO,
+            server.address = peer.address.as_str(),
+            server.port = peer.port,
+            "connection.unblocked"
+        );
+    }
+
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn recovered(peer: &Peer) {
+        #[cfg(feature = "tracing")]
+        tracing::event!(
+            target: "amqp::connection",
+            tracing::Level::INFO,
+            server.address = peer.address.as_str(),
+            server.port = peer.port,
+            "connection.recovered"
+        );
+    }
+
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn recovery_given_up(peer: &Peer, error: &ConnectionError) {
+        #[cfg(feature = "tracing")]
+        tracing::event!(
+            target: "amqp::connection",
+            tracing::Level::WARN,
+            server.address = peer.address.as_str(),
+            server.port = peer.port,
+            error.type = connection_error_type(error),
+            reason = %error,
+            "connection.recovery_given_up"
+        );
+    }
+
+    /// A channel the server closed with an error code (the application's
+    /// own closes, and the server's 200, are not worth a warning).
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn channel_closed(peer: &Peer, channel: u16, reason: &CloseReason) {
+        #[cfg(feature = "tracing")]
+        if reason.initiator == Initiator::Server
+            && reason.code != amqp_proto::spec::constants::ReplyCode::REPLY_SUCCESS
+        {
+            tracing::event!(
+                target: "amqp::connection",
+                tracing::Level::WARN,
+                server.address = peer.address.as_str(),
+                server.port = peer.port,
+                rabbitmq.channel.id = channel,
+                error.type = reply_code_name(reason.code),
+                reply_code = reason.code.0,
+                reply_text = reason.text.as_str(),
+                "channel.closed"
+            );
+        }
+    }
+
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn consumer_cancelled(peer: &Peer, channel: u16, consumer_tag: &str) {
+        #[cfg(feature = "tracing")]
+        tracing::event!(
+            target: "amqp::connection",
+            tracing::Level::WARN,
+            server.address = peer.address.as_str(),
+            server.port = peer.port,
+            rabbitmq.channel.id = channel,
+            rabbitmq.consumer.tag = consumer_tag,
+            "consumer.cancelled_by_server"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amqp_proto::CloseReason;
+
+    #[test]
+    fn error_types_come_from_a_closed_list() {
+        let closed = |code| {
+            Error::ChannelClosed(CloseReason {
+                code: ReplyCode(code),
+                text: String::new(),
+                class_id: 0,
+                method_id: 0,
+                initiator: amqp_proto::Initiator::Server,
+            })
+        };
+        assert_eq!(error_type(&closed(406)), "precondition-failed");
+        assert_eq!(error_type(&closed(404)), "not-found");
+        assert_eq!(error_type(&closed(200)), "closed");
+        assert_eq!(error_type(&closed(999)), "_OTHER");
+        assert_eq!(error_type(&Error::Nacked(3)), "nack");
+        assert_eq!(
+            error_type(&Error::ConnectionClosed(ConnectionError::HeartbeatTimeout)),
+            "heartbeat-timeout"
+        );
+        assert_eq!(
+            error_type(&Error::ConnectionClosed(ConnectionError::TransportClosed(
+                "reset".into()
+            ))),
+            "io"
+        );
+    }
+
+    #[test]
+    fn destinations_name_the_default_exchange_and_the_queue() {
+        assert_eq!(
+            destination(&"".into(), &"jobs".into(), None),
+            "amq.default:jobs"
+        );
+        assert_eq!(
+            destination(&"logs".into(), &"a.b".into(), Some("q")),
+            "logs:a.b:q"
+        );
+        assert_eq!(
+            destination(&"logs".into(), &"a.b".into(), Some("")),
+            "logs:a.b"
+        );
+        assert!(anonymous("amq.gen-XyZ"));
+        assert!(anonymous("amq.rabbitmq.reply-to.g1h2"));
+        assert!(!anonymous("orders"));
+    }
+}

@@ -1,0 +1,244 @@
+//! The adapters' spans and connection events (the `tracing` feature, on
+//! by default), captured by an in-memory layer against the local
+//! RabbitMQ: the same spans, with the same attributes at creation, from
+//! the blocking and the tokio client, since both come from
+//! `amqp_io_common::telemetry`.
+//!
+//! These tests need the broker and fail (never pass silently) without it.
+
+use std::time::Duration;
+
+use amqp_proto::codec::BasicProperties;
+use amqp_proto::spec::{BasicConsume, BasicGet, BasicQos, QueueDeclare};
+use amqp_tests::capture::{install, Captured, CapturedSpan};
+use amqp_tests::{broker_unreachable, broker_url, passive_declare, publish_to, unique};
+use tracing::Level;
+
+const SHORT: Duration = Duration::from_secs(10);
+
+fn field<'a>(span: &'a CapturedSpan, name: &str) -> &'a str {
+    span.fields.get(name).map_or_else(
+        || panic!("{} has no {name}: {span:?}", span.name),
+        String::as_str,
+    )
+}
+
+/// The attributes semconv requires of every message span, given when the
+/// span was created.
+fn assert_common_at_creation(span: &CapturedSpan, operation: &str, kind: &str) {
+    assert_eq!(span.target, "amqp::messaging");
+    let at_creation = |name: &str| span.at_creation.get(name).map(String::as_str);
+    assert_eq!(
+        at_creation("messaging.system"),
+        Some("rabbitmq"),
+        "{span:?}"
+    );
+    assert_eq!(at_creation("messaging.operation.name"), Some(operation));
+    assert_eq!(at_creation("otel.kind"), Some(kind));
+    assert_eq!(at_creation("server.address"), Some("127.0.0.1"));
+    assert!(at_creation("server.port").is_some(), "{span:?}");
+    assert!(at_creation("otel.name").is_some(), "{span:?}");
+}
+
+/// What both adapters must have reported for the scenario below.
+fn check(captured: &Captured, queue: &str) {
+    let publishes = captured.spans_named("publish");
+    assert_eq!(publishes.len(), 3, "{publishes:?}");
+    let first = &publishes[0];
+    assert_common_at_creation(first, "publish", "producer");
+    assert_eq!(first.at_creation["messaging.operation.type"], "send");
+    assert_eq!(
+        first.at_creation["messaging.destination.name"],
+        format!("amq.default:{queue}")
+    );
+    assert_eq!(
+        first.at_creation["messaging.rabbitmq.destination.routing_key"],
+        queue
+    );
+    assert_eq!(first.at_creation["messaging.message.id"], "m-0");
+    assert_eq!(first.at_creation["otel.name"], format!("publish {queue}"));
+    assert_eq!(field(first, "rabbitmq.publish.sequence"), "1");
+    assert!(publishes.iter().all(|span| span.closed));
+
+    // Three were delivered (prefetch allows them all), two handed over:
+    // no span for the one still buffered.
+    let processes = captured.spans_named("process");
+    assert_eq!(processes.len(), 2, "{processes:?}");
+    let acked = &processes[0];
+    assert_common_at_creation(acked, "process", "consumer");
+    assert_eq!(
+        acked.at_creation["messaging.destination.name"],
+        format!("amq.default:{queue}:{queue}")
+    );
+    assert_eq!(
+        acked.at_creation["messaging.rabbitmq.message.delivery_tag"],
+        "1"
+    );
+    assert_eq!(acked.at_creation["otel.name"], format!("process {queue}"));
+    assert_eq!(field(acked, "rabbitmq.settle"), "ack");
+    assert!(acked.closed);
+    let nacked = &processes[1];
+    assert_eq!(field(nacked, "rabbitmq.settle"), "nack");
+    assert_eq!(field(nacked, "rabbitmq.requeue"), "true");
+
+    let receives = captured.spans_named("receive");
+    assert_eq!(receives.len(), 1, "{receives:?}");
+    assert_common_at_creation(&receives[0], "receive", "client");
+    assert!(receives[0]
+        .fields
+        .contains_key("messaging.rabbitmq.message.delivery_tag"));
+    assert!(receives[0].closed);
+
+    let events = captured.events();
+    let named = |message: &str| {
+        events
+            .iter()
+            .filter(|event| event.fields.get("message").map(String::as_str) == Some(message))
+            .collect::<Vec<_>>()
+    };
+    let opened = named("connection.opened");
+    assert_eq!(opened.len(), 1, "{events:?}");
+    assert_eq!(opened[0].target, "amqp::connection");
+    assert_eq!(opened[0].level, Level::INFO);
+    // The passive declare of a missing queue: the server's 404 is worth
+    // an operator's attention, once.
+    let channel_closed = named("channel.closed");
+    assert_eq!(channel_closed.len(), 1, "{events:?}");
+    assert_eq!(channel_closed[0].level, Level::WARN);
+    assert_eq!(channel_closed[0].fields["error.type"], "not-found");
+    let closed = named("connection.closed");
+    assert_eq!(closed.len(), 1, "{events:?}");
+    assert_eq!(closed[0].level, Level::INFO);
+    assert!(
+        events.iter().all(|event| event.level != Level::ERROR),
+        "{events:?}"
+    );
+    // No body or header value in any event.
+    assert!(
+        events
+            .iter()
+            .all(|event| !event.fields.values().any(|value| value.contains("body-"))),
+        "{events:?}"
+    );
+}
+
+fn properties(n: usize) -> BasicProperties {
+    BasicProperties::default().message_id(format!("m-{n}"))
+}
+
+#[test]
+fn the_blocking_client_reports_spans_and_connection_events() {
+    let (captured, _guard) = install();
+    let connection = amqp_io_std::Connection::open(&broker_url())
+        .unwrap_or_else(|error| broker_unreachable(&error));
+    let channel = connection.channel().unwrap();
+    // Named: a server-named queue stays out of span names.
+    let declare = QueueDeclare {
+        queue: unique("telemetry").as_str().into(),
+        exclusive: true,
+        ..Default::default()
+    };
+    let queue = channel.queue_declare(declare).unwrap().queue.to_string();
+    channel.confirm_select().unwrap();
+    for n in 0..3 {
+        let body = format!("body-{n}");
+        channel
+            .publish(&publish_to(&queue), &properties(n), body)
+            .unwrap()
+            .wait(SHORT)
+            .unwrap();
+    }
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    let consumer = channel
+        .basic_consume(BasicConsume {
+            queue: queue.as_str().into(),
+            ..Default::default()
+        })
+        .unwrap();
+    consumer.recv_timeout(SHORT).unwrap().ack().unwrap();
+    consumer.recv_timeout(SHORT).unwrap().nack(true).unwrap();
+    // What it holds goes back before the get below, on the same channel.
+    consumer.cancel().unwrap();
+    let get = BasicGet {
+        queue: queue.as_str().into(),
+        no_ack: true,
+        ..Default::default()
+    };
+    assert!(channel.basic_get(get).unwrap().is_some());
+    let probe = connection.channel().unwrap();
+    assert!(probe
+        .queue_declare(passive_declare("telemetry-missing"))
+        .is_err());
+    connection.close().unwrap();
+    check(&captured, &queue);
+}
+
+#[tokio::test]
+async fn the_tokio_client_reports_the_same_spans_and_events() {
+    let (captured, _guard) = install();
+    let connection = match amqp_io_tokio::Connection::connect(&broker_url()).await {
+        Ok(connection) => connection,
+        Err(error) => broker_unreachable(&error),
+    };
+    let channel = connection.channel().await.unwrap();
+    // Named: a server-named queue stays out of span names.
+    let declare = QueueDeclare {
+        queue: unique("telemetry").as_str().into(),
+        exclusive: true,
+        ..Default::default()
+    };
+    let queue = channel
+        .queue_declare(declare)
+        .await
+        .unwrap()
+        .queue
+        .to_string();
+    channel.confirm_select().await.unwrap();
+    for n in 0..3 {
+        let body = format!("body-{n}");
+        channel
+            .publish(&publish_to(&queue), &properties(n), body)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(BasicConsume {
+            queue: queue.as_str().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(SHORT, consumer.recv()).await.unwrap();
+    first.unwrap().unwrap().ack().unwrap();
+    let second = tokio::time::timeout(SHORT, consumer.recv()).await.unwrap();
+    second.unwrap().unwrap().nack(true).unwrap();
+    // What it holds goes back before the get below, on the same channel.
+    consumer.cancel().await.unwrap();
+    let get = BasicGet {
+        queue: queue.as_str().into(),
+        no_ack: true,
+        ..Default::default()
+    };
+    assert!(channel.basic_get(get).await.unwrap().is_some());
+    let probe = connection.channel().await.unwrap();
+    assert!(probe
+        .queue_declare(passive_declare("telemetry-missing"))
+        .await
+        .is_err());
+    connection.close().await.unwrap();
+    check(&captured, &queue);
+}
