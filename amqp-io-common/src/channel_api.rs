@@ -449,7 +449,7 @@ macro_rules! channel_api {
                 get: ::amqp_proto::spec::BasicGet,
             ) -> $crate::Result<Option<::amqp_proto::GetMessage>> {
                 let span = $crate::telemetry::MessageSpan::receive(
-                    &self.shared().peer,
+                    &self.shared().telemetry.peer,
                     self.channel.id(),
                     &get.queue,
                 );

@@ -67,6 +67,12 @@ pub struct ConnectOptions {
     /// reconnect waiting as this says between attempts, and declare again
     /// what the connection declared; see [`amqp_proto::recovery`].
     pub recovery: Option<amqp_proto::Backoff>,
+    /// How trace context crosses the broker (the `tracing` feature):
+    /// written into each publish's headers from its span, read from each
+    /// delivery's headers into its `process` span. `None` (the default)
+    /// propagates nothing; see [`crate::telemetry::TraceContext`].
+    #[cfg(feature = "tracing")]
+    pub trace_context: Option<Arc<dyn crate::telemetry::TraceContext>>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -132,6 +138,8 @@ impl ConnectOptions {
             #[cfg(feature = "tls")]
             tls,
             recovery: None,
+            #[cfg(feature = "tracing")]
+            trace_context: None,
         })
     }
 }

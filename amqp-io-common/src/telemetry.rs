@@ -88,6 +88,111 @@ pub struct Peer {
     pub port: u16,
 }
 
+/// How trace context crosses the broker, for applications that export
+/// their spans (with `tracing-opentelemetry`, say): the library has no
+/// W3C ids of its own to write, since `tracing`'s span ids are not trace
+/// ids, so it hands the application its spans and the message's headers
+/// at the two moments that matter, before the span is entered.
+///
+/// ```
+/// use amqp_io_common::telemetry::TraceContext;
+/// use amqp_proto::propagation::{Headers, HeadersMut, TraceParent, TRACEPARENT};
+///
+/// /// Gives every message a fixed context (a real one would ask its
+/// /// OpenTelemetry propagator for the span's context).
+/// struct Fixed;
+///
+/// impl TraceContext for Fixed {
+///     fn inject(&self, _span: &tracing::Span, headers: &mut HeadersMut<'_>) {
+///         headers.set(TRACEPARENT, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+///     }
+///
+///     fn extract(&self, span: &tracing::Span, headers: &Headers<'_>) {
+///         if let Some(parent) = headers.get(TRACEPARENT).and_then(TraceParent::parse) {
+///             // e.g. span.set_parent(...) with tracing-opentelemetry
+///             let _ = (span, parent);
+///         }
+///     }
+/// }
+/// ```
+#[cfg(feature = "tracing")]
+pub trait TraceContext: Send + Sync + 'static {
+    /// Called for each publish whose headers carry no `traceparent` yet
+    /// (one the application set is never replaced), with its `publish`
+    /// span (`Span::none()` when spans are off): write the context to
+    /// propagate, usually that span's.
+    fn inject(&self, span: &tracing::Span, headers: &mut amqp_proto::propagation::HeadersMut<'_>);
+
+    /// Called for each delivery as it is handed over, with its `process`
+    /// span, not yet entered: set its parent or add a link from what the
+    /// headers carry.
+    fn extract(&self, span: &tracing::Span, headers: &amqp_proto::propagation::Headers<'_>);
+}
+
+/// What a connection's spans need, shared by the session and the
+/// adapter's handles: the broker, and the trace-context hook.
+#[derive(Clone, Default)]
+pub struct Telemetry {
+    /// The broker, as spans name it.
+    pub peer: Peer,
+    #[cfg(feature = "tracing")]
+    trace_context: Option<std::sync::Arc<dyn TraceContext>>,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    /// For a connection opened with `options`.
+    #[must_use]
+    pub fn new(options: &crate::ConnectOptions) -> Self {
+        Self {
+            peer: Peer {
+                address: options.host.clone(),
+                port: options.port,
+            },
+            #[cfg(feature = "tracing")]
+            trace_context: options.trace_context.clone(),
+        }
+    }
+
+    /// Opens the `publish` span of a message about to be published on
+    /// `channel`, and gives back the properties to publish it with: the
+    /// application's own, or a copy with the trace context written in
+    /// (copied only then).
+    #[must_use]
+    pub fn publish<'a>(
+        &self,
+        channel: u16,
+        publish: &amqp_proto::spec::BasicPublish,
+        properties: &'a BasicProperties,
+    ) -> (MessageSpan, std::borrow::Cow<'a, BasicProperties>) {
+        let span = MessageSpan::publish(&self.peer, channel, publish, properties);
+        #[cfg(feature = "tracing")]
+        if let Some(hook) = &self.trace_context {
+            let present = properties
+                .headers
+                .as_ref()
+                .is_some_and(|headers| headers.get(amqp_proto::propagation::TRACEPARENT).is_some());
+            if !present {
+                let mut copy = properties.clone();
+                let headers = copy.headers.get_or_insert_with(Default::default);
+                hook.inject(
+                    &span.span(),
+                    &mut amqp_proto::propagation::HeadersMut(headers),
+                );
+                return (span, std::borrow::Cow::Owned(copy));
+            }
+        }
+        (span, std::borrow::Cow::Borrowed(properties))
+    }
+}
+
 /// The `error.type` of a failure: the AMQP reply-code name
 /// (`precondition-failed`, `not-found`, `connection-forced`, ...) for a
 /// close by the server, else one of `nack`, `timeout`,
@@ -446,19 +551,19 @@ impl MessageSpan {
 #[derive(Debug, Clone, Default)]
 pub struct ProcessSpans {
     #[cfg(feature = "tracing")]
-    peer: std::sync::Arc<Peer>,
+    telemetry: std::sync::Arc<Telemetry>,
     #[cfg(feature = "tracing")]
     queue: String,
 }
 
 impl ProcessSpans {
-    /// For a consumer of `queue` on a connection to `peer`.
+    /// For a consumer of `queue` on the connection `telemetry` describes.
     #[must_use]
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-    pub fn new(peer: &std::sync::Arc<Peer>, queue: &ShortString) -> Self {
+    pub fn new(telemetry: &std::sync::Arc<Telemetry>, queue: &ShortString) -> Self {
         Self {
             #[cfg(feature = "tracing")]
-            peer: std::sync::Arc::clone(peer),
+            telemetry: std::sync::Arc::clone(telemetry),
             #[cfg(feature = "tracing")]
             queue: queue.to_string_lossy().into_owned(),
         }
@@ -469,7 +574,16 @@ impl ProcessSpans {
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub fn open(&self, delivery: &amqp_proto::Delivery) -> MessageSpan {
         #[cfg(feature = "tracing")]
-        return MessageSpan::process(&self.peer, &self.queue, delivery);
+        {
+            let span = MessageSpan::process(&self.telemetry.peer, &self.queue, delivery);
+            if let (Some(hook), Some(headers)) = (
+                &self.telemetry.trace_context,
+                &delivery.properties().headers,
+            ) {
+                hook.extract(&span.span(), &amqp_proto::propagation::Headers(headers));
+            }
+            span
+        }
         #[cfg(not(feature = "tracing"))]
         MessageSpan::default()
     }

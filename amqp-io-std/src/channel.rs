@@ -153,7 +153,7 @@ impl Channel {
     }
 
     fn process_spans(&self, consume: &BasicConsume) -> ProcessSpans {
-        ProcessSpans::new(&self.shared.peer, &consume.queue)
+        ProcessSpans::new(&self.shared.telemetry, &consume.queue)
     }
 
     fn start_consumer(
@@ -204,8 +204,11 @@ impl Channel {
         properties: &BasicProperties,
         body: impl Into<Bytes>,
     ) -> Result<Confirmation> {
-        let span = MessageSpan::publish(&self.shared.peer, self.channel.id(), publish, properties);
-        let confirmation = self.publish_traced(&span, publish, properties, body.into());
+        let (span, properties) =
+            self.shared
+                .telemetry
+                .publish(self.channel.id(), publish, properties);
+        let confirmation = self.publish_traced(&span, publish, &properties, body.into());
         span.outcome(confirmation)
     }
 

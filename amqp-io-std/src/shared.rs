@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use amqp_io_common::session::{Attach, ConsumerHandle, Session};
-use amqp_io_common::telemetry::Peer;
+use amqp_io_common::telemetry::Telemetry;
 use amqp_io_common::{ConnectOptions, Error, Result};
 use amqp_proto::{ChannelHandle, Delivery, Returned};
 
@@ -284,14 +284,14 @@ pub(crate) struct Shared {
     inner: Mutex<Inner>,
     changed: Condvar,
     reader: Mutex<Reader>,
-    /// The broker as spans name it, readable without the lock.
-    pub(crate) peer: Arc<Peer>,
+    /// What spans need, readable without the lock.
+    pub(crate) telemetry: Arc<Telemetry>,
 }
 
 impl Shared {
     pub(crate) fn new(inner: Inner, reader: Reader) -> Self {
         Self {
-            peer: Arc::clone(inner.peer()),
+            telemetry: Arc::clone(inner.telemetry()),
             inner: Mutex::new(inner),
             changed: Condvar::new(),
             reader: Mutex::new(reader),

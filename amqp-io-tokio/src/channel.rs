@@ -127,7 +127,7 @@ impl Channel {
     /// ```
     pub async fn basic_consume(&self, consume: BasicConsume) -> Result<Consumer> {
         let no_ack = consume.no_ack;
-        let spans = ProcessSpans::new(&self.shared().peer, &consume.queue);
+        let spans = ProcessSpans::new(&self.shared().telemetry, &consume.queue);
         let (consumer, request) =
             self.command(|state| state.consume(self.channel, consume, None))?;
         let Some(request) = request else {
@@ -163,9 +163,11 @@ impl Channel {
         properties: &BasicProperties,
         body: impl Into<Bytes>,
     ) -> Result<Confirmation> {
-        let span =
-            MessageSpan::publish(&self.shared().peer, self.channel.id(), publish, properties);
-        let confirmation = self.publish_traced(&span, publish, properties, body.into());
+        let (span, properties) =
+            self.shared()
+                .telemetry
+                .publish(self.channel.id(), publish, properties);
+        let confirmation = self.publish_traced(&span, publish, &properties, body.into());
         span.outcome(confirmation.await)
     }
 

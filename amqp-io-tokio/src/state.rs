@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use amqp_io_common::session::{Attach, Session};
-use amqp_io_common::telemetry::Peer;
+use amqp_io_common::telemetry::Telemetry;
 use amqp_io_common::ConnectOptions;
 use amqp_proto::{ChannelHandle, Failure, RequestId};
 use tokio::sync::{watch, Notify};
@@ -96,14 +96,14 @@ pub(crate) struct Shared {
     /// one; lowered on drop without the lock, which costs a confirmation
     /// nothing but an atomic decrement.
     pub(crate) live_confirmations: AtomicUsize,
-    /// The broker as spans name it, readable without the lock.
-    pub(crate) peer: Arc<Peer>,
+    /// What spans need, readable without the lock.
+    pub(crate) telemetry: Arc<Telemetry>,
 }
 
 impl Shared {
     pub(crate) fn new(state: State) -> Self {
         Self {
-            peer: Arc::clone(state.peer()),
+            telemetry: Arc::clone(state.telemetry()),
             state: Mutex::new(state),
             wake_driver: Notify::new(),
             changed: Notify::new(),

@@ -242,3 +242,58 @@ async fn the_tokio_client_reports_the_same_spans_and_events() {
     connection.close().await.unwrap();
     check(&captured, &queue);
 }
+
+/// Writes a fixed context into publishes and keeps what deliveries carry.
+#[derive(Default)]
+struct Recorder {
+    extracted: std::sync::Mutex<Vec<String>>,
+}
+
+const INJECTED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+const USERS: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+impl amqp_io_common::telemetry::TraceContext for Recorder {
+    fn inject(&self, _span: &tracing::Span, headers: &mut amqp_proto::propagation::HeadersMut<'_>) {
+        headers.set(amqp_proto::propagation::TRACEPARENT, INJECTED);
+    }
+
+    fn extract(&self, _span: &tracing::Span, headers: &amqp_proto::propagation::Headers<'_>) {
+        if let Some(value) = headers.get(amqp_proto::propagation::TRACEPARENT) {
+            self.extracted.lock().unwrap().push(value.to_owned());
+        }
+    }
+}
+
+#[test]
+fn trace_context_crosses_the_broker_and_a_users_traceparent_is_kept() {
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let mut options = amqp_io_common::ConnectOptions::from_url(&broker_url()).unwrap();
+    options.trace_context = Some(recorder.clone());
+    let connection = amqp_io_std::Connection::open_with(options)
+        .unwrap_or_else(|error| broker_unreachable(&error));
+    let channel = connection.channel().unwrap();
+    let declare = QueueDeclare {
+        exclusive: true,
+        ..Default::default()
+    };
+    let queue = channel.queue_declare(declare).unwrap().queue.to_string();
+    let plain = BasicProperties::default();
+    channel.publish(&publish_to(&queue), &plain, "a").unwrap();
+    let mut headers = amqp_proto::codec::FieldTable::default();
+    amqp_proto::propagation::HeadersMut(&mut headers)
+        .set(amqp_proto::propagation::TRACEPARENT, USERS);
+    let own = BasicProperties::default().headers(headers);
+    channel.publish(&publish_to(&queue), &own, "b").unwrap();
+    let consumer = channel
+        .basic_consume(BasicConsume {
+            queue: queue.as_str().into(),
+            no_ack: true,
+            ..Default::default()
+        })
+        .unwrap();
+    for _ in 0..2 {
+        consumer.recv_timeout(SHORT).unwrap();
+    }
+    connection.close().unwrap();
+    assert_eq!(*recorder.extracted.lock().unwrap(), [INJECTED, USERS]);
+}

@@ -30,7 +30,7 @@ use amqp_proto::{
 use crate::ledger::{Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
 use crate::map::Map;
 use crate::recovery::RecoveryHandler;
-use crate::telemetry::{self, Peer};
+use crate::telemetry::{self, Telemetry};
 use crate::{ConnectOptions, Error, SaslResponder};
 use replies::Replies;
 pub use replies::{Outcome, Reply, Wake};
@@ -192,8 +192,8 @@ pub struct Session<A: Attach> {
     options: Option<ConnectOptions>,
     /// The application's recovery handler; lent out while it runs.
     recovery_handler: Option<RecoveryHandler>,
-    /// The broker, as spans and events name it.
-    peer: Arc<Peer>,
+    /// The broker and the trace-context hook, as spans need them.
+    telemetry: Arc<Telemetry>,
 }
 
 impl<A: Attach> std::fmt::Debug for Session<A> {
@@ -240,7 +240,7 @@ impl<A: Attach> Session<A> {
             final_output: Vec::new(),
             options: None,
             recovery_handler: None,
-            peer: Arc::default(),
+            telemetry: Arc::default(),
         }
     }
 
@@ -254,19 +254,16 @@ impl<A: Attach> Session<A> {
             options.recovery,
             options.sasl_responder.clone(),
         );
-        session.peer = Arc::new(Peer {
-            address: options.host.clone(),
-            port: options.port,
-        });
+        session.telemetry = Arc::new(Telemetry::new(&options));
         session.options = Some(options);
         session
     }
 
-    /// The broker, as this connection's spans name it (shared with the
-    /// adapter's consumers, which name it in their `process` spans).
+    /// What this connection's spans need (shared with the adapter's
+    /// handles, which open `publish` and `process` spans).
     #[must_use]
-    pub fn peer(&self) -> &Arc<Peer> {
-        &self.peer
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     /// The options the session was opened with (`None` for one made with
@@ -966,7 +963,7 @@ impl<A: Attach> Session<A> {
                 tuning,
                 server_properties,
             } => {
-                telemetry::events::opened(&self.peer, &tuning);
+                telemetry::events::opened(&self.telemetry.peer, &tuning);
                 self.opened = Some((tuning, server_properties));
                 if let Some(waker) = self.open_waiter.take() {
                     waker.wake();
@@ -1052,7 +1049,7 @@ impl<A: Attach> Session<A> {
                 consumer_tag,
             } => {
                 telemetry::events::consumer_cancelled(
-                    &self.peer,
+                    &self.telemetry.peer,
                     channel,
                     &consumer_tag.to_string_lossy(),
                 );
@@ -1063,17 +1060,17 @@ impl<A: Attach> Session<A> {
             }
             Event::Blocked { reason } => {
                 let reason = reason.to_string_lossy().into_owned();
-                telemetry::events::blocked(&self.peer, &reason);
+                telemetry::events::blocked(&self.telemetry.peer, &reason);
                 self.blocked = Some(reason.clone());
                 self.blocked_changed(Some(reason));
             }
             Event::Unblocked => {
-                telemetry::events::unblocked(&self.peer);
+                telemetry::events::unblocked(&self.telemetry.peer);
                 self.blocked = None;
                 self.blocked_changed(None);
             }
             Event::ChannelClosed { channel, reason } => {
-                telemetry::events::channel_closed(&self.peer, channel, &reason);
+                telemetry::events::channel_closed(&self.telemetry.peer, channel, &reason);
                 self.window_opened = true;
                 self.window_full.retain(|id| *id != channel);
                 self.ledger
@@ -1090,7 +1087,7 @@ impl<A: Attach> Session<A> {
                 renamed_queues,
                 failures,
             } => {
-                telemetry::events::recovered(&self.peer);
+                telemetry::events::recovered(&self.telemetry.peer);
                 if let Some(supervisor) = self.supervisor.as_mut() {
                     supervisor.recovered(renamed_queues, failures);
                 }
@@ -1158,9 +1155,9 @@ impl<A: Attach> Session<A> {
         let decision = self.supervisor.as_mut().map(|supervisor| {
             supervisor.on_closed(error, wanted, now, crate::recovery::jitter_seed())
         });
-        telemetry::events::closed(&self.peer, error);
+        telemetry::events::closed(&self.telemetry.peer, error);
         if wanted && matches!(decision, Some(Decision::GiveUp)) {
-            telemetry::events::recovery_given_up(&self.peer, error);
+            telemetry::events::recovery_given_up(&self.telemetry.peer, error);
         }
         match decision {
             Some(Decision::ReconnectAt(_)) => {
@@ -1286,7 +1283,7 @@ impl<A: Attach> Session<A> {
             supervisor.connect_failed(error.clone(), now, crate::recovery::jitter_seed())
         });
         if !matches!(decision, Some(Decision::ReconnectAt(_))) {
-            telemetry::events::recovery_given_up(&self.peer, error);
+            telemetry::events::recovery_given_up(&self.telemetry.peer, error);
             self.connection_closed(error);
         }
     }
