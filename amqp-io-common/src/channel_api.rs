@@ -1,7 +1,8 @@
 //! The channel calls both adapters offer, written once: every request that
 //! is "send one method, map its reply" and every settlement, with their
-//! documentation and examples. An adapter's `Channel` adds only how it
-//! waits (blocking or `async`), its publishes and its consumers.
+//! documentation and examples, and `publish` around the adapter's own
+//! `publish_traced`. An adapter's `Channel` adds only how it waits
+//! (blocking or `async`), how it publishes and its consumers.
 //!
 //! Not public API (hidden from the docs, no semver promise): a macro is the
 //! one way Rust lets two crates share methods that differ only in being
@@ -18,13 +19,19 @@
 ///   then sends what it queued;
 /// - `fn reply(&self, operation: &'static str, request: RequestId) -> Result<Reply>`,
 ///   `async` in an async adapter, waits within the timeout for a reply and
-///   gives back one that comes too late.
+///   gives back one that comes too late;
+/// - `fn publish_traced(&self, outgoing: &Outgoing<'_>) -> Result<Confirmation>`,
+///   `async` in an async adapter, publishes once flow control allows
+///   (with [`Outgoing::publish_on`](crate::telemetry::Outgoing::publish_on)).
 ///
 /// `asyncness` is `[async]` or `[]`, `awaiting` `[.await]` or `[]`; the
 /// examples use `demo` as their hidden first line and `suffix` after each
 /// call (`".await"` or `""`).
 #[doc(hidden)]
 #[macro_export]
+// `crate::Confirmation` is the adapter's own type, at the call site, on
+// purpose.
+#[allow(clippy::crate_in_macro_def)]
 macro_rules! channel_api {
     (
         $(#[$attribute:meta])*
@@ -103,6 +110,55 @@ macro_rules! channel_api {
             #[doc = "```"]
             pub fn set_timeout(&mut self, timeout: ::std::time::Duration) {
                 self.timeout = timeout;
+            }
+
+            #[doc = "Publishes a message. Waits first (up to the channel's timeout) while"]
+            #[doc = "the broker blocks the connection, `channel.flow` pauses the channel,"]
+            #[doc = "the channel has its maximum of unconfirmed publishes"]
+            #[doc = "([`Config::max_unconfirmed`](amqp_proto::Config::max_unconfirmed)), or"]
+            #[doc = "too much output waits for the socket; then queues it whole, its body"]
+            #[doc = "not copied, so memory stays bounded. In confirm mode the returned"]
+            #[doc = "[`Confirmation`](crate::Confirmation) says how the broker took it;"]
+            #[doc = "see also [`wait_for_confirms`](Self::wait_for_confirms)."]
+            #[doc = ""]
+            #[doc = "With the `tracing` feature the publish has a `publish` span, and a"]
+            #[doc = "[`TraceContext`]($crate::telemetry::TraceContext) hook in the options"]
+            #[doc = "writes the trace context into the headers (copying the properties"]
+            #[doc = "only then)."]
+            #[doc = ""]
+            #[doc = "```no_run"]
+            #[doc = $demo]
+            #[doc = "use amqp_proto::codec::BasicProperties;"]
+            #[doc = "use amqp_proto::spec::BasicPublish;"]
+            #[doc = ""]
+            #[doc = "let publish = BasicPublish {"]
+            #[doc = "    exchange: \"events\".into(),"]
+            #[doc = "    routing_key: \"orders.created\".into(),"]
+            #[doc = "    ..Default::default()"]
+            #[doc = "};"]
+            #[doc = "let properties = BasicProperties::default()"]
+            #[doc = "    .content_type(\"text/plain\")"]
+            #[doc = "    .delivery_mode(2);"]
+            #[doc = concat!("channel.publish(&publish, &properties, \"order 42\")", $suffix, "?;")]
+            #[doc = "# Ok(()) }"]
+            #[doc = "```"]
+            pub $($asyncness)* fn publish(
+                &self,
+                publish: &::amqp_proto::spec::BasicPublish,
+                properties: &::amqp_proto::codec::BasicProperties,
+                body: impl Into<::bytes::Bytes>,
+            ) -> $crate::Result<crate::Confirmation> {
+                let (span, properties) =
+                    self.shared()
+                        .telemetry
+                        .publish(self.channel.id(), publish, properties);
+                let outgoing = $crate::telemetry::Outgoing {
+                    publish,
+                    properties: &properties,
+                    body: body.into(),
+                    span: &span,
+                };
+                span.outcome(self.publish_traced(&outgoing) $($awaiting)*)
             }
 
             /// Sends `method`; returns the request its reply will answer,

@@ -193,6 +193,38 @@ impl Telemetry {
     }
 }
 
+/// A message on its way to the core, as the shared `publish` hands it to
+/// an adapter: what to publish, and the span to record its sequence on.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// The `basic.publish` method.
+    pub publish: &'a amqp_proto::spec::BasicPublish,
+    /// The properties to send (the trace context written in, if a hook
+    /// did).
+    pub properties: &'a BasicProperties,
+    /// The body, not copied.
+    pub body: bytes::Bytes,
+    /// The `publish` span.
+    pub span: &'a MessageSpan,
+}
+
+impl Outgoing<'_> {
+    /// Publishes on `channel` now, recording the confirm sequence (in
+    /// confirm mode) on the span.
+    ///
+    /// # Errors
+    ///
+    /// The core's refusal: a closed channel, a usage error.
+    pub fn publish_on(
+        &self,
+        mut channel: amqp_proto::ChannelRef<'_>,
+    ) -> Result<Option<u64>, amqp_proto::UsageError> {
+        let sequence = channel.publish(self.publish, self.properties, self.body.clone())?;
+        self.span.record_sequence(sequence);
+        Ok(sequence)
+    }
+}
+
 /// The `error.type` of a failure: the AMQP reply-code name
 /// (`precondition-failed`, `not-found`, `connection-forced`, ...) for a
 /// close by the server, else one of `nack`, `timeout`,

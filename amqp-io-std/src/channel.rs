@@ -4,15 +4,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use amqp_proto::codec::{BasicProperties, ShortString};
-use amqp_proto::spec::{BasicConsume, BasicPublish};
+use amqp_proto::codec::ShortString;
+use amqp_proto::spec::BasicConsume;
 use amqp_proto::{ChannelHandle, Readiness, RequestId, Returned};
-use bytes::Bytes;
 
 use crate::consumer::{Consumer, Delivery};
 use crate::shared::{Inner, Reply, Shared};
 use amqp_io_common::session::{typed, ConsumerHandle};
-use amqp_io_common::telemetry::{MessageSpan, ProcessSpans};
+use amqp_io_common::telemetry::{Outgoing, ProcessSpans};
 use amqp_io_common::{Error, Result};
 
 amqp_io_common::channel_api! {
@@ -172,53 +171,7 @@ impl Channel {
         Ok(ConsumerHandle::new(self.channel, tag))
     }
 
-    /// Publishes a message. Waits first (up to the channel's timeout) while
-    /// the broker blocks the connection, pauses the channel with
-    /// `channel.flow`, or the channel has
-    /// [`Config::max_unconfirmed`](amqp_proto::Config::max_unconfirmed)
-    /// publishes unconfirmed, so memory stays bounded. The body is sent
-    /// without being copied.
-    ///
-    /// In confirm mode the returned [`Confirmation`] can be waited on; see
-    /// also [`wait_for_confirms`](Self::wait_for_confirms).
-    ///
-    /// ```no_run
-    /// # fn demo(channel: &amqp_io_std::Channel) -> amqp_io_std::Result<()> {
-    /// use amqp_proto::codec::BasicProperties;
-    /// use amqp_proto::spec::BasicPublish;
-    ///
-    /// let publish = BasicPublish {
-    ///     exchange: "events".into(),
-    ///     routing_key: "orders.created".into(),
-    ///     ..Default::default()
-    /// };
-    /// let properties = BasicProperties::default()
-    ///     .content_type("application/json")
-    ///     .delivery_mode(2);
-    /// channel.publish(&publish, &properties, r#"{"id": 42}"#)?;
-    /// # Ok(()) }
-    /// ```
-    pub fn publish(
-        &self,
-        publish: &BasicPublish,
-        properties: &BasicProperties,
-        body: impl Into<Bytes>,
-    ) -> Result<Confirmation> {
-        let (span, properties) =
-            self.shared
-                .telemetry
-                .publish(self.channel.id(), publish, properties);
-        let confirmation = self.publish_traced(&span, publish, &properties, body.into());
-        span.outcome(confirmation)
-    }
-
-    fn publish_traced(
-        &self,
-        span: &MessageSpan,
-        publish: &BasicPublish,
-        properties: &BasicProperties,
-        body: Bytes,
-    ) -> Result<Confirmation> {
+    fn publish_traced(&self, outgoing: &Outgoing<'_>) -> Result<Confirmation> {
         let mut inner = self.shared.lock();
         if inner.publish_readiness(self.channel) != Readiness::Ready {
             drop(inner);
@@ -226,11 +179,7 @@ impl Channel {
             inner = self.shared.lock();
         }
         inner.channel(self.channel)?;
-        let sequence = inner
-            .core
-            .channel(self.channel)?
-            .publish(publish, properties, body)?;
-        span.record_sequence(sequence);
+        let sequence = outgoing.publish_on(inner.core.channel(self.channel)?)?;
         let live = sequence.map(|_| Live::count(&inner.live_confirmations));
         inner.flush();
         inner.dispatch();

@@ -8,12 +8,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use amqp_io_common::session::{typed, ConsumerHandle};
-use amqp_io_common::telemetry::{MessageSpan, ProcessSpans};
+use amqp_io_common::telemetry::{Outgoing, ProcessSpans};
 use amqp_io_common::{Error, Result};
-use amqp_proto::codec::BasicProperties;
-use amqp_proto::spec::{BasicConsume, BasicPublish};
+use amqp_proto::spec::BasicConsume;
 use amqp_proto::{ChannelHandle, Readiness, RequestId};
-use bytes::Bytes;
 
 use crate::connection::Handle;
 use crate::consumer::{Consumer, Returns};
@@ -138,48 +136,9 @@ impl Channel {
         Ok(Consumer::new(self.clone(), consumer, no_ack, spans))
     }
 
-    /// Publishes a message. Waits first (up to the channel's timeout)
-    /// while the broker blocks the connection, `channel.flow` pauses the
-    /// channel, the channel has its maximum of unconfirmed publishes, or
-    /// too much output is queued; then queues it whole, its body not copied.
-    /// Returns a [`Confirmation`] to await (in confirm mode).
-    ///
-    /// Cancellation: dropped while waiting, nothing is sent; once this
-    /// returns the message is queued, and its confirm is tracked whether
-    /// or not the [`Confirmation`] is kept.
-    ///
-    /// ```no_run
-    /// use amqp_proto::codec::BasicProperties;
-    /// use amqp_proto::spec::BasicPublish;
-    /// # async fn demo(channel: amqp_io_tokio::Channel) -> amqp_io_tokio::Result<()> {
-    /// let publish = BasicPublish { routing_key: "orders".into(), ..Default::default() };
-    /// let properties = BasicProperties::default().content_type("application/json");
-    /// channel.publish(&publish, &properties, r#"{"id": 7}"#).await?.await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn publish(
-        &self,
-        publish: &BasicPublish,
-        properties: &BasicProperties,
-        body: impl Into<Bytes>,
-    ) -> Result<Confirmation> {
-        let (span, properties) =
-            self.shared()
-                .telemetry
-                .publish(self.channel.id(), publish, properties);
-        let confirmation = self.publish_traced(&span, publish, &properties, body.into());
-        span.outcome(confirmation.await)
-    }
-
-    async fn publish_traced(
-        &self,
-        span: &MessageSpan,
-        publish: &BasicPublish,
-        properties: &BasicProperties,
-        body: Bytes,
-    ) -> Result<Confirmation> {
+    async fn publish_traced(&self, outgoing: &Outgoing<'_>) -> Result<Confirmation> {
         // The common case, ready at once, needs no timer and no waiter.
-        if let Ok(confirmation) = self.try_publish(span, publish, properties, &body)? {
+        if let Ok(confirmation) = self.try_publish(outgoing)? {
             return Ok(confirmation);
         }
         let attempt = async {
@@ -189,7 +148,7 @@ impl Channel {
                 tokio::pin!(changed, window);
                 changed.as_mut().enable();
                 window.as_mut().enable();
-                match self.try_publish(span, publish, properties, &body)? {
+                match self.try_publish(outgoing)? {
                     Ok(confirmation) => return Ok(confirmation),
                     // Resumed only once the window drained to half.
                     Err(Readiness::ConfirmWindowFull) => window.await,
@@ -209,18 +168,14 @@ impl Channel {
     /// it back.
     fn try_publish(
         &self,
-        span: &MessageSpan,
-        publish: &BasicPublish,
-        properties: &BasicProperties,
-        body: &Bytes,
+        outgoing: &Outgoing<'_>,
     ) -> Result<std::result::Result<Confirmation, Readiness>> {
         let mut state = self.shared().lock();
         state.channel(self.channel)?;
         match state.publish_readiness(self.channel) {
             Readiness::Ready => {
                 let idle = state.core.queued_output() == 0;
-                let confirmation =
-                    self.publish_now(&mut state, span, publish, properties, body.clone());
+                let confirmation = self.publish_now(&mut state, outgoing);
                 drop(state);
                 // Output already queued means the driver was woken for it
                 // and has not collected it yet.
@@ -242,19 +197,8 @@ impl Channel {
         }
     }
 
-    fn publish_now(
-        &self,
-        state: &mut State,
-        span: &MessageSpan,
-        publish: &BasicPublish,
-        properties: &BasicProperties,
-        body: Bytes,
-    ) -> Result<Confirmation> {
-        let sequence = state
-            .core
-            .channel(self.channel)?
-            .publish(publish, properties, body)?;
-        span.record_sequence(sequence);
+    fn publish_now(&self, state: &mut State, outgoing: &Outgoing<'_>) -> Result<Confirmation> {
+        let sequence = outgoing.publish_on(state.core.channel(self.channel)?)?;
         Ok(match sequence {
             Some(sequence) => Confirmation::track(self.shared(), self.channel, sequence),
             None => Confirmation::settled(),
