@@ -148,13 +148,13 @@ macro_rules! channel_api {
                 properties: &::amqp_proto::codec::BasicProperties,
                 body: impl Into<::bytes::Bytes>,
             ) -> $crate::Result<crate::Confirmation> {
-                let (span, properties) =
+                let (span, injected) =
                     self.shared()
                         .telemetry
                         .publish(self.channel.id(), publish, properties);
                 let outgoing = $crate::telemetry::Outgoing {
                     publish,
-                    properties: &properties,
+                    properties: injected.as_deref().unwrap_or(properties),
                     body: body.into(),
                     span: &span,
                 };

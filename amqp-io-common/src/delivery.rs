@@ -76,9 +76,11 @@ pub trait Settle {
 pub struct Delivery<C> {
     delivery: amqp_proto::Delivery,
     channel: C,
-    /// Behind a lock because settling takes `&self` and ends the span.
+    /// Behind a lock because settling takes `&self` and ends the span;
+    /// boxed, and there only when a subscriber wants the span, so an
+    /// untraced delivery carries one word and settles without locking.
     #[cfg(feature = "tracing")]
-    span: std::sync::Mutex<MessageSpan>,
+    span: Option<Box<std::sync::Mutex<MessageSpan>>>,
 }
 
 impl<C> std::ops::Deref for Delivery<C> {
@@ -105,7 +107,9 @@ impl<C> Delivery<C> {
             delivery,
             channel,
             #[cfg(feature = "tracing")]
-            span: std::sync::Mutex::new(span),
+            span: span
+                .is_recording()
+                .then(|| Box::new(std::sync::Mutex::new(span))),
         }
     }
 
@@ -116,8 +120,9 @@ impl<C> Delivery<C> {
     #[must_use]
     pub fn span(&self) -> tracing::Span {
         self.span
-            .lock()
-            .map_or_else(|_| tracing::Span::none(), |span| span.span())
+            .as_ref()
+            .and_then(|span| span.lock().ok().map(|span| span.span()))
+            .unwrap_or_else(tracing::Span::none)
     }
 
     /// The channel it arrived on.
@@ -139,7 +144,7 @@ impl<C: Settle> Delivery<C> {
     fn settle(&self, how: Settlement) -> Result<()> {
         let settled = self.channel.settle(self.delivery.delivery_tag, how);
         #[cfg(feature = "tracing")]
-        if let Ok(mut span) = self.span.lock() {
+        if let Some(Ok(mut span)) = self.span.as_ref().map(|span| span.lock()) {
             match &settled {
                 Ok(()) => span.settled(how),
                 Err(error) => span.failed(error),

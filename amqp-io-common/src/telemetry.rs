@@ -162,16 +162,18 @@ impl Telemetry {
     }
 
     /// Opens the `publish` span of a message about to be published on
-    /// `channel`, and gives back the properties to publish it with: the
-    /// application's own, or a copy with the trace context written in
-    /// (copied only then).
+    /// `channel`, and, when the application's hook wrote a trace context,
+    /// the copy of the properties to publish instead of its own (copied
+    /// only then, and boxed: the common answer, `None`, is one word to
+    /// carry through an adapter's publish future).
     #[must_use]
-    pub fn publish<'a>(
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn publish(
         &self,
         channel: u16,
         publish: &amqp_proto::spec::BasicPublish,
-        properties: &'a BasicProperties,
-    ) -> (MessageSpan, std::borrow::Cow<'a, BasicProperties>) {
+        properties: &BasicProperties,
+    ) -> (MessageSpan, Option<Box<BasicProperties>>) {
         let span = MessageSpan::publish(&self.peer, channel, publish, properties);
         #[cfg(feature = "tracing")]
         if let Some(hook) = &self.trace_context {
@@ -180,16 +182,16 @@ impl Telemetry {
                 .as_ref()
                 .is_some_and(|headers| headers.get(amqp_proto::propagation::TRACEPARENT).is_some());
             if !present {
-                let mut copy = properties.clone();
+                let mut copy = Box::new(properties.clone());
                 let headers = copy.headers.get_or_insert_with(Default::default);
                 hook.inject(
                     &span.span(),
                     &mut amqp_proto::propagation::HeadersMut(headers),
                 );
-                return (span, std::borrow::Cow::Owned(copy));
+                return (span, Some(copy));
             }
         }
-        (span, std::borrow::Cow::Borrowed(properties))
+        (span, None)
     }
 }
 
@@ -498,6 +500,15 @@ impl MessageSpan {
     #[must_use]
     pub fn span(&self) -> tracing::Span {
         self.span.clone().unwrap_or_else(tracing::Span::none)
+    }
+
+    /// True if a subscriber records this span.
+    #[must_use]
+    pub fn is_recording(&self) -> bool {
+        #[cfg(feature = "tracing")]
+        return self.span.is_some();
+        #[cfg(not(feature = "tracing"))]
+        false
     }
 
     /// Records the publish's confirm sequence number.
