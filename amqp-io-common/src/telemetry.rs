@@ -652,6 +652,97 @@ fn ids(
     )
 }
 
+/// A `connect` or `recover` span (target `amqp::connection`), held by the
+/// session from the attempt until the connection opened (or recovered)
+/// or failed; nothing without the `tracing` feature or a subscriber.
+#[derive(Debug, Default)]
+pub struct LifecycleSpan {
+    #[cfg(feature = "tracing")]
+    span: Option<tracing::Span>,
+}
+
+impl LifecycleSpan {
+    /// The `connect` span (kind client) of the `attempt`th connection
+    /// attempt (1 for the first of a recovery, or of the connection).
+    #[must_use]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn connect(peer: &Peer, attempt: u32, recovery: bool) -> Self {
+        #[cfg(feature = "tracing")]
+        {
+            if !tracing::enabled!(target: "amqp::connection", tracing::Level::INFO) {
+                return Self::default();
+            }
+            let otel_name = format!("connect {}:{}", peer.address, peer.port);
+            let span = tracing::info_span!(
+                target: "amqp::connection",
+                "connect",
+                "otel.name" = otel_name.as_str(),
+                "otel.kind" = "client",
+                "otel.status_code" = tracing::field::Empty,
+                "messaging.system" = "rabbitmq",
+                "network.protocol.name" = "amqp",
+                "network.protocol.version" = "0.9.1",
+                "server.address" = peer.address.as_str(),
+                "server.port" = peer.port,
+                "rabbitmq.connection.attempt" = attempt,
+                "rabbitmq.connection.recovery" = recovery,
+                "error.type" = tracing::field::Empty,
+            );
+            Self { span: Some(span) }
+        }
+        #[cfg(not(feature = "tracing"))]
+        Self::default()
+    }
+
+    /// The `recover` span (kind internal) of a connection lost with
+    /// recovery on.
+    #[must_use]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn recover(peer: &Peer, cause: &ConnectionError) -> Self {
+        #[cfg(feature = "tracing")]
+        {
+            if !tracing::enabled!(target: "amqp::connection", tracing::Level::INFO) {
+                return Self::default();
+            }
+            let span = tracing::info_span!(
+                target: "amqp::connection",
+                "recover",
+                "otel.name" = "recover",
+                "otel.kind" = "internal",
+                "otel.status_code" = tracing::field::Empty,
+                "messaging.system" = "rabbitmq",
+                "server.address" = peer.address.as_str(),
+                "server.port" = peer.port,
+                "rabbitmq.recovery.cause" = connection_error_type(cause),
+                "rabbitmq.recovery.attempts" = tracing::field::Empty,
+                "error.type" = tracing::field::Empty,
+            );
+            Self { span: Some(span) }
+        }
+        #[cfg(not(feature = "tracing"))]
+        Self::default()
+    }
+
+    /// Records how many connection attempts the recovery made.
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn record_attempts(&self, attempts: u32) {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = &self.span {
+            span.record("rabbitmq.recovery.attempts", attempts);
+        }
+    }
+
+    /// Ends the span with the failure that ended the attempt.
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn failed(self, error: &ConnectionError) {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = &self.span {
+            span.record("error.type", connection_error_type(error));
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
 /// Connection events at `amqp::connection`, from the session's event
 /// sorting (both adapters). Without the `tracing` feature these do
 /// nothing.

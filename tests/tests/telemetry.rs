@@ -297,3 +297,76 @@ fn trace_context_crosses_the_broker_and_a_users_traceparent_is_kept() {
     connection.close().unwrap();
     assert_eq!(*recorder.extracted.lock().unwrap(), [INJECTED, USERS]);
 }
+
+#[test]
+fn a_recovery_has_its_span_and_each_attempt_a_connect_span() {
+    let (captured, _guard) = install();
+    let proxy = amqp_tests::proxy::Proxy::start(&amqp_tests::broker_address())
+        .unwrap_or_else(|error| broker_unreachable(&error));
+    let url = format!("amqp://guest:guest@{}/%2f?heartbeat=2", proxy.address());
+    let mut options = amqp_io_common::ConnectOptions::from_url(&url).unwrap();
+    options.recovery = Some(amqp_proto::Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+        max_attempts: Some(40),
+    });
+    let connection = amqp_io_std::Connection::open_with(options).unwrap();
+    let channel = connection.channel().unwrap();
+    let declare = QueueDeclare {
+        exclusive: true,
+        ..Default::default()
+    };
+    channel.queue_declare(declare).unwrap();
+    proxy.cut();
+    let deadline = std::time::Instant::now() + SHORT;
+    while captured
+        .spans_named("recover")
+        .iter()
+        .all(|span| !span.closed)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            captured.spans()
+        );
+        // Pumping the blocking client runs its recovery; failures while
+        // it reconnects are expected.
+        let _ = connection.drain_events(Duration::from_millis(50));
+    }
+    connection.close().unwrap();
+
+    let recovers = captured.spans_named("recover");
+    assert_eq!(recovers.len(), 1, "{recovers:?}");
+    assert_eq!(recovers[0].target, "amqp::connection");
+    assert_eq!(recovers[0].at_creation["rabbitmq.recovery.cause"], "io");
+    assert!(
+        field(&recovers[0], "rabbitmq.recovery.attempts")
+            .parse::<u32>()
+            .unwrap()
+            >= 1
+    );
+    assert!(
+        !recovers[0].fields.contains_key("error.type"),
+        "{recovers:?}"
+    );
+    let connects = captured.spans_named("connect");
+    assert!(connects.len() >= 2, "{connects:?}");
+    assert_eq!(
+        connects[0].at_creation["rabbitmq.connection.recovery"],
+        "false"
+    );
+    assert_eq!(connects[0].at_creation["network.protocol.version"], "0.9.1");
+    let last = connects.last().unwrap();
+    assert_eq!(last.at_creation["rabbitmq.connection.recovery"], "true");
+    assert!(!last.fields.contains_key("error.type"), "{last:?}");
+    assert!(connects.iter().all(|span| span.closed));
+    let events = captured.events();
+    let lost = events
+        .iter()
+        .find(|event| event.fields.get("message").map(String::as_str) == Some("connection.closed"))
+        .unwrap();
+    assert_eq!(lost.level, Level::WARN);
+    assert!(events.iter().any(
+        |event| event.fields.get("message").map(String::as_str) == Some("connection.recovered")
+    ));
+}

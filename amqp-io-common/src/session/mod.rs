@@ -30,7 +30,7 @@ use amqp_proto::{
 use crate::ledger::{Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
 use crate::map::Map;
 use crate::recovery::RecoveryHandler;
-use crate::telemetry::{self, Telemetry};
+use crate::telemetry::{self, LifecycleSpan, Telemetry};
 use crate::{ConnectOptions, Error, SaslResponder};
 use replies::Replies;
 pub use replies::{Outcome, Reply, Wake};
@@ -194,6 +194,12 @@ pub struct Session<A: Attach> {
     recovery_handler: Option<RecoveryHandler>,
     /// The broker and the trace-context hook, as spans need them.
     telemetry: Arc<Telemetry>,
+    /// The connection attempt under way, until it opens or fails.
+    connect_span: Option<LifecycleSpan>,
+    /// The recovery under way, until it recovers or gives up.
+    recover_span: Option<LifecycleSpan>,
+    /// Connection attempts of the recovery under way.
+    attempts: u32,
 }
 
 impl<A: Attach> std::fmt::Debug for Session<A> {
@@ -241,6 +247,9 @@ impl<A: Attach> Session<A> {
             options: None,
             recovery_handler: None,
             telemetry: Arc::default(),
+            connect_span: None,
+            recover_span: None,
+            attempts: 0,
         }
     }
 
@@ -255,6 +264,7 @@ impl<A: Attach> Session<A> {
             options.sasl_responder.clone(),
         );
         session.telemetry = Arc::new(Telemetry::new(&options));
+        session.connect_span = Some(LifecycleSpan::connect(&session.telemetry.peer, 1, false));
         session.options = Some(options);
         session
     }
@@ -964,6 +974,8 @@ impl<A: Attach> Session<A> {
                 server_properties,
             } => {
                 telemetry::events::opened(&self.telemetry.peer, &tuning);
+                // Ends the attempt's span: the connection is open.
+                self.connect_span = None;
                 self.opened = Some((tuning, server_properties));
                 if let Some(waker) = self.open_waiter.take() {
                     waker.wake();
@@ -1088,6 +1100,10 @@ impl<A: Attach> Session<A> {
                 failures,
             } => {
                 telemetry::events::recovered(&self.telemetry.peer);
+                if let Some(span) = self.recover_span.take() {
+                    span.record_attempts(self.attempts);
+                }
+                self.attempts = 0;
                 if let Some(supervisor) = self.supervisor.as_mut() {
                     supervisor.recovered(renamed_queues, failures);
                 }
@@ -1156,8 +1172,15 @@ impl<A: Attach> Session<A> {
             supervisor.on_closed(error, wanted, now, crate::recovery::jitter_seed())
         });
         telemetry::events::closed(&self.telemetry.peer, error);
-        if wanted && matches!(decision, Some(Decision::GiveUp)) {
-            telemetry::events::recovery_given_up(&self.telemetry.peer, error);
+        if let Some(span) = self.connect_span.take() {
+            span.failed(error);
+        }
+        match decision {
+            Some(Decision::ReconnectAt(_)) if self.recover_span.is_none() => {
+                self.recover_span = Some(LifecycleSpan::recover(&self.telemetry.peer, error));
+            }
+            Some(Decision::GiveUp) if wanted => self.recovery_given_up(error),
+            _ => {}
         }
         match decision {
             Some(Decision::ReconnectAt(_)) => {
@@ -1257,11 +1280,30 @@ impl<A: Attach> Session<A> {
     /// The adapter is about to open a socket for a recovery: true if an
     /// attempt is due by `now`. Returns the options' config to use.
     pub fn start_attempt(&mut self, now: Instant) -> bool {
-        !self.shutdown
+        let started = !self.shutdown
             && self
                 .supervisor
                 .as_mut()
-                .is_some_and(|supervisor| supervisor.start_attempt(now))
+                .is_some_and(|supervisor| supervisor.start_attempt(now));
+        if started {
+            self.attempts = self.attempts.saturating_add(1);
+            self.connect_span = Some(LifecycleSpan::connect(
+                &self.telemetry.peer,
+                self.attempts,
+                true,
+            ));
+        }
+        started
+    }
+
+    /// Recovery ended without a connection: report it, end its span.
+    fn recovery_given_up(&mut self, error: &ConnectionError) {
+        telemetry::events::recovery_given_up(&self.telemetry.peer, error);
+        if let Some(span) = self.recover_span.take() {
+            span.record_attempts(self.attempts);
+            span.failed(error);
+        }
+        self.attempts = 0;
     }
 
     /// The recovery's socket is open: the core declares the topology
@@ -1282,8 +1324,11 @@ impl<A: Attach> Session<A> {
         let decision = self.supervisor.as_mut().map(|supervisor| {
             supervisor.connect_failed(error.clone(), now, crate::recovery::jitter_seed())
         });
+        if let Some(span) = self.connect_span.take() {
+            span.failed(error);
+        }
         if !matches!(decision, Some(Decision::ReconnectAt(_))) {
-            telemetry::events::recovery_given_up(&self.telemetry.peer, error);
+            self.recovery_given_up(error);
             self.connection_closed(error);
         }
     }
