@@ -318,6 +318,13 @@ impl<'a> ChannelRef<'a> {
     /// Settles a delivery as `how` says: the one call behind
     /// [`ack`](Self::ack), [`nack`](Self::nack) and [`reject`](Self::reject),
     /// for code that passes the decision along.
+    ///
+    /// The tag named must await a settlement on this channel, with
+    /// `multiple` too (RabbitMQ looks it up and closes the channel with
+    /// 406 otherwise): a tag never delivered, settled already or delivered
+    /// with `no_ack` is refused with [`UsageError::UnknownDeliveryTag`] and
+    /// nothing is sent. Tag 0 with `multiple` settles everything
+    /// outstanding. [`Connection::stats`] counts the messages settled.
     pub fn settle(&mut self, delivery_tag: u64, how: Settlement) -> Result<(), UsageError> {
         match how {
             Settlement::Ack { multiple } => self.ack(delivery_tag, multiple),
