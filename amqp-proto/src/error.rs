@@ -495,4 +495,12 @@ pub enum UsageError {
     /// the reverse; RabbitMQ refuses to mix them.
     #[error("confirm mode and transactions cannot be mixed on one channel")]
     ConfirmAndTransaction,
+    /// An ack, nack or reject names a delivery tag that does not await a
+    /// settlement on this channel: it was never delivered, was settled
+    /// already, or came with `no_ack`. With `multiple` the tag named must
+    /// await one too (tag 0 with `multiple`, "all", is always accepted).
+    /// RabbitMQ would close the channel with 406 PRECONDITION_FAILED
+    /// ("unknown delivery tag"); nothing was sent.
+    #[error("delivery tag {0} does not await a settlement on this channel")]
+    UnknownDeliveryTag(u64),
 }

@@ -114,7 +114,9 @@
 //! - Time: wait until [`Connection::poll_timeout`], then call
 //!   [`Connection::handle_timeout`], after feeding whatever the socket
 //!   already holds (input first, or a live server can look dead).
-//! - [`Connection::stats`] counts bytes, frames and heartbeats each way.
+//! - [`Connection::stats`] counts bytes, frames and heartbeats each way,
+//!   messages published, confirmed, delivered and settled, and time
+//!   blocked, with gauges of what is open and in flight.
 //!
 //! `examples/std_by_hand.rs` is such an adapter: its `Client::pump`;
 //! `examples/nonblocking.rs` is one over a non-blocking socket and mio's

@@ -160,8 +160,10 @@ fn failed_connection() -> Topology {
         .unwrap();
     peer.client_frames();
     peer.events();
+    assert_eq!(peer.connection.stats().unsettled, 2);
 
     peer.connection.handle_transport_closed("reset by peer");
+    assert_eq!(peer.connection.stats().unsettled, 0);
     let events = peer.events();
     let failed = ConfirmOutcome::Failed(Failure::Connection(ConnectionError::TransportClosed(
         "reset by peer".into(),
@@ -332,6 +334,42 @@ fn delivery_tags_and_confirms_continue_across_the_recovery() {
     peer.connection.channel(1).unwrap().ack(4, false).unwrap();
     let sent = peer.expect_methods(&["basic.ack"]);
     assert!(matches!(&sent[0].1, Method::BasicAck(a) if a.delivery_tag == 1 && !a.multiple));
+}
+
+#[test]
+fn stats_count_the_recovery_and_settlements_across_it() {
+    let mut peer = fully_recovered();
+    let recovered = peer.connection.stats();
+    assert_eq!(recovered.recoveries, 1);
+    // The declaring channel is closed again.
+    assert_eq!((recovered.channels_open, recovered.consumers), (1, 2));
+    assert_eq!((recovered.unsettled, recovered.acked), (0, 0));
+    deliver(&mut peer, 1, "amq.ctag-1", 1);
+    deliver(&mut peer, 1, "audit", 2);
+    let tags: Vec<u64> = peer
+        .events()
+        .iter()
+        .filter_map(|event| match event {
+            Event::Delivery(delivery) => Some(delivery.delivery_tag),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tags, [4, 5]);
+    assert_eq!(peer.connection.stats().unsettled, 2);
+    // A delivery from before the failure: dropped, neither refused nor
+    // counted (the broker requeued it).
+    peer.connection.channel(1).unwrap().ack(3, false).unwrap();
+    assert!(peer.client_frames().is_empty());
+    assert_eq!(peer.connection.stats().acked, 0);
+    assert_eq!(
+        peer.connection.channel(1).unwrap().ack(6, false),
+        Err(UsageError::UnknownDeliveryTag(6))
+    );
+    peer.connection.channel(1).unwrap().ack(5, true).unwrap();
+    let sent = peer.expect_methods(&["basic.ack"]);
+    assert!(matches!(&sent[0].1, Method::BasicAck(a) if a.delivery_tag == 2 && a.multiple));
+    let settled = peer.connection.stats();
+    assert_eq!((settled.acked, settled.unsettled), (2, 0));
 }
 
 #[test]

@@ -7,7 +7,7 @@ use crate::codec::ShortString;
 use crate::codec::{
     body_frame_header, encode_properties_frame, encode_publish_frame, BasicProperties,
 };
-use crate::connection::Connection;
+use crate::connection::{stats, Connection};
 use crate::error::UsageError;
 use crate::event::RequestId;
 use crate::spec::constants::{ReplyCode, FRAME_OVERHEAD};
@@ -90,13 +90,18 @@ impl<'a> ChannelRef<'a> {
     ///
     /// An acknowledgement (`basic.ack`, `nack`, `reject`) of a delivery made
     /// before a [recovery](Connection::recover) is dropped: the broker
-    /// requeued that message when the old connection failed.
+    /// requeued that message when the old connection failed. One naming a
+    /// delivery tag that is not awaiting settlement on the channel is
+    /// refused with [`UsageError::UnknownDeliveryTag`].
     pub fn request(&mut self, method: impl Into<Method>) -> Result<Option<RequestId>, UsageError> {
-        let Some(method) = self.with_wire_tags(method.into()) else {
+        let Some(method) = self.with_wire_tags(method.into())? else {
             return Ok(None);
         };
         self.check_request(&method)?;
         let request = self.connection.send_request(self.id, &method)?;
+        if let (Some(channel), stats) = self.connection.channel_and_stats(self.id) {
+            channel.settled(&method, stats);
+        }
         if let Some(recorder) = self.connection.recorder_mut() {
             recorder.sent(self.id, &method, request);
         }
@@ -146,25 +151,31 @@ impl<'a> ChannelRef<'a> {
 
     /// The method with the application's delivery tag turned into the
     /// server's, or `None` for an acknowledgement of a delivery from
-    /// before a recovery.
-    fn with_wire_tags(&mut self, mut method: Method) -> Option<Method> {
+    /// before a recovery; an error for one of a tag the broker would not
+    /// know.
+    fn with_wire_tags(&mut self, mut method: Method) -> Result<Option<Method>, UsageError> {
         let Some(channel) = self.connection.channel_state(self.id) else {
-            return Some(method);
+            return Ok(Some(method));
         };
-        let (Method::BasicAck(BasicAck {
-            delivery_tag: tag, ..
-        })
-        | Method::BasicNack(BasicNack {
-            delivery_tag: tag, ..
-        })
-        | Method::BasicReject(BasicReject {
-            delivery_tag: tag, ..
-        })) = &mut method
-        else {
-            return Some(method);
+        let (tag, multiple) = match &mut method {
+            Method::BasicAck(BasicAck {
+                delivery_tag,
+                multiple,
+            })
+            | Method::BasicNack(BasicNack {
+                delivery_tag,
+                multiple,
+                ..
+            }) => (delivery_tag, *multiple),
+            Method::BasicReject(BasicReject { delivery_tag, .. }) => (delivery_tag, false),
+            _ => return Ok(Some(method)),
         };
-        *tag = channel.wire_delivery_tag(*tag)?;
-        Some(method)
+        let Some(wire) = channel.wire_delivery_tag(*tag) else {
+            return Ok(None);
+        };
+        channel.check_settlement(*tag, multiple)?;
+        *tag = wire;
+        Ok(Some(method))
     }
 
     fn check_request(&mut self, method: &Method) -> Result<(), UsageError> {
@@ -264,13 +275,19 @@ impl<'a> ChannelRef<'a> {
             return Err(error.into());
         }
         let piece = (frame_max - FRAME_OVERHEAD) as usize;
+        // The method and the content header.
+        let mut frames = 2;
         let mut rest = body;
         while !rest.is_empty() {
             let chunk = rest.split_to(piece.min(rest.len()));
             // The piece size was derived from frame-max, so it fits.
             let header = body_frame_header(self.id, chunk.len(), frame_max)?;
             output.body_frame(header, chunk, copy);
+            frames += 1;
         }
+        let stats = self.connection.stats_mut();
+        stats::add(&mut stats.publishes, 1);
+        stats::add(&mut stats.frames_sent, frames);
         Ok(self
             .connection
             .channel_state(self.id)
@@ -301,6 +318,13 @@ impl<'a> ChannelRef<'a> {
     /// Settles a delivery as `how` says: the one call behind
     /// [`ack`](Self::ack), [`nack`](Self::nack) and [`reject`](Self::reject),
     /// for code that passes the decision along.
+    ///
+    /// The tag named must await a settlement on this channel, with
+    /// `multiple` too (RabbitMQ looks it up and closes the channel with
+    /// 406 otherwise): a tag never delivered, settled already or delivered
+    /// with `no_ack` is refused with [`UsageError::UnknownDeliveryTag`] and
+    /// nothing is sent. Tag 0 with `multiple` settles everything
+    /// outstanding. [`Connection::stats`] counts the messages settled.
     pub fn settle(&mut self, delivery_tag: u64, how: Settlement) -> Result<(), UsageError> {
         match how {
             Settlement::Ack { multiple } => self.ack(delivery_tag, multiple),

@@ -5,6 +5,7 @@ mod confirms;
 mod handle;
 mod key;
 mod typed;
+mod unsettled;
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -16,6 +17,7 @@ pub use key::{ChannelHandle, ChannelKey};
 pub use typed::{Pending, Synchronous};
 
 use crate::codec::{ContentAssembler, ContentHeader, ShortString};
+use crate::connection::stats;
 use crate::connection::Sink;
 use crate::error::{CloseReason, ProtocolViolation};
 use crate::event::{
@@ -27,6 +29,7 @@ use crate::spec::{
     MethodId,
 };
 use confirms::Confirms;
+use unsettled::Unsettled;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
@@ -150,6 +153,8 @@ pub(crate) struct Channel {
     highest_delivery_tag: u64,
     /// Where publish sequence numbers continue from, likewise.
     sequence_offset: u64,
+    /// Deliveries the application has yet to settle.
+    unsettled: Unsettled,
 }
 
 impl Channel {
@@ -194,6 +199,7 @@ impl Channel {
             delivery_tag_offset,
             highest_delivery_tag: delivery_tag_offset,
             sequence_offset,
+            unsettled: Unsettled::default(),
         }
     }
 
@@ -282,6 +288,7 @@ impl Channel {
                 // Both sides closed at once: answer, and keep waiting for
                 // the close-ok to ours so the id is not reused too early.
                 Method::ChannelClose(_) => {
+                    stats::add(&mut sink.stats.server_channel_closes, 1);
                     sink.send(self.id, &ChannelCloseOk {}.into());
                     Disposition::Keep
                 }
@@ -299,6 +306,7 @@ impl Channel {
         }
         match method {
             Method::ChannelClose(close) => {
+                stats::add(&mut sink.stats.server_channel_closes, 1);
                 sink.send(self.id, &ChannelCloseOk {}.into());
                 let reason = CloseReason::from_server(
                     close.reply_code,
@@ -310,6 +318,9 @@ impl Channel {
                 Ok(Disposition::Remove)
             }
             Method::ChannelFlow(flow) => {
+                if self.flow_active && !flow.active {
+                    stats::add(&mut sink.stats.flow_pauses, 1);
+                }
                 self.flow_active = flow.active;
                 sink.send(
                     self.id,
@@ -340,6 +351,7 @@ impl Channel {
             }
             Method::BasicCancel(cancel) if self.consumers.contains(&cancel.consumer_tag) => {
                 // RabbitMQ's consumer_cancel_notify: the server cancelled it.
+                stats::add(&mut sink.stats.server_consumer_cancels, 1);
                 let abandoned = self.abandoned_consumers.contains(&cancel.consumer_tag);
                 self.forget_consumer(&cancel.consumer_tag);
                 if !cancel.nowait {
@@ -444,6 +456,7 @@ impl Channel {
             Method::BasicCancelOk(ref cancel_ok) => {
                 self.forget_consumer(&cancel_ok.consumer_tag);
             }
+            Method::BasicGetEmpty(_) => stats::add(&mut sink.stats.gets_empty, 1),
             _ => {}
         }
         if abandoned {
@@ -476,6 +489,12 @@ impl Channel {
             ConfirmOutcome::Nack
         };
         let settled = confirms.settle(tag, multiple, |sequence| {
+            let counter = if ack {
+                &mut sink.stats.confirms_acked
+            } else {
+                &mut sink.stats.confirms_nacked
+            };
+            stats::add(counter, 1);
             sink.emit(Event::Confirm {
                 channel,
                 sequence,
@@ -570,6 +589,7 @@ impl Channel {
 
     fn complete_content(&mut self, content: crate::codec::Content, sink: &mut Sink<'_>) {
         self.release_body(sink);
+        let awaits_settlement = self.count_arrival(sink);
         if let Some(error) = self.refused.take() {
             self.refuse_content(error, sink);
             return;
@@ -583,7 +603,7 @@ impl Channel {
             Some(ContentMethod::Deliver(deliver)) => Event::Delivery(Delivery {
                 channel,
                 consumer_tag: deliver.consumer_tag,
-                delivery_tag: self.delivery_tag(deliver.delivery_tag),
+                delivery_tag: self.handed_over(deliver.delivery_tag, awaits_settlement),
                 redelivered: deliver.redelivered,
                 exchange: deliver.exchange,
                 routing_key: deliver.routing_key,
@@ -601,7 +621,7 @@ impl Channel {
                 channel,
                 request: answered.request,
                 message: Box::new(GetMessage {
-                    delivery_tag: self.delivery_tag(get_ok.delivery_tag),
+                    delivery_tag: self.handed_over(get_ok.delivery_tag, awaits_settlement),
                     redelivered: get_ok.redelivered,
                     exchange: get_ok.exchange,
                     routing_key: get_ok.routing_key,
@@ -653,6 +673,7 @@ impl Channel {
         self.consumers.clear();
         self.no_ack_consumers.clear();
         self.abandoned_consumers.clear();
+        self.unsettled.clear();
     }
 
     /// The content kept is complete or abandoned: its announced size no
@@ -674,6 +695,7 @@ impl Channel {
                 requeue: false,
             };
             sink.send(channel, &reject.into());
+            stats::add(&mut sink.stats.rejected, 1);
         };
         let origin = match self.content_method.take() {
             Some(ContentMethod::Deliver(deliver)) => {
@@ -761,6 +783,8 @@ impl Channel {
                 requeue: true,
             };
             sink.send(self.id, &reject.into());
+            stats::add(&mut sink.stats.rejected, 1);
+            stats::add(&mut sink.stats.requeued, 1);
         }
         true
     }
@@ -930,6 +954,9 @@ impl Channel {
             self.content_method = None;
         }
         self.state = State::Closing(reason);
+        // The broker requeues them when the close completes, and they can
+        // no longer be settled from here.
+        self.unsettled.clear();
         std::mem::take(&mut self.receiving)
     }
 

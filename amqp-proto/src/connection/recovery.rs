@@ -112,6 +112,7 @@ impl Connection {
                             recorder.topology.rename_queue(old, new);
                         }
                     }
+                    super::stats::add(&mut self.stats.recoveries, 1);
                     self.events.push_back(event);
                     return;
                 }

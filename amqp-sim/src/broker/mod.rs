@@ -157,6 +157,15 @@ impl Broker {
         self.stalled || self.cut
     }
 
+    /// Deliveries awaiting the client's ack, on all channels.
+    #[must_use]
+    pub fn unacked(&self) -> usize {
+        self.channels
+            .values()
+            .map(|channel| channel.unacked.len())
+            .sum()
+    }
+
     /// Bytes written and not yet delivered.
     #[must_use]
     pub fn pending(&self) -> usize {

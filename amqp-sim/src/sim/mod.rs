@@ -67,6 +67,8 @@ struct Sim {
     events: usize,
     /// Malformed bytes reached the client: its error closes are expected.
     tainted: bool,
+    /// A chunk taken from the broker is being fed in pieces.
+    feeding: bool,
     /// Injections already looked at, by index into the broker's log.
     injections_seen: usize,
     /// Injections whose reaction is owed, with the number of client closes
@@ -170,6 +172,7 @@ impl Sim {
             }),
             events: 0,
             tainted: false,
+            feeding: false,
             injections_seen: 0,
             owed: Vec::new(),
             written: 0,
@@ -276,6 +279,18 @@ impl Sim {
         }
         if let Some(fault) = self.broker.log.client_fault.take() {
             return Err(Violation::new("client-protocol", fault));
+        }
+        // With nothing in flight either way, the deliveries the client
+        // counts unsettled are exactly those the broker holds unacked.
+        let quiet = self.broker.pending() == 0 && !self.feeding && !self.broker.is_stalled();
+        if quiet && self.broker.is_open() && !self.tainted && self.connection.is_open() {
+            let (client, broker) = (self.connection.stats().unsettled, self.broker.unacked());
+            if client != broker as u64 {
+                return Err(Violation::new(
+                    "unsettled-count",
+                    format!("the client counts {client} unsettled, the broker holds {broker}"),
+                ));
+            }
         }
         Ok(())
     }

@@ -44,6 +44,7 @@ impl Sim {
             // The whole chunk goes in even after a violation, so that a run
             // told to ignore it goes on from a consistent state.
             let mut first = Ok(());
+            self.feeding = true;
             for end in pieces {
                 let piece = chunk.slice(at..end);
                 let before = self.before_piece(offset + at as u64, offset + end as u64);
@@ -56,6 +57,7 @@ impl Sim {
                 }
                 at = end;
             }
+            self.feeding = false;
             first?;
         }
         if self.broker.at_end_of_stream() {
