@@ -2,17 +2,25 @@
 //! told (events) against what it asked for and what the broker did.
 //!
 //! Request ids: the core numbers its requests 1, 2, 3, ... in the order
-//! they are made, and `Connection::open_channel` returns the channel, not
-//! the id its [`Event::ChannelOpened`] will carry. The oracle therefore
-//! predicts each id from the count so far, and checks the prediction on
-//! every request whose id the core does return. The n-th request frame the
+//! they are made (`RequestId::sequence`), its own included: the
+//! `basic.cancel` it sends for an abandoned consume takes a number the
+//! application never sees. The oracle learns every id the application is
+//! handed (a channel's open through `ChannelRef::open_request`) and
+//! takes the numbers skipped for the core's own requests, which the
+//! broker's log must show to be cancels. The n-th request frame the
 //! broker read is the n-th request made (the client writes one ordered
 //! stream), so the broker's log says what the reply to each id must be.
+//!
+//! A request the application abandoned, or whose deadline failed it with
+//! `Failure::TimedOut`, is *given up*: nothing may answer it any more,
+//! and what its reply carries must go back to the broker (see
+//! [`Oracle::quiet`] and `Sim::check_conservation`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use amqp_proto::spec::Method;
-use amqp_proto::{ConfirmOutcome, ConnectionError, Event, RequestId};
+use amqp_proto::{ConfirmOutcome, ConnectionError, Event, Failure, RequestId};
 
 use crate::broker::Log;
 
@@ -35,13 +43,28 @@ impl Violation {
     }
 }
 
-/// One request the application made.
+/// What the core made on its own: a `basic.cancel` for an abandoned
+/// consume.
+const OWN_CANCEL: &str = "the core's basic.cancel";
+
+/// One request the application (or the core, [`OWN_CANCEL`]) made.
 #[derive(Debug)]
 struct Issued {
     channel: u16,
     incarnation: u32,
     name: &'static str,
     resolved: bool,
+    /// Nobody waits for it: abandoned by the application, or one of the
+    /// core's own. No event may answer it.
+    abandoned: bool,
+    /// The deadline last set on it.
+    deadline: Option<Instant>,
+}
+
+impl Issued {
+    fn outstanding(&self) -> bool {
+        !self.resolved && !self.abandoned
+    }
 }
 
 /// One life of a channel id, from `open_channel` to its close.
@@ -65,6 +88,18 @@ pub(crate) struct Oracle {
     /// How many returns each (channel, incarnation) reported.
     returned: BTreeMap<(u16, u32), usize>,
     closed: Option<ConnectionError>,
+    /// (channel, incarnation, delivery tag) of the get-oks the
+    /// application was given.
+    got: BTreeSet<(u16, u32, u64)>,
+    /// Requests with a deadline that were outstanding when last looked at,
+    /// by index, with whether `handle_timeout` has since run at or after it.
+    deadlines: BTreeMap<usize, (Instant, bool)>,
+    /// Indices of the requests given up: abandoned, or failed with
+    /// `TimedOut` (which abandons them in the core).
+    given_up: Vec<usize>,
+    /// The index of the latest consume answered to the application, per
+    /// (channel, incarnation, consumer tag): a tag given up may be reused.
+    live_consumes: BTreeMap<(u16, u32, String), usize>,
 }
 
 type Checked = Result<(), Violation>;
@@ -86,11 +121,62 @@ impl Oracle {
             incarnation,
             name,
             resolved: false,
+            abandoned: false,
+            deadline: None,
         });
     }
 
-    /// `open_channel` returned `channel`.
-    pub(crate) fn opened_channel(&mut self, channel: u16) -> Checked {
+    /// The application was handed `request` for a `name`: the numbers
+    /// skipped since the last one went to the core's own requests, which
+    /// the broker must have read as `basic.cancel`s (when it read them).
+    fn numbered(&mut self, name: &'static str, request: RequestId, log: &Log) -> Checked {
+        let expected = self.issued.len() as u64 + 1;
+        if request.sequence() < expected {
+            return Err(Violation::new(
+                "request-numbering",
+                format!(
+                    "{name} got request id {}, expected {expected} or later",
+                    request.sequence()
+                ),
+            ));
+        }
+        while (self.issued.len() as u64 + 1) < request.sequence() {
+            let index = self.issued.len();
+            let read = log.requests.get(index);
+            if let Some(entry) = read.filter(|entry| entry.name != "basic.cancel") {
+                return Err(Violation::new(
+                    "request-numbering",
+                    format!(
+                        "{name} got request id {}: the core made request {} itself, a {}",
+                        request.sequence(),
+                        index + 1,
+                        entry.name
+                    ),
+                ));
+            }
+            let channel = read.map_or(0, |entry| entry.channel);
+            self.push(channel, OWN_CANCEL);
+            if let Some(own) = self.issued.last_mut() {
+                own.abandoned = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// `open_channel` returned `channel`, whose `channel.open` is `request`.
+    pub(crate) fn opened_channel(
+        &mut self,
+        channel: u16,
+        request: Option<RequestId>,
+        log: &Log,
+    ) -> Checked {
+        let Some(request) = request else {
+            return Err(Violation::new(
+                "request-numbering",
+                format!("channel {channel} just opened has no open_request"),
+            ));
+        };
+        self.numbered("channel.open", request, log)?;
         if self.lives.get(&channel).is_some_and(|life| !life.closed) {
             return Err(Violation::new(
                 "channel-lifecycle",
@@ -117,18 +203,185 @@ impl Oracle {
         channel: u16,
         name: &'static str,
         request: RequestId,
+        log: &Log,
     ) -> Checked {
-        let expected = self.issued.len() as u64 + 1;
-        if request.sequence() != expected {
-            return Err(Violation::new(
-                "request-numbering",
+        self.numbered(name, request, log)?;
+        self.push(channel, name);
+        Ok(())
+    }
+
+    fn issued_mut(&mut self, request: RequestId, what: &str) -> Result<&mut Issued, Violation> {
+        let index = index_of(request);
+        self.issued.get_mut(index).ok_or_else(|| {
+            Violation::new(
+                "unknown-request",
                 format!(
-                    "{name} got request id {}, expected {expected}",
+                    "{what} of request {}, never made",
                     request.sequence()
+                ),
+            )
+        })
+    }
+
+    /// `abandon_request(request)` returned `returned`: true exactly when
+    /// the request was still outstanding.
+    pub(crate) fn abandoned(&mut self, request: RequestId, returned: bool) -> Checked {
+        let issued = self.issued_mut(request, "abandon_request")?;
+        let outstanding = issued.outstanding();
+        if returned != outstanding {
+            return Err(Violation::new(
+                "abandon-result",
+                format!(
+                    "abandon_request of request {} ({}) returned {returned}; it was {}",
+                    request.sequence(),
+                    issued.name,
+                    if outstanding { "outstanding" } else { "resolved or abandoned" },
                 ),
             ));
         }
-        self.push(channel, name);
+        if returned {
+            issued.abandoned = true;
+            self.given_up.push(index_of(request));
+        }
+        Ok(())
+    }
+
+    /// `set_request_deadline(request, deadline)` returned `returned`: true
+    /// exactly when the request was still outstanding, except that a
+    /// `basic.get` whose get-ok came is answered while its content is
+    /// still coming.
+    pub(crate) fn deadline_set(
+        &mut self,
+        request: RequestId,
+        deadline: Instant,
+        returned: bool,
+    ) -> Checked {
+        let issued = self.issued_mut(request, "set_request_deadline")?;
+        let outstanding = issued.outstanding();
+        let answered_get = issued.name == "basic.get";
+        if returned != outstanding && !(outstanding && answered_get) {
+            return Err(Violation::new(
+                "abandon-result",
+                format!(
+                    "set_request_deadline of request {} ({}) returned {returned}; it was {}",
+                    request.sequence(),
+                    issued.name,
+                    if outstanding { "outstanding" } else { "resolved or abandoned" },
+                ),
+            ));
+        }
+        if returned {
+            issued.deadline = Some(deadline);
+            self.deadlines.insert(index_of(request), (deadline, false));
+        }
+        Ok(())
+    }
+
+    /// `handle_timeout(now)` ran: every deadline passed by `now` is due,
+    /// its request must fail with `TimedOut` unless answered first.
+    pub(crate) fn timeout_driven(&mut self, now: Instant) {
+        for (deadline, due) in self.deadlines.values_mut() {
+            if *deadline <= now {
+                *due = true;
+            }
+        }
+    }
+
+    /// After the events of a step: no request whose deadline came while
+    /// `handle_timeout` ran is still outstanding.
+    pub(crate) fn check_deadlines(&mut self) -> Checked {
+        let issued = &self.issued;
+        self.deadlines.retain(|index, _| {
+            issued
+                .get(*index)
+                .is_some_and(Issued::outstanding)
+        });
+        match self.deadlines.iter().find(|(_, (_, due))| *due) {
+            Some((index, _)) => Err(Violation::new(
+                "deadline-missed",
+                format!(
+                    "request {} ({}) is still outstanding after handle_timeout ran past its deadline",
+                    index + 1,
+                    self.name(*index)
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// True if the application was handed the message with this delivery
+    /// tag, as a delivery or a get-ok.
+    pub(crate) fn handed(&self, channel: u16, incarnation: u32, tag: u64) -> bool {
+        let key = (channel, incarnation, tag);
+        self.delivered.contains(&key) || self.got.contains(&key)
+    }
+
+    /// The incarnation of `channel` the application has now (0: never
+    /// opened), and whether it was closed.
+    pub(crate) fn life(&self, channel: u16) -> (u32, bool) {
+        self.lives
+            .get(&channel)
+            .map_or((0, true), |life| (life.incarnation, life.closed))
+    }
+
+    /// The consumer tag the broker gave a given-up consume, while no later
+    /// consume the application was answered took the tag again.
+    fn dead_consumer(&self, index: usize, log: &Log) -> Option<(u16, u32, String)> {
+        let issued = self.issued.get(index)?;
+        if issued.name != "basic.consume" {
+            return None;
+        }
+        let Some((Method::BasicConsumeOk(ok), _)) =
+            log.requests.get(index).and_then(|entry| entry.reply.as_ref())
+        else {
+            return None;
+        };
+        let key = (
+            issued.channel,
+            issued.incarnation,
+            ok.consumer_tag.to_string_lossy().into_owned(),
+        );
+        match self.live_consumes.get(&key) {
+            Some(live) if *live > index => None,
+            _ => Some(key),
+        }
+    }
+
+    /// When the network is drained and the broker quiet on an open
+    /// connection: a given-up consume's consumer was cancelled by the core
+    /// (the broker has it no more), and a given-up `channel.open`'s channel
+    /// was closed.
+    pub(crate) fn quiet(&self, log: &Log, consuming: impl Fn(u16, u32, &str) -> bool) -> Checked {
+        for index in &self.given_up {
+            let Some(issued) = self.issued.get(*index) else {
+                continue;
+            };
+            let (incarnation, closed) = self.life(issued.channel);
+            if incarnation != issued.incarnation || closed {
+                continue;
+            }
+            if issued.name == "channel.open" {
+                return Err(Violation::new(
+                    "abandoned-open",
+                    format!(
+                        "channel {} is still not closed, its channel.open (request {}) given up",
+                        issued.channel,
+                        index + 1
+                    ),
+                ));
+            }
+            if let Some((channel, incarnation, tag)) = self.dead_consumer(*index, log) {
+                if consuming(channel, incarnation, &tag) {
+                    return Err(Violation::new(
+                        "abandoned-consumer",
+                        format!(
+                            "consumer {tag} on channel {channel} still consumes at the broker, its basic.consume (request {}) given up",
+                            index + 1
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -150,7 +403,7 @@ impl Oracle {
     }
 
     /// Checks one event against the invariants.
-    pub(crate) fn event(&mut self, event: &Event, log: &Log) -> Checked {
+    pub(crate) fn event(&mut self, event: &Event, log: &Log, now: Instant) -> Checked {
         if let Some(error) = &self.closed {
             return Err(Violation::new(
                 "event-after-closed",
@@ -164,6 +417,14 @@ impl Oracle {
                 method,
             } => {
                 let index = self.resolve(*channel, *request, "Reply")?;
+                if let Method::BasicConsumeOk(ok) = method {
+                    let key = (
+                        *channel,
+                        self.incarnation(*channel),
+                        ok.consumer_tag.to_string_lossy().into_owned(),
+                    );
+                    self.live_consumes.insert(key, index);
+                }
                 let expected = log
                     .requests
                     .get(index)
@@ -186,6 +447,11 @@ impl Oracle {
                 message,
             } => {
                 let index = self.resolve(*channel, *request, "GetOk")?;
+                self.got.insert((
+                    *channel,
+                    self.incarnation(*channel),
+                    message.delivery_tag,
+                ));
                 let expected = log
                     .requests
                     .get(index)
@@ -227,8 +493,28 @@ impl Oracle {
                 }
             }
             Event::RequestFailed {
-                channel, request, ..
-            } => self.resolve(*channel, *request, "RequestFailed").map(drop),
+                channel,
+                request,
+                failure,
+            } => {
+                let index = self.resolve(*channel, *request, "RequestFailed")?;
+                if *failure != Failure::TimedOut {
+                    return Ok(());
+                }
+                // The core abandons what times out.
+                self.given_up.push(index);
+                match self.issued.get(index).and_then(|issued| issued.deadline) {
+                    Some(deadline) if now >= deadline => Ok(()),
+                    deadline => Err(Violation::new(
+                        "timed-out-early",
+                        format!(
+                            "request {} ({}) timed out at {now:?}, its deadline {deadline:?}",
+                            request.sequence(),
+                            self.name(index)
+                        ),
+                    )),
+                }
+            }
             Event::Delivery(delivery) => {
                 let key = (
                     delivery.channel,
@@ -239,6 +525,22 @@ impl Oracle {
                     return Err(Violation::new(
                         "delivery-mismatch",
                         format!("delivery {key:?} reported twice"),
+                    ));
+                }
+                let tag = delivery.consumer_tag.to_string_lossy();
+                if let Some(index) = self.given_up.iter().copied().find(|index| {
+                    self.dead_consumer(*index, log).is_some_and(|(channel, incarnation, dead)| {
+                        channel == key.0 && incarnation == key.1 && dead == tag
+                    })
+                }) {
+                    return Err(Violation::new(
+                        "abandoned-consumer",
+                        format!(
+                            "delivery {} to {tag} on channel {}, whose basic.consume (request {}) was given up",
+                            delivery.delivery_tag,
+                            delivery.channel,
+                            index + 1
+                        ),
                     ));
                 }
                 match log.deliveries.get(&key) {
@@ -381,9 +683,7 @@ impl Oracle {
         request: RequestId,
         what: &str,
     ) -> Result<usize, Violation> {
-        let index = usize::try_from(request.sequence())
-            .unwrap_or(usize::MAX)
-            .wrapping_sub(1);
+        let index = index_of(request);
         let Some(issued) = self.issued.get_mut(index) else {
             return Err(Violation::new(
                 "unknown-request",
@@ -393,6 +693,21 @@ impl Oracle {
                 ),
             ));
         };
+        if issued.abandoned {
+            return Err(Violation::new(
+                "event-after-abandon",
+                format!(
+                    "{what} for request {} ({}), which {}",
+                    request.sequence(),
+                    issued.name,
+                    if issued.name == OWN_CANCEL {
+                        "the application never made"
+                    } else {
+                        "the application abandoned"
+                    }
+                ),
+            ));
+        }
         if issued.resolved {
             return Err(Violation::new(
                 "request-resolved-once",
@@ -422,7 +737,7 @@ impl Oracle {
             .issued
             .iter()
             .enumerate()
-            .find(|(_, issued)| !issued.resolved && filter(issued))
+            .find(|(_, issued)| issued.outstanding() && filter(issued))
         {
             Some((index, issued)) => Err(Violation::new(
                 "unresolved-at-close",
@@ -447,4 +762,11 @@ impl Oracle {
         }
         self.unresolved(|_| true)
     }
+}
+
+/// Where a request stands in [`Oracle::issued`].
+fn index_of(request: RequestId) -> usize {
+    usize::try_from(request.sequence())
+        .unwrap_or(usize::MAX)
+        .wrapping_sub(1)
 }

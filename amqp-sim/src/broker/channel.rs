@@ -65,7 +65,10 @@ pub(super) struct BrokerChannel {
     pub(super) unsettled: BTreeSet<u64>,
     pub(super) held: Vec<Held>,
     pub(super) prefetch: u16,
-    pub(super) unacked: BTreeMap<u64, (String, Message)>,
+    /// Messages handed out awaiting settlement, by delivery tag: the
+    /// queue, the message, and the stream offset just past its content
+    /// (once the client has read that far, it holds the message).
+    pub(super) unacked: BTreeMap<u64, (String, Message, u64)>,
     pub(super) next_delivery_tag: u64,
     pub(super) consumers: BTreeMap<String, Consumer>,
     pub(super) deferred: Vec<Deferred>,
@@ -281,9 +284,18 @@ impl Broker {
                 }
             }
             Answer::GetOk(get_ok, message) => {
+                let tag = get_ok.delivery_tag;
                 let method: Method = get_ok.into();
                 record(&mut self.log, &method, Some(message.body.clone()));
                 self.write_content(id, &method, &message.properties, &message.body);
+                let end = self.written_offset();
+                if let Some((_, _, at)) = self
+                    .channels
+                    .get_mut(&id)
+                    .and_then(|channel| channel.unacked.get_mut(&tag))
+                {
+                    *at = end;
+                }
                 self.tick_deferred(id);
             }
             Answer::ChannelError(code, text) => self.close_channel(id, code, &text),
@@ -360,7 +372,7 @@ impl Broker {
                     .retain(|(owner, existing)| !(*owner == id && existing == tag));
             }
         }
-        for (queue, mut message) in channel.unacked.into_values().rev() {
+        for (queue, mut message, _) in channel.unacked.into_values().rev() {
             if let Some(queue) = self.model.queues.get_mut(&queue) {
                 message.redelivered = true;
                 queue.messages.push_front(message);

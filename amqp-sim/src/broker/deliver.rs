@@ -39,7 +39,7 @@ impl Broker {
             }
         }
         if requeue == Some(true) {
-            for (queue, mut message) in back.into_iter().rev() {
+            for (queue, mut message, _) in back.into_iter().rev() {
                 if let Some(queue) = self.model.queues.get_mut(&queue) {
                     message.redelivered = true;
                     queue.messages.push_front(message);
@@ -63,11 +63,6 @@ impl Broker {
                 };
                 channel.next_delivery_tag += 1;
                 let delivery_tag = channel.next_delivery_tag;
-                if !no_ack {
-                    channel
-                        .unacked
-                        .insert(delivery_tag, (name.clone(), message.clone()));
-                }
                 let incarnation = channel.incarnation;
                 self.log.deliveries.insert(
                     (id, incarnation, delivery_tag),
@@ -82,8 +77,65 @@ impl Broker {
                 }
                 .into();
                 self.write_content(id, &deliver, &message.properties, &message.body);
+                if !no_ack {
+                    let end = self.written_offset();
+                    if let Some(channel) = self.channels.get_mut(&id) {
+                        channel
+                            .unacked
+                            .insert(delivery_tag, (name.clone(), message, end));
+                    }
+                }
             }
         }
+    }
+
+    /// Stream offset just past the last byte written.
+    pub(super) fn written_offset(&self) -> u64 {
+        self.taken + self.out.len() as u64
+    }
+
+    /// The messages the client holds: handed out on a channel the broker
+    /// has open, not settled, and read by the client to their last byte.
+    /// (channel, incarnation, delivery tag) of each, while the broker reads
+    /// and writes.
+    #[must_use]
+    pub fn held_by_client(&self) -> Vec<(u16, u32, u64)> {
+        if self.phase != Phase::Open || self.is_stalled() || self.hang_up {
+            return Vec::new();
+        }
+        let mut held = Vec::new();
+        for (id, channel) in &self.channels {
+            if channel.closing {
+                continue;
+            }
+            for (tag, (_, _, end)) in &channel.unacked {
+                if *end <= self.taken {
+                    held.push((*id, channel.incarnation, *tag));
+                }
+            }
+        }
+        held
+    }
+
+    /// True while the broker has consumer `tag` on the channel's
+    /// incarnation.
+    #[must_use]
+    pub fn consuming(&self, id: u16, incarnation: u32, tag: &str) -> bool {
+        self.channels.get(&id).is_some_and(|channel| {
+            channel.incarnation == incarnation && channel.consumers.contains_key(tag)
+        })
+    }
+
+    /// True when nothing is on its way to the client: the broker reads and
+    /// writes on an open connection, the network carries nothing, and no
+    /// reply is held back.
+    #[must_use]
+    pub fn quiet(&self) -> bool {
+        self.phase == Phase::Open
+            && !self.is_stalled()
+            && !self.hang_up
+            && self.out.is_empty()
+            && self.channels.values().all(|channel| channel.deferred.is_empty())
     }
 
     /// The consumer that takes the queue's next message, and the message.

@@ -157,7 +157,8 @@ impl Broker {
                 channel.next_delivery_tag += 1;
                 let tag = channel.next_delivery_tag;
                 if !get.no_ack {
-                    channel.unacked.insert(tag, (name, message.clone()));
+                    // The offset past its content is set once written.
+                    channel.unacked.insert(tag, (name, message.clone(), u64::MAX));
                 }
                 Answer::GetOk(
                     spec::BasicGetOk {

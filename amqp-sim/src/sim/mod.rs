@@ -86,6 +86,8 @@ struct Sim {
     fed: usize,
     transport_reported: bool,
     config: Config,
+    /// A violation found inside a command that reports a refusal.
+    broken: Option<Violation>,
 }
 
 /// Runs `steps` for `seed`.
@@ -100,7 +102,10 @@ pub(crate) fn run(seed: u64, steps: &[Step], mode: Mode) -> Run {
         for (index, step) in steps.iter().enumerate() {
             sim.note(|| format!("#{index} {step:?}"));
             sim.hash.number(index as u64);
-            let mut result = sim.execute(step).and_then(|()| sim.settle());
+            let mut result = sim
+                .execute(step)
+                .and_then(|()| sim.settle())
+                .and_then(|()| sim.check_conservation());
             // An ignored invariant is noted and the run goes on; settling
             // again drains what the step left.
             for _ in 0..8 {
@@ -181,6 +186,7 @@ impl Sim {
             fed: 0,
             transport_reported: false,
             config,
+            broken: None,
         }
     }
 
@@ -264,7 +270,7 @@ impl Sim {
             self.events += 1;
             let _ = write!(self.hash, "{event:?}");
             self.note(|| format!("  event {}", short(&event)));
-            self.oracle.event(&event, &self.broker.log)?;
+            self.oracle.event(&event, &self.broker.log, self.now)?;
             self.app.observe(&event);
             if let Event::Closed(error) = &event {
                 self.closed_at = Some(self.now);
@@ -274,6 +280,7 @@ impl Sim {
         if seen > 0 {
             self.hash.number(self.elapsed_ms() as u64);
         }
+        self.oracle.check_deadlines()?;
         if let Some(fault) = self.broker.log.client_fault.take() {
             return Err(Violation::new("client-protocol", fault));
         }
@@ -293,6 +300,12 @@ impl Sim {
             if self.broker.pending() == 0 {
                 break;
             }
+        }
+        if self.connection.is_open() && !self.broker.is_stalled() {
+            self.broker.flush_held();
+            self.deliver(usize::MAX)?;
+            self.settle()?;
+            self.check_quiet()?;
         }
         if !self.connection.is_closed() {
             self.note(|| "  app closes".to_owned());

@@ -190,6 +190,7 @@ impl Sim {
             }
             if client.is_some_and(|at| at <= self.now) {
                 driver::timeout(&mut self.connection, self.now);
+                self.oracle.timeout_driven(self.now);
             }
             self.settle()?;
             if self.connection.poll_timeout() == client && client.is_some_and(|at| at <= self.now) {
