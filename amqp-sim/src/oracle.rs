@@ -277,11 +277,18 @@ impl Oracle {
         Ok(())
     }
 
-    /// `handle_timeout(now)` ran: every deadline passed by `now` is due,
-    /// its request must fail with `TimedOut` unless answered first.
-    pub(crate) fn timeout_driven(&mut self, now: Instant) {
-        for (deadline, due) in self.deadlines.values_mut() {
-            if *deadline <= now {
+    /// `handle_timeout(now)` ran with the client having read `read` bytes
+    /// of the server's stream: every deadline passed by `now` is due, its
+    /// request must fail with `TimedOut` unless answered first (a
+    /// `basic.get` is answered by its get-ok, before its content).
+    pub(crate) fn timeout_driven(&mut self, now: Instant, read: u64, log: &Log) {
+        for (index, (deadline, due)) in &mut self.deadlines {
+            let get_ok_read = log
+                .requests
+                .get(*index)
+                .and_then(|entry| entry.get_ok_end)
+                .is_some_and(|end| end <= read);
+            if *deadline <= now && !get_ok_read {
                 *due = true;
             }
         }

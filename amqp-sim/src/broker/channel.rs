@@ -198,6 +198,7 @@ impl Broker {
                     channel: id,
                     name: other.name(),
                     reply: None,
+                    get_ok_end: None,
                 });
                 let answer = self.request(id, other);
                 self.answer(id, index, answer);
@@ -215,6 +216,7 @@ impl Broker {
             channel: id,
             name: "channel.open",
             reply: None,
+            get_ok_end: None,
         });
         if self.channels.contains_key(&id) {
             self.log.fault(format!("client reopened channel {id}"));
@@ -287,7 +289,11 @@ impl Broker {
                 let tag = get_ok.delivery_tag;
                 let method: Method = get_ok.into();
                 record(&mut self.log, &method, Some(message.body.clone()));
-                self.write_content(id, &method, &message.properties, &message.body);
+                let method_end =
+                    self.write_content(id, &method, &message.properties, &message.body);
+                if let Some(entry) = self.log.requests.get_mut(index) {
+                    entry.get_ok_end = Some(method_end);
+                }
                 let end = self.written_offset();
                 if let Some((_, _, at)) = self
                     .channels

@@ -76,7 +76,7 @@ impl Broker {
                     routing_key: message.routing_key.as_str().into(),
                 }
                 .into();
-                self.write_content(id, &deliver, &message.properties, &message.body);
+                let _ = self.write_content(id, &deliver, &message.properties, &message.body);
                 if !no_ack {
                     let end = self.written_offset();
                     if let Some(channel) = self.channels.get_mut(&id) {
@@ -166,18 +166,20 @@ impl Broker {
 
     /// Writes a content-carrying method, its header and body frames;
     /// a pending [`MethodBeforeHeader`](crate::Malformed::MethodBeforeHeader)
-    /// fault goes between the method and the header.
+    /// fault goes between the method and the header. Returns the stream
+    /// offset just past the method frame.
     pub(super) fn write_content(
         &mut self,
         id: u16,
         method: &Method,
         properties: &BasicProperties,
         body: &[u8],
-    ) {
+    ) -> u64 {
         if self.hang_up || self.cut {
-            return;
+            return self.written_offset();
         }
         self.write(id, method);
+        let method_end = self.written_offset();
         if self.interleave_next_content {
             self.interleave_next_content = false;
             self.inject_between(id);
@@ -190,5 +192,6 @@ impl Broker {
             self.frame_max,
             &mut self.log,
         );
+        method_end
     }
 }

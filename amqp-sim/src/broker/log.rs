@@ -21,6 +21,10 @@ pub struct RequestLog {
     /// `get-ok`; `None` when it was not answered (the channel or
     /// connection was closing).
     pub reply: Option<(Method, Option<Bytes>)>,
+    /// For a `get-ok`: the stream offset just past its method frame. Once
+    /// the client has read that far the get is answered, its deadline no
+    /// longer applies, though the content is still to come.
+    pub get_ok_end: Option<u64>,
 }
 
 /// Malformed bytes the broker wrote into the server-to-client stream.

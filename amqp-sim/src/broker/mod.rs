@@ -462,6 +462,7 @@ impl Broker {
                     channel: 0,
                     name: "connection.update-secret",
                     reply: Some((reply.clone(), None)),
+                    get_ok_end: None,
                 });
                 self.write(0, &reply);
             }
@@ -480,6 +481,7 @@ impl Broker {
                 channel,
                 name: method.name(),
                 reply: None,
+                get_ok_end: None,
             });
         }
     }
