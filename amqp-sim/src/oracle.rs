@@ -354,6 +354,45 @@ impl Oracle {
         }
     }
 
+    /// The core requeued the message `tag` on its own (a `basic.reject`
+    /// the application did not make): only what nobody waits for may go
+    /// back, the get-ok of a given-up `basic.get` or a delivery to a
+    /// consumer whose consume or cancel was given up.
+    pub(crate) fn given_back(&self, channel: u16, incarnation: u32, tag: u64, log: &Log) -> Checked {
+        let on_channel = |index: &usize| {
+            self.issued
+                .get(*index)
+                .is_some_and(|issued| issued.channel == channel && issued.incarnation == incarnation)
+        };
+        let reply = |index: &usize| log.requests.get(*index).and_then(|entry| entry.reply.as_ref());
+        let consumer = log
+            .deliveries
+            .get(&(channel, incarnation, tag))
+            .map(|(consumer, _)| consumer.as_str());
+        let unwanted = self.given_up.iter().filter(|index| on_channel(index)).any(|index| {
+            match (reply(index), consumer) {
+                (Some((Method::BasicGetOk(ok), _)), _) => ok.delivery_tag == tag,
+                (Some((Method::BasicCancelOk(ok), _)), Some(consumer)) => {
+                    ok.consumer_tag == consumer
+                }
+                (Some((Method::BasicConsumeOk(_), _)), Some(consumer)) => self
+                    .dead_consumer(*index, log)
+                    .is_some_and(|(_, _, dead)| dead == consumer),
+                _ => false,
+            }
+        });
+        if unwanted {
+            return Ok(());
+        }
+        Err(Violation::new(
+            "given-back-wanted",
+            format!(
+                "the core requeued message {tag} on channel {channel} ({}), which nobody gave up",
+                consumer.map_or_else(|| "a get-ok".to_owned(), |c| format!("a delivery to {c}"))
+            ),
+        ))
+    }
+
     /// When the network is drained and the broker quiet on an open
     /// connection: a given-up consume's consumer was cancelled by the core
     /// (the broker has it no more), and a given-up `channel.open`'s channel

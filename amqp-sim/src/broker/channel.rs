@@ -190,6 +190,10 @@ impl Broker {
                 self.settle(id, nack.delivery_tag, nack.multiple, Some(nack.requeue));
             }
             Method::BasicReject(reject) => {
+                let incarnation = channel.incarnation;
+                self.log
+                    .rejects
+                    .push((id, incarnation, reject.delivery_tag, reject.requeue));
                 self.settle(id, reject.delivery_tag, false, Some(reject.requeue));
             }
             other if is_request(&other) => {

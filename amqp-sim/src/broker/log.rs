@@ -57,6 +57,10 @@ pub struct Log {
     pub returns: BTreeMap<(u16, u32), VecDeque<(u16, Bytes)>>,
     /// (channel, incarnation, consumer tag) the broker cancelled itself.
     pub cancels: BTreeSet<(u16, u32, String)>,
+    /// (channel, incarnation, delivery tag, requeue) of every
+    /// `basic.reject` read on an open channel, in order: the application's
+    /// and those the core sends on its own.
+    pub rejects: Vec<(u16, u32, u64, bool)>,
     /// Injections in stream order.
     pub injections: Vec<Injection>,
     /// Reply codes of the client's `connection.close`s, in order.

@@ -45,6 +45,15 @@ impl Sim {
     /// abandoned `basic.get`, or a delivery to an abandoned consumer,
     /// leaves it unacknowledged for good.
     pub(super) fn check_conservation(&mut self) -> Result<(), Violation> {
+        let rejects = self.broker.log.rejects.get(self.rejects_checked..);
+        for (id, incarnation, tag, requeue) in rejects.unwrap_or_default() {
+            // A refused content is rejected without requeue: not given back.
+            if *requeue && !self.app_rejects.contains(&(*id, *incarnation, *tag)) {
+                self.oracle
+                    .given_back(*id, *incarnation, *tag, &self.broker.log)?;
+            }
+        }
+        self.rejects_checked = self.broker.log.rejects.len();
         if !self.connection.is_open() {
             return Ok(());
         }

@@ -222,7 +222,14 @@ impl Sim {
                 requeue,
             } => self.settle_delivery(delivery, multiple, |c, tag| c.nack(tag, multiple, requeue)),
             Step::Reject { delivery, requeue } => {
-                self.settle_delivery(delivery, false, |c, tag| c.reject(tag, requeue))
+                let rejected = app::pick_from(&self.app.deliveries, delivery).copied();
+                let outcome =
+                    self.settle_delivery(delivery, false, |c, tag| c.reject(tag, requeue));
+                if let (Ok(_), Some((id, tag))) = (&outcome, rejected) {
+                    let incarnation = self.oracle.life(id).0;
+                    self.app_rejects.insert((id, incarnation, tag));
+                }
+                outcome
             }
             Step::UpdateSecret => match self.connection.update_secret("new-token", "expiring") {
                 Ok(request) => {

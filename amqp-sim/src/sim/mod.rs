@@ -88,6 +88,11 @@ struct Sim {
     config: Config,
     /// A violation found inside a command that reports a refusal.
     broken: Option<Violation>,
+    /// (channel, incarnation, delivery tag) the application rejected: the
+    /// broker's other rejects are the core's own.
+    app_rejects: std::collections::BTreeSet<(u16, u32, u64)>,
+    /// Rejects in the broker's log already judged.
+    rejects_checked: usize,
 }
 
 /// Runs `steps` for `seed`.
@@ -187,6 +192,8 @@ impl Sim {
             transport_reported: false,
             config,
             broken: None,
+            app_rejects: std::collections::BTreeSet::new(),
+            rejects_checked: 0,
         }
     }
 
