@@ -277,43 +277,59 @@ impl Oracle {
         Ok(())
     }
 
+    /// True when `index` is a `basic.get` whose get-ok the client has read
+    /// (`read` bytes of the server's stream): answered, so its deadline no
+    /// longer applies though its content is still to come.
+    fn get_ok_read(index: usize, read: u64, log: &Log) -> bool {
+        log.requests
+            .get(index)
+            .and_then(|entry| entry.get_ok_end)
+            .is_some_and(|end| end <= read)
+    }
+
     /// `handle_timeout(now)` ran with the client having read `read` bytes
     /// of the server's stream: every deadline passed by `now` is due, its
-    /// request must fail with `TimedOut` unless answered first (a
-    /// `basic.get` is answered by its get-ok, before its content).
+    /// request must fail with `TimedOut` unless answered first.
     pub(crate) fn timeout_driven(&mut self, now: Instant, read: u64, log: &Log) {
         for (index, (deadline, due)) in &mut self.deadlines {
-            let get_ok_read = log
-                .requests
-                .get(*index)
-                .and_then(|entry| entry.get_ok_end)
-                .is_some_and(|end| end <= read);
-            if *deadline <= now && !get_ok_read {
+            if *deadline <= now && !Self::get_ok_read(*index, read, log) {
                 *due = true;
             }
         }
     }
 
     /// After the events of a step: no request whose deadline came while
-    /// `handle_timeout` ran is still outstanding.
-    pub(crate) fn check_deadlines(&mut self) -> Checked {
+    /// `handle_timeout` ran is still outstanding, and `poll_timeout`
+    /// (`poll`) is no later than any deadline still ahead, so the
+    /// adapter's timer fires for it.
+    pub(crate) fn check_deadlines(
+        &mut self,
+        poll: Option<Instant>,
+        read: u64,
+        log: &Log,
+    ) -> Checked {
         let issued = &self.issued;
-        self.deadlines.retain(|index, _| {
-            issued
-                .get(*index)
-                .is_some_and(Issued::outstanding)
-        });
-        match self.deadlines.iter().find(|(_, (_, due))| *due) {
-            Some((index, _)) => Err(Violation::new(
-                "deadline-missed",
+        self.deadlines
+            .retain(|index, _| issued.get(*index).is_some_and(Issued::outstanding));
+        for (index, (deadline, due)) in &self.deadlines {
+            let missed = if *due {
+                "is still outstanding after handle_timeout ran past its deadline".to_owned()
+            } else if poll.map_or(true, |poll| poll > *deadline)
+                && !Self::get_ok_read(*index, read, log)
+            {
                 format!(
-                    "request {} ({}) is still outstanding after handle_timeout ran past its deadline",
-                    index + 1,
-                    self.name(*index)
-                ),
-            )),
-            None => Ok(()),
+                    "has a deadline {} ms before poll_timeout's",
+                    poll.map_or(u128::MAX, |poll| (poll - *deadline).as_millis())
+                )
+            } else {
+                continue;
+            };
+            return Err(Violation::new(
+                "deadline-missed",
+                format!("request {} ({}) {missed}", index + 1, self.name(*index)),
+            ));
         }
+        Ok(())
     }
 
     /// True if the application was handed the message with this delivery
@@ -554,9 +570,16 @@ impl Oracle {
                     deadline => Err(Violation::new(
                         "timed-out-early",
                         format!(
-                            "request {} ({}) timed out at {now:?}, its deadline {deadline:?}",
+                            "request {} ({}) timed out {}",
                             request.sequence(),
-                            self.name(index)
+                            self.name(index),
+                            deadline.map_or_else(
+                                || "without a deadline".to_owned(),
+                                |deadline| format!(
+                                    "{} ms before its deadline",
+                                    (deadline - now).as_millis()
+                                )
+                            )
                         ),
                     )),
                 }

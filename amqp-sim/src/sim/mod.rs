@@ -287,7 +287,9 @@ impl Sim {
         if seen > 0 {
             self.hash.number(self.elapsed_ms() as u64);
         }
-        self.oracle.check_deadlines()?;
+        let poll = self.connection.poll_timeout();
+        self.oracle
+            .check_deadlines(poll, self.broker.delivered_offset(), &self.broker.log)?;
         if let Some(fault) = self.broker.log.client_fault.take() {
             return Err(Violation::new("client-protocol", fault));
         }
