@@ -96,10 +96,7 @@ pub(crate) struct Oracle {
     deadlines: BTreeMap<usize, (Instant, bool)>,
     /// Indices of the requests given up: abandoned, or failed with
     /// `TimedOut` (which abandons them in the core).
-    given_up: Vec<usize>,
-    /// The index of the latest consume answered to the application, per
-    /// (channel, incarnation, consumer tag): a tag given up may be reused.
-    live_consumes: BTreeMap<(u16, u32, String), usize>,
+    given_up: BTreeSet<usize>,
 }
 
 type Checked = Result<(), Violation>;
@@ -241,7 +238,7 @@ impl Oracle {
         }
         if returned {
             issued.abandoned = true;
-            self.given_up.push(index_of(request));
+            self.given_up.insert(index_of(request));
         }
         Ok(())
     }
@@ -347,73 +344,29 @@ impl Oracle {
             .map_or((0, true), |life| (life.incarnation, life.closed))
     }
 
-    /// The consumer tag the broker gave a given-up consume, while no later
-    /// consume the application was answered took the tag again.
-    fn dead_consumer(&self, index: usize, log: &Log) -> Option<(u16, u32, String)> {
-        let issued = self.issued.get(index)?;
-        if issued.name != "basic.consume" {
+    /// The consumer tag the broker gave the given-up consume `index`.
+    fn dead_consumer(&self, index: usize, log: &Log) -> Option<String> {
+        if self.issued.get(index)?.name != "basic.consume" {
             return None;
         }
-        let Some((Method::BasicConsumeOk(ok), _)) =
-            log.requests.get(index).and_then(|entry| entry.reply.as_ref())
-        else {
-            return None;
-        };
-        let key = (
-            issued.channel,
-            issued.incarnation,
-            ok.consumer_tag.to_string_lossy().into_owned(),
-        );
-        match self.live_consumes.get(&key) {
-            Some(live) if *live > index => None,
-            _ => Some(key),
-        }
-    }
-
-    /// The core requeued the message `tag` on its own (a `basic.reject`
-    /// the application did not make): only what nobody waits for may go
-    /// back, the get-ok of a given-up `basic.get` or a delivery to a
-    /// consumer whose consume or cancel was given up.
-    pub(crate) fn given_back(&self, channel: u16, incarnation: u32, tag: u64, log: &Log) -> Checked {
-        let on_channel = |index: &usize| {
-            self.issued
-                .get(*index)
-                .is_some_and(|issued| issued.channel == channel && issued.incarnation == incarnation)
-        };
-        let reply = |index: &usize| log.requests.get(*index).and_then(|entry| entry.reply.as_ref());
-        let consumer = log
-            .deliveries
-            .get(&(channel, incarnation, tag))
-            .map(|(consumer, _)| consumer.as_str());
-        let unwanted = self.given_up.iter().filter(|index| on_channel(index)).any(|index| {
-            match (reply(index), consumer) {
-                (Some((Method::BasicGetOk(ok), _)), _) => ok.delivery_tag == tag,
-                (Some((Method::BasicCancelOk(ok), _)), Some(consumer)) => {
-                    ok.consumer_tag == consumer
-                }
-                (Some((Method::BasicConsumeOk(_), _)), Some(consumer)) => self
-                    .dead_consumer(*index, log)
-                    .is_some_and(|(_, _, dead)| dead == consumer),
-                _ => false,
+        match log.requests.get(index).and_then(|entry| entry.reply.as_ref()) {
+            Some((Method::BasicConsumeOk(ok), _)) => {
+                Some(ok.consumer_tag.to_string_lossy().into_owned())
             }
-        });
-        if unwanted {
-            return Ok(());
+            _ => None,
         }
-        Err(Violation::new(
-            "given-back-wanted",
-            format!(
-                "the core requeued message {tag} on channel {channel} ({}), which nobody gave up",
-                consumer.map_or_else(|| "a get-ok".to_owned(), |c| format!("a delivery to {c}"))
-            ),
-        ))
     }
 
     /// When the network is drained and the broker quiet on an open
     /// connection: a given-up consume's consumer was cancelled by the core
     /// (the broker has it no more), and a given-up `channel.open`'s channel
-    /// was closed.
-    pub(crate) fn quiet(&self, log: &Log, consuming: impl Fn(u16, u32, &str) -> bool) -> Checked {
+    /// was closed. `consumer_request` names the consume that made a
+    /// consumer the broker has.
+    pub(crate) fn quiet(
+        &self,
+        log: &Log,
+        consumer_request: impl Fn(u16, u32, &str) -> Option<usize>,
+    ) -> Checked {
         for index in &self.given_up {
             let Some(issued) = self.issued.get(*index) else {
                 continue;
@@ -432,12 +385,13 @@ impl Oracle {
                     ),
                 ));
             }
-            if let Some((channel, incarnation, tag)) = self.dead_consumer(*index, log) {
-                if consuming(channel, incarnation, &tag) {
+            if let Some(tag) = self.dead_consumer(*index, log) {
+                if consumer_request(issued.channel, incarnation, &tag) == Some(*index) {
                     return Err(Violation::new(
                         "abandoned-consumer",
                         format!(
-                            "consumer {tag} on channel {channel} still consumes at the broker, its basic.consume (request {}) given up",
+                            "consumer {tag} on channel {} still consumes at the broker, its basic.consume (request {}) given up",
+                            issued.channel,
                             index + 1
                         ),
                     ));
@@ -445,6 +399,45 @@ impl Oracle {
             }
         }
         Ok(())
+    }
+
+    /// The core requeued the message `tag` on its own (a `basic.reject`
+    /// the application did not make): only what nobody waits for may go
+    /// back, the get-ok of a given-up `basic.get` or a delivery to a
+    /// consumer whose consume or cancel was given up.
+    pub(crate) fn given_back(&self, channel: u16, incarnation: u32, tag: u64, log: &Log) -> Checked {
+        let on_channel = |index: &usize| {
+            self.issued
+                .get(*index)
+                .is_some_and(|issued| issued.channel == channel && issued.incarnation == incarnation)
+        };
+        let reply = |index: &usize| log.requests.get(*index).and_then(|entry| entry.reply.as_ref());
+        let delivered = log.deliveries.get(&(channel, incarnation, tag));
+        let consumer = delivered.map(|(consumer, _, _)| consumer.as_str());
+        let consume_given_up =
+            delivered.is_some_and(|(_, _, consume)| self.given_up.contains(consume));
+        let unwanted = consume_given_up
+            || self
+                .given_up
+                .iter()
+                .filter(|index| on_channel(index))
+                .any(|index| match (reply(index), consumer) {
+                    (Some((Method::BasicGetOk(ok), _)), None) => ok.delivery_tag == tag,
+                    (Some((Method::BasicCancelOk(ok), _)), Some(consumer)) => {
+                        ok.consumer_tag == consumer
+                    }
+                    _ => false,
+                });
+        if unwanted {
+            return Ok(());
+        }
+        Err(Violation::new(
+            "given-back-wanted",
+            format!(
+                "the core requeued message {tag} on channel {channel} ({}), which nobody gave up",
+                consumer.map_or_else(|| "a get-ok".to_owned(), |c| format!("a delivery to {c}"))
+            ),
+        ))
     }
 
     /// A publish in confirm mode returned `sequence`.
@@ -479,14 +472,6 @@ impl Oracle {
                 method,
             } => {
                 let index = self.resolve(*channel, *request, "Reply")?;
-                if let Method::BasicConsumeOk(ok) = method {
-                    let key = (
-                        *channel,
-                        self.incarnation(*channel),
-                        ok.consumer_tag.to_string_lossy().into_owned(),
-                    );
-                    self.live_consumes.insert(key, index);
-                }
                 let expected = log
                     .requests
                     .get(index)
@@ -564,7 +549,7 @@ impl Oracle {
                     return Ok(());
                 }
                 // The core abandons what times out.
-                self.given_up.push(index);
+                self.given_up.insert(index);
                 match self.issued.get(index).and_then(|issued| issued.deadline) {
                     Some(deadline) if now >= deadline => Ok(()),
                     deadline => Err(Violation::new(
@@ -596,24 +581,21 @@ impl Oracle {
                         format!("delivery {key:?} reported twice"),
                     ));
                 }
-                let tag = delivery.consumer_tag.to_string_lossy();
-                if let Some(index) = self.given_up.iter().copied().find(|index| {
-                    self.dead_consumer(*index, log).is_some_and(|(channel, incarnation, dead)| {
-                        channel == key.0 && incarnation == key.1 && dead == tag
-                    })
-                }) {
+                let consume = log.deliveries.get(&key).map(|(_, _, consume)| *consume);
+                if let Some(index) = consume.filter(|index| self.given_up.contains(index)) {
                     return Err(Violation::new(
                         "abandoned-consumer",
                         format!(
-                            "delivery {} to {tag} on channel {}, whose basic.consume (request {}) was given up",
+                            "delivery {} to {} on channel {}, whose basic.consume (request {}) was given up",
                             delivery.delivery_tag,
+                            delivery.consumer_tag,
                             delivery.channel,
                             index + 1
                         ),
                     ));
                 }
                 match log.deliveries.get(&key) {
-                    Some((tag, body))
+                    Some((tag, body, _))
                         if delivery.consumer_tag == tag.as_str()
                             && *body == delivery.content.body =>
                     {

@@ -20,6 +20,8 @@ use super::{is_request, Broker, Phase, RequestLog};
 #[derive(Debug)]
 pub(super) struct Consumer {
     pub(super) queue: String,
+    /// Its `basic.consume`'s index in the request log.
+    pub(super) request: usize,
     pub(super) no_ack: bool,
     /// False while its consume-ok is held back: RabbitMQ's queue sends
     /// consume-ok before the first delivery.

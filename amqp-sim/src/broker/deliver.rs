@@ -64,9 +64,13 @@ impl Broker {
                 channel.next_delivery_tag += 1;
                 let delivery_tag = channel.next_delivery_tag;
                 let incarnation = channel.incarnation;
+                let consume = channel
+                    .consumers
+                    .get(&tag)
+                    .map_or(usize::MAX, |consumer| consumer.request);
                 self.log.deliveries.insert(
                     (id, incarnation, delivery_tag),
-                    (tag.clone(), message.body.clone()),
+                    (tag.clone(), message.body.clone(), consume),
                 );
                 let deliver: Method = spec::BasicDeliver {
                     consumer_tag: tag.as_str().into(),
@@ -117,13 +121,16 @@ impl Broker {
         held
     }
 
-    /// True while the broker has consumer `tag` on the channel's
-    /// incarnation.
+    /// The index in [`Log::requests`](super::Log::requests) of the
+    /// `basic.consume` that made consumer `tag` on the channel's
+    /// incarnation, while the broker has it.
     #[must_use]
-    pub fn consuming(&self, id: u16, incarnation: u32, tag: &str) -> bool {
-        self.channels.get(&id).is_some_and(|channel| {
-            channel.incarnation == incarnation && channel.consumers.contains_key(tag)
-        })
+    pub fn consumer_request(&self, id: u16, incarnation: u32, tag: &str) -> Option<usize> {
+        let channel = self.channels.get(&id)?;
+        if channel.incarnation != incarnation {
+            return None;
+        }
+        channel.consumers.get(tag).map(|consumer| consumer.request)
     }
 
     /// True when nothing is on its way to the client: the broker reads and

@@ -47,8 +47,9 @@ pub struct Log {
     /// Requests in the order received.
     pub requests: Vec<RequestLog>,
     /// (channel, incarnation, delivery tag) of every `basic.deliver`, with
-    /// the consumer tag and body.
-    pub deliveries: BTreeMap<(u16, u32, u64), (String, Bytes)>,
+    /// the consumer tag, the body and the index in `requests` of the
+    /// consume that made the consumer.
+    pub deliveries: BTreeMap<(u16, u32, u64), (String, Bytes, usize)>,
     /// (channel, incarnation, publish sequence) settled by the broker:
     /// true for ack, false for nack.
     pub confirms: BTreeMap<(u16, u32, u64), bool>,

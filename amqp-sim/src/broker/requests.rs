@@ -210,6 +210,8 @@ impl Broker {
             tag.clone(),
             Consumer {
                 queue,
+                // `channel_method` logged the consume just before.
+                request: self.log.requests.len().saturating_sub(1),
                 no_ack: consume.no_ack,
                 active: false,
             },

@@ -84,7 +84,7 @@ impl Sim {
         self.check_conservation()?;
         let broker = &self.broker;
         self.oracle.quiet(&broker.log, |channel, incarnation, tag| {
-            broker.consuming(channel, incarnation, tag)
+            broker.consumer_request(channel, incarnation, tag)
         })
     }
 
