@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use amqp_proto::spec::Method;
-use amqp_proto::{ConfirmOutcome, ConnectionError, Event, Failure, RequestId};
+use amqp_proto::{ConfirmOutcome, ConnectionError, Event, Failure, RefusedOrigin, RequestId};
 
 use crate::broker::Log;
 
@@ -608,6 +608,36 @@ impl Oracle {
                             delivery.delivery_tag, delivery.consumer_tag, delivery.channel
                         ),
                     )),
+                }
+            }
+            Event::MessageRefused(refused) => {
+                let RefusedOrigin::Delivery {
+                    consumer_tag,
+                    delivery_tag,
+                    ..
+                } = &refused.origin
+                else {
+                    return Ok(());
+                };
+                let key = (
+                    refused.channel,
+                    self.incarnation(refused.channel),
+                    *delivery_tag,
+                );
+                let consume = log.deliveries.get(&key).map(|(_, _, consume)| *consume);
+                match consume.filter(|index| self.given_up.contains(index)) {
+                    // The application never learnt of the consumer, or
+                    // stopped waiting for it: a delivery to it is no
+                    // more its business refused than read.
+                    Some(index) => Err(Violation::new(
+                        "abandoned-consumer",
+                        format!(
+                            "MessageRefused for delivery {delivery_tag} to {consumer_tag} on channel {}, whose basic.consume (request {}) was given up",
+                            refused.channel,
+                            index + 1
+                        ),
+                    )),
+                    None => Ok(()),
                 }
             }
             Event::Confirm {
