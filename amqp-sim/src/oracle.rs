@@ -212,10 +212,7 @@ impl Oracle {
         self.issued.get_mut(index).ok_or_else(|| {
             Violation::new(
                 "unknown-request",
-                format!(
-                    "{what} of request {}, never made",
-                    request.sequence()
-                ),
+                format!("{what} of request {}, never made", request.sequence()),
             )
         })
     }
@@ -232,7 +229,11 @@ impl Oracle {
                     "abandon_request of request {} ({}) returned {returned}; it was {}",
                     request.sequence(),
                     issued.name,
-                    if outstanding { "outstanding" } else { "resolved or abandoned" },
+                    if outstanding {
+                        "outstanding"
+                    } else {
+                        "resolved or abandoned"
+                    },
                 ),
             ));
         }
@@ -263,7 +264,11 @@ impl Oracle {
                     "set_request_deadline of request {} ({}) returned {returned}; it was {}",
                     request.sequence(),
                     issued.name,
-                    if outstanding { "outstanding" } else { "resolved or abandoned" },
+                    if outstanding {
+                        "outstanding"
+                    } else {
+                        "resolved or abandoned"
+                    },
                 ),
             ));
         }
@@ -349,7 +354,11 @@ impl Oracle {
         if self.issued.get(index)?.name != "basic.consume" {
             return None;
         }
-        match log.requests.get(index).and_then(|entry| entry.reply.as_ref()) {
+        match log
+            .requests
+            .get(index)
+            .and_then(|entry| entry.reply.as_ref())
+        {
             Some((Method::BasicConsumeOk(ok), _)) => {
                 Some(ok.consumer_tag.to_string_lossy().into_owned())
             }
@@ -405,13 +414,23 @@ impl Oracle {
     /// the application did not make): only what nobody waits for may go
     /// back, the get-ok of a given-up `basic.get` or a delivery to a
     /// consumer whose consume or cancel was given up.
-    pub(crate) fn given_back(&self, channel: u16, incarnation: u32, tag: u64, log: &Log) -> Checked {
+    pub(crate) fn given_back(
+        &self,
+        channel: u16,
+        incarnation: u32,
+        tag: u64,
+        log: &Log,
+    ) -> Checked {
         let on_channel = |index: &usize| {
-            self.issued
-                .get(*index)
-                .is_some_and(|issued| issued.channel == channel && issued.incarnation == incarnation)
+            self.issued.get(*index).is_some_and(|issued| {
+                issued.channel == channel && issued.incarnation == incarnation
+            })
         };
-        let reply = |index: &usize| log.requests.get(*index).and_then(|entry| entry.reply.as_ref());
+        let reply = |index: &usize| {
+            log.requests
+                .get(*index)
+                .and_then(|entry| entry.reply.as_ref())
+        };
         let delivered = log.deliveries.get(&(channel, incarnation, tag));
         let consumer = delivered.map(|(consumer, _, _)| consumer.as_str());
         let consume_given_up =
@@ -494,11 +513,8 @@ impl Oracle {
                 message,
             } => {
                 let index = self.resolve(*channel, *request, "GetOk")?;
-                self.got.insert((
-                    *channel,
-                    self.incarnation(*channel),
-                    message.delivery_tag,
-                ));
+                self.got
+                    .insert((*channel, self.incarnation(*channel), message.delivery_tag));
                 let expected = log
                     .requests
                     .get(index)

@@ -142,7 +142,10 @@ impl Broker {
             && !self.is_stalled()
             && !self.hang_up
             && self.out.is_empty()
-            && self.channels.values().all(|channel| channel.deferred.is_empty())
+            && self
+                .channels
+                .values()
+                .all(|channel| channel.deferred.is_empty())
     }
 
     /// The consumer that takes the queue's next message, and the message.

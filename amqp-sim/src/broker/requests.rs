@@ -158,7 +158,9 @@ impl Broker {
                 let tag = channel.next_delivery_tag;
                 if !get.no_ack {
                     // The offset past its content is set once written.
-                    channel.unacked.insert(tag, (name, message.clone(), u64::MAX));
+                    channel
+                        .unacked
+                        .insert(tag, (name, message.clone(), u64::MAX));
                 }
                 Answer::GetOk(
                     spec::BasicGetOk {

@@ -258,7 +258,10 @@ impl Sim {
                     let returned = self.connection.abandon_request(request);
                     self.oracle.abandoned(request, returned)?;
                     self.app.gives_up(request);
-                    Ok(format!("abandoned request {}: {returned}", request.sequence()))
+                    Ok(format!(
+                        "abandoned request {}: {returned}",
+                        request.sequence()
+                    ))
                 }
                 None => Err("no request outstanding".into()),
             },
@@ -296,10 +299,7 @@ impl Sim {
         let mut channel = self.connection.channel(id).map_err(|e| e.to_string())?;
         match channel.request(method) {
             Ok(Some(request)) => {
-                if let Err(violation) =
-                    self.oracle
-                        .requested(id, name, request, &self.broker.log)
-                {
+                if let Err(violation) = self.oracle.requested(id, name, request, &self.broker.log) {
                     // Reported by `command` once the outcome is noted.
                     let text = format!("VIOLATION {violation:?}");
                     self.broken = Some(violation);
