@@ -627,13 +627,20 @@ impl Oracle {
                 }
             }
             Event::MessageRefused(refused) => {
-                let RefusedOrigin::Delivery {
-                    consumer_tag,
-                    delivery_tag,
-                    ..
-                } = &refused.origin
-                else {
-                    return Ok(());
+                let (consumer_tag, delivery_tag) = match &refused.origin {
+                    RefusedOrigin::Delivery {
+                        consumer_tag,
+                        delivery_tag,
+                        ..
+                    } => (consumer_tag, delivery_tag),
+                    RefusedOrigin::Return { .. } => {
+                        // The broker's next return on the channel, refused:
+                        // the ones after it keep their places.
+                        let key = (refused.channel, self.incarnation(refused.channel));
+                        *self.returned.entry(key).or_insert(0) += 1;
+                        return Ok(());
+                    }
+                    _ => return Ok(()),
                 };
                 let key = (
                     refused.channel,

@@ -510,3 +510,46 @@ fn undelivered_replies_do_not_silence_a_live_broker() {
     ];
     passes(387318, &steps);
 }
+
+/// The core reported a refused delivery to a consumer nobody waits for:
+/// the consume times out, its consume-ok comes late, the core cancels the
+/// consumer, and the message already delivered to it has a headers table
+/// deeper than this client reads (2). It was rejected, rightly, but an
+/// `Event::MessageRefused` named the consumer the application gave up
+/// (`amqp-proto/tests/deadlines.rs` has it by hand).
+///
+/// Seed 1040, abandoned-consumer: MessageRefused for delivery 1 to amq.ctag-1 on channel 1, whose basic.consume (request 3) was given up
+#[test]
+fn refused_delivery_to_a_timed_out_consume() {
+    let steps = vec![
+        DeliverAll,
+        DeliverAll,
+        DeliverAll,
+        Open,
+        DeclareQueue {
+            ch: 0,
+            queue: 1,
+            passive: false,
+        },
+        Publish {
+            ch: 6,
+            exchange: 0,
+            key: 1,
+            mandatory: false,
+            size: 11,
+            depth: 3,
+        },
+        Consume {
+            ch: 1,
+            queue: 1,
+            tag: 0,
+            no_ack: true,
+        },
+        Deadline {
+            request: 5,
+            ms: 294,
+        },
+        Advance { ms: 298 },
+    ];
+    passes(1040, &steps);
+}
