@@ -312,6 +312,57 @@ fn an_abandoned_consume_is_cancelled_and_its_deliveries_requeued() {
 }
 
 #[test]
+fn a_refused_delivery_to_an_abandoned_consumer_is_not_reported() {
+    // A delivery too large to read, to a consumer whose consume was
+    // abandoned: it is rejected as any refused message is, but nobody
+    // waits for that consumer, so no event tells of it (as none tells of
+    // an abandoned get's refused message).
+    let mut config = Config::default();
+    config.max_body_size = 4;
+    let mut peer = Peer::new(config);
+    peer.handshake(HEARTBEAT);
+    let channel = peer.open_channel();
+    let consume = request(
+        &mut peer,
+        channel,
+        spec::BasicConsume {
+            queue: "jobs".into(),
+            consumer_tag: "worker".into(),
+            ..Default::default()
+        },
+    );
+    assert!(peer.connection.abandon_request(consume));
+    peer.send(
+        channel,
+        spec::BasicConsumeOk {
+            consumer_tag: "worker".into(),
+        },
+    );
+    peer.expect_methods(&["basic.cancel"]);
+    peer.send_content(
+        channel,
+        deliver("worker", 1),
+        BasicProperties::default(),
+        b"more than four bytes",
+    );
+    let events = peer.events();
+    assert!(events.is_empty(), "{events:?}");
+    let sent = peer.expect_methods(&["basic.reject"]);
+    assert!(matches!(
+        &sent[0].1,
+        Method::BasicReject(reject) if reject.delivery_tag == 1 && !reject.requeue
+    ));
+    peer.send(
+        channel,
+        spec::BasicCancelOk {
+            consumer_tag: "worker".into(),
+        },
+    );
+    assert!(peer.events().is_empty());
+    assert!(peer.connection.is_open());
+}
+
+#[test]
 fn an_abandoned_cancel_gives_back_what_arrives_until_its_cancel_ok() {
     let mut peer = open_peer();
     let channel = peer.open_channel();

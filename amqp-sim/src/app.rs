@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use amqp_proto::spec::Method;
-use amqp_proto::Event;
+use amqp_proto::{Event, RequestId};
 
 /// The fixed queue names; server-named ones are added as they are learnt.
 const NAMED_QUEUES: [&str; 4] = ["q0", "q1", "q2", "q3"];
@@ -71,6 +71,9 @@ pub(crate) struct App {
     pub(crate) deliveries: Vec<(u16, u64)>,
     /// no_ack of consumes and gets awaiting their replies, by request id.
     pub(crate) pending_no_ack: BTreeMap<u64, bool>,
+    /// The requests the application still waits on, by sequence (oldest
+    /// first), with their channel: what it may abandon or put a deadline on.
+    pub(crate) outstanding: BTreeMap<u64, (RequestId, u16)>,
 }
 
 impl App {
@@ -81,7 +84,33 @@ impl App {
             consumers: Vec::new(),
             deliveries: Vec::new(),
             pending_no_ack: BTreeMap::new(),
+            outstanding: BTreeMap::new(),
         }
+    }
+
+    /// The application made `request` on `channel` and waits for it.
+    pub(crate) fn waits_on(&mut self, request: RequestId, channel: u16) {
+        self.outstanding
+            .insert(request.sequence(), (request, channel));
+    }
+
+    /// The outstanding request at index `pick`, modulo how many there are.
+    pub(crate) fn outstanding(&self, pick: u8) -> Option<RequestId> {
+        let count = self.outstanding.len();
+        if count == 0 {
+            return None;
+        }
+        self.outstanding
+            .values()
+            .nth(usize::from(pick) % count)
+            .map(|(request, _)| *request)
+    }
+
+    /// The application stops waiting for `request`: whatever it was
+    /// would have brought (a consumer, a message) it will never learn of.
+    pub(crate) fn gives_up(&mut self, request: RequestId) {
+        self.outstanding.remove(&request.sequence());
+        self.pending_no_ack.remove(&request.get());
     }
 
     /// The channel at index `pick`, modulo how many there are.
@@ -96,6 +125,15 @@ impl App {
 
     /// Learns from one event.
     pub(crate) fn observe(&mut self, event: &Event) {
+        match event {
+            Event::Reply { request, .. }
+            | Event::GetOk { request, .. }
+            | Event::ChannelOpened { request, .. }
+            | Event::RequestFailed { request, .. } => {
+                self.outstanding.remove(&request.sequence());
+            }
+            _ => {}
+        }
         match event {
             Event::ChannelClosed { channel, .. } => self.forget_channel(*channel),
             Event::Reply {
@@ -146,6 +184,7 @@ impl App {
                 self.pending_no_ack.remove(&request.get());
             }
             Event::Closed(_) => {
+                self.outstanding.clear();
                 self.channels.clear();
                 self.consumers.clear();
                 self.deliveries.clear();
@@ -155,6 +194,7 @@ impl App {
     }
 
     fn forget_channel(&mut self, channel: u16) {
+        self.outstanding.retain(|_, (_, id)| *id != channel);
         self.channels.retain(|id| *id != channel);
         self.consumers.retain(|(id, ..)| *id != channel);
         self.deliveries.retain(|(id, _)| *id != channel);

@@ -122,6 +122,11 @@ fn command(rng: &mut Rng, index: usize) -> Step {
         72,                          // 20 Deliver
         24,                          // 21 DeliverAll
         21,                          // 22 Advance
+        // Requests are outstanding only until the next delivery, so these
+        // often find none; their weight is set so that a run of 100 steps
+        // abandons or times out a few.
+        9,  // 23 Abandon
+        14, // 24 Deadline
     ];
     let ch = small(rng);
     match rng.weighted(&weights).unwrap_or(20) {
@@ -223,6 +228,13 @@ fn command(rng: &mut Rng, index: usize) -> Step {
             permille: u16::try_from(rng.range(1, 999)).unwrap_or(500),
         },
         21 => Step::DeliverAll,
+        23 => Step::Abandon {
+            request: small(rng),
+        },
+        24 => Step::Deadline {
+            request: small(rng),
+            ms: deadline_ms(rng),
+        },
         _ => Step::Advance {
             ms: advance_ms(rng),
         },
@@ -249,6 +261,17 @@ fn table_depth(rng: &mut Rng) -> u8 {
         2..=30 => 1 + rng.byte() % 3,
         _ => 0,
     }
+}
+
+/// A request's deadline: due at once now and then, mostly within the
+/// clock advances' reach so that replies and deadlines race.
+fn deadline_ms(rng: &mut Rng) -> u32 {
+    let ms = match rng.below(10) {
+        0 | 1 => rng.range(0, 5),
+        2..=6 => rng.range(5, 500),
+        _ => rng.range(500, 5_000),
+    };
+    u32::try_from(ms).unwrap_or(0)
 }
 
 /// Mostly short, sometimes past heartbeat and close deadlines.

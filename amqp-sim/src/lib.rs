@@ -5,7 +5,10 @@
 //! (application commands, network deliveries of random prefixes, clock
 //! advances, faults and malformed input, see [`generate`]); after every
 //! step the oracle checks the core's invariants: every request resolved
-//! exactly once and with the reply the broker gave it, every confirm
+//! exactly once and with the reply the broker gave it, nothing after the
+//! application abandoned a request or its deadline failed it (and what
+//! its late reply carries given back: messages conserved, consumers
+//! cancelled, channels closed), every confirm
 //! settled once, channel and connection lifecycles, the reply codes owed
 //! to malformed input, no false positives against a correct broker,
 //! bounded output, prompt closes. The same seed always gives the same

@@ -2,17 +2,25 @@
 //! told (events) against what it asked for and what the broker did.
 //!
 //! Request ids: the core numbers its requests 1, 2, 3, ... in the order
-//! they are made, and `Connection::open_channel` returns the channel, not
-//! the id its [`Event::ChannelOpened`] will carry. The oracle therefore
-//! predicts each id from the count so far, and checks the prediction on
-//! every request whose id the core does return. The n-th request frame the
+//! they are made (`RequestId::sequence`), its own included: the
+//! `basic.cancel` it sends for an abandoned consume takes a number the
+//! application never sees. The oracle learns every id the application is
+//! handed (a channel's open through `ChannelRef::open_request`) and
+//! takes the numbers skipped for the core's own requests, which the
+//! broker's log must show to be cancels. The n-th request frame the
 //! broker read is the n-th request made (the client writes one ordered
 //! stream), so the broker's log says what the reply to each id must be.
+//!
+//! A request the application abandoned, or whose deadline failed it with
+//! `Failure::TimedOut`, is *given up*: nothing may answer it any more,
+//! and what its reply carries must go back to the broker (see
+//! [`Oracle::quiet`] and `Sim::check_conservation`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use amqp_proto::spec::Method;
-use amqp_proto::{ConfirmOutcome, ConnectionError, Event, RequestId};
+use amqp_proto::{ConfirmOutcome, ConnectionError, Event, Failure, RefusedOrigin, RequestId};
 
 use crate::broker::Log;
 
@@ -35,13 +43,28 @@ impl Violation {
     }
 }
 
-/// One request the application made.
+/// What the core made on its own: a `basic.cancel` for an abandoned
+/// consume.
+const OWN_CANCEL: &str = "the core's basic.cancel";
+
+/// One request the application (or the core, [`OWN_CANCEL`]) made.
 #[derive(Debug)]
 struct Issued {
     channel: u16,
     incarnation: u32,
     name: &'static str,
     resolved: bool,
+    /// Nobody waits for it: abandoned by the application, or one of the
+    /// core's own. No event may answer it.
+    abandoned: bool,
+    /// The deadline last set on it.
+    deadline: Option<Instant>,
+}
+
+impl Issued {
+    fn outstanding(&self) -> bool {
+        !self.resolved && !self.abandoned
+    }
 }
 
 /// One life of a channel id, from `open_channel` to its close.
@@ -65,6 +88,15 @@ pub(crate) struct Oracle {
     /// How many returns each (channel, incarnation) reported.
     returned: BTreeMap<(u16, u32), usize>,
     closed: Option<ConnectionError>,
+    /// (channel, incarnation, delivery tag) of the get-oks the
+    /// application was given.
+    got: BTreeSet<(u16, u32, u64)>,
+    /// Requests with a deadline that were outstanding when last looked at,
+    /// by index, with whether `handle_timeout` has since run at or after it.
+    deadlines: BTreeMap<usize, (Instant, bool)>,
+    /// Indices of the requests given up: abandoned, or failed with
+    /// `TimedOut` (which abandons them in the core).
+    given_up: BTreeSet<usize>,
 }
 
 type Checked = Result<(), Violation>;
@@ -86,11 +118,62 @@ impl Oracle {
             incarnation,
             name,
             resolved: false,
+            abandoned: false,
+            deadline: None,
         });
     }
 
-    /// `open_channel` returned `channel`.
-    pub(crate) fn opened_channel(&mut self, channel: u16) -> Checked {
+    /// The application was handed `request` for a `name`: the numbers
+    /// skipped since the last one went to the core's own requests, which
+    /// the broker must have read as `basic.cancel`s (when it read them).
+    fn numbered(&mut self, name: &'static str, request: RequestId, log: &Log) -> Checked {
+        let expected = self.issued.len() as u64 + 1;
+        if request.sequence() < expected {
+            return Err(Violation::new(
+                "request-numbering",
+                format!(
+                    "{name} got request id {}, expected {expected} or later",
+                    request.sequence()
+                ),
+            ));
+        }
+        while (self.issued.len() as u64 + 1) < request.sequence() {
+            let index = self.issued.len();
+            let read = log.requests.get(index);
+            if let Some(entry) = read.filter(|entry| entry.name != "basic.cancel") {
+                return Err(Violation::new(
+                    "request-numbering",
+                    format!(
+                        "{name} got request id {}: the core made request {} itself, a {}",
+                        request.sequence(),
+                        index + 1,
+                        entry.name
+                    ),
+                ));
+            }
+            let channel = read.map_or(0, |entry| entry.channel);
+            self.push(channel, OWN_CANCEL);
+            if let Some(own) = self.issued.last_mut() {
+                own.abandoned = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// `open_channel` returned `channel`, whose `channel.open` is `request`.
+    pub(crate) fn opened_channel(
+        &mut self,
+        channel: u16,
+        request: Option<RequestId>,
+        log: &Log,
+    ) -> Checked {
+        let Some(request) = request else {
+            return Err(Violation::new(
+                "request-numbering",
+                format!("channel {channel} just opened has no open_request"),
+            ));
+        };
+        self.numbered("channel.open", request, log)?;
         if self.lives.get(&channel).is_some_and(|life| !life.closed) {
             return Err(Violation::new(
                 "channel-lifecycle",
@@ -117,19 +200,263 @@ impl Oracle {
         channel: u16,
         name: &'static str,
         request: RequestId,
+        log: &Log,
     ) -> Checked {
-        let expected = self.issued.len() as u64 + 1;
-        if request.sequence() != expected {
+        self.numbered(name, request, log)?;
+        self.push(channel, name);
+        Ok(())
+    }
+
+    fn issued_mut(&mut self, request: RequestId, what: &str) -> Result<&mut Issued, Violation> {
+        let index = index_of(request);
+        self.issued.get_mut(index).ok_or_else(|| {
+            Violation::new(
+                "unknown-request",
+                format!("{what} of request {}, never made", request.sequence()),
+            )
+        })
+    }
+
+    /// `abandon_request(request)` returned `returned`: true exactly when
+    /// the request was still outstanding.
+    pub(crate) fn abandoned(&mut self, request: RequestId, returned: bool) -> Checked {
+        let issued = self.issued_mut(request, "abandon_request")?;
+        let outstanding = issued.outstanding();
+        if returned != outstanding {
             return Err(Violation::new(
-                "request-numbering",
+                "abandon-result",
                 format!(
-                    "{name} got request id {}, expected {expected}",
-                    request.sequence()
+                    "abandon_request of request {} ({}) returned {returned}; it was {}",
+                    request.sequence(),
+                    issued.name,
+                    if outstanding {
+                        "outstanding"
+                    } else {
+                        "resolved or abandoned"
+                    },
                 ),
             ));
         }
-        self.push(channel, name);
+        if returned {
+            issued.abandoned = true;
+            self.given_up.insert(index_of(request));
+        }
         Ok(())
+    }
+
+    /// `set_request_deadline(request, deadline)` returned `returned`: true
+    /// exactly when the request was still outstanding, except that a
+    /// `basic.get` whose get-ok came is answered while its content is
+    /// still coming.
+    pub(crate) fn deadline_set(
+        &mut self,
+        request: RequestId,
+        deadline: Instant,
+        returned: bool,
+    ) -> Checked {
+        let issued = self.issued_mut(request, "set_request_deadline")?;
+        let outstanding = issued.outstanding();
+        let answered_get = issued.name == "basic.get";
+        if returned != outstanding && !(outstanding && answered_get) {
+            return Err(Violation::new(
+                "abandon-result",
+                format!(
+                    "set_request_deadline of request {} ({}) returned {returned}; it was {}",
+                    request.sequence(),
+                    issued.name,
+                    if outstanding {
+                        "outstanding"
+                    } else {
+                        "resolved or abandoned"
+                    },
+                ),
+            ));
+        }
+        if returned {
+            issued.deadline = Some(deadline);
+            self.deadlines.insert(index_of(request), (deadline, false));
+        }
+        Ok(())
+    }
+
+    /// True when `index` is a `basic.get` whose get-ok the client has read
+    /// (`read` bytes of the server's stream): answered, so its deadline no
+    /// longer applies though its content is still to come.
+    fn get_ok_read(index: usize, read: u64, log: &Log) -> bool {
+        log.requests
+            .get(index)
+            .and_then(|entry| entry.get_ok_end)
+            .is_some_and(|end| end <= read)
+    }
+
+    /// `handle_timeout(now)` ran with the client having read `read` bytes
+    /// of the server's stream: every deadline passed by `now` is due, its
+    /// request must fail with `TimedOut` unless answered first.
+    pub(crate) fn timeout_driven(&mut self, now: Instant, read: u64, log: &Log) {
+        for (index, (deadline, due)) in &mut self.deadlines {
+            if *deadline <= now && !Self::get_ok_read(*index, read, log) {
+                *due = true;
+            }
+        }
+    }
+
+    /// After the events of a step: no request whose deadline came while
+    /// `handle_timeout` ran is still outstanding, and `poll_timeout`
+    /// (`poll`) is no later than any deadline still ahead, so the
+    /// adapter's timer fires for it.
+    pub(crate) fn check_deadlines(
+        &mut self,
+        poll: Option<Instant>,
+        read: u64,
+        log: &Log,
+    ) -> Checked {
+        let issued = &self.issued;
+        self.deadlines
+            .retain(|index, _| issued.get(*index).is_some_and(Issued::outstanding));
+        for (index, (deadline, due)) in &self.deadlines {
+            let missed = if *due {
+                "is still outstanding after handle_timeout ran past its deadline".to_owned()
+            } else if poll.map_or(true, |poll| poll > *deadline)
+                && !Self::get_ok_read(*index, read, log)
+            {
+                format!(
+                    "has a deadline {} ms before poll_timeout's",
+                    poll.map_or(u128::MAX, |poll| (poll - *deadline).as_millis())
+                )
+            } else {
+                continue;
+            };
+            return Err(Violation::new(
+                "deadline-missed",
+                format!("request {} ({}) {missed}", index + 1, self.name(*index)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// True if the application was handed the message with this delivery
+    /// tag, as a delivery or a get-ok.
+    pub(crate) fn handed(&self, channel: u16, incarnation: u32, tag: u64) -> bool {
+        let key = (channel, incarnation, tag);
+        self.delivered.contains(&key) || self.got.contains(&key)
+    }
+
+    /// The incarnation of `channel` the application has now (0: never
+    /// opened), and whether it was closed.
+    pub(crate) fn life(&self, channel: u16) -> (u32, bool) {
+        self.lives
+            .get(&channel)
+            .map_or((0, true), |life| (life.incarnation, life.closed))
+    }
+
+    /// The consumer tag the broker gave the given-up consume `index`.
+    fn dead_consumer(&self, index: usize, log: &Log) -> Option<String> {
+        if self.issued.get(index)?.name != "basic.consume" {
+            return None;
+        }
+        match log
+            .requests
+            .get(index)
+            .and_then(|entry| entry.reply.as_ref())
+        {
+            Some((Method::BasicConsumeOk(ok), _)) => {
+                Some(ok.consumer_tag.to_string_lossy().into_owned())
+            }
+            _ => None,
+        }
+    }
+
+    /// When the network is drained and the broker quiet on an open
+    /// connection: a given-up consume's consumer was cancelled by the core
+    /// (the broker has it no more), and a given-up `channel.open`'s channel
+    /// was closed. `consumer_request` names the consume that made a
+    /// consumer the broker has.
+    pub(crate) fn quiet(
+        &self,
+        log: &Log,
+        consumer_request: impl Fn(u16, u32, &str) -> Option<usize>,
+    ) -> Checked {
+        for index in &self.given_up {
+            let Some(issued) = self.issued.get(*index) else {
+                continue;
+            };
+            let (incarnation, closed) = self.life(issued.channel);
+            if incarnation != issued.incarnation || closed {
+                continue;
+            }
+            if issued.name == "channel.open" {
+                return Err(Violation::new(
+                    "abandoned-open",
+                    format!(
+                        "channel {} is still not closed, its channel.open (request {}) given up",
+                        issued.channel,
+                        index + 1
+                    ),
+                ));
+            }
+            if let Some(tag) = self.dead_consumer(*index, log) {
+                if consumer_request(issued.channel, incarnation, &tag) == Some(*index) {
+                    return Err(Violation::new(
+                        "abandoned-consumer",
+                        format!(
+                            "consumer {tag} on channel {} still consumes at the broker, its basic.consume (request {}) given up",
+                            issued.channel,
+                            index + 1
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The core requeued the message `tag` on its own (a `basic.reject`
+    /// the application did not make): only what nobody waits for may go
+    /// back, the get-ok of a given-up `basic.get` or a delivery to a
+    /// consumer whose consume or cancel was given up.
+    pub(crate) fn given_back(
+        &self,
+        channel: u16,
+        incarnation: u32,
+        tag: u64,
+        log: &Log,
+    ) -> Checked {
+        let on_channel = |index: &usize| {
+            self.issued.get(*index).is_some_and(|issued| {
+                issued.channel == channel && issued.incarnation == incarnation
+            })
+        };
+        let reply = |index: &usize| {
+            log.requests
+                .get(*index)
+                .and_then(|entry| entry.reply.as_ref())
+        };
+        let delivered = log.deliveries.get(&(channel, incarnation, tag));
+        let consumer = delivered.map(|(consumer, _, _)| consumer.as_str());
+        let consume_given_up =
+            delivered.is_some_and(|(_, _, consume)| self.given_up.contains(consume));
+        let unwanted = consume_given_up
+            || self
+                .given_up
+                .iter()
+                .filter(|index| on_channel(index))
+                .any(|index| match (reply(index), consumer) {
+                    (Some((Method::BasicGetOk(ok), _)), None) => ok.delivery_tag == tag,
+                    (Some((Method::BasicCancelOk(ok), _)), Some(consumer)) => {
+                        ok.consumer_tag == consumer
+                    }
+                    _ => false,
+                });
+        if unwanted {
+            return Ok(());
+        }
+        Err(Violation::new(
+            "given-back-wanted",
+            format!(
+                "the core requeued message {tag} on channel {channel} ({}), which nobody gave up",
+                consumer.map_or_else(|| "a get-ok".to_owned(), |c| format!("a delivery to {c}"))
+            ),
+        ))
     }
 
     /// A publish in confirm mode returned `sequence`.
@@ -150,7 +477,7 @@ impl Oracle {
     }
 
     /// Checks one event against the invariants.
-    pub(crate) fn event(&mut self, event: &Event, log: &Log) -> Checked {
+    pub(crate) fn event(&mut self, event: &Event, log: &Log, now: Instant) -> Checked {
         if let Some(error) = &self.closed {
             return Err(Violation::new(
                 "event-after-closed",
@@ -186,6 +513,8 @@ impl Oracle {
                 message,
             } => {
                 let index = self.resolve(*channel, *request, "GetOk")?;
+                self.got
+                    .insert((*channel, self.incarnation(*channel), message.delivery_tag));
                 let expected = log
                     .requests
                     .get(index)
@@ -227,8 +556,35 @@ impl Oracle {
                 }
             }
             Event::RequestFailed {
-                channel, request, ..
-            } => self.resolve(*channel, *request, "RequestFailed").map(drop),
+                channel,
+                request,
+                failure,
+            } => {
+                let index = self.resolve(*channel, *request, "RequestFailed")?;
+                if *failure != Failure::TimedOut {
+                    return Ok(());
+                }
+                // The core abandons what times out.
+                self.given_up.insert(index);
+                match self.issued.get(index).and_then(|issued| issued.deadline) {
+                    Some(deadline) if now >= deadline => Ok(()),
+                    deadline => Err(Violation::new(
+                        "timed-out-early",
+                        format!(
+                            "request {} ({}) timed out {}",
+                            request.sequence(),
+                            self.name(index),
+                            deadline.map_or_else(
+                                || "without a deadline".to_owned(),
+                                |deadline| format!(
+                                    "{} ms before its deadline",
+                                    (deadline - now).as_millis()
+                                )
+                            )
+                        ),
+                    )),
+                }
+            }
             Event::Delivery(delivery) => {
                 let key = (
                     delivery.channel,
@@ -241,8 +597,21 @@ impl Oracle {
                         format!("delivery {key:?} reported twice"),
                     ));
                 }
+                let consume = log.deliveries.get(&key).map(|(_, _, consume)| *consume);
+                if let Some(index) = consume.filter(|index| self.given_up.contains(index)) {
+                    return Err(Violation::new(
+                        "abandoned-consumer",
+                        format!(
+                            "delivery {} to {} on channel {}, whose basic.consume (request {}) was given up",
+                            delivery.delivery_tag,
+                            delivery.consumer_tag,
+                            delivery.channel,
+                            index + 1
+                        ),
+                    ));
+                }
                 match log.deliveries.get(&key) {
-                    Some((tag, body))
+                    Some((tag, body, _))
                         if delivery.consumer_tag == tag.as_str()
                             && *body == delivery.content.body =>
                     {
@@ -255,6 +624,43 @@ impl Oracle {
                             delivery.delivery_tag, delivery.consumer_tag, delivery.channel
                         ),
                     )),
+                }
+            }
+            Event::MessageRefused(refused) => {
+                let (consumer_tag, delivery_tag) = match &refused.origin {
+                    RefusedOrigin::Delivery {
+                        consumer_tag,
+                        delivery_tag,
+                        ..
+                    } => (consumer_tag, delivery_tag),
+                    RefusedOrigin::Return { .. } => {
+                        // The broker's next return on the channel, refused:
+                        // the ones after it keep their places.
+                        let key = (refused.channel, self.incarnation(refused.channel));
+                        *self.returned.entry(key).or_insert(0) += 1;
+                        return Ok(());
+                    }
+                    _ => return Ok(()),
+                };
+                let key = (
+                    refused.channel,
+                    self.incarnation(refused.channel),
+                    *delivery_tag,
+                );
+                let consume = log.deliveries.get(&key).map(|(_, _, consume)| *consume);
+                match consume.filter(|index| self.given_up.contains(index)) {
+                    // The application never learnt of the consumer, or
+                    // stopped waiting for it: a delivery to it is no
+                    // more its business refused than read.
+                    Some(index) => Err(Violation::new(
+                        "abandoned-consumer",
+                        format!(
+                            "MessageRefused for delivery {delivery_tag} to {consumer_tag} on channel {}, whose basic.consume (request {}) was given up",
+                            refused.channel,
+                            index + 1
+                        ),
+                    )),
+                    None => Ok(()),
                 }
             }
             Event::Confirm {
@@ -381,9 +787,7 @@ impl Oracle {
         request: RequestId,
         what: &str,
     ) -> Result<usize, Violation> {
-        let index = usize::try_from(request.sequence())
-            .unwrap_or(usize::MAX)
-            .wrapping_sub(1);
+        let index = index_of(request);
         let Some(issued) = self.issued.get_mut(index) else {
             return Err(Violation::new(
                 "unknown-request",
@@ -393,6 +797,21 @@ impl Oracle {
                 ),
             ));
         };
+        if issued.abandoned {
+            return Err(Violation::new(
+                "event-after-abandon",
+                format!(
+                    "{what} for request {} ({}), which {}",
+                    request.sequence(),
+                    issued.name,
+                    if issued.name == OWN_CANCEL {
+                        "the application never made"
+                    } else {
+                        "the application abandoned"
+                    }
+                ),
+            ));
+        }
         if issued.resolved {
             return Err(Violation::new(
                 "request-resolved-once",
@@ -422,7 +841,7 @@ impl Oracle {
             .issued
             .iter()
             .enumerate()
-            .find(|(_, issued)| !issued.resolved && filter(issued))
+            .find(|(_, issued)| issued.outstanding() && filter(issued))
         {
             Some((index, issued)) => Err(Violation::new(
                 "unresolved-at-close",
@@ -447,4 +866,11 @@ impl Oracle {
         }
         self.unresolved(|_| true)
     }
+}
+
+/// Where a request stands in [`Oracle::issued`].
+fn index_of(request: RequestId) -> usize {
+    usize::try_from(request.sequence())
+        .unwrap_or(usize::MAX)
+        .wrapping_sub(1)
 }

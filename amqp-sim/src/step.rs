@@ -156,6 +156,20 @@ pub enum Step {
     },
     /// `connection.update-secret`.
     UpdateSecret,
+    /// The application stops waiting for one of its outstanding requests
+    /// (`Connection::abandon_request`), as a dropped future does.
+    Abandon {
+        /// Index into the requests awaiting their outcome, oldest first.
+        request: u8,
+    },
+    /// The application sets a deadline `ms` from now on one of its
+    /// outstanding requests (`Connection::set_request_deadline`).
+    Deadline {
+        /// Index into the requests awaiting their outcome, oldest first.
+        request: u8,
+        /// Milliseconds from now (0: due at once, fired by the next timeout).
+        ms: u32,
+    },
     /// The application closes the connection (code 200).
     CloseConnection,
     /// The network delivers a prefix of what the broker wrote:

@@ -420,3 +420,136 @@ fn a_calm_run_passes() {
     ];
     passes(2, &steps);
 }
+
+/// An oracle mistake the campaign found, kept so the oracle keeps it
+/// right: the consume of `c11` is abandoned, the broker cancels `c11`
+/// itself (consumer-cancel-notify) and a second consume takes the tag
+/// again. The core rightly requeued the delivery that came before the
+/// second consume-ok; the oracle judged it by the tag, after the second
+/// consume had revived it, and called the give-back wanted. It now judges
+/// a delivery by the consume that made its consumer (the broker logs it).
+///
+/// Seed 583069, given-back-wanted: the core requeued message 1 on channel 1 (a delivery to c11), which nobody gave up
+#[test]
+fn abandoned_consume_tag_taken_again() {
+    let steps = vec![
+        DeliverAll,
+        DeliverAll,
+        DeliverAll,
+        Open,
+        DeclareQueue {
+            ch: 0,
+            queue: 0,
+            passive: false,
+        },
+        DeclareQueue {
+            ch: 0,
+            queue: 1,
+            passive: false,
+        },
+        Publish {
+            ch: 6,
+            exchange: 0,
+            key: 0,
+            mandatory: true,
+            size: 21,
+            depth: 0,
+        },
+        SelectConfirms { ch: 0 },
+        Consume {
+            ch: 1,
+            queue: 0,
+            tag: 11,
+            no_ack: false,
+        },
+        Abandon { request: 4 },
+        ServerCancel { consumer: 6 },
+        Consume {
+            ch: 1,
+            queue: 5,
+            tag: 11,
+            no_ack: false,
+        },
+    ];
+    passes(583069, &steps);
+}
+
+/// A network-model mistake the campaign found once the new steps thinned
+/// out the deliveries: the broker answers every request at once, which
+/// puts its heartbeat off, but no step delivers the answers, so the
+/// client (5 s heartbeat) hears nothing for 10 s from a live broker. The
+/// network now carries a live broker's bytes within half an interval.
+///
+/// Seed 387318, false-heartbeat-timeout: heartbeat timeout although the broker was live
+#[test]
+fn undelivered_replies_do_not_silence_a_live_broker() {
+    let steps = vec![
+        DeliverAll,
+        DeliverAll,
+        DeliverAll,
+        Advance { ms: 2282 },
+        Open,
+        Advance { ms: 2453 },
+        Publish {
+            ch: 5,
+            exchange: 1,
+            key: 1,
+            mandatory: true,
+            size: 11871,
+            depth: 1,
+        },
+        Advance { ms: 2051 },
+        Open,
+        Advance { ms: 1667 },
+        DeclareQueue {
+            ch: 6,
+            queue: 0,
+            passive: true,
+        },
+        Advance { ms: 2486 },
+    ];
+    passes(387318, &steps);
+}
+
+/// The core reported a refused delivery to a consumer nobody waits for:
+/// the consume times out, its consume-ok comes late, the core cancels the
+/// consumer, and the message already delivered to it has a headers table
+/// deeper than this client reads (2). It was rejected, rightly, but an
+/// `Event::MessageRefused` named the consumer the application gave up
+/// (`amqp-proto/tests/deadlines.rs` has it by hand).
+///
+/// Seed 1040, abandoned-consumer: MessageRefused for delivery 1 to amq.ctag-1 on channel 1, whose basic.consume (request 3) was given up
+#[test]
+fn refused_delivery_to_a_timed_out_consume() {
+    let steps = vec![
+        DeliverAll,
+        DeliverAll,
+        DeliverAll,
+        Open,
+        DeclareQueue {
+            ch: 0,
+            queue: 1,
+            passive: false,
+        },
+        Publish {
+            ch: 6,
+            exchange: 0,
+            key: 1,
+            mandatory: false,
+            size: 11,
+            depth: 3,
+        },
+        Consume {
+            ch: 1,
+            queue: 1,
+            tag: 0,
+            no_ack: true,
+        },
+        Deadline {
+            request: 5,
+            ms: 294,
+        },
+        Advance { ms: 298 },
+    ];
+    passes(1040, &steps);
+}

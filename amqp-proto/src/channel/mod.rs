@@ -684,7 +684,8 @@ impl Channel {
             .saturating_sub(std::mem::take(&mut self.receiving));
     }
 
-    /// A refused content is complete: report it, and reject the message if
+    /// A refused content is complete: report it (unless nobody waits for
+    /// it: the get or consumer was abandoned), and reject the message if
     /// it awaits an acknowledgement, so the broker does not hand it to the
     /// next consumer to fail the same way.
     fn refuse_content(&mut self, error: crate::DecodeError, sink: &mut Sink<'_>) {
@@ -704,6 +705,12 @@ impl Channel {
                     reject(sink, deliver.delivery_tag);
                 }
                 let delivery_tag = self.delivery_tag(deliver.delivery_tag);
+                // A consumer being cancelled because its consume or cancel
+                // was abandoned has nobody to tell, as an abandoned get's
+                // refused message has not.
+                if self.abandoned_consumers.contains(&deliver.consumer_tag) {
+                    return;
+                }
                 (
                     RefusedOrigin::Delivery {
                         consumer_tag: deliver.consumer_tag,

@@ -1424,6 +1424,11 @@ impl Connection {
     /// | `channel.open` | (at once) the channel is closed; [`Event::ChannelClosed`] frees its id |
     /// | any other | the reply is dropped |
     ///
+    /// A message among these that breaks a per-message limit is rejected
+    /// without requeue, as any refused message is, but with no event
+    /// ([`Event::MessageRefused`] or [`Event::RequestFailed`]): nobody
+    /// waits for it.
+    ///
     /// Returns false, changing nothing, if `request` has already been
     /// answered, failed or abandoned: then its outcome is the caller's,
     /// and giving back what it carries is the caller's too.

@@ -20,6 +20,8 @@ use super::{is_request, Broker, Phase, RequestLog};
 #[derive(Debug)]
 pub(super) struct Consumer {
     pub(super) queue: String,
+    /// Its `basic.consume`'s index in the request log.
+    pub(super) request: usize,
     pub(super) no_ack: bool,
     /// False while its consume-ok is held back: RabbitMQ's queue sends
     /// consume-ok before the first delivery.
@@ -65,7 +67,10 @@ pub(super) struct BrokerChannel {
     pub(super) unsettled: BTreeSet<u64>,
     pub(super) held: Vec<Held>,
     pub(super) prefetch: u16,
-    pub(super) unacked: BTreeMap<u64, (String, Message)>,
+    /// Messages handed out awaiting settlement, by delivery tag: the
+    /// queue, the message, and the stream offset just past its content
+    /// (once the client has read that far, it holds the message).
+    pub(super) unacked: BTreeMap<u64, (String, Message, u64)>,
     pub(super) next_delivery_tag: u64,
     pub(super) consumers: BTreeMap<String, Consumer>,
     pub(super) deferred: Vec<Deferred>,
@@ -187,6 +192,10 @@ impl Broker {
                 self.settle(id, nack.delivery_tag, nack.multiple, Some(nack.requeue));
             }
             Method::BasicReject(reject) => {
+                let incarnation = channel.incarnation;
+                self.log
+                    .rejects
+                    .push((id, incarnation, reject.delivery_tag, reject.requeue));
                 self.settle(id, reject.delivery_tag, false, Some(reject.requeue));
             }
             other if is_request(&other) => {
@@ -195,6 +204,7 @@ impl Broker {
                     channel: id,
                     name: other.name(),
                     reply: None,
+                    get_ok_end: None,
                 });
                 let answer = self.request(id, other);
                 self.answer(id, index, answer);
@@ -212,6 +222,7 @@ impl Broker {
             channel: id,
             name: "channel.open",
             reply: None,
+            get_ok_end: None,
         });
         if self.channels.contains_key(&id) {
             self.log.fault(format!("client reopened channel {id}"));
@@ -281,9 +292,22 @@ impl Broker {
                 }
             }
             Answer::GetOk(get_ok, message) => {
+                let tag = get_ok.delivery_tag;
                 let method: Method = get_ok.into();
                 record(&mut self.log, &method, Some(message.body.clone()));
-                self.write_content(id, &method, &message.properties, &message.body);
+                let method_end =
+                    self.write_content(id, &method, &message.properties, &message.body);
+                if let Some(entry) = self.log.requests.get_mut(index) {
+                    entry.get_ok_end = Some(method_end);
+                }
+                let end = self.written_offset();
+                if let Some((_, _, at)) = self
+                    .channels
+                    .get_mut(&id)
+                    .and_then(|channel| channel.unacked.get_mut(&tag))
+                {
+                    *at = end;
+                }
                 self.tick_deferred(id);
             }
             Answer::ChannelError(code, text) => self.close_channel(id, code, &text),
@@ -360,7 +384,7 @@ impl Broker {
                     .retain(|(owner, existing)| !(*owner == id && existing == tag));
             }
         }
-        for (queue, mut message) in channel.unacked.into_values().rev() {
+        for (queue, mut message, _) in channel.unacked.into_values().rev() {
             if let Some(queue) = self.model.queues.get_mut(&queue) {
                 message.redelivered = true;
                 queue.messages.push_front(message);

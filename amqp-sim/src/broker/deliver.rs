@@ -39,7 +39,7 @@ impl Broker {
             }
         }
         if requeue == Some(true) {
-            for (queue, mut message) in back.into_iter().rev() {
+            for (queue, mut message, _) in back.into_iter().rev() {
                 if let Some(queue) = self.model.queues.get_mut(&queue) {
                     message.redelivered = true;
                     queue.messages.push_front(message);
@@ -63,15 +63,14 @@ impl Broker {
                 };
                 channel.next_delivery_tag += 1;
                 let delivery_tag = channel.next_delivery_tag;
-                if !no_ack {
-                    channel
-                        .unacked
-                        .insert(delivery_tag, (name.clone(), message.clone()));
-                }
                 let incarnation = channel.incarnation;
+                let consume = channel
+                    .consumers
+                    .get(&tag)
+                    .map_or(usize::MAX, |consumer| consumer.request);
                 self.log.deliveries.insert(
                     (id, incarnation, delivery_tag),
-                    (tag.clone(), message.body.clone()),
+                    (tag.clone(), message.body.clone(), consume),
                 );
                 let deliver: Method = spec::BasicDeliver {
                     consumer_tag: tag.as_str().into(),
@@ -81,9 +80,72 @@ impl Broker {
                     routing_key: message.routing_key.as_str().into(),
                 }
                 .into();
-                self.write_content(id, &deliver, &message.properties, &message.body);
+                let _ = self.write_content(id, &deliver, &message.properties, &message.body);
+                if !no_ack {
+                    let end = self.written_offset();
+                    if let Some(channel) = self.channels.get_mut(&id) {
+                        channel
+                            .unacked
+                            .insert(delivery_tag, (name.clone(), message, end));
+                    }
+                }
             }
         }
+    }
+
+    /// Stream offset just past the last byte written.
+    pub(super) fn written_offset(&self) -> u64 {
+        self.taken + self.out.len() as u64
+    }
+
+    /// The messages the client holds: handed out on a channel the broker
+    /// has open, not settled, and read by the client to their last byte.
+    /// (channel, incarnation, delivery tag) of each, while the broker reads
+    /// and writes.
+    #[must_use]
+    pub fn held_by_client(&self) -> Vec<(u16, u32, u64)> {
+        if self.phase != Phase::Open || self.is_stalled() || self.hang_up {
+            return Vec::new();
+        }
+        let mut held = Vec::new();
+        for (id, channel) in &self.channels {
+            if channel.closing {
+                continue;
+            }
+            for (tag, (_, _, end)) in &channel.unacked {
+                if *end <= self.taken {
+                    held.push((*id, channel.incarnation, *tag));
+                }
+            }
+        }
+        held
+    }
+
+    /// The index in [`Log::requests`](super::Log::requests) of the
+    /// `basic.consume` that made consumer `tag` on the channel's
+    /// incarnation, while the broker has it.
+    #[must_use]
+    pub fn consumer_request(&self, id: u16, incarnation: u32, tag: &str) -> Option<usize> {
+        let channel = self.channels.get(&id)?;
+        if channel.incarnation != incarnation {
+            return None;
+        }
+        channel.consumers.get(tag).map(|consumer| consumer.request)
+    }
+
+    /// True when nothing is on its way to the client: the broker reads and
+    /// writes on an open connection, the network carries nothing, and no
+    /// reply is held back.
+    #[must_use]
+    pub fn quiet(&self) -> bool {
+        self.phase == Phase::Open
+            && !self.is_stalled()
+            && !self.hang_up
+            && self.out.is_empty()
+            && self
+                .channels
+                .values()
+                .all(|channel| channel.deferred.is_empty())
     }
 
     /// The consumer that takes the queue's next message, and the message.
@@ -114,18 +176,20 @@ impl Broker {
 
     /// Writes a content-carrying method, its header and body frames;
     /// a pending [`MethodBeforeHeader`](crate::Malformed::MethodBeforeHeader)
-    /// fault goes between the method and the header.
+    /// fault goes between the method and the header. Returns the stream
+    /// offset just past the method frame.
     pub(super) fn write_content(
         &mut self,
         id: u16,
         method: &Method,
         properties: &BasicProperties,
         body: &[u8],
-    ) {
+    ) -> u64 {
         if self.hang_up || self.cut {
-            return;
+            return self.written_offset();
         }
         self.write(id, method);
+        let method_end = self.written_offset();
         if self.interleave_next_content {
             self.interleave_next_content = false;
             self.inject_between(id);
@@ -138,5 +202,6 @@ impl Broker {
             self.frame_max,
             &mut self.log,
         );
+        method_end
     }
 }

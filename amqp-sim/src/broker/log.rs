@@ -21,6 +21,10 @@ pub struct RequestLog {
     /// `get-ok`; `None` when it was not answered (the channel or
     /// connection was closing).
     pub reply: Option<(Method, Option<Bytes>)>,
+    /// For a `get-ok`: the stream offset just past its method frame. Once
+    /// the client has read that far the get is answered, its deadline no
+    /// longer applies, though the content is still to come.
+    pub get_ok_end: Option<u64>,
 }
 
 /// Malformed bytes the broker wrote into the server-to-client stream.
@@ -43,8 +47,9 @@ pub struct Log {
     /// Requests in the order received.
     pub requests: Vec<RequestLog>,
     /// (channel, incarnation, delivery tag) of every `basic.deliver`, with
-    /// the consumer tag and body.
-    pub deliveries: BTreeMap<(u16, u32, u64), (String, Bytes)>,
+    /// the consumer tag, the body and the index in `requests` of the
+    /// consume that made the consumer.
+    pub deliveries: BTreeMap<(u16, u32, u64), (String, Bytes, usize)>,
     /// (channel, incarnation, publish sequence) settled by the broker:
     /// true for ack, false for nack.
     pub confirms: BTreeMap<(u16, u32, u64), bool>,
@@ -53,6 +58,10 @@ pub struct Log {
     pub returns: BTreeMap<(u16, u32), VecDeque<(u16, Bytes)>>,
     /// (channel, incarnation, consumer tag) the broker cancelled itself.
     pub cancels: BTreeSet<(u16, u32, String)>,
+    /// (channel, incarnation, delivery tag, requeue) of every
+    /// `basic.reject` read on an open channel, in order: the application's
+    /// and those the core sends on its own.
+    pub rejects: Vec<(u16, u32, u64, bool)>,
     /// Injections in stream order.
     pub injections: Vec<Injection>,
     /// Reply codes of the client's `connection.close`s, in order.

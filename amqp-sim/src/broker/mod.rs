@@ -82,6 +82,10 @@ pub struct Broker {
     client_closed: bool,
     now: Instant,
     last_write: Instant,
+    /// Since when bytes have waited in `out` for the network: a live
+    /// network carries them within half a heartbeat interval, as it
+    /// carries the heartbeats (see [`next_deadline`](Self::next_deadline)).
+    waiting_since: Option<Instant>,
     model: Model,
     channels: BTreeMap<u16, BrokerChannel>,
     /// How often each channel id was opened: deliveries and confirms are
@@ -130,6 +134,7 @@ impl Broker {
             client_closed: false,
             now,
             last_write: now,
+            waiting_since: None,
             model: Model::new(),
             channels: BTreeMap::new(),
             incarnations: BTreeMap::new(),
@@ -182,7 +187,20 @@ impl Broker {
     pub fn take(&mut self, n: usize) -> Bytes {
         let n = n.min(self.out.len());
         self.taken += n as u64;
-        self.out.split_to(n).freeze()
+        let taken = self.out.split_to(n).freeze();
+        if self.out.is_empty() {
+            self.waiting_since = None;
+        }
+        taken
+    }
+
+    /// Notes when written bytes started waiting for the network.
+    fn note_waiting(&mut self) {
+        if self.out.is_empty() {
+            self.waiting_since = None;
+        } else if self.waiting_since.is_none() {
+            self.waiting_since = Some(self.now);
+        }
     }
 
     /// True when the broker has hung up and everything it wrote is out:
@@ -215,17 +233,27 @@ impl Broker {
             return;
         }
         self.process_input();
+        self.note_waiting();
     }
 
     /// When [`on_timer`](Self::on_timer) must next run: a heartbeat to
-    /// send, or a held publisher confirm to release.
+    /// send, a held publisher confirm to release, or (with heartbeats on)
+    /// bytes that have waited half an interval for the network, which the
+    /// simulation delivers at every broker timer. Without that last one, a
+    /// broker that writes replies the steps never deliver puts its
+    /// heartbeats off for ever while the client hears nothing: a live
+    /// broker taken for a dead one.
     #[must_use]
     pub fn next_deadline(&self) -> Option<Instant> {
         if self.is_stalled() || self.hang_up {
             return None;
         }
-        let heartbeat = (self.heartbeat > 0 && self.beats())
-            .then(|| self.last_write + Duration::from_millis(u64::from(self.heartbeat) * 500));
+        let half = Duration::from_millis(u64::from(self.heartbeat) * 500);
+        let heartbeat = (self.heartbeat > 0 && self.beats()).then(|| {
+            let beat = self.last_write + half;
+            self.waiting_since
+                .map_or(beat, |since| beat.min(since + half))
+        });
         let confirm = self
             .channels
             .values()
@@ -255,6 +283,7 @@ impl Broker {
             wire::heartbeat(&mut self.out);
             self.last_write = now;
         }
+        self.note_waiting();
     }
 
     /// True while RabbitMQ's heartbeater runs: from open until the socket
@@ -471,6 +500,7 @@ impl Broker {
                     channel: 0,
                     name: "connection.update-secret",
                     reply: Some((reply.clone(), None)),
+                    get_ok_end: None,
                 });
                 self.write(0, &reply);
             }
@@ -489,6 +519,7 @@ impl Broker {
                 channel,
                 name: method.name(),
                 reply: None,
+                get_ok_end: None,
             });
         }
     }

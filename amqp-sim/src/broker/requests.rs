@@ -157,7 +157,10 @@ impl Broker {
                 channel.next_delivery_tag += 1;
                 let tag = channel.next_delivery_tag;
                 if !get.no_ack {
-                    channel.unacked.insert(tag, (name, message.clone()));
+                    // The offset past its content is set once written.
+                    channel
+                        .unacked
+                        .insert(tag, (name, message.clone(), u64::MAX));
                 }
                 Answer::GetOk(
                     spec::BasicGetOk {
@@ -209,6 +212,8 @@ impl Broker {
             tag.clone(),
             Consumer {
                 queue,
+                // `channel_method` logged the consume just before.
+                request: self.log.requests.len().saturating_sub(1),
                 no_ack: consume.no_ack,
                 active: false,
             },

@@ -38,6 +38,56 @@ impl Sim {
         }
     }
 
+    /// Messages are conserved: one the broker handed out on a channel both
+    /// sides have open, and the client read to its last byte, was handed
+    /// to the application, or the core gave it back already (which settles
+    /// it at the broker). A core that swallows the late get-ok of an
+    /// abandoned `basic.get`, or a delivery to an abandoned consumer,
+    /// leaves it unacknowledged for good.
+    pub(super) fn check_conservation(&mut self) -> Result<(), Violation> {
+        let rejects = self.broker.log.rejects.get(self.rejects_checked..);
+        for (id, incarnation, tag, requeue) in rejects.unwrap_or_default() {
+            // A refused content is rejected without requeue: not given back.
+            if *requeue && !self.app_rejects.contains(&(*id, *incarnation, *tag)) {
+                self.oracle
+                    .given_back(*id, *incarnation, *tag, &self.broker.log)?;
+            }
+        }
+        self.rejects_checked = self.broker.log.rejects.len();
+        if !self.connection.is_open() {
+            return Ok(());
+        }
+        for (id, incarnation, tag) in self.broker.held_by_client() {
+            let (current, closed) = self.oracle.life(id);
+            if current != incarnation || closed || self.connection.channel(id).is_err() {
+                continue;
+            }
+            if !self.oracle.handed(id, incarnation, tag) {
+                return Err(Violation::new(
+                    "message-conservation",
+                    format!(
+                        "message {tag} on channel {id}, read by the client, neither handed to the application nor given back"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Once the network is drained on an open connection: what was given
+    /// up went back (consumers cancelled, channels closed), and messages
+    /// are conserved.
+    pub(super) fn check_quiet(&mut self) -> Result<(), Violation> {
+        if !self.connection.is_open() || !self.broker.quiet() {
+            return Ok(());
+        }
+        self.check_conservation()?;
+        let broker = &self.broker;
+        self.oracle.quiet(&broker.log, |channel, incarnation, tag| {
+            broker.consumer_request(channel, incarnation, tag)
+        })
+    }
+
     /// The client's closes against what it owed.
     pub(super) fn check_reactions(&mut self) -> Result<(), Violation> {
         let closes = self.broker.log.client_closes.clone();

@@ -4,6 +4,7 @@
 use amqp_proto::codec::{BasicProperties, FieldTable, FieldValue};
 use amqp_proto::spec::{self, constants::ReplyCode, Method};
 use bytes::Bytes;
+use std::time::Duration;
 
 use super::Sim;
 use crate::app;
@@ -22,8 +23,16 @@ impl Sim {
                 .map(amqp_proto::ChannelHandle::id)
             {
                 Ok(id) => {
+                    let open = self
+                        .connection
+                        .channel(id)
+                        .ok()
+                        .and_then(|mut channel| channel.open_request());
                     self.app.channels.push(id);
-                    self.oracle.opened_channel(id)?;
+                    self.oracle.opened_channel(id, open, &self.broker.log)?;
+                    if let Some(open) = open {
+                        self.app.waits_on(open, id);
+                    }
                     Ok(format!("channel {id}"))
                 }
                 Err(error) => Err(error.to_string()),
@@ -213,12 +222,24 @@ impl Sim {
                 requeue,
             } => self.settle_delivery(delivery, multiple, |c, tag| c.nack(tag, multiple, requeue)),
             Step::Reject { delivery, requeue } => {
-                self.settle_delivery(delivery, false, |c, tag| c.reject(tag, requeue))
+                let rejected = app::pick_from(&self.app.deliveries, delivery).copied();
+                let outcome =
+                    self.settle_delivery(delivery, false, |c, tag| c.reject(tag, requeue));
+                if let (Ok(_), Some((id, tag))) = (&outcome, rejected) {
+                    let incarnation = self.oracle.life(id).0;
+                    self.app_rejects.insert((id, incarnation, tag));
+                }
+                outcome
             }
             Step::UpdateSecret => match self.connection.update_secret("new-token", "expiring") {
                 Ok(request) => {
-                    self.oracle
-                        .requested(0, "connection.update-secret", request)?;
+                    self.oracle.requested(
+                        0,
+                        "connection.update-secret",
+                        request,
+                        &self.broker.log,
+                    )?;
+                    self.app.waits_on(request, 0);
                     Ok(format!("request {}", request.sequence()))
                 }
                 Err(error) => Err(error.to_string()),
@@ -232,13 +253,37 @@ impl Sim {
                     Err(error) => Err(error.to_string()),
                 }
             }
+            Step::Abandon { request } => match self.app.outstanding(request) {
+                Some(request) => {
+                    let returned = self.connection.abandon_request(request);
+                    self.oracle.abandoned(request, returned)?;
+                    self.app.gives_up(request);
+                    Ok(format!(
+                        "abandoned request {}: {returned}",
+                        request.sequence()
+                    ))
+                }
+                None => Err("no request outstanding".into()),
+            },
+            Step::Deadline { request, ms } => match self.app.outstanding(request) {
+                Some(request) => {
+                    let deadline = self.now + Duration::from_millis(u64::from(ms));
+                    let returned = self.connection.set_request_deadline(request, deadline);
+                    self.oracle.deadline_set(request, deadline, returned)?;
+                    Ok(format!(
+                        "deadline in {ms} ms on request {}: {returned}",
+                        request.sequence()
+                    ))
+                }
+                None => Err("no request outstanding".into()),
+            },
             _ => Ok(String::new()),
         };
         self.note(|| match outcome {
             Ok(text) => format!("  ok {text}"),
             Err(text) => format!("  refused: {text}"),
         });
-        Ok(())
+        self.broken.take().map_or(Ok(()), Err)
     }
 
     /// Sends a request on the channel at index `pick`.
@@ -254,9 +299,13 @@ impl Sim {
         let mut channel = self.connection.channel(id).map_err(|e| e.to_string())?;
         match channel.request(method) {
             Ok(Some(request)) => {
-                if let Err(violation) = self.oracle.requested(id, name, request) {
-                    return Err(format!("VIOLATION {violation:?}"));
+                if let Err(violation) = self.oracle.requested(id, name, request, &self.broker.log) {
+                    // Reported by `command` once the outcome is noted.
+                    let text = format!("VIOLATION {violation:?}");
+                    self.broken = Some(violation);
+                    return Err(text);
                 }
+                self.app.waits_on(request, id);
                 if let Some(no_ack) = no_ack {
                     self.app.pending_no_ack.insert(request.sequence(), no_ack);
                 }

@@ -192,6 +192,11 @@ impl Sim {
             }
             if client.is_some_and(|at| at <= self.now) {
                 driver::timeout(&mut self.connection, self.now);
+                self.oracle.timeout_driven(
+                    self.now,
+                    self.broker.delivered_offset(),
+                    &self.broker.log,
+                );
             }
             self.settle()?;
             if self.connection.poll_timeout() == client && client.is_some_and(|at| at <= self.now) {
