@@ -183,6 +183,18 @@
 //! in a message's `headers`, as the other clients' instrumentations do,
 //! with no tracing dependency; the adapters connect it to their tracing.
 //!
+//! # Diagnostics
+//!
+//! [`Connection::stats`] counts what went over the connection (bytes,
+//! frames, heartbeats, publishes, confirms, deliveries, settlements,
+//! blocked time) at the cost of an integer add each. With the `tracing`
+//! feature (off by default; the adapters turn it on with their own) the
+//! core also reports through `tracing`: every frame at TRACE under
+//! `amqp::frames` (channel, kind, method name, sizes; never a payload),
+//! heartbeats at TRACE under `amqp::heartbeat`, and a server's protocol
+//! violation at WARN under `amqp::protocol`, once per connection, with the
+//! reply code the core closes with.
+//!
 //! # Errors
 //!
 //! Errors come in layers. A [`DecodeError`] or [`ProtocolViolation`] is the
@@ -217,6 +229,7 @@ pub use bytes;
 mod channel;
 pub mod codec;
 mod connection;
+mod diagnostics;
 pub mod error;
 mod event;
 pub mod manual;

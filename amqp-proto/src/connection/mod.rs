@@ -17,6 +17,8 @@ use bytes::Bytes;
 pub use config::{Config, SaslMechanism, Tuning};
 pub use stats::Stats;
 
+use crate::diagnostics;
+
 use crate::channel::{Abandoned, Channel, ChannelHandle, ChannelKey, ChannelRef, Disposition};
 use crate::codec::{
     encode_heartbeat_frame, encode_method_frame, DecodeLimits, Frame, FrameDecoder, LongString,
@@ -139,6 +141,7 @@ impl Sink<'_> {
         // so encoding cannot fail.
         if encode_method_frame(channel, method, self.frame_max, self.output.frames()).is_ok() {
             stats::add(&mut self.stats.frames_sent, 1);
+            diagnostics::method_sent(channel, method);
         }
     }
 
@@ -490,6 +493,7 @@ impl Connection {
         while !self.is_closed() {
             match self.decoder.decode() {
                 Ok(Some(frame)) => {
+                    diagnostics::frame_received(&frame);
                     stats::add(&mut self.stats.frames_received, 1);
                     if matches!(frame, Frame::Heartbeat) {
                         stats::add(&mut self.stats.heartbeats_received, 1);
@@ -905,6 +909,7 @@ impl Connection {
             // heartbeat behind them adds nothing.
             if self.output.len() == 0 {
                 encode_heartbeat_frame(self.output.frames());
+                diagnostics::heartbeat_sent();
                 stats::add(&mut self.stats.heartbeats_sent, 1);
                 stats::add(&mut self.stats.frames_sent, 1);
             }
@@ -938,6 +943,7 @@ impl Connection {
     fn send(&mut self, channel: u16, method: &Method) -> Result<(), UsageError> {
         encode_method_frame(channel, method, self.tuning.frame_max, self.output.frames())?;
         stats::add(&mut self.stats.frames_sent, 1);
+        diagnostics::method_sent(channel, method);
         Ok(())
     }
 
@@ -1156,6 +1162,9 @@ impl Connection {
             self.output.clear();
             self.finish(error);
             return;
+        }
+        if !matches!(self.state, State::Closing { .. } | State::Closed) {
+            diagnostics::protocol_violation(code, &text);
         }
         if matches!(self.state, State::Closing { .. }) {
             // Our close is queued already, and while closing everything but
@@ -1552,6 +1561,7 @@ impl Connection {
     ) -> Result<Option<RequestId>, crate::EncodeError> {
         encode_method_frame(id, method, self.tuning.frame_max, self.output.frames())?;
         stats::add(&mut self.stats.frames_sent, 1);
+        diagnostics::method_sent(id, method);
         let request = method.expects_reply().then(|| self.next_request_id(id));
         if let Some(channel) = self.channel_state(id) {
             channel.sent(method, request);
