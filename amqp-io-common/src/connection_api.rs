@@ -100,6 +100,24 @@ macro_rules! connection_api {
                 self.state().closed().is_none()
             }
 
+            #[doc = "What went over the connection so far: bytes, frames, heartbeats,"]
+            #[doc = "publishes, confirms, deliveries, settlements (messages, `multiple`"]
+            #[doc = "counted exactly), blocked time, recoveries; the counters summed over"]
+            #[doc = "every socket a recovery opened, the gauges (open channels,"]
+            #[doc = "consumers, unconfirmed, unsettled) as they are now. A snapshot, cheap"]
+            #[doc = "to take: see [`Stats`](amqp_proto::Stats)."]
+            #[doc = ""]
+            #[doc = "```no_run"]
+            #[doc = $demo]
+            #[doc = "let stats = connection.stats();"]
+            #[doc = "println!(\"{} published, {} confirmed\", stats.publishes, stats.confirms_acked);"]
+            #[doc = "# Ok(()) }"]
+            #[doc = "```"]
+            #[must_use]
+            pub fn stats(&self) -> ::amqp_proto::Stats {
+                self.state().stats()
+            }
+
             #[doc = "Why the connection ended, once it has."]
             #[doc = ""]
             #[doc = "```no_run"]

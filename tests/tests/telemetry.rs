@@ -316,7 +316,10 @@ fn a_recovery_has_its_span_and_each_attempt_a_connect_span() {
         exclusive: true,
         ..Default::default()
     };
-    channel.queue_declare(declare).unwrap();
+    let queue = channel.queue_declare(declare).unwrap().queue.to_string();
+    channel
+        .publish(&publish_to(&queue), &BasicProperties::default(), "before")
+        .unwrap();
     proxy.cut();
     let deadline = std::time::Instant::now() + SHORT;
     while captured
@@ -333,6 +336,13 @@ fn a_recovery_has_its_span_and_each_attempt_a_connect_span() {
         // it reconnects are expected.
         let _ = connection.drain_events(Duration::from_millis(50));
     }
+    channel
+        .publish(&publish_to(&queue), &BasicProperties::default(), "after")
+        .unwrap();
+    // The counters go on across the sockets.
+    let stats = connection.stats();
+    assert_eq!((stats.publishes, stats.recoveries), (2, 1), "{stats:?}");
+    assert!(stats.bytes_sent > 0 && stats.frames_received > 0);
     connection.close().unwrap();
 
     let recovers = captured.spans_named("recover");

@@ -200,6 +200,8 @@ pub struct Session<A: Attach> {
     recover_span: Option<LifecycleSpan>,
     /// Connection attempts of the recovery under way.
     attempts: u32,
+    /// The counters of the cores a recovery replaced.
+    earlier_stats: amqp_proto::Stats,
 }
 
 impl<A: Attach> std::fmt::Debug for Session<A> {
@@ -250,6 +252,7 @@ impl<A: Attach> Session<A> {
             connect_span: None,
             recover_span: None,
             attempts: 0,
+            earlier_stats: amqp_proto::Stats::default(),
         }
     }
 
@@ -1191,8 +1194,7 @@ impl<A: Attach> Session<A> {
                     .extend(std::iter::from_fn(|| self.core.poll_transmit(now)));
                 // Until a new socket is open, calls see a connection that
                 // is not open yet rather than the failed one.
-                let topology = self.core.topology().cloned().unwrap_or_default();
-                self.core = Core::recover(self.config.clone(), topology, now);
+                self.replace_core(now);
             }
             Some(Decision::GiveUp) | None => self.connection_closed(error),
         }
@@ -1315,8 +1317,22 @@ impl<A: Attach> Session<A> {
         if let Some(supervisor) = self.supervisor.as_mut() {
             supervisor.connected();
         }
+        self.replace_core(now);
+    }
+
+    /// Puts a recovery's core in the place of the current one, which keeps
+    /// its topology and counters for it.
+    fn replace_core(&mut self, now: Instant) {
+        self.earlier_stats = self.core.stats().with_earlier(&self.earlier_stats);
         let topology = self.core.topology().cloned().unwrap_or_default();
         self.core = Core::recover(self.config.clone(), topology, now);
+    }
+
+    /// What went over the connection, summed over the cores a recovery
+    /// replaced (the gauges are the current core's).
+    #[must_use]
+    pub fn stats(&self) -> amqp_proto::Stats {
+        self.core.stats().with_earlier(&self.earlier_stats)
     }
 
     /// The recovery's socket could not be opened.
