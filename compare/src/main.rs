@@ -751,13 +751,23 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 /// crosses threads; or `task`, spawned on the runtime as a service's
 /// request handlers and consumers are, where the reader task and the
 /// application's task share a worker and wake each other without a
-/// system call.
+/// system call; or `current_thread`, on a single-threaded runtime
+/// (`#[tokio::main(flavor = "current_thread")]`), where the client's reader
+/// task, its timers and the scenario all run on the one thread that waits
+/// in epoll: no thread is woken but that one.
 fn on_runtime(
     scenario: impl std::future::Future<Output = Result<Value, Failure>> + Send + 'static,
 ) -> Result<Value, Failure> {
+    let mode = tokio_mode()?;
+    if mode == TokioMode::CurrentThread {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return runtime.block_on(scenario);
+    }
     let runtime = runtime()?;
-    match tokio_mode()? {
-        TokioMode::BlockOn => runtime.block_on(scenario),
+    match mode {
+        TokioMode::BlockOn | TokioMode::CurrentThread => runtime.block_on(scenario),
         TokioMode::Task => runtime.block_on(async move {
             tokio::spawn(scenario)
                 .await
@@ -771,13 +781,17 @@ fn on_runtime(
 enum TokioMode {
     BlockOn,
     Task,
+    CurrentThread,
 }
 
 fn tokio_mode() -> Result<TokioMode, Failure> {
     match std::env::var("TOKIO_MODE").as_deref() {
         Err(_) | Ok("" | "block_on") => Ok(TokioMode::BlockOn),
         Ok("task") => Ok(TokioMode::Task),
-        Ok(other) => Err(format!("TOKIO_MODE={other}: expected block_on or task").into()),
+        Ok("current_thread") => Ok(TokioMode::CurrentThread),
+        Ok(other) => {
+            Err(format!("TOKIO_MODE={other}: expected block_on, task or current_thread").into())
+        }
     }
 }
 
@@ -788,9 +802,15 @@ fn child(arguments: &[String]) -> Result<(), Failure> {
     let (size, count): (usize, u64) = (size.parse()?, count.parse()?);
     let (scenario, queue) = (scenario.clone(), queue.clone());
     let result = match client.as_str() {
-        "amqp-io-tokio" => on_runtime(async move { ours::run(&scenario, size, count, &queue).await })?,
-        "amqprs" => on_runtime(async move { peer_amqprs::run(&scenario, size, count, &queue).await })?,
-        "lapin" => on_runtime(async move { peer_lapin::run(&scenario, size, count, &queue).await })?,
+        "amqp-io-tokio" => {
+            on_runtime(async move { ours::run(&scenario, size, count, &queue).await })?
+        }
+        "amqprs" => {
+            on_runtime(async move { peer_amqprs::run(&scenario, size, count, &queue).await })?
+        }
+        "lapin" => {
+            on_runtime(async move { peer_lapin::run(&scenario, size, count, &queue).await })?
+        }
         // No runtime at all for the blocking adapter.
         "amqp-io-std" => ours_std::run(&scenario, size, count, &queue)?,
         other => return Err(format!("unknown client {other}").into()),
