@@ -1,8 +1,9 @@
 //! Shared helpers for the cross-crate test suites: where the broker is,
-//! failing loudly when it is not there, driving `rabbitmqctl`, and a TCP
-//! proxy that can stall traffic.
+//! failing loudly when it is not there, driving `rabbitmqctl`, a TCP proxy
+//! that can stall traffic, and the local 3-node cluster ([`cluster`]).
 
 pub mod capture;
+pub mod cluster;
 pub mod proxy;
 pub mod tls_proxy;
 
