@@ -148,17 +148,21 @@ macro_rules! channel_api {
                 properties: &::amqp_proto::codec::BasicProperties,
                 body: impl Into<::bytes::Bytes>,
             ) -> $crate::Result<crate::Confirmation> {
-                let (span, injected) =
-                    self.shared()
-                        .telemetry
-                        .publish(self.channel.id(), publish, properties);
-                let outgoing = $crate::telemetry::Outgoing {
+                let telemetry = &self.shared().telemetry;
+                // The clock only for an observer, which measures the call.
+                let started = telemetry.observer().map(|_| ::std::time::Instant::now());
+                let (span, injected) = telemetry.publish(self.channel.id(), publish, properties);
+                let outgoing = $crate::telemetry::Outgoing::new(
                     publish,
-                    properties: injected.as_deref().unwrap_or(properties),
-                    body: body.into(),
-                    span: &span,
-                };
-                span.outcome(self.publish_traced(&outgoing) $($awaiting)*)
+                    injected.as_deref().unwrap_or(properties),
+                    body.into(),
+                    &span,
+                );
+                let confirmation = span.outcome(self.publish_traced(&outgoing) $($awaiting)*);
+                if let Some(started) = started {
+                    telemetry.published(self.channel.id(), &outgoing, started, confirmation.as_ref().err());
+                }
+                confirmation
             }
 
             /// Sends `method`; returns the request its reply will answer,

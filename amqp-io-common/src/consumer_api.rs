@@ -65,8 +65,8 @@ macro_rules! consumer_api {
             /// Gives a delivery the channel to acknowledge itself on.
             /// Opens its `process` span: the delivery is handed over now.
             fn wrap(&self, delivery: ::amqp_proto::Delivery) -> crate::Delivery {
-                let span = self.spans.open(&delivery);
-                crate::Delivery::handed_over(delivery, self.channel.clone(), span)
+                let handover = self.spans.open(&delivery);
+                crate::Delivery::handed_over(delivery, self.channel.clone(), handover)
             }
         }
     };

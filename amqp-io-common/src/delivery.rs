@@ -49,7 +49,7 @@
 
 use amqp_proto::Settlement;
 
-use crate::telemetry::MessageSpan;
+use crate::telemetry::Handover;
 use crate::Result;
 
 /// What a channel handle must offer for a [`Delivery`] to settle itself:
@@ -70,17 +70,17 @@ pub trait Settle {
 /// tags, routing); `C` is the adapter's channel handle.
 ///
 /// With the `tracing` feature, a delivery handed over by a consumer
-/// carries its `process` span ([`span`](Self::span)) from the hand-off
+/// carries its `process` span (`span()`, with the feature) from the hand-off
 /// until it is settled or dropped.
 #[derive(Debug)]
 pub struct Delivery<C> {
     delivery: amqp_proto::Delivery,
     channel: C,
     /// Behind a lock because settling takes `&self` and ends the span;
-    /// boxed, and there only when a subscriber wants the span, so an
-    /// untraced delivery carries one word and settles without locking.
-    #[cfg(feature = "tracing")]
-    span: Option<Box<std::sync::Mutex<MessageSpan>>>,
+    /// boxed, and there only when a subscriber wants the span or an
+    /// observer the processing time, so a delivery nobody watches carries
+    /// one word and settles without locking.
+    handover: Option<Box<std::sync::Mutex<Handover>>>,
 }
 
 impl<C> std::ops::Deref for Delivery<C> {
@@ -95,21 +95,20 @@ impl<C> Delivery<C> {
     /// The core's delivery with the channel it arrived on (for adapters).
     #[must_use]
     pub fn new(delivery: amqp_proto::Delivery, channel: C) -> Self {
-        Self::handed_over(delivery, channel, MessageSpan::default())
+        Self::handed_over(delivery, channel, Handover::default())
     }
 
-    /// The core's delivery with its channel and the `process` span its
-    /// hand-off to the application opened (for adapters).
+    /// The core's delivery with its channel and what its hand-off to the
+    /// application started (its `process` span, the observer's clock; for
+    /// adapters).
     #[must_use]
-    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-    pub fn handed_over(delivery: amqp_proto::Delivery, channel: C, span: MessageSpan) -> Self {
+    pub fn handed_over(delivery: amqp_proto::Delivery, channel: C, handover: Handover) -> Self {
         Self {
             delivery,
             channel,
-            #[cfg(feature = "tracing")]
-            span: span
-                .is_recording()
-                .then(|| Box::new(std::sync::Mutex::new(span))),
+            handover: handover
+                .is_needed()
+                .then(|| Box::new(std::sync::Mutex::new(handover))),
         }
     }
 
@@ -119,9 +118,14 @@ impl<C> Delivery<C> {
     #[cfg(feature = "tracing")]
     #[must_use]
     pub fn span(&self) -> tracing::Span {
-        self.span
+        self.handover
             .as_ref()
-            .and_then(|span| span.lock().ok().map(|span| span.span()))
+            .and_then(|handover| {
+                handover
+                    .lock()
+                    .ok()
+                    .map(|handover| handover.message_span().span())
+            })
             .unwrap_or_else(tracing::Span::none)
     }
 
@@ -143,12 +147,8 @@ impl<C: Settle> Delivery<C> {
     /// `process` span with how.
     fn settle(&self, how: Settlement) -> Result<()> {
         let settled = self.channel.settle(self.delivery.delivery_tag, how);
-        #[cfg(feature = "tracing")]
-        if let Some(Ok(mut span)) = self.span.as_ref().map(|span| span.lock()) {
-            match &settled {
-                Ok(()) => span.settled(how),
-                Err(error) => span.failed(error),
-            }
+        if let Some(Ok(mut handover)) = self.handover.as_ref().map(|handover| handover.lock()) {
+            handover.settled(how, settled.as_ref().err());
         }
         settled
     }

@@ -73,6 +73,9 @@ pub struct ConnectOptions {
     /// propagates nothing; see [`crate::telemetry::TraceContext`].
     #[cfg(feature = "tracing")]
     pub trace_context: Option<Arc<dyn crate::telemetry::TraceContext>>,
+    /// The application's metrics hook (`None`, the default: nothing is
+    /// measured for it); see [`crate::telemetry::Observer`].
+    pub observer: Option<Arc<dyn crate::telemetry::Observer>>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -140,6 +143,7 @@ impl ConnectOptions {
             recovery: None,
             #[cfg(feature = "tracing")]
             trace_context: None,
+            observer: None,
         })
     }
 }

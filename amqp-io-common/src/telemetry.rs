@@ -32,7 +32,7 @@
 //!
 //! Spans are not entered by the library: a span measures the operation
 //! from its creation to its end wherever the caller's task runs. A
-//! `process` span is the delivery's ([`crate::delivery::Delivery::span`]),
+//! `process` span is the delivery's (`Delivery::span`),
 //! for the application to enter or `instrument` its handling with.
 //!
 //! With no subscriber interested, creating a span costs one check of a
@@ -129,6 +129,118 @@ pub trait TraceContext: Send + Sync + 'static {
     fn extract(&self, span: &tracing::Span, headers: &amqp_proto::propagation::Headers<'_>);
 }
 
+/// A hook for metrics, with no dependency: the application's recorder
+/// (Prometheus, `metrics`, OpenTelemetry) implements what it wants; every
+/// method does nothing by default. Set it with
+/// [`ConnectOptions::observer`](crate::ConnectOptions::observer). Calls come
+/// from whichever thread or task does the work (the publisher's, the
+/// consumer's, the connection's driver), never while a lock of the
+/// connection is held by the caller's own call, so an observer must be
+/// cheap and must not call back into the connection.
+///
+/// The counters are the core's ([`on_stats`](Self::on_stats), a
+/// [`Stats`](amqp_proto::Stats) snapshot at most every 100 ms while the
+/// connection works and once when it ends); the per-message calls carry
+/// what a histogram needs (the publish's duration until the core took
+/// it, a delivery's processing time from its hand-off to its settlement).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use amqp_io_common::telemetry::{Observer, SettleInfo};
+///
+/// #[derive(Default)]
+/// struct Processing(AtomicU64);
+///
+/// impl Observer for Processing {
+///     fn on_settle(&self, settle: &SettleInfo) {
+///         let micros = u64::try_from(settle.processing.as_micros()).unwrap_or(u64::MAX);
+///         self.0.fetch_add(micros, Ordering::Relaxed);
+///     }
+/// }
+/// ```
+pub trait Observer: Send + Sync + 'static {
+    /// A publish was taken by the core, or failed before it was.
+    fn on_publish(&self, _publish: &PublishInfo<'_>) {}
+
+    /// A delivery was handed to the application.
+    fn on_delivery(&self, _delivery: &DeliveryInfo<'_>) {}
+
+    /// The application settled a delivery handed to it.
+    fn on_settle(&self, _settle: &SettleInfo) {}
+
+    /// The connection opened, ended, was blocked or unblocked, or
+    /// recovered.
+    fn on_connection(&self, _event: &ConnectionEvent<'_>) {}
+
+    /// The connection's counters, summed across recoveries.
+    fn on_stats(&self, _stats: &amqp_proto::Stats) {}
+}
+
+/// One publish, for [`Observer::on_publish`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct PublishInfo<'a> {
+    /// The channel id.
+    pub channel: u16,
+    /// The exchange (`""` for the default exchange).
+    pub exchange: &'a ShortString,
+    /// The routing key (a label of high cardinality: keep it out of
+    /// metric labels).
+    pub routing_key: &'a ShortString,
+    /// The body's size in bytes.
+    pub body_size: usize,
+    /// The confirm sequence number, in confirm mode.
+    pub sequence: Option<u64>,
+    /// From the call until the core took the message (waits on flow
+    /// control, the confirm window and a full output included).
+    pub duration: std::time::Duration,
+    /// Why it was not published, if it was not.
+    pub error: Option<&'a Error>,
+}
+
+/// One delivery handed over, for [`Observer::on_delivery`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DeliveryInfo<'a> {
+    /// The queue consumed (`""` if the server named it and the consumer
+    /// did not say).
+    pub queue: &'a str,
+    /// The delivery as the core decoded it.
+    pub delivery: &'a amqp_proto::Delivery,
+}
+
+/// One settlement, for [`Observer::on_settle`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct SettleInfo {
+    /// How: ack, nack or reject, `multiple` and `requeue` as sent.
+    pub how: Settlement,
+    /// From the hand-off of the delivery to its settlement.
+    pub processing: std::time::Duration,
+    /// True if the settlement could not be sent (the channel was gone).
+    pub failed: bool,
+}
+
+/// A change of the connection's state, for [`Observer::on_connection`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum ConnectionEvent<'a> {
+    /// The handshake finished (after a recovery too).
+    Opened,
+    /// The connection ended, or failed on its way to a recovery.
+    Closed(&'a ConnectionError),
+    /// The broker blocked publishing, for this reason.
+    Blocked(&'a str),
+    /// The broker unblocked it.
+    Unblocked,
+    /// A recovery re-declared the topology.
+    Recovered,
+}
+
+/// How often [`Observer::on_stats`] is called at most while the
+/// connection works.
+pub const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What a connection's spans need, shared by the session and the
 /// adapter's handles: the broker, and the trace-context hook.
 #[derive(Clone, Default)]
@@ -137,6 +249,7 @@ pub struct Telemetry {
     pub peer: Peer,
     #[cfg(feature = "tracing")]
     trace_context: Option<std::sync::Arc<dyn TraceContext>>,
+    observer: Option<std::sync::Arc<dyn Observer>>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -158,6 +271,42 @@ impl Telemetry {
             },
             #[cfg(feature = "tracing")]
             trace_context: options.trace_context.clone(),
+            observer: options.observer.clone(),
+        }
+    }
+
+    /// The application's observer, if it set one.
+    #[must_use]
+    pub fn observer(&self) -> Option<&dyn Observer> {
+        self.observer.as_deref()
+    }
+
+    /// Tells the observer (if any) of a publish that started at `started`
+    /// and ended now, taken by the core or failed with `error`.
+    pub fn published(
+        &self,
+        channel: u16,
+        outgoing: &Outgoing<'_>,
+        started: std::time::Instant,
+        error: Option<&Error>,
+    ) {
+        if let Some(observer) = &self.observer {
+            observer.on_publish(&PublishInfo {
+                channel,
+                exchange: &outgoing.publish.exchange,
+                routing_key: &outgoing.publish.routing_key,
+                body_size: outgoing.body.len(),
+                sequence: outgoing.sequence.get().copied(),
+                duration: started.elapsed(),
+                error,
+            });
+        }
+    }
+
+    /// Tells the observer (if any) of a change of the connection.
+    pub fn connection_changed(&self, event: ConnectionEvent<'_>) {
+        if let Some(observer) = &self.observer {
+            observer.on_connection(&event);
         }
     }
 
@@ -208,9 +357,28 @@ pub struct Outgoing<'a> {
     pub body: bytes::Bytes,
     /// The `publish` span.
     pub span: &'a MessageSpan,
+    /// The confirm sequence, once the core took it (for the observer).
+    sequence: std::sync::OnceLock<u64>,
 }
 
-impl Outgoing<'_> {
+impl<'a> Outgoing<'a> {
+    /// A message to publish under `span`.
+    #[must_use]
+    pub fn new(
+        publish: &'a amqp_proto::spec::BasicPublish,
+        properties: &'a BasicProperties,
+        body: bytes::Bytes,
+        span: &'a MessageSpan,
+    ) -> Self {
+        Self {
+            publish,
+            properties,
+            body,
+            span,
+            sequence: std::sync::OnceLock::new(),
+        }
+    }
+
     /// Publishes on `channel` now, recording the confirm sequence (in
     /// confirm mode) on the span.
     ///
@@ -223,6 +391,9 @@ impl Outgoing<'_> {
     ) -> Result<Option<u64>, amqp_proto::UsageError> {
         let sequence = channel.publish(self.publish, self.properties, self.body.clone())?;
         self.span.record_sequence(sequence);
+        if let Some(sequence) = sequence {
+            let _ = self.sequence.set(sequence);
+        }
         Ok(sequence)
     }
 }
@@ -593,31 +764,26 @@ impl MessageSpan {
 /// over (never for deliveries still buffered).
 #[derive(Debug, Clone, Default)]
 pub struct ProcessSpans {
-    #[cfg(feature = "tracing")]
     telemetry: std::sync::Arc<Telemetry>,
-    #[cfg(feature = "tracing")]
     queue: String,
 }
 
 impl ProcessSpans {
     /// For a consumer of `queue` on the connection `telemetry` describes.
     #[must_use]
-    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub fn new(telemetry: &std::sync::Arc<Telemetry>, queue: &ShortString) -> Self {
         Self {
-            #[cfg(feature = "tracing")]
             telemetry: std::sync::Arc::clone(telemetry),
-            #[cfg(feature = "tracing")]
             queue: queue.to_string_lossy().into_owned(),
         }
     }
 
-    /// The `process` span of `delivery`, handed over now.
+    /// What the hand-off of `delivery` now starts: its `process` span,
+    /// the observer's `on_delivery`, and the clock of its processing time.
     #[must_use]
-    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-    pub fn open(&self, delivery: &amqp_proto::Delivery) -> MessageSpan {
+    pub fn open(&self, delivery: &amqp_proto::Delivery) -> Handover {
         #[cfg(feature = "tracing")]
-        {
+        let span = {
             let span = MessageSpan::process(&self.telemetry.peer, &self.queue, delivery);
             if let (Some(hook), Some(headers)) = (
                 &self.telemetry.trace_context,
@@ -626,9 +792,65 @@ impl ProcessSpans {
                 hook.extract(&span.span(), &amqp_proto::propagation::Headers(headers));
             }
             span
-        }
+        };
         #[cfg(not(feature = "tracing"))]
-        MessageSpan::default()
+        let span = MessageSpan::default();
+        let observed = self.telemetry.observer.as_ref().map(|observer| {
+            observer.on_delivery(&DeliveryInfo {
+                queue: &self.queue,
+                delivery,
+            });
+            (std::sync::Arc::clone(observer), std::time::Instant::now())
+        });
+        Handover { span, observed }
+    }
+}
+
+/// What a delivery carries from its hand-off to its settlement: its
+/// `process` span and, for the observer, when it was handed over.
+#[derive(Default)]
+pub struct Handover {
+    span: MessageSpan,
+    observed: Option<(std::sync::Arc<dyn Observer>, std::time::Instant)>,
+}
+
+impl std::fmt::Debug for Handover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handover")
+            .field("span", &self.span)
+            .field("observed", &self.observed.is_some())
+            .finish()
+    }
+}
+
+impl Handover {
+    /// True if anything waits for the settlement (a span being recorded,
+    /// an observer).
+    #[must_use]
+    pub fn is_needed(&self) -> bool {
+        self.span.is_recording() || self.observed.is_some()
+    }
+
+    /// The `process` span.
+    #[must_use]
+    pub fn message_span(&self) -> &MessageSpan {
+        &self.span
+    }
+
+    /// The delivery was settled as `how` (or could not be, with `error`):
+    /// ends the span and tells the observer. Only the first call counts.
+    pub fn settled(&mut self, how: Settlement, error: Option<&Error>) {
+        match error {
+            None => self.span.settled(how),
+            Some(error) => self.span.failed(error),
+        }
+        if let Some((observer, handed_over)) = self.observed.take() {
+            observer.on_settle(&SettleInfo {
+                how,
+                processing: handed_over.elapsed(),
+                failed: error.is_some(),
+            });
+        }
     }
 }
 

@@ -143,8 +143,8 @@ impl Channel {
                 let channel = Self::new(shared, handle, timeout);
                 // The span ends when the callback is done with it, at the
                 // latest.
-                let span = spans.open(&delivery);
-                callback(Delivery::handed_over(delivery, channel, span));
+                let handover = spans.open(&delivery);
+                callback(Delivery::handed_over(delivery, channel, handover));
             }
         };
         self.start_consumer(consume, Some(Box::new(wrapped)))

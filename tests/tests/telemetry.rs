@@ -380,3 +380,113 @@ fn a_recovery_has_its_span_and_each_attempt_a_connect_span() {
         |event| event.fields.get("message").map(String::as_str) == Some("connection.recovered")
     ));
 }
+
+/// Writes down what the observer hears.
+#[derive(Default)]
+struct Observed {
+    calls: std::sync::Mutex<Vec<String>>,
+    last_stats: std::sync::Mutex<Option<amqp_proto::Stats>>,
+}
+
+impl amqp_io_common::telemetry::Observer for Observed {
+    fn on_publish(&self, publish: &amqp_io_common::telemetry::PublishInfo<'_>) {
+        let line = format!(
+            "publish {} seq={:?} error={}",
+            publish.body_size,
+            publish.sequence,
+            publish.error.is_some()
+        );
+        self.calls.lock().unwrap().push(line);
+    }
+
+    fn on_delivery(&self, delivery: &amqp_io_common::telemetry::DeliveryInfo<'_>) {
+        let line = format!("delivery {}", delivery.delivery.delivery_tag);
+        self.calls.lock().unwrap().push(line);
+    }
+
+    fn on_settle(&self, settle: &amqp_io_common::telemetry::SettleInfo) {
+        let line = format!("settle {:?} failed={}", settle.how, settle.failed);
+        self.calls.lock().unwrap().push(line);
+    }
+
+    fn on_connection(&self, event: &amqp_io_common::telemetry::ConnectionEvent<'_>) {
+        let line = match event {
+            amqp_io_common::telemetry::ConnectionEvent::Opened => "opened".to_owned(),
+            amqp_io_common::telemetry::ConnectionEvent::Closed(_) => "closed".to_owned(),
+            other => format!("{other:?}"),
+        };
+        self.calls.lock().unwrap().push(line);
+    }
+
+    fn on_stats(&self, stats: &amqp_proto::Stats) {
+        *self.last_stats.lock().unwrap() = Some(*stats);
+    }
+}
+
+#[tokio::test]
+async fn an_observer_hears_publishes_deliveries_settlements_and_the_connection() {
+    let observed = std::sync::Arc::new(Observed::default());
+    let mut options = amqp_io_common::ConnectOptions::from_url(&broker_url()).unwrap();
+    options.observer = Some(observed.clone());
+    let connection = match amqp_io_tokio::Connection::connect_with(options).await {
+        Ok(connection) => connection,
+        Err(error) => broker_unreachable(&error),
+    };
+    let channel = connection.channel().await.unwrap();
+    let declare = QueueDeclare {
+        exclusive: true,
+        ..Default::default()
+    };
+    let queue = channel
+        .queue_declare(declare)
+        .await
+        .unwrap()
+        .queue
+        .to_string();
+    channel.confirm_select().await.unwrap();
+    for body in ["one", "three"] {
+        channel
+            .publish(&publish_to(&queue), &BasicProperties::default(), body)
+            .await
+            .unwrap();
+    }
+    channel.wait_for_confirms(SHORT).await.unwrap();
+    let mut consumer = channel
+        .basic_consume(BasicConsume {
+            queue: queue.as_str().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(SHORT, consumer.recv()).await.unwrap();
+    first.unwrap().unwrap().ack().unwrap();
+    let second = tokio::time::timeout(SHORT, consumer.recv()).await.unwrap();
+    second.unwrap().unwrap().reject(false).unwrap();
+    connection.close().await.unwrap();
+    let calls = observed.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls,
+        [
+            "opened",
+            "publish 3 seq=Some(1) error=false",
+            "publish 5 seq=Some(2) error=false",
+            "delivery 1",
+            "settle Ack { multiple: false } failed=false",
+            "delivery 2",
+            "settle Reject { requeue: false } failed=false",
+            "closed",
+        ]
+    );
+    // The last snapshot comes after the end: everything counted.
+    let stats = observed.last_stats.lock().unwrap().unwrap();
+    assert_eq!(
+        (
+            stats.publishes,
+            stats.confirms_acked,
+            stats.deliveries,
+            stats.acked,
+            stats.rejected
+        ),
+        (2, 2, 2, 1, 1)
+    );
+}

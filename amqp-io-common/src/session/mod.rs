@@ -30,7 +30,7 @@ use amqp_proto::{
 use crate::ledger::{Cleanup, ConsumerEnd, ConsumerKey, Ledger, Sorted};
 use crate::map::Map;
 use crate::recovery::RecoveryHandler;
-use crate::telemetry::{self, LifecycleSpan, Telemetry};
+use crate::telemetry::{self, ConnectionEvent, LifecycleSpan, Telemetry};
 use crate::{ConnectOptions, Error, SaslResponder};
 use replies::Replies;
 pub use replies::{Outcome, Reply, Wake};
@@ -202,6 +202,10 @@ pub struct Session<A: Attach> {
     attempts: u32,
     /// The counters of the cores a recovery replaced.
     earlier_stats: amqp_proto::Stats,
+    /// When the observer last had the counters, and whether it had them
+    /// after the end.
+    stats_reported: Option<Instant>,
+    final_stats_reported: bool,
 }
 
 impl<A: Attach> std::fmt::Debug for Session<A> {
@@ -253,6 +257,8 @@ impl<A: Attach> Session<A> {
             recover_span: None,
             attempts: 0,
             earlier_stats: amqp_proto::Stats::default(),
+            stats_reported: None,
+            final_stats_reported: false,
         }
     }
 
@@ -968,6 +974,25 @@ impl<A: Attach> Session<A> {
         if live_confirmations == 0 {
             self.ledger.forget_refusals(None);
         }
+        self.report_stats(now);
+    }
+
+    /// Hands the observer (if any) the counters, at most every
+    /// [`STATS_INTERVAL`](telemetry::STATS_INTERVAL) and once more when the
+    /// connection has ended.
+    fn report_stats(&mut self, now: Instant) {
+        let Some(observer) = self.telemetry.observer() else {
+            return;
+        };
+        let ended = self.closed().is_some();
+        let due = self.stats_reported.map_or(true, |last| {
+            now.saturating_duration_since(last) >= telemetry::STATS_INTERVAL
+        });
+        if !self.final_stats_reported && (due || ended) {
+            observer.on_stats(&self.stats());
+            self.stats_reported = Some(now);
+            self.final_stats_reported = ended;
+        }
     }
 
     fn handle_event(&mut self, event: Event, keep_refusals: bool, now: Instant) {
@@ -977,6 +1002,7 @@ impl<A: Attach> Session<A> {
                 server_properties,
             } => {
                 telemetry::events::opened(&self.telemetry.peer, &tuning);
+                self.telemetry.connection_changed(ConnectionEvent::Opened);
                 // Ends the attempt's span: the connection is open.
                 self.connect_span = None;
                 self.opened = Some((tuning, server_properties));
@@ -1076,11 +1102,15 @@ impl<A: Attach> Session<A> {
             Event::Blocked { reason } => {
                 let reason = reason.to_string_lossy().into_owned();
                 telemetry::events::blocked(&self.telemetry.peer, &reason);
+                self.telemetry
+                    .connection_changed(ConnectionEvent::Blocked(&reason));
                 self.blocked = Some(reason.clone());
                 self.blocked_changed(Some(reason));
             }
             Event::Unblocked => {
                 telemetry::events::unblocked(&self.telemetry.peer);
+                self.telemetry
+                    .connection_changed(ConnectionEvent::Unblocked);
                 self.blocked = None;
                 self.blocked_changed(None);
             }
@@ -1103,6 +1133,8 @@ impl<A: Attach> Session<A> {
                 failures,
             } => {
                 telemetry::events::recovered(&self.telemetry.peer);
+                self.telemetry
+                    .connection_changed(ConnectionEvent::Recovered);
                 if let Some(span) = self.recover_span.take() {
                     span.record_attempts(self.attempts);
                 }
@@ -1175,6 +1207,8 @@ impl<A: Attach> Session<A> {
             supervisor.on_closed(error, wanted, now, crate::recovery::jitter_seed())
         });
         telemetry::events::closed(&self.telemetry.peer, error);
+        self.telemetry
+            .connection_changed(ConnectionEvent::Closed(error));
         if let Some(span) = self.connect_span.take() {
             span.failed(error);
         }
