@@ -24,6 +24,8 @@
 //! - `tls`: rustls client settings from a URL's TLS options.
 //! - `tracing`: spans and connection events for operators ([`telemetry`]);
 //!   on by default in both adapters.
+//! - `metrics` (off by default): [`metrics_observer::MetricsObserver`],
+//!   the OpenTelemetry messaging metrics through the `metrics` facade.
 //! - `kombu` (off by default): the `pidbox` and `rpc` modules, which bring
 //!   `serde_json` and `uuid`; a plain client pulls neither.
 #![forbid(unsafe_code)]
@@ -35,6 +37,8 @@ pub mod delivery;
 mod error;
 mod ledger;
 mod map;
+#[cfg(feature = "metrics")]
+pub mod metrics_observer;
 mod options;
 #[cfg(feature = "kombu")]
 pub mod pidbox;

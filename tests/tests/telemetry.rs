@@ -490,3 +490,48 @@ async fn an_observer_hears_publishes_deliveries_settlements_and_the_connection()
         (2, 2, 2, 1, 1)
     );
 }
+
+#[test]
+fn the_metrics_observer_records_semconv_names_without_per_message_labels() {
+    use amqp_io_common::telemetry::Observer;
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let observer = amqp_io_common::metrics_observer::MetricsObserver::new("127.0.0.1", 5672);
+        let mut stats = amqp_proto::Stats::default();
+        stats.confirms_acked = 7;
+        stats.bytes_sent = 100;
+        observer.on_stats(&stats);
+        stats.confirms_acked = 10;
+        observer.on_stats(&stats);
+        observer.on_connection(&amqp_io_common::telemetry::ConnectionEvent::Blocked(
+            "low memory",
+        ));
+        observer.on_connection(&amqp_io_common::telemetry::ConnectionEvent::Unblocked);
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let confirms: u64 = snapshot
+        .iter()
+        .filter(|(key, ..)| key.key().name() == "rabbitmq.client.publish.confirms")
+        .map(|(.., value)| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => *n,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(confirms, 10);
+    assert!(snapshot
+        .iter()
+        .any(|(key, ..)| key.key().name() == "rabbitmq.client.connection.blocked.duration"));
+    for (key, ..) in &snapshot {
+        for label in key.key().labels() {
+            assert!(
+                ![
+                    "messaging.rabbitmq.destination.routing_key",
+                    "messaging.message.id"
+                ]
+                .contains(&label.key()),
+                "{key:?}"
+            );
+        }
+    }
+}
