@@ -5,6 +5,10 @@
 //! `amqp_io_common::telemetry`.
 //!
 //! These tests need the broker and fail (never pass silently) without it.
+// The async tests hold the serialising lock across awaits on purpose:
+// each runs on its own current-thread runtime and test thread, and the
+// lock exists to keep the other tests out for the whole test.
+#![allow(clippy::await_holding_lock)]
 
 use std::time::Duration;
 
@@ -15,6 +19,16 @@ use amqp_tests::{broker_unreachable, broker_url, passive_declare, publish_to, un
 use tracing::Level;
 
 const SHORT: Duration = Duration::from_secs(10);
+
+/// One test at a time in this binary: `tracing` caches each callsite's
+/// interest across threads, so a subscriber installed or dropped by one
+/// test while another creates its first spans can leave those spans
+/// unrecorded.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn field<'a>(span: &'a CapturedSpan, name: &str) -> &'a str {
     span.fields.get(name).map_or_else(
@@ -128,6 +142,7 @@ fn properties(n: usize) -> BasicProperties {
 
 #[test]
 fn the_blocking_client_reports_spans_and_connection_events() {
+    let _serial = serial();
     let (captured, _guard) = install();
     let connection = amqp_io_std::Connection::open(&broker_url())
         .unwrap_or_else(|error| broker_unreachable(&error));
@@ -180,6 +195,7 @@ fn the_blocking_client_reports_spans_and_connection_events() {
 
 #[tokio::test]
 async fn the_tokio_client_reports_the_same_spans_and_events() {
+    let _serial = serial();
     let (captured, _guard) = install();
     let connection = match amqp_io_tokio::Connection::connect(&broker_url()).await {
         Ok(connection) => connection,
@@ -266,6 +282,7 @@ impl amqp_io_common::telemetry::TraceContext for Recorder {
 
 #[test]
 fn trace_context_crosses_the_broker_and_a_users_traceparent_is_kept() {
+    let _serial = serial();
     let recorder = std::sync::Arc::new(Recorder::default());
     let mut options = amqp_io_common::ConnectOptions::from_url(&broker_url()).unwrap();
     options.trace_context = Some(recorder.clone());
@@ -300,6 +317,7 @@ fn trace_context_crosses_the_broker_and_a_users_traceparent_is_kept() {
 
 #[test]
 fn a_recovery_has_its_span_and_each_attempt_a_connect_span() {
+    let _serial = serial();
     let (captured, _guard) = install();
     let proxy = amqp_tests::proxy::Proxy::start(&amqp_tests::broker_address())
         .unwrap_or_else(|error| broker_unreachable(&error));
@@ -425,6 +443,7 @@ impl amqp_io_common::telemetry::Observer for Observed {
 
 #[tokio::test]
 async fn an_observer_hears_publishes_deliveries_settlements_and_the_connection() {
+    let _serial = serial();
     let observed = std::sync::Arc::new(Observed::default());
     let mut options = amqp_io_common::ConnectOptions::from_url(&broker_url()).unwrap();
     options.observer = Some(observed.clone());
@@ -493,6 +512,7 @@ async fn an_observer_hears_publishes_deliveries_settlements_and_the_connection()
 
 #[test]
 fn the_metrics_observer_records_semconv_names_without_per_message_labels() {
+    let _serial = serial();
     use amqp_io_common::telemetry::Observer;
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
