@@ -479,6 +479,7 @@ pub struct MessageSpan {
 /// `tracing-opentelemetry` see the attributes at creation), the rest is
 /// declared empty and recorded later.
 #[cfg(feature = "tracing")]
+#[derive(Default)]
 struct Known<'a> {
     otel_name: &'a str,
     destination: Option<&'a str>,
@@ -567,12 +568,10 @@ impl MessageSpan {
                     otel_name: &otel_name,
                     destination: Some(&destination),
                     routing_key: Some(&routing_key),
-                    delivery_tag: None,
                     message_id: message_id.as_deref(),
                     correlation_id: correlation_id.as_deref(),
                     channel,
-                    consumer_tag: None,
-                    redelivered: None,
+                    ..Known::default()
                 }
             );
             Self { span: Some(span) }
@@ -605,14 +604,8 @@ impl MessageSpan {
                 peer,
                 Known {
                     otel_name: &otel_name,
-                    destination: None,
-                    routing_key: None,
-                    delivery_tag: None,
-                    message_id: None,
-                    correlation_id: None,
                     channel,
-                    consumer_tag: None,
-                    redelivered: None,
+                    ..Known::default()
                 }
             );
             Self { span: Some(span) }
