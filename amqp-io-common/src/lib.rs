@@ -26,6 +26,8 @@
 //!   on by default in both adapters.
 //! - `metrics` (off by default): [`metrics_observer::MetricsObserver`],
 //!   the OpenTelemetry messaging metrics through the `metrics` facade.
+//! - `opentelemetry` (off by default): trace context carried in message
+//!   headers through OpenTelemetry's propagator (module `opentelemetry`).
 //! - `kombu` (off by default): the `pidbox` and `rpc` modules, which bring
 //!   `serde_json` and `uuid`; a plain client pulls neither.
 #![forbid(unsafe_code)]
@@ -39,6 +41,8 @@ mod ledger;
 mod map;
 #[cfg(feature = "metrics")]
 pub mod metrics_observer;
+#[cfg(feature = "opentelemetry")]
+pub mod opentelemetry;
 mod options;
 #[cfg(feature = "kombu")]
 pub mod pidbox;

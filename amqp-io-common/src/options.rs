@@ -69,8 +69,10 @@ pub struct ConnectOptions {
     pub recovery: Option<amqp_proto::Backoff>,
     /// How trace context crosses the broker (the `tracing` feature):
     /// written into each publish's headers from its span, read from each
-    /// delivery's headers into its `process` span. `None` (the default)
-    /// propagates nothing; see [`crate::telemetry::TraceContext`].
+    /// delivery's headers into its `process` span. `None` propagates
+    /// nothing; see [`crate::telemetry::TraceContext`]. The default is
+    /// `None`, or OpenTelemetry's propagation with the `opentelemetry`
+    /// feature.
     #[cfg(feature = "tracing")]
     pub trace_context: Option<Arc<dyn crate::telemetry::TraceContext>>,
     /// The application's metrics hook (`None`, the default: nothing is
@@ -141,8 +143,12 @@ impl ConnectOptions {
             #[cfg(feature = "tls")]
             tls,
             recovery: None,
-            #[cfg(feature = "tracing")]
+            #[cfg(all(feature = "tracing", not(feature = "opentelemetry")))]
             trace_context: None,
+            #[cfg(feature = "opentelemetry")]
+            trace_context: Some(Arc::new(
+                crate::opentelemetry::OpenTelemetryContext::default(),
+            )),
             observer: None,
         })
     }

@@ -331,13 +331,25 @@ impl Telemetry {
                 .as_ref()
                 .is_some_and(|headers| headers.get(amqp_proto::propagation::TRACEPARENT).is_some());
             if !present {
-                let mut copy = Box::new(properties.clone());
-                let headers = copy.headers.get_or_insert_with(Default::default);
+                // The hook writes into an empty table first (no
+                // allocation): most publishes have no context to carry
+                // (no exporter, nothing sampled) and keep their own
+                // properties, uncopied.
+                let mut written = amqp_proto::codec::FieldTable::new();
                 hook.inject(
                     &span.span(),
-                    &mut amqp_proto::propagation::HeadersMut(headers),
+                    &mut amqp_proto::propagation::HeadersMut(&mut written),
                 );
-                return (span, Some(copy));
+                if !written.is_empty() {
+                    let mut copy = Box::new(properties.clone());
+                    let headers = copy.headers.get_or_insert_with(Default::default);
+                    for (name, value) in written.iter() {
+                        if !headers.iter().any(|(present, _)| present == name) {
+                            headers.insert(name.clone(), value.clone());
+                        }
+                    }
+                    return (span, Some(copy));
+                }
             }
         }
         (span, None)

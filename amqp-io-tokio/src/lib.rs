@@ -55,6 +55,12 @@
 //!
 //! # Features
 //!
+//! - `tracing` (default): spans and connection events under the
+//!   `amqp::*` targets ([`telemetry`]).
+//! - `metrics`: `metrics_observer::MetricsObserver`, the OpenTelemetry
+//!   messaging metrics through the `metrics` facade.
+//! - `opentelemetry`: trace context carried in message headers through
+//!   OpenTelemetry's propagator (the `opentelemetry` module).
 //! - `tls`: `amqps://` through rustls.
 //! - `kombu` (off by default): kombu/celery support, the `pidbox`
 //!   mailbox (what `celery inspect` and `celery control` speak) and
@@ -77,7 +83,12 @@ pub use channel::{Channel, Confirmation};
 pub use connection::Connection;
 pub use consumer::{Consumer, Delivery, Returns};
 
+#[cfg(feature = "metrics")]
+pub use amqp_io_common::metrics_observer;
+#[cfg(feature = "opentelemetry")]
+pub use amqp_io_common::opentelemetry;
 pub use amqp_io_common::recovery::RecoveryEvent;
+pub use amqp_io_common::telemetry;
 #[cfg(feature = "tls")]
 pub use amqp_io_common::TlsSettings;
 pub use amqp_io_common::{ConnectOptions, Error, Result, SaslResponder};
