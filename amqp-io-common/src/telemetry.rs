@@ -168,6 +168,11 @@ pub trait Observer: Send + Sync + 'static {
     /// The application settled a delivery handed to it.
     fn on_settle(&self, _settle: &SettleInfo) {}
 
+    /// The broker confirmed (or nacked) one publish of a channel in
+    /// confirm mode, or it failed with its channel: exactly one call per
+    /// sequence number [`on_publish`](Self::on_publish) reported.
+    fn on_confirm(&self, _confirm: &ConfirmInfo<'_>) {}
+
     /// The connection opened, ended, was blocked or unblocked, or
     /// recovered.
     fn on_connection(&self, _event: &ConnectionEvent<'_>) {}
@@ -207,6 +212,18 @@ pub struct DeliveryInfo<'a> {
     pub queue: &'a str,
     /// The delivery as the core decoded it.
     pub delivery: &'a amqp_proto::Delivery,
+}
+
+/// One publish's confirmation, for [`Observer::on_confirm`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct ConfirmInfo<'a> {
+    /// The channel id.
+    pub channel: u16,
+    /// The publish's sequence number, as [`PublishInfo::sequence`] gave it.
+    pub sequence: u64,
+    /// Ack, nack, or the failure of its channel.
+    pub outcome: &'a amqp_proto::ConfirmOutcome,
 }
 
 /// One settlement, for [`Observer::on_settle`].
@@ -299,6 +316,17 @@ impl Telemetry {
                 sequence: outgoing.sequence.get().copied(),
                 duration: started.elapsed(),
                 error,
+            });
+        }
+    }
+
+    /// Tells the observer (if any) of a publish's confirmation.
+    pub fn confirmed(&self, channel: u16, sequence: u64, outcome: &amqp_proto::ConfirmOutcome) {
+        if let Some(observer) = &self.observer {
+            observer.on_confirm(&ConfirmInfo {
+                channel,
+                sequence,
+                outcome,
             });
         }
     }

@@ -555,3 +555,105 @@ fn the_metrics_observer_records_semconv_names_without_per_message_labels() {
         }
     }
 }
+
+#[test]
+fn a_thousand_routing_keys_give_one_label_set_per_operation() {
+    let _serial = serial();
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let mut options = amqp_io_common::ConnectOptions::from_url(&broker_url()).unwrap();
+        options.observer =
+            Some(amqp_io_common::metrics_observer::MetricsObserver::for_options(&options));
+        let connection = amqp_io_std::Connection::open_with(options)
+            .unwrap_or_else(|error| broker_unreachable(&error));
+        let channel = connection.channel().unwrap();
+        let declare = QueueDeclare {
+            exclusive: true,
+            ..Default::default()
+        };
+        let queue = channel.queue_declare(declare).unwrap().queue.to_string();
+        channel
+            .queue_bind(amqp_proto::spec::QueueBind {
+                queue: queue.as_str().into(),
+                exchange: "amq.topic".into(),
+                routing_key: "#".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        channel.confirm_select().unwrap();
+        for n in 0..1_000 {
+            let publish = amqp_proto::spec::BasicPublish {
+                exchange: "amq.topic".into(),
+                routing_key: format!("key-{n}").as_str().into(),
+                ..Default::default()
+            };
+            let properties = BasicProperties::default().message_id(format!("id-{n}"));
+            channel.publish(&publish, &properties, "x").unwrap();
+        }
+        channel.wait_for_confirms(SHORT).unwrap();
+        let consumer = channel
+            .basic_consume(BasicConsume {
+                queue: queue.as_str().into(),
+                ..Default::default()
+            })
+            .unwrap();
+        for _ in 0..1_000 {
+            consumer.recv_timeout(SHORT).unwrap().ack().unwrap();
+        }
+        connection.close().unwrap();
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let mut label_sets: std::collections::BTreeMap<String, Vec<Vec<String>>> = Default::default();
+    let mut samples: std::collections::BTreeMap<String, usize> = Default::default();
+    for (key, _unit, _description, value) in &snapshot {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|label| format!("{}={}", label.key(), label.value()))
+            .collect();
+        assert!(
+            labels
+                .iter()
+                .all(|label| !label.contains("key-") && !label.contains("id-")),
+            "{labels:?}"
+        );
+        let count = match value {
+            DebugValue::Counter(n) => usize::try_from(*n).unwrap(),
+            DebugValue::Histogram(values) => values.len(),
+            DebugValue::Gauge(_) => 1,
+        };
+        // Handles made up front for outcomes that never happened hold
+        // nothing: no series is exported for them.
+        if count == 0 {
+            continue;
+        }
+        label_sets
+            .entry(key.key().name().to_owned())
+            .or_default()
+            .push(labels);
+        *samples.entry(key.key().name().to_owned()).or_default() += count;
+    }
+    // The per-message metrics: one series each, whatever the keys.
+    for name in [
+        "messaging.client.operation.duration",
+        "messaging.client.sent.messages",
+        "messaging.client.consumed.messages",
+        "messaging.process.duration",
+        "rabbitmq.client.publish.confirm.duration",
+    ] {
+        assert_eq!(
+            label_sets.get(name).map(Vec::len),
+            Some(1),
+            "{name}: {label_sets:#?}"
+        );
+        assert_eq!(samples[name], 1_000, "{name}");
+    }
+    // The others split by a closed set of outcomes or directions at most.
+    for (name, sets) in &label_sets {
+        assert!(sets.len() <= 3, "{name}: {sets:#?}");
+    }
+    assert_eq!(samples.get("rabbitmq.client.recoveries"), None);
+    assert!(label_sets.contains_key("rabbitmq.client.connections"));
+}

@@ -1072,6 +1072,7 @@ impl<A: Attach> Session<A> {
                 sequence,
                 outcome,
             } => {
+                self.telemetry.confirmed(channel, sequence, &outcome);
                 self.ledger
                     .confirmed(channel, sequence, outcome, keep_refusals);
                 if !self.confirm_waiters.is_empty() {
