@@ -509,7 +509,7 @@ macro_rules! channel_api {
                 get: ::amqp_proto::spec::BasicGet,
             ) -> $crate::Result<Option<::amqp_proto::GetMessage>> {
                 let span = $crate::telemetry::MessageSpan::receive(
-                    &self.shared().telemetry.peer,
+                    &self.shared().telemetry,
                     self.channel.id(),
                     &get.queue,
                 );

@@ -146,7 +146,18 @@ impl<C: Settle> Delivery<C> {
     /// Settles through the channel and, if that worked, ends the
     /// `process` span with how.
     fn settle(&self, how: Settlement) -> Result<()> {
-        let settled = self.channel.settle(self.delivery.delivery_tag, how);
+        // The settle span (if any) lasts until the core took the frame.
+        let settled = {
+            let span = self.handover.as_ref().and_then(|handover| {
+                let handover = handover.lock().ok()?;
+                Some(handover.settle_span(how, &self.delivery))
+            });
+            let settled = self.channel.settle(self.delivery.delivery_tag, how);
+            if let (Some(span), Err(error)) = (&span, &settled) {
+                span.failed(error);
+            }
+            settled
+        };
         if let Some(Ok(mut handover)) = self.handover.as_ref().map(|handover| handover.lock()) {
             handover.settled(how, settled.as_ref().err());
         }

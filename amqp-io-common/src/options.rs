@@ -78,6 +78,9 @@ pub struct ConnectOptions {
     /// The application's metrics hook (`None`, the default: nothing is
     /// measured for it); see [`crate::telemetry::Observer`].
     pub observer: Option<Arc<dyn crate::telemetry::Observer>>,
+    /// Which message spans are made and how they are named (the `tracing`
+    /// feature); see [`crate::telemetry::SpanOptions`].
+    pub spans: crate::telemetry::SpanOptions,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -150,6 +153,7 @@ impl ConnectOptions {
                 crate::opentelemetry::OpenTelemetryContext::default(),
             )),
             observer: None,
+            spans: crate::telemetry::SpanOptions::default(),
         })
     }
 }

@@ -25,7 +25,11 @@
 //! created; `otel.name` and `otel.kind` for `tracing-opentelemetry`.
 //! One deliberate deviation: `otel.name` carries the exchange (or queue),
 //! never the routing key, which is often one per entity and would give a
-//! span name per message ([`SPAN_NAMES`]).
+//! span name per message ([`SpanNames`]).
+//!
+//! [`SpanOptions`] (in [`ConnectOptions::spans`](crate::ConnectOptions::spans))
+//! chooses the names and adds `settle` spans (DEBUG, kind client, one per
+//! ack, nack or reject, a child of its delivery's `process` span).
 //!
 //! A failed operation records `error.type` from a closed list
 //! ([`error_type`]) and `otel.status_code = "ERROR"`.
@@ -44,9 +48,52 @@ use amqp_proto::{ConnectionError, Settlement};
 
 use crate::Error;
 
-/// How span names are made: `{operation} {exchange}` (or the queue for a
-/// delivery), never with the routing key; see the module docs.
-pub const SPAN_NAMES: &str = "{operation} {exchange or queue}";
+/// How message spans are named (`otel.name`; the `tracing` name is
+/// always the operation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SpanNames {
+    /// `{operation} {exchange}` for a publish (the routing key on the
+    /// default exchange), `{operation} {queue}` for a delivery or get;
+    /// the operation alone for names the broker generated
+    /// (`amq.gen-*`, direct reply-to). Never the routing key of a named
+    /// exchange: it is often one per entity, a span name per message.
+    #[default]
+    Destination,
+    /// The operation alone (`publish`, `receive`, `process`, `ack`, ...),
+    /// for backends that group by name and applications whose exchange
+    /// and queue names carry ids.
+    Operation,
+}
+
+/// Which message spans a connection makes, and how they are named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SpanOptions {
+    /// How spans are named.
+    pub names: SpanNames,
+    /// A `settle` span (DEBUG, kind client, operation `ack`, `nack` or
+    /// `reject`, type `settle`) for each settlement of a delivery handed
+    /// over, a child of its `process` span. Off by default: the `process`
+    /// span already records how it was settled.
+    pub settle: bool,
+}
+
+impl SpanOptions {
+    /// These options naming spans as `names` says.
+    #[must_use]
+    pub fn names(mut self, names: SpanNames) -> Self {
+        self.names = names;
+        self
+    }
+
+    /// These options with settle spans on or off.
+    #[must_use]
+    pub fn settle(mut self, settle: bool) -> Self {
+        self.settle = settle;
+        self
+    }
+}
 
 /// Attribute names, from the OpenTelemetry semantic conventions v1.44.0
 /// (messaging, and its RabbitMQ page), kept in one place for the day they
@@ -264,6 +311,8 @@ pub const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 pub struct Telemetry {
     /// The broker, as spans name it.
     pub peer: Peer,
+    /// Which spans, and their names.
+    pub spans: SpanOptions,
     #[cfg(feature = "tracing")]
     trace_context: Option<std::sync::Arc<dyn TraceContext>>,
     observer: Option<std::sync::Arc<dyn Observer>>,
@@ -286,6 +335,7 @@ impl Telemetry {
                 address: options.host.clone(),
                 port: options.port,
             },
+            spans: options.spans,
             #[cfg(feature = "tracing")]
             trace_context: options.trace_context.clone(),
             observer: options.observer.clone(),
@@ -351,7 +401,7 @@ impl Telemetry {
         publish: &amqp_proto::spec::BasicPublish,
         properties: &BasicProperties,
     ) -> (MessageSpan, Option<Box<BasicProperties>>) {
-        let span = MessageSpan::publish(&self.peer, channel, publish, properties);
+        let span = MessageSpan::publish(self, channel, publish, properties);
         #[cfg(feature = "tracing")]
         if let Some(hook) = &self.trace_context {
             let present = properties
@@ -505,6 +555,18 @@ fn anonymous(name: &str) -> bool {
     name.starts_with("amq.gen-") || name.starts_with("amq.rabbitmq.reply-to")
 }
 
+/// `otel.name` of an `operation` on `target` (an exchange, queue or
+/// default-exchange routing key), as `names` says.
+#[cfg(feature = "tracing")]
+fn span_name(names: SpanNames, operation: &str, target: &str) -> String {
+    match names {
+        SpanNames::Destination if !target.is_empty() && !anonymous(target) => {
+            format!("{operation} {target}")
+        }
+        _ => operation.to_owned(),
+    }
+}
+
 /// The span of one message operation (`publish`, `receive`, `process`),
 /// or nothing when the `tracing` feature is off or no subscriber wants
 /// it. It ends when dropped.
@@ -577,7 +639,7 @@ impl MessageSpan {
     #[must_use]
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub fn publish(
-        peer: &Peer,
+        telemetry: &Telemetry,
         channel: u16,
         publish: &amqp_proto::spec::BasicPublish,
         properties: &BasicProperties,
@@ -587,15 +649,15 @@ impl MessageSpan {
             if !wanted() {
                 return Self::default();
             }
+            let peer = &telemetry.peer;
             let exchange = publish.exchange.to_string_lossy();
             let routing_key = publish.routing_key.to_string_lossy();
-            let otel_name = if !exchange.is_empty() {
-                format!("publish {exchange}")
-            } else if !routing_key.is_empty() && !anonymous(&routing_key) {
-                format!("publish {routing_key}")
+            let target = if exchange.is_empty() {
+                &routing_key
             } else {
-                "publish".to_owned()
+                &exchange
             };
+            let otel_name = span_name(telemetry.spans.names, "publish", target);
             let destination = destination(&publish.exchange, &publish.routing_key, None);
             let (message_id, correlation_id) = ids(properties);
             let span = message_span!(
@@ -624,18 +686,15 @@ impl MessageSpan {
     /// it got is known only at its end ([`record_get`](Self::record_get)).
     #[must_use]
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-    pub fn receive(peer: &Peer, channel: u16, queue: &ShortString) -> Self {
+    pub fn receive(telemetry: &Telemetry, channel: u16, queue: &ShortString) -> Self {
         #[cfg(feature = "tracing")]
         {
             if !wanted() {
                 return Self::default();
             }
+            let peer = &telemetry.peer;
             let queue = queue.to_string_lossy();
-            let otel_name = if queue.is_empty() || anonymous(&queue) {
-                "receive".to_owned()
-            } else {
-                format!("receive {queue}")
-            };
+            let otel_name = span_name(telemetry.spans.names, "receive", &queue);
             let span = message_span!(
                 "receive",
                 "client",
@@ -659,17 +718,14 @@ impl MessageSpan {
     /// it or it is not known).
     #[must_use]
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-    pub fn process(peer: &Peer, queue: &str, delivery: &amqp_proto::Delivery) -> Self {
+    pub fn process(telemetry: &Telemetry, queue: &str, delivery: &amqp_proto::Delivery) -> Self {
         #[cfg(feature = "tracing")]
         {
             if !wanted() {
                 return Self::default();
             }
-            let otel_name = if queue.is_empty() || anonymous(queue) {
-                "process".to_owned()
-            } else {
-                format!("process {queue}")
-            };
+            let peer = &telemetry.peer;
+            let otel_name = span_name(telemetry.spans.names, "process", queue);
             let destination = destination(&delivery.exchange, &delivery.routing_key, Some(queue));
             let routing_key = delivery.routing_key.to_string_lossy();
             let consumer_tag = delivery.consumer_tag.to_string_lossy();
@@ -696,6 +752,48 @@ impl MessageSpan {
         }
         #[cfg(not(feature = "tracing"))]
         Self::default()
+    }
+
+    /// A `settle` span (DEBUG, kind client) of settling `delivery`, taken
+    /// from `queue`, as `how`, under its `process` span `parent`.
+    #[cfg(feature = "tracing")]
+    fn settle(
+        telemetry: &Telemetry,
+        queue: &str,
+        delivery: &amqp_proto::Delivery,
+        how: Settlement,
+        parent: &tracing::Span,
+    ) -> Self {
+        if !tracing::enabled!(target: "amqp::messaging", tracing::Level::DEBUG) {
+            return Self::default();
+        }
+        let (operation, requeue) = match how {
+            Settlement::Ack { .. } => ("ack", None),
+            Settlement::Nack { requeue, .. } => ("nack", Some(requeue)),
+            Settlement::Reject { requeue } => ("reject", Some(requeue)),
+        };
+        let otel_name = span_name(telemetry.spans.names, operation, queue);
+        let destination = destination(&delivery.exchange, &delivery.routing_key, Some(queue));
+        let peer = &telemetry.peer;
+        let span = tracing::debug_span!(
+            target: "amqp::messaging",
+            parent: parent,
+            "settle",
+            "otel.name" = otel_name.as_str(),
+            "otel.kind" = "client",
+            "otel.status_code" = tracing::field::Empty,
+            "messaging.system" = "rabbitmq",
+            "messaging.operation.name" = operation,
+            "messaging.operation.type" = "settle",
+            "messaging.destination.name" = destination.as_str(),
+            "messaging.rabbitmq.message.delivery_tag" = delivery.delivery_tag,
+            "rabbitmq.channel.id" = delivery.channel,
+            "rabbitmq.requeue" = requeue,
+            "server.address" = peer.address.as_str(),
+            "server.port" = peer.port,
+            "error.type" = tracing::field::Empty,
+        );
+        Self { span: Some(span) }
     }
 
     /// The `tracing` span, for the application to enter or instrument
@@ -817,7 +915,7 @@ impl ProcessSpans {
     pub fn open(&self, delivery: &amqp_proto::Delivery) -> Handover {
         #[cfg(feature = "tracing")]
         let span = {
-            let span = MessageSpan::process(&self.telemetry.peer, &self.queue, delivery);
+            let span = MessageSpan::process(&self.telemetry, &self.queue, delivery);
             if let (Some(hook), Some(headers)) = (
                 &self.telemetry.trace_context,
                 &delivery.properties().headers,
@@ -835,7 +933,13 @@ impl ProcessSpans {
             });
             (std::sync::Arc::clone(observer), std::time::Instant::now())
         });
-        Handover { span, observed }
+        Handover {
+            #[cfg(feature = "tracing")]
+            settle_spans: (self.telemetry.spans.settle && span.is_recording())
+                .then(|| Box::new(self.clone())),
+            span,
+            observed,
+        }
     }
 }
 
@@ -845,6 +949,9 @@ impl ProcessSpans {
 pub struct Handover {
     span: MessageSpan,
     observed: Option<(std::sync::Arc<dyn Observer>, std::time::Instant)>,
+    /// What names a settle span, when they are asked for.
+    #[cfg(feature = "tracing")]
+    settle_spans: Option<Box<ProcessSpans>>,
 }
 
 impl std::fmt::Debug for Handover {
@@ -868,6 +975,19 @@ impl Handover {
     #[must_use]
     pub fn message_span(&self) -> &MessageSpan {
         &self.span
+    }
+
+    /// The `settle` span of settling `delivery` as `how`, a child of its
+    /// `process` span, if settle spans are on and it is the first
+    /// settlement; it ends when dropped.
+    #[must_use]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn settle_span(&self, how: Settlement, delivery: &amqp_proto::Delivery) -> MessageSpan {
+        #[cfg(feature = "tracing")]
+        if let (Some(spans), Some(parent)) = (&self.settle_spans, &self.span.span) {
+            return MessageSpan::settle(&spans.telemetry, &spans.queue, delivery, how, parent);
+        }
+        MessageSpan::default()
     }
 
     /// The delivery was settled as `how` (or could not be, with `error`):

@@ -27,6 +27,8 @@ pub struct CapturedSpan {
     pub fields: BTreeMap<String, String>,
     /// True once the span closed.
     pub closed: bool,
+    /// The name of its parent span, if it has one.
+    pub parent: Option<String>,
 }
 
 /// An event as the layer saw it.
@@ -113,10 +115,15 @@ impl<S> Layer<S> for CaptureLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn on_new_span(&self, attributes: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
+    fn on_new_span(&self, attributes: &Attributes<'_>, id: &Id, context: Context<'_, S>) {
+        let parent = context
+            .span(id)
+            .and_then(|span| span.parent())
+            .map(|parent| parent.name().to_owned());
         let mut span = CapturedSpan {
             name: attributes.metadata().name().to_owned(),
             target: attributes.metadata().target().to_owned(),
+            parent,
             ..CapturedSpan::default()
         };
         attributes.record(&mut Fields(&mut span.at_creation));

@@ -95,6 +95,9 @@ fn check(captured: &Captured, queue: &str) {
     assert_eq!(field(nacked, "rabbitmq.settle"), "nack");
     assert_eq!(field(nacked, "rabbitmq.requeue"), "true");
 
+    // Settle spans are off by default.
+    assert!(captured.spans_named("settle").is_empty());
+
     let receives = captured.spans_named("receive");
     assert_eq!(receives.len(), 1, "{receives:?}");
     assert_common_at_creation(&receives[0], "receive", "client");
@@ -656,4 +659,63 @@ fn a_thousand_routing_keys_give_one_label_set_per_operation() {
     }
     assert_eq!(samples.get("rabbitmq.client.recoveries"), None);
     assert!(label_sets.contains_key("rabbitmq.client.connections"));
+}
+
+#[test]
+fn settle_spans_and_operation_names_are_there_when_asked_for() {
+    use amqp_io_common::telemetry::{SpanNames, SpanOptions};
+    let _serial = serial();
+    let (captured, _guard) = install();
+    let mut options = amqp_io_common::ConnectOptions::from_url(&broker_url()).unwrap();
+    options.spans = SpanOptions::default()
+        .settle(true)
+        .names(SpanNames::Operation);
+    let connection = amqp_io_std::Connection::open_with(options)
+        .unwrap_or_else(|error| broker_unreachable(&error));
+    let channel = connection.channel().unwrap();
+    let declare = QueueDeclare {
+        queue: unique("telemetry-settle").as_str().into(),
+        exclusive: true,
+        ..Default::default()
+    };
+    let queue = channel.queue_declare(declare).unwrap().queue.to_string();
+    for n in 0..2 {
+        channel
+            .publish(&publish_to(&queue), &properties(n), "x")
+            .unwrap();
+    }
+    let consumer = channel
+        .basic_consume(BasicConsume {
+            queue: queue.as_str().into(),
+            ..Default::default()
+        })
+        .unwrap();
+    consumer.recv_timeout(SHORT).unwrap().ack().unwrap();
+    consumer.recv_timeout(SHORT).unwrap().reject(false).unwrap();
+    connection.close().unwrap();
+
+    let publishes = captured.spans_named("publish");
+    assert!(publishes
+        .iter()
+        .all(|span| span.at_creation["otel.name"] == "publish"));
+    let processes = captured.spans_named("process");
+    assert!(processes
+        .iter()
+        .all(|span| span.at_creation["otel.name"] == "process"));
+    let settles = captured.spans_named("settle");
+    assert_eq!(settles.len(), 2, "{settles:?}");
+    for (span, operation) in settles.iter().zip(["ack", "reject"]) {
+        assert_eq!(span.target, "amqp::messaging");
+        assert_eq!(span.parent.as_deref(), Some("process"), "{span:?}");
+        assert_eq!(span.at_creation["otel.name"], operation);
+        assert_eq!(span.at_creation["otel.kind"], "client");
+        assert_eq!(span.at_creation["messaging.operation.name"], operation);
+        assert_eq!(span.at_creation["messaging.operation.type"], "settle");
+        assert_eq!(
+            span.at_creation["messaging.destination.name"],
+            format!("amq.default:{queue}:{queue}")
+        );
+        assert!(span.closed);
+    }
+    assert_eq!(settles[1].at_creation["rabbitmq.requeue"], "false");
 }
