@@ -158,3 +158,75 @@ where
             });
     }
 }
+
+/// The WARN and ERROR events of the whole test process, from a global
+/// subscriber that [`NoErrors::watch`] installs on first use (a binary
+/// that uses it must not install another global one). Spans and the lower
+/// levels are filtered out at the callsite, so the suites it watches run
+/// as they would without it.
+fn watched() -> &'static Captured {
+    static WATCHED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    WATCHED.get_or_init(|| {
+        use tracing_subscriber::Layer as _;
+        let captured = Captured::default();
+        let layer = CaptureLayer(captured.clone())
+            .with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+        // A thread-local subscriber a test installs still takes that
+        // test's events; the suites watched here install none.
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer));
+        captured
+    })
+}
+
+/// A test's promise that the library reports nothing at ERROR, whatever
+/// the fault (errors go to the caller): when dropped at the end of a test
+/// that did not fail otherwise, it fails the test if any ERROR event was
+/// seen in the process so far, naming it.
+#[derive(Debug)]
+#[must_use]
+pub struct NoErrors(());
+
+impl NoErrors {
+    /// Starts watching (idempotent across the tests of a binary).
+    pub fn watch() -> Self {
+        let _ = watched();
+        Self(())
+    }
+
+    /// The WARN events seen so far in the process, for a test to check
+    /// that an occurrence is reported once.
+    #[must_use]
+    pub fn warnings(&self) -> Vec<CapturedEvent> {
+        watched()
+            .events()
+            .into_iter()
+            .filter(|event| event.level == Level::WARN)
+            .collect()
+    }
+}
+
+impl Drop for NoErrors {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let errors: Vec<CapturedEvent> = watched()
+            .events()
+            .into_iter()
+            .filter(|event| event.level == Level::ERROR)
+            .collect();
+        assert!(errors.is_empty(), "events at ERROR: {errors:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NoErrors;
+
+    #[test]
+    #[should_panic(expected = "events at ERROR")]
+    fn an_error_event_fails_the_watching_test() {
+        let _no_errors = NoErrors::watch();
+        tracing::error!(target: "amqp::connection", "something went wrong");
+    }
+}

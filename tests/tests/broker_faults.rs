@@ -162,6 +162,7 @@ const THREAD_NAME_KEPT: usize = 15;
 
 #[test]
 fn test_names_differ_within_what_linux_keeps() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let source = include_str!("broker_faults.rs");
     let mut declared: Vec<&str> = source
         .split("#[test]\nfn ")
@@ -230,6 +231,7 @@ const PREFETCH: u16 = 2;
 
 #[test]
 fn blocking_broker_restart_mid_consume_ends_the_connection_with_a_typed_error() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let _turn = take_broker();
     let _restore = KeepsBrokerRunning;
     let own_name = own_thread_name();
@@ -345,6 +347,7 @@ fn blocking_broker_restart_mid_consume_ends_the_connection_with_a_typed_error() 
 
 #[test]
 fn tokio_broker_restart_mid_consume_ends_the_connection_with_a_typed_error() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let _turn = take_broker();
     let _restore = KeepsBrokerRunning;
     // A runtime of this test's own, so its task count is this test's.
@@ -553,6 +556,7 @@ impl Drop for MemoryAlarm {
 
 #[test]
 fn blocking_memory_alarm_blocks_the_publisher_until_lifted() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let _turn = take_broker();
     let connection =
         amqp_io_std::Connection::open(&broker_url()).unwrap_or_else(|e| broker_unreachable(&e));
@@ -638,6 +642,7 @@ fn blocking_memory_alarm_blocks_the_publisher_until_lifted() {
 
 #[test]
 fn tokio_memory_alarm_blocks_the_publisher_until_lifted() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let _turn = take_broker();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -735,6 +740,7 @@ fn tokio_memory_alarm_blocks_the_publisher_until_lifted() {
 
 #[test]
 fn blocking_slow_link_changes_nothing_but_latency() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let _turn = take_broker();
     const DELAY: Duration = Duration::from_millis(50);
     let proxy = Proxy::start(&broker_address()).unwrap_or_else(|e| broker_unreachable(&e));
@@ -823,6 +829,7 @@ fn publish_one(queue: &str, body: &'static str) {
 
 #[test]
 fn tokio_recovery_from_a_broker_restart_resumes_the_consumer() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let _turn = take_broker();
     let _restore = KeepsBrokerRunning;
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -867,6 +874,7 @@ fn tokio_recovery_from_a_broker_restart_resumes_the_consumer() {
 
 #[test]
 fn blocking_recovery_from_a_broker_restart_is_driven_by_the_heartbeat_keeper() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let _turn = take_broker();
     let _restore = KeepsBrokerRunning;
     let connection = amqp_io_std::Connection::open_with(recovering(&broker_url()))

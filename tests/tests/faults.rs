@@ -50,6 +50,7 @@ fn delete(direct: &amqp_io_std::Connection, queue: &str) {
 
 #[test]
 fn one_byte_writes_change_nothing_but_speed_blocking() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let proxy = start_proxy();
     proxy.fragment(true);
     let options = ConnectOptions::from_url(&proxied_url(&proxy)).unwrap();
@@ -89,6 +90,7 @@ fn one_byte_writes_change_nothing_but_speed_blocking() {
 
 #[tokio::test]
 async fn one_byte_writes_change_nothing_but_speed_tokio() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let proxy = start_proxy();
     proxy.fragment(true);
     let options = ConnectOptions::from_url(&proxied_url(&proxy)).unwrap();
@@ -134,6 +136,7 @@ async fn one_byte_writes_change_nothing_but_speed_tokio() {
 
 #[test]
 fn a_cut_during_confirmed_publishes_resolves_each_exactly_once_blocking() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let direct = direct();
     let queue = durable_queue(&direct);
     let proxy = start_proxy();
@@ -196,6 +199,7 @@ fn a_cut_during_confirmed_publishes_resolves_each_exactly_once_blocking() {
 
 #[tokio::test]
 async fn a_cut_during_confirmed_publishes_resolves_each_exactly_once_tokio() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let direct = tokio::task::spawn_blocking(direct).await.unwrap();
     let queue = durable_queue(&direct);
     let proxy = start_proxy();

@@ -96,6 +96,7 @@ fn recovered(reports: &Reports) -> Option<Vec<(String, String)>> {
 
 #[tokio::test]
 async fn a_cut_connection_recovers_its_topology_and_consumer_tokio() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let proxy = start_proxy();
     let connection = amqp_io_tokio::Connection::connect_with(recovering_options(&proxy))
         .await
@@ -251,6 +252,7 @@ async fn a_cut_connection_recovers_its_topology_and_consumer_tokio() {
 
 #[test]
 fn a_cut_connection_recovers_its_topology_and_consumer_blocking() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let proxy = start_proxy();
     let connection = amqp_io_std::Connection::open_with(recovering_options(&proxy)).unwrap();
     let (reports, report) = reporter();
@@ -387,6 +389,7 @@ fn assert_gave_up(reports: &Reports) {
 
 #[tokio::test]
 async fn recovery_gives_up_after_its_attempts_tokio() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let proxy = start_proxy();
     let connection = amqp_io_tokio::Connection::connect_with(gives_up_quickly(&proxy))
         .await
@@ -414,6 +417,7 @@ async fn recovery_gives_up_after_its_attempts_tokio() {
 
 #[test]
 fn recovery_gives_up_after_its_attempts_blocking() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let proxy = start_proxy();
     let connection = amqp_io_std::Connection::open_with(gives_up_quickly(&proxy)).unwrap();
     let (reports, report) = reporter();
@@ -444,6 +448,7 @@ fn recovery_gives_up_after_its_attempts_blocking() {
 
 #[test]
 fn dropping_a_recovering_connection_ends_its_recovery_blocking() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let proxy = start_proxy();
     let mut options = recovering_options(&proxy);
     options.recovery = Some(Backoff {
@@ -492,6 +497,7 @@ fn dropping_a_recovering_connection_ends_its_recovery_blocking() {
 
 #[test]
 fn dropping_a_recovering_connection_ends_its_driver_tokio() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let metrics = runtime.metrics();
     let proxy = start_proxy();

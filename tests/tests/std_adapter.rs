@@ -71,6 +71,7 @@ fn fill(channel: &amqp_io_std::Channel, queue: &str, count: u8) {
 
 #[test]
 fn a_wrong_password_is_a_typed_authentication_error_not_a_hang() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let started = Instant::now();
     let result = Connection::open(&url_with("guest:not-the-password", "%2f"));
     match result {
@@ -83,6 +84,7 @@ fn a_wrong_password_is_a_typed_authentication_error_not_a_hang() {
 
 #[test]
 fn a_missing_virtual_host_is_refused_access() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let result = Connection::open(&url_with("guest:guest", "no-such-vhost-here"));
     match result {
         Err(Error::ConnectionClosed(ConnectionError::AccessRefused(text))) => {
@@ -101,6 +103,7 @@ fn a_missing_virtual_host_is_refused_access() {
 /// tag (the broker would then close the new channel for a double ack).
 #[test]
 fn a_closed_channels_handle_cannot_act_on_a_reused_id() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     let old = connection.channel().unwrap();
     old.close().unwrap();
@@ -125,6 +128,7 @@ fn a_closed_channels_handle_cannot_act_on_a_reused_id() {
 /// A graceful close lets every outstanding confirm arrive before it closes.
 #[test]
 fn closing_when_confirmed_loses_no_confirm() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     let channel = connection.channel().unwrap();
     let queue = exclusive_queue(&channel);
@@ -151,6 +155,7 @@ fn closing_when_confirmed_loses_no_confirm() {
 
 #[test]
 fn every_channel_method_works_against_the_broker() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     assert!(connection.tuning().frame_max >= 4096);
     match connection.server_properties().get("product") {
@@ -335,6 +340,7 @@ fn every_channel_method_works_against_the_broker() {
 
 #[test]
 fn a_channel_error_reports_the_servers_code_and_leaves_other_channels_working() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     let doomed = connection.channel().unwrap();
     let survivor = connection.channel().unwrap();
@@ -375,6 +381,7 @@ fn a_channel_error_reports_the_servers_code_and_leaves_other_channels_working() 
 
 #[test]
 fn ten_thousand_publishes_are_each_confirmed_exactly_once() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     let channel = connection.channel().unwrap();
     let queue = exclusive_queue(&channel);
@@ -406,6 +413,7 @@ fn ten_thousand_publishes_are_each_confirmed_exactly_once() {
 
 #[test]
 fn prefetch_bounds_unacknowledged_deliveries_and_acks_release_more() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     let channel = connection.channel().unwrap();
     let queue = exclusive_queue(&channel);
@@ -444,6 +452,7 @@ fn prefetch_bounds_unacknowledged_deliveries_and_acks_release_more() {
 
 #[test]
 fn callback_consumers_are_dispatched_by_drain_events_like_kombu() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     let channel = connection.channel().unwrap();
     let queue = exclusive_queue(&channel);
@@ -490,6 +499,7 @@ fn callback_consumers_are_dispatched_by_drain_events_like_kombu() {
 
 #[test]
 fn basic_get_on_an_empty_and_a_non_empty_queue() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     let channel = connection.channel().unwrap();
     let queue = exclusive_queue(&channel);
@@ -526,6 +536,7 @@ fn basic_get_on_an_empty_and_a_non_empty_queue() {
 
 #[test]
 fn deleting_the_queue_cancels_its_consumer_from_the_server() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     let channel = connection.channel().unwrap();
     let queue = unique("cancelled");
@@ -563,6 +574,7 @@ fn deleting_the_queue_cancels_its_consumer_from_the_server() {
 
 #[test]
 fn an_unroutable_mandatory_publish_is_returned_before_its_confirm() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     let channel = connection.channel().unwrap();
     channel.confirm_select().unwrap();
@@ -594,6 +606,7 @@ fn an_unroutable_mandatory_publish_is_returned_before_its_confirm() {
 
 #[test]
 fn the_heartbeat_keeper_keeps_an_idle_connection_alive_past_three_intervals() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open_with(options(&format!("{}?heartbeat=1", broker_url())));
     connection.spawn_heartbeat_keeper();
     assert_eq!(connection.tuning().heartbeat, 1);
@@ -607,6 +620,7 @@ fn the_heartbeat_keeper_keeps_an_idle_connection_alive_past_three_intervals() {
 
 #[test]
 fn pumping_alone_keeps_heartbeats_going_without_the_keeper() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open_with(options(&format!("{}?heartbeat=1", broker_url())));
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(3_500) {
@@ -621,6 +635,7 @@ fn pumping_alone_keeps_heartbeats_going_without_the_keeper() {
 
 #[test]
 fn a_stalled_peer_is_declared_dead_within_two_heartbeat_intervals() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let target = amqp_tests::broker_address();
     let proxy = Proxy::start(&target).expect("proxy");
     let url = format!("amqp://guest:guest@{}/%2f?heartbeat=1", proxy.address());
@@ -655,6 +670,7 @@ fn a_stalled_peer_is_declared_dead_within_two_heartbeat_intervals() {
 
 #[test]
 fn a_connection_closed_by_the_broker_surfaces_its_reason() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     let channel = connection.channel().unwrap();
     let queue = exclusive_queue(&channel);
@@ -691,6 +707,7 @@ fn a_connection_closed_by_the_broker_surfaces_its_reason() {
 
 #[test]
 fn a_timed_out_call_leaves_the_connection_usable() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     let mut channel = connection.channel().unwrap();
     let queue = exclusive_queue(&channel);
@@ -720,6 +737,7 @@ fn a_timed_out_call_leaves_the_connection_usable() {
 
 #[test]
 fn a_dropped_consumer_gives_its_unread_messages_back() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     let channel = connection.channel().unwrap();
     let queue = exclusive_queue(&channel);
@@ -758,6 +776,7 @@ fn a_dropped_consumer_gives_its_unread_messages_back() {
 
 #[test]
 fn dropping_a_connection_does_not_hang_and_fails_its_channels() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = open();
     let channel = connection.channel().unwrap();
     let started = Instant::now();
@@ -774,6 +793,7 @@ fn dropping_a_connection_does_not_hang_and_fails_its_channels() {
 
 #[test]
 fn tls_with_a_client_certificate_through_a_terminating_proxy() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     use amqp_tests::tls_proxy::{TestPki, TlsProxy};
     let pki = TestPki::generate("localhost").unwrap();
     let proxy = TlsProxy::start(&amqp_tests::broker_address(), &pki, true).unwrap();
@@ -814,6 +834,7 @@ fn tls_with_a_client_certificate_through_a_terminating_proxy() {
 
 #[test]
 fn tls_refuses_a_server_the_trusted_roots_did_not_sign_unless_told_not_to_verify() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     use amqp_tests::tls_proxy::{TestPki, TlsProxy};
     let server_pki = TestPki::generate("localhost").unwrap();
     let other_pki = TestPki::generate("localhost").unwrap();

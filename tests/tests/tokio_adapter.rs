@@ -74,6 +74,7 @@ async fn fill(channel: &Channel, queue: &str, count: u8) {
 
 #[tokio::test]
 async fn a_wrong_password_is_a_typed_authentication_error() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     match Connection::connect(&url_with("guest:wrong", "%2f")).await {
         Err(Error::ConnectionClosed(ConnectionError::AuthenticationFailed(_))) => {}
         Err(error @ Error::Connect { .. }) => broker_unreachable(&error),
@@ -83,6 +84,7 @@ async fn a_wrong_password_is_a_typed_authentication_error() {
 
 #[tokio::test]
 async fn a_missing_virtual_host_is_refused_access() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     match Connection::connect(&url_with("guest:guest", "no-such-vhost-here")).await {
         Err(Error::ConnectionClosed(ConnectionError::AccessRefused(_))) => {}
         Err(error @ Error::Connect { .. }) => broker_unreachable(&error),
@@ -92,6 +94,7 @@ async fn a_missing_virtual_host_is_refused_access() {
 
 #[tokio::test]
 async fn every_channel_method_works_against_the_broker() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     assert!(matches!(
         connection.server_properties().get("product"),
@@ -244,6 +247,7 @@ async fn every_channel_method_works_against_the_broker() {
 
 #[tokio::test]
 async fn a_channel_error_reports_the_servers_code_and_leaves_other_channels_working() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     let doomed = connection.channel().await.unwrap();
     let survivor = connection.channel().await.unwrap();
@@ -279,6 +283,7 @@ async fn a_channel_error_reports_the_servers_code_and_leaves_other_channels_work
 /// tag (the broker would then close the new channel for a double ack).
 #[tokio::test]
 async fn a_closed_channels_handle_cannot_act_on_a_reused_id() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     let old = connection.channel().await.unwrap();
     old.close().await.unwrap();
@@ -303,6 +308,7 @@ async fn a_closed_channels_handle_cannot_act_on_a_reused_id() {
 /// A graceful close lets every outstanding confirm arrive before it closes.
 #[tokio::test]
 async fn closing_when_confirmed_loses_no_confirm() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     let queue = exclusive_queue(&channel).await;
@@ -334,6 +340,7 @@ async fn closing_when_confirmed_loses_no_confirm() {
 /// publishes the channel's close cut off; dropped ones cost nothing.
 #[tokio::test]
 async fn kept_confirmations_report_acks_nacks_and_failures_however_late() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     let mut arguments = FieldTable::default();
@@ -413,6 +420,7 @@ async fn futures_outcomes(confirmations: Vec<amqp_io_tokio::Confirmation>) -> Ve
 
 #[tokio::test]
 async fn ten_thousand_publishes_are_each_confirmed_exactly_once() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     let queue = exclusive_queue(&channel).await;
@@ -439,6 +447,7 @@ async fn ten_thousand_publishes_are_each_confirmed_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_tasks_publishing_with_confirms_on_shared_channels_get_exact_confirms() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     let setup = connection.channel().await.unwrap();
     let queue = exclusive_queue(&setup).await;
@@ -482,6 +491,7 @@ async fn a_hundred_tasks_publishing_with_confirms_on_shared_channels_get_exact_c
 
 #[tokio::test]
 async fn prefetch_bounds_unacknowledged_deliveries_and_acks_release_more() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     let queue = exclusive_queue(&channel).await;
@@ -517,6 +527,7 @@ async fn prefetch_bounds_unacknowledged_deliveries_and_acks_release_more() {
 
 #[tokio::test]
 async fn basic_get_on_an_empty_and_a_non_empty_queue() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     let queue = exclusive_queue(&channel).await;
@@ -546,6 +557,7 @@ async fn basic_get_on_an_empty_and_a_non_empty_queue() {
 
 #[tokio::test]
 async fn deleting_the_queue_ends_its_consumer_stream_with_the_cancel() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     let queue = unique("cancelled");
@@ -584,6 +596,7 @@ async fn deleting_the_queue_ends_its_consumer_stream_with_the_cancel() {
 
 #[tokio::test]
 async fn an_unroutable_mandatory_publish_is_returned_before_its_confirm() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     channel.confirm_select().await.unwrap();
@@ -611,6 +624,7 @@ async fn an_unroutable_mandatory_publish_is_returned_before_its_confirm() {
 
 #[tokio::test]
 async fn the_driver_keeps_an_idle_connection_alive_past_three_intervals() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect_with(options(&format!("{}?heartbeat=1", broker_url()))).await;
     assert_eq!(connection.tuning().heartbeat, 1);
     tokio::time::sleep(Duration::from_millis(3_500)).await;
@@ -621,6 +635,7 @@ async fn the_driver_keeps_an_idle_connection_alive_past_three_intervals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_go_on_while_the_application_blocks_a_thread_in_a_busy_loop() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect_with(options(&format!("{}?heartbeat=1", broker_url()))).await;
     let channel = connection.channel().await.unwrap();
     // The application's task spins for 3.5 heartbeat intervals without
@@ -639,6 +654,7 @@ async fn heartbeats_go_on_while_the_application_blocks_a_thread_in_a_busy_loop()
 
 #[tokio::test]
 async fn a_stalled_peer_is_declared_dead_within_two_heartbeat_intervals() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let proxy = Proxy::start(&amqp_tests::broker_address()).expect("proxy");
     let url = format!("amqp://guest:guest@{}/%2f?heartbeat=1", proxy.address());
     let connection = connect_with(options(&url)).await;
@@ -670,6 +686,7 @@ async fn a_stalled_peer_is_declared_dead_within_two_heartbeat_intervals() {
 
 #[tokio::test]
 async fn a_connection_closed_by_the_broker_surfaces_its_reason() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     let port = connection.local_addr().unwrap().port();
@@ -706,6 +723,7 @@ async fn a_connection_closed_by_the_broker_surfaces_its_reason() {
 
 #[tokio::test]
 async fn a_consumer_dropped_mid_delivery_has_its_unacked_messages_redelivered() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     let queue = exclusive_queue(&channel).await;
@@ -758,6 +776,7 @@ impl Rng {
 
 #[tokio::test]
 async fn futures_dropped_at_random_points_never_break_the_connection() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let seed = std::env::var("DROP_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
@@ -864,6 +883,7 @@ async fn futures_dropped_at_random_points_never_break_the_connection() {
 
 #[tokio::test]
 async fn tls_through_a_terminating_proxy_with_a_client_certificate() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     use amqp_tests::tls_proxy::{TestPki, TlsProxy};
     let pki = TestPki::generate("localhost").unwrap();
     let proxy = TlsProxy::start(&amqp_tests::broker_address(), &pki, true).unwrap();
@@ -900,6 +920,7 @@ async fn tls_through_a_terminating_proxy_with_a_client_certificate() {
 
 #[tokio::test]
 async fn dropping_every_handle_closes_the_connection_in_the_background() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     let connection = connect().await;
     let channel = connection.channel().await.unwrap();
     let queue = exclusive_queue(&channel).await;
@@ -927,6 +948,7 @@ async fn dropping_every_handle_closes_the_connection_in_the_background() {
 /// the adapter; once the peer reads again, everything queued goes out.
 #[tokio::test]
 async fn publishers_wait_for_a_socket_that_stopped_taking_bytes() {
+    let _no_errors = amqp_tests::capture::NoErrors::watch();
     const BODY: usize = 64 * 1024;
     // Kernel buffers on both sides of the proxy take a few MiB before
     // the stall shows; far more than that means nothing held publishers.
