@@ -49,7 +49,7 @@
 
 use amqp_proto::Settlement;
 
-use crate::telemetry::Handover;
+use crate::telemetry::HandedOver;
 use crate::Result;
 
 /// What a channel handle must offer for a [`Delivery`] to settle itself:
@@ -80,7 +80,7 @@ pub struct Delivery<C> {
     /// boxed, and there only when a subscriber wants the span or an
     /// observer the processing time, so a delivery nobody watches carries
     /// one word and settles without locking.
-    handover: Option<Box<std::sync::Mutex<Handover>>>,
+    handover: HandedOver,
 }
 
 impl<C> std::ops::Deref for Delivery<C> {
@@ -95,20 +95,19 @@ impl<C> Delivery<C> {
     /// The core's delivery with the channel it arrived on (for adapters).
     #[must_use]
     pub fn new(delivery: amqp_proto::Delivery, channel: C) -> Self {
-        Self::handed_over(delivery, channel, Handover::default())
+        Self::handed_over(delivery, channel, None)
     }
 
     /// The core's delivery with its channel and what its hand-off to the
     /// application started (its `process` span, the observer's clock; for
     /// adapters).
     #[must_use]
-    pub fn handed_over(delivery: amqp_proto::Delivery, channel: C, handover: Handover) -> Self {
+    #[inline]
+    pub fn handed_over(delivery: amqp_proto::Delivery, channel: C, handover: HandedOver) -> Self {
         Self {
             delivery,
             channel,
-            handover: handover
-                .is_needed()
-                .then(|| Box::new(std::sync::Mutex::new(handover))),
+            handover,
         }
     }
 

@@ -284,10 +284,17 @@ impl<C, K> Ledger<C, K> {
     }
 
     /// Forgets the kept refusals of `channel`, or of every channel.
+    #[inline]
     pub(crate) fn forget_refusals(&mut self, channel: Option<u16>) {
-        if self.refused_kept == 0 {
-            return;
+        // Asked after every batch of events: the common answer, nothing
+        // kept, stays inline.
+        if self.refused_kept != 0 {
+            self.forget_kept_refusals(channel);
         }
+    }
+
+    #[inline(never)]
+    fn forget_kept_refusals(&mut self, channel: Option<u16>) {
         for (id, record) in &mut self.channels {
             if !matches!(channel, Some(channel) if channel != *id) {
                 self.refused_kept -= record.refused.len();

@@ -394,6 +394,7 @@ impl Telemetry {
     /// only then, and boxed: the common answer, `None`, is one word to
     /// carry through an adapter's publish future).
     #[must_use]
+    #[inline]
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub fn publish(
         &self,
@@ -404,34 +405,48 @@ impl Telemetry {
         let span = MessageSpan::publish(self, channel, publish, properties);
         #[cfg(feature = "tracing")]
         if let Some(hook) = &self.trace_context {
-            let present = properties
-                .headers
-                .as_ref()
-                .is_some_and(|headers| headers.get(amqp_proto::propagation::TRACEPARENT).is_some());
-            if !present {
-                // The hook writes into an empty table first (no
-                // allocation): most publishes have no context to carry
-                // (no exporter, nothing sampled) and keep their own
-                // properties, uncopied.
-                let mut written = amqp_proto::codec::FieldTable::new();
-                hook.inject(
-                    &span.span(),
-                    &mut amqp_proto::propagation::HeadersMut(&mut written),
-                );
-                if !written.is_empty() {
-                    let mut copy = Box::new(properties.clone());
-                    let headers = copy.headers.get_or_insert_with(Default::default);
-                    for (name, value) in written.iter() {
-                        if !headers.iter().any(|(present, _)| present == name) {
-                            headers.insert(name.clone(), value.clone());
-                        }
-                    }
-                    return (span, Some(copy));
-                }
-            }
+            let injected = inject(hook.as_ref(), &span, properties);
+            return (span, injected);
         }
         (span, None)
     }
+}
+
+/// What `hook` writes into a publish's headers, as the properties to
+/// publish instead, unless the application's carry a `traceparent`.
+#[cfg(feature = "tracing")]
+#[inline(never)]
+fn inject(
+    hook: &dyn TraceContext,
+    span: &MessageSpan,
+    properties: &BasicProperties,
+) -> Option<Box<BasicProperties>> {
+    let present = properties
+        .headers
+        .as_ref()
+        .is_some_and(|headers| headers.get(amqp_proto::propagation::TRACEPARENT).is_some());
+    if present {
+        return None;
+    }
+    // The hook writes into an empty table first (no allocation): most
+    // publishes have no context to carry (no exporter, nothing sampled)
+    // and keep their own properties, uncopied.
+    let mut written = amqp_proto::codec::FieldTable::new();
+    hook.inject(
+        &span.span(),
+        &mut amqp_proto::propagation::HeadersMut(&mut written),
+    );
+    if written.is_empty() {
+        return None;
+    }
+    let mut copy = Box::new(properties.clone());
+    let headers = copy.headers.get_or_insert_with(Default::default);
+    for (name, value) in written.iter() {
+        if !headers.iter().any(|(present, _)| present == name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    Some(copy)
 }
 
 /// A message on its way to the core, as the shared `publish` hands it to
@@ -572,8 +587,11 @@ fn span_name(names: SpanNames, operation: &str, target: &str) -> String {
 /// it. It ends when dropped.
 #[derive(Debug, Default)]
 pub struct MessageSpan {
+    /// Boxed: a message span is carried through every publish and
+    /// delivery, and when nobody records spans a word moves cheaper than
+    /// a `Span`.
     #[cfg(feature = "tracing")]
-    span: Option<tracing::Span>,
+    span: Option<Box<tracing::Span>>,
 }
 
 /// The fields every message span has, in one place; what is known when
@@ -629,6 +647,7 @@ macro_rules! message_span {
 /// True if a subscriber wants message spans: checked before anything is
 /// formatted for one.
 #[cfg(feature = "tracing")]
+#[inline]
 fn wanted() -> bool {
     tracing::enabled!(target: "amqp::messaging", tracing::Level::INFO)
 }
@@ -637,6 +656,7 @@ impl MessageSpan {
     /// A `publish` span (kind producer) for a message about to be
     /// published on `channel`. Its parent is the caller's current span.
     #[must_use]
+    #[inline]
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub fn publish(
         telemetry: &Telemetry,
@@ -645,113 +665,142 @@ impl MessageSpan {
         properties: &BasicProperties,
     ) -> Self {
         #[cfg(feature = "tracing")]
-        {
-            if !wanted() {
-                return Self::default();
-            }
-            let peer = &telemetry.peer;
-            let exchange = publish.exchange.to_string_lossy();
-            let routing_key = publish.routing_key.to_string_lossy();
-            let target = if exchange.is_empty() {
-                &routing_key
-            } else {
-                &exchange
-            };
-            let otel_name = span_name(telemetry.spans.names, "publish", target);
-            let destination = destination(&publish.exchange, &publish.routing_key, None);
-            let (message_id, correlation_id) = ids(properties);
-            let span = message_span!(
-                "publish",
-                "producer",
-                "publish",
-                "send",
-                peer,
-                Known {
-                    otel_name: &otel_name,
-                    destination: Some(&destination),
-                    routing_key: Some(&routing_key),
-                    message_id: message_id.as_deref(),
-                    correlation_id: correlation_id.as_deref(),
-                    channel,
-                    ..Known::default()
-                }
-            );
-            Self { span: Some(span) }
+        if wanted() {
+            return Self::publish_recorded(telemetry, channel, publish, properties);
         }
-        #[cfg(not(feature = "tracing"))]
         Self::default()
+    }
+
+    /// [`publish`](Self::publish) for a subscriber that records it: out of line,
+    /// so the check before it stays small enough to inline.
+    #[cfg(feature = "tracing")]
+    #[inline(never)]
+    fn publish_recorded(
+        telemetry: &Telemetry,
+        channel: u16,
+        publish: &amqp_proto::spec::BasicPublish,
+        properties: &BasicProperties,
+    ) -> Self {
+        let peer = &telemetry.peer;
+        let exchange = publish.exchange.to_string_lossy();
+        let routing_key = publish.routing_key.to_string_lossy();
+        let target = if exchange.is_empty() {
+            &routing_key
+        } else {
+            &exchange
+        };
+        let otel_name = span_name(telemetry.spans.names, "publish", target);
+        let destination = destination(&publish.exchange, &publish.routing_key, None);
+        let (message_id, correlation_id) = ids(properties);
+        let span = message_span!(
+            "publish",
+            "producer",
+            "publish",
+            "send",
+            peer,
+            Known {
+                otel_name: &otel_name,
+                destination: Some(&destination),
+                routing_key: Some(&routing_key),
+                message_id: message_id.as_deref(),
+                correlation_id: correlation_id.as_deref(),
+                channel,
+                ..Known::default()
+            }
+        );
+        Self {
+            span: Some(Box::new(span)),
+        }
     }
 
     /// A `receive` span (kind client) for a `basic.get` from `queue`. What
     /// it got is known only at its end ([`record_get`](Self::record_get)).
     #[must_use]
+    #[inline]
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub fn receive(telemetry: &Telemetry, channel: u16, queue: &ShortString) -> Self {
         #[cfg(feature = "tracing")]
-        {
-            if !wanted() {
-                return Self::default();
-            }
-            let peer = &telemetry.peer;
-            let queue = queue.to_string_lossy();
-            let otel_name = span_name(telemetry.spans.names, "receive", &queue);
-            let span = message_span!(
-                "receive",
-                "client",
-                "receive",
-                "receive",
-                peer,
-                Known {
-                    otel_name: &otel_name,
-                    channel,
-                    ..Known::default()
-                }
-            );
-            Self { span: Some(span) }
+        if wanted() {
+            return Self::receive_recorded(telemetry, channel, queue);
         }
-        #[cfg(not(feature = "tracing"))]
         Self::default()
+    }
+
+    /// [`receive`](Self::receive) for a subscriber that records it: out of line,
+    /// so the check before it stays small enough to inline.
+    #[cfg(feature = "tracing")]
+    #[inline(never)]
+    fn receive_recorded(telemetry: &Telemetry, channel: u16, queue: &ShortString) -> Self {
+        let peer = &telemetry.peer;
+        let queue = queue.to_string_lossy();
+        let otel_name = span_name(telemetry.spans.names, "receive", &queue);
+        let span = message_span!(
+            "receive",
+            "client",
+            "receive",
+            "receive",
+            peer,
+            Known {
+                otel_name: &otel_name,
+                channel,
+                ..Known::default()
+            }
+        );
+        Self {
+            span: Some(Box::new(span)),
+        }
     }
 
     /// A `process` span (kind consumer) for a delivery handed to the
     /// application by the consumer of `queue` (`""` if the server named
     /// it or it is not known).
     #[must_use]
+    #[inline]
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub fn process(telemetry: &Telemetry, queue: &str, delivery: &amqp_proto::Delivery) -> Self {
         #[cfg(feature = "tracing")]
-        {
-            if !wanted() {
-                return Self::default();
-            }
-            let peer = &telemetry.peer;
-            let otel_name = span_name(telemetry.spans.names, "process", queue);
-            let destination = destination(&delivery.exchange, &delivery.routing_key, Some(queue));
-            let routing_key = delivery.routing_key.to_string_lossy();
-            let consumer_tag = delivery.consumer_tag.to_string_lossy();
-            let (message_id, correlation_id) = ids(delivery.properties());
-            let span = message_span!(
-                "process",
-                "consumer",
-                "process",
-                "process",
-                peer,
-                Known {
-                    otel_name: &otel_name,
-                    destination: Some(&destination),
-                    routing_key: Some(&routing_key),
-                    delivery_tag: Some(delivery.delivery_tag),
-                    message_id: message_id.as_deref(),
-                    correlation_id: correlation_id.as_deref(),
-                    channel: delivery.channel,
-                    consumer_tag: Some(&consumer_tag),
-                    redelivered: Some(delivery.redelivered),
-                }
-            );
-            Self { span: Some(span) }
+        if wanted() {
+            return Self::process_recorded(telemetry, queue, delivery);
         }
-        #[cfg(not(feature = "tracing"))]
         Self::default()
+    }
+
+    /// [`process`](Self::process) for a subscriber that records it: out of line,
+    /// so the check before it stays small enough to inline.
+    #[cfg(feature = "tracing")]
+    #[inline(never)]
+    fn process_recorded(
+        telemetry: &Telemetry,
+        queue: &str,
+        delivery: &amqp_proto::Delivery,
+    ) -> Self {
+        let peer = &telemetry.peer;
+        let otel_name = span_name(telemetry.spans.names, "process", queue);
+        let destination = destination(&delivery.exchange, &delivery.routing_key, Some(queue));
+        let routing_key = delivery.routing_key.to_string_lossy();
+        let consumer_tag = delivery.consumer_tag.to_string_lossy();
+        let (message_id, correlation_id) = ids(delivery.properties());
+        let span = message_span!(
+            "process",
+            "consumer",
+            "process",
+            "process",
+            peer,
+            Known {
+                otel_name: &otel_name,
+                destination: Some(&destination),
+                routing_key: Some(&routing_key),
+                delivery_tag: Some(delivery.delivery_tag),
+                message_id: message_id.as_deref(),
+                correlation_id: correlation_id.as_deref(),
+                channel: delivery.channel,
+                consumer_tag: Some(&consumer_tag),
+                redelivered: Some(delivery.redelivered),
+            }
+        );
+        Self {
+            span: Some(Box::new(span)),
+        }
     }
 
     /// A `settle` span (DEBUG, kind client) of settling `delivery`, taken
@@ -793,7 +842,9 @@ impl MessageSpan {
             "server.port" = peer.port,
             "error.type" = tracing::field::Empty,
         );
-        Self { span: Some(span) }
+        Self {
+            span: Some(Box::new(span)),
+        }
     }
 
     /// The `tracing` span, for the application to enter or instrument
@@ -801,11 +852,15 @@ impl MessageSpan {
     #[cfg(feature = "tracing")]
     #[must_use]
     pub fn span(&self) -> tracing::Span {
-        self.span.clone().unwrap_or_else(tracing::Span::none)
+        self.span
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(tracing::Span::none)
     }
 
     /// True if a subscriber records this span.
     #[must_use]
+    #[inline]
     pub fn is_recording(&self) -> bool {
         #[cfg(feature = "tracing")]
         return self.span.is_some();
@@ -815,10 +870,13 @@ impl MessageSpan {
 
     /// Records the publish's confirm sequence number.
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    #[inline]
     pub fn record_sequence(&self, sequence: Option<u64>) {
         #[cfg(feature = "tracing")]
-        if let (Some(span), Some(sequence)) = (&self.span, sequence) {
-            span.record("rabbitmq.publish.sequence", sequence);
+        if let Some(span) = &self.span {
+            if let Some(sequence) = sequence {
+                span.record("rabbitmq.publish.sequence", sequence);
+            }
         }
     }
 
@@ -855,6 +913,7 @@ impl MessageSpan {
 
     /// Records how the delivery was settled, and ends the span.
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    #[inline]
     pub fn settled(&mut self, how: Settlement) {
         #[cfg(feature = "tracing")]
         if let Some(span) = self.span.take() {
@@ -872,6 +931,7 @@ impl MessageSpan {
 
     /// Records the failure the operation ended with.
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    #[inline]
     pub fn failed(&self, error: &Error) {
         #[cfg(feature = "tracing")]
         if let Some(span) = &self.span {
@@ -881,12 +941,31 @@ impl MessageSpan {
     }
 
     /// Records `result`'s failure, if any, and hands it back.
+    #[inline]
     pub fn outcome<T>(&self, result: crate::Result<T>) -> crate::Result<T> {
         if let Err(error) = &result {
             self.failed(error);
         }
         result
     }
+}
+
+/// Ends a recorded span out of line, so that dropping a message span
+/// nobody records is a test of one word, inlined where it happens.
+#[cfg(feature = "tracing")]
+impl Drop for MessageSpan {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(span) = self.span.take() {
+            end(span);
+        }
+    }
+}
+
+#[cfg(feature = "tracing")]
+#[inline(never)]
+fn end(span: Box<tracing::Span>) {
+    drop(span);
 }
 
 /// What a consumer names its deliveries' `process` spans with: the
@@ -910,9 +989,28 @@ impl ProcessSpans {
     }
 
     /// What the hand-off of `delivery` now starts: its `process` span,
-    /// the observer's `on_delivery`, and the clock of its processing time.
+    /// the observer's `on_delivery`, and the clock of its processing time
+    /// (`None` when no subscriber records spans and there is no observer).
     #[must_use]
-    pub fn open(&self, delivery: &amqp_proto::Delivery) -> Handover {
+    #[inline]
+    pub fn open(&self, delivery: &amqp_proto::Delivery) -> HandedOver {
+        #[cfg(feature = "tracing")]
+        let spans = wanted();
+        #[cfg(not(feature = "tracing"))]
+        let spans = false;
+        if !spans && self.telemetry.observer.is_none() {
+            return None;
+        }
+        let handover = self.open_watched(delivery);
+        handover
+            .is_needed()
+            .then(|| Box::new(std::sync::Mutex::new(handover)))
+    }
+
+    /// [`open`](Self::open) when a span or an observer may wait for the
+    /// delivery.
+    #[inline(never)]
+    fn open_watched(&self, delivery: &amqp_proto::Delivery) -> Handover {
         #[cfg(feature = "tracing")]
         let span = {
             let span = MessageSpan::process(&self.telemetry, &self.queue, delivery);
@@ -942,6 +1040,11 @@ impl ProcessSpans {
         }
     }
 }
+
+/// What [`ProcessSpans::open`] gives a delivery: its [`Handover`], boxed
+/// (a delivery nobody watches carries one empty word), and locked, since
+/// a delivery's settlement may come from any thread.
+pub type HandedOver = Option<Box<std::sync::Mutex<Handover>>>;
 
 /// What a delivery carries from its hand-off to its settlement: its
 /// `process` span and, for the observer, when it was handed over.

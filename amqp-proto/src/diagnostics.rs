@@ -12,38 +12,58 @@
 //! The core reads no clock and does no IO; emitting an event is neither
 //! (the subscriber the application installed does what it does with it).
 
-use crate::codec::Frame;
 use crate::spec::constants::ReplyCode;
 use crate::spec::Method;
 
-/// A frame decoded from the server's bytes.
+/// True if a subscriber may want frame or heartbeat events: asked before
+/// [`frame_received`], so that a frame's event costs one comparison when
+/// nobody listens at TRACE.
 #[inline]
-#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-pub(crate) fn frame_received(frame: &Frame) {
+pub(crate) fn frames_wanted() -> bool {
     #[cfg(feature = "tracing")]
-    match frame {
-        Frame::Method { channel, method } => tracing::trace!(
-            target: "amqp::frames",
-            direction = "receive",
-            channel,
-            kind = "method",
-            method = method.name(),
-        ),
-        Frame::Header { channel, header } => tracing::trace!(
+    return tracing::level_enabled!(tracing::Level::TRACE);
+    #[cfg(not(feature = "tracing"))]
+    false
+}
+
+/// A frame read from the server's bytes, reported from the decoder's
+/// view of it (type, channel, payload size, and a method frame's class
+/// and method ids): scalars only, so that the frame itself is neither
+/// built nor copied for its event. Called only when [`frames_wanted`].
+#[cold]
+#[inline(never)]
+#[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+pub(crate) fn frame_received(frame_type: u8, channel: u16, size: u32, method: Option<(u16, u16)>) {
+    #[cfg(feature = "tracing")]
+    match frame_type {
+        crate::spec::constants::FRAME_METHOD => {
+            let name = method
+                .and_then(|(class_id, method_id)| Method::name_of(class_id, method_id))
+                .unwrap_or("unknown");
+            tracing::trace!(
+                target: "amqp::frames",
+                direction = "receive",
+                channel,
+                kind = "method",
+                method = name,
+                size,
+            );
+        }
+        crate::spec::constants::FRAME_HEADER => tracing::trace!(
             target: "amqp::frames",
             direction = "receive",
             channel,
             kind = "header",
-            body_size = header.body_size,
+            size,
         ),
-        Frame::Body { channel, payload } => tracing::trace!(
+        crate::spec::constants::FRAME_BODY => tracing::trace!(
             target: "amqp::frames",
             direction = "receive",
             channel,
             kind = "body",
-            size = payload.len(),
+            size,
         ),
-        Frame::Heartbeat => {
+        crate::spec::constants::FRAME_HEARTBEAT => {
             tracing::trace!(target: "amqp::heartbeat", direction = "receive", "heartbeat");
         }
         _ => tracing::trace!(target: "amqp::frames", direction = "receive", kind = "other"),

@@ -799,6 +799,8 @@ fn child(arguments: &[String]) -> Result<(), Failure> {
     let [client, scenario, size, count, queue] = arguments else {
         return Err("usage: compare child <client> <scenario> <size> <count> <queue>".into());
     };
+    #[cfg(feature = "subscribers")]
+    let _provider = subscribers::install()?;
     let (size, count): (usize, u64) = (size.parse()?, count.parse()?);
     let (scenario, queue) = (scenario.clone(), queue.clone());
     let result = match client.as_str() {
@@ -817,6 +819,56 @@ fn child(arguments: &[String]) -> Result<(), Failure> {
     };
     println!("{result}");
     Ok(())
+}
+
+/// The subscriber `TELEMETRY` names, for measuring what each costs per
+/// message (feature `subscribers`): `none`, `filtered` (a fmt layer at
+/// INFO with `amqp::messaging` filtered out), `fmt` (a fmt layer at INFO
+/// writing to a sink), `otel` (`tracing-opentelemetry` into the SDK's
+/// in-memory exporter, W3C propagation).
+#[cfg(feature = "subscribers")]
+mod subscribers {
+    use super::Failure;
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::Layer as _;
+
+    pub fn install() -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>, Failure> {
+        let mode = std::env::var("TELEMETRY").unwrap_or_else(|_| "none".to_owned());
+        let fmt = || tracing_subscriber::fmt::layer().with_writer(std::io::sink);
+        let info = tracing_subscriber::filter::LevelFilter::INFO;
+        match mode.as_str() {
+            "none" => Ok(None),
+            "filtered" => {
+                let filter = tracing_subscriber::filter::filter_fn(|metadata| {
+                    metadata.target() != "amqp::messaging"
+                        && *metadata.level() <= tracing::Level::INFO
+                });
+                let subscriber = tracing_subscriber::registry().with(fmt().with_filter(filter));
+                tracing::subscriber::set_global_default(subscriber)?;
+                Ok(None)
+            }
+            "fmt" => {
+                let subscriber = tracing_subscriber::registry().with(fmt().with_filter(info));
+                tracing::subscriber::set_global_default(subscriber)?;
+                Ok(None)
+            }
+            "otel" => {
+                opentelemetry::global::set_text_map_propagator(
+                    opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+                );
+                let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                    .with_simple_exporter(opentelemetry_sdk::trace::InMemorySpanExporter::default())
+                    .build();
+                let layer = tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("amqp-compare"))
+                    .with_filter(info);
+                tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))?;
+                Ok(Some(provider))
+            }
+            other => Err(format!("TELEMETRY={other}: none, filtered, fmt or otel").into()),
+        }
+    }
 }
 
 /// Where the Python peers run: the virtualenv `scripts/compare-peers`

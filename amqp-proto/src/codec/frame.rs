@@ -551,6 +551,21 @@ impl FrameDecoder {
         }
         let payload_start = self.ready_at + FRAME_HEADER_SIZE;
         let payload_end = self.ready_at + total - 1;
+        if crate::diagnostics::frames_wanted() {
+            let method = self
+                .ready
+                .get(payload_start..payload_end)
+                .and_then(|payload| payload.first_chunk::<4>())
+                .map(|&[c0, c1, m0, m1]| {
+                    (u16::from_be_bytes([c0, c1]), u16::from_be_bytes([m0, m1]))
+                });
+            crate::diagnostics::frame_received(
+                header.frame_type,
+                header.channel,
+                header.size,
+                method,
+            );
+        }
         self.ready_at += total;
         match header.frame_type {
             FRAME_BODY => Ok(Frame::Body {

@@ -493,7 +493,6 @@ impl Connection {
         while !self.is_closed() {
             match self.decoder.decode() {
                 Ok(Some(frame)) => {
-                    diagnostics::frame_received(&frame);
                     stats::add(&mut self.stats.frames_received, 1);
                     if matches!(frame, Frame::Heartbeat) {
                         stats::add(&mut self.stats.heartbeats_received, 1);

@@ -243,6 +243,15 @@ macro_rules! amqp_methods {
                 })
             }
 
+            /// The specification's name of the method with these ids.
+            #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+            pub(crate) fn name_of(class_id: u16, method_id: u16) -> Option<&'static str> {
+                match (class_id, method_id) {
+                    $($(($class_id, $method_id) => Some($Method::NAME),)*)*
+                    _ => None,
+                }
+            }
+
             /// Decodes a method frame's payload: class id, method id, fields.
             pub(crate) fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
                 let class_id = reader.short()?;
