@@ -411,3 +411,73 @@ async fn the_tokio_adapter_broadcasts_to_kombu_nodes_and_serves_a_python_mailbox
     assert_eq!(result["replies"], json!([{ hostname: {"ok": "pong"} }]));
     connection.close().await.unwrap();
 }
+
+/// The `traceparent` the `opentelemetry` feature writes is what a kombu
+/// consumer reads: a W3C header naming the publish span, as
+/// OpenTelemetry's kombu and Celery instrumentations expect it.
+#[test]
+fn a_kombu_consumer_reads_the_traceparent_of_our_publish_span() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("kombu-interop"));
+    let _subscriber =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+
+    let connection = open();
+    let channel = connection.channel().unwrap();
+    let queue = unique("kombu-trace");
+    channel
+        .queue_declare(amqp_proto::spec::QueueDeclare {
+            queue: queue.as_str().into(),
+            auto_delete: true,
+            arguments: [("x-expires", FieldValue::LongInt(60_000))]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        })
+        .unwrap();
+    channel.confirm_select().unwrap();
+    let publish = BasicPublish {
+        routing_key: queue.as_str().into(),
+        ..Default::default()
+    };
+    channel
+        .publish(&publish, &BasicProperties::default(), "traced")
+        .unwrap()
+        .wait(Duration::from_secs(10))
+        .unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    let published = spans
+        .iter()
+        .find(|span| span.name.starts_with("publish"))
+        .unwrap_or_else(|| panic!("no publish span: {spans:#?}"));
+
+    let output = Command::new(python())
+        .arg(interop_script("kombu_trace_consumer.py"))
+        .arg(&queue)
+        .output()
+        .expect("run kombu_trace_consumer.py");
+    connection.close().unwrap();
+    assert!(
+        output.status.success(),
+        "kombu_trace_consumer.py failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["body"], "traced");
+    let expected = format!(
+        "00-{}-{}-01",
+        published.span_context.trace_id(),
+        published.span_context.span_id()
+    );
+    assert_eq!(seen["traceparent"], expected.as_str(), "{seen}");
+}
