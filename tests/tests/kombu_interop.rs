@@ -428,8 +428,7 @@ fn a_kombu_consumer_reads_the_traceparent_of_our_publish_span() {
         .with_simple_exporter(exporter.clone())
         .build();
     let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("kombu-interop"));
-    let _subscriber =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
 
     let connection = open();
     let channel = connection.channel().unwrap();

@@ -719,3 +719,88 @@ fn settle_spans_and_operation_names_are_there_when_asked_for() {
     }
     assert_eq!(settles[1].at_creation["rabbitmq.requeue"], "false");
 }
+
+#[test]
+fn failures_give_spans_their_error_type_and_a_nack_its_confirm_outcome() {
+    use amqp_proto::codec::FieldValue;
+    let _serial = serial();
+    let (captured, _guard) = install();
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let mut options = amqp_io_common::ConnectOptions::from_url(&broker_url()).unwrap();
+        options.observer =
+            Some(amqp_io_common::metrics_observer::MetricsObserver::for_options(&options));
+        let connection = amqp_io_std::Connection::open_with(options)
+            .unwrap_or_else(|error| broker_unreachable(&error));
+
+        // A queue that refuses a second message: the broker nacks it.
+        let channel = connection.channel().unwrap();
+        let declare = QueueDeclare {
+            queue: unique("telemetry-nack").as_str().into(),
+            exclusive: true,
+            arguments: [
+                ("x-max-length", FieldValue::LongInt(1)),
+                ("x-overflow", FieldValue::from("reject-publish")),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        let queue = channel.queue_declare(declare).unwrap().queue.to_string();
+        channel.confirm_select().unwrap();
+        let plain = BasicProperties::default();
+        let first = channel
+            .publish(&publish_to(&queue), &plain, "kept")
+            .unwrap();
+        first.wait(SHORT).unwrap();
+        let second = channel
+            .publish(&publish_to(&queue), &plain, "refused")
+            .unwrap();
+        assert!(matches!(
+            second.wait(SHORT),
+            Err(amqp_io_common::Error::Nacked(_))
+        ));
+
+        // A delivery settled after its channel was closed by the server.
+        let consumer = channel
+            .basic_consume(BasicConsume {
+                queue: queue.as_str().into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let delivery = consumer.recv_timeout(SHORT).unwrap();
+        assert!(channel
+            .queue_declare(passive_declare("telemetry-missing"))
+            .is_err());
+        assert!(delivery.ack().is_err());
+        // A publish on that closed channel.
+        assert!(channel
+            .publish(&publish_to(&queue), &plain, "late")
+            .is_err());
+        connection.close().unwrap();
+    });
+
+    let publishes = captured.spans_named("publish");
+    let failed: Vec<_> = publishes
+        .iter()
+        .filter(|span| span.fields.contains_key("error.type"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{publishes:?}");
+    assert_eq!(failed[0].fields["error.type"], "not-found");
+    assert_eq!(failed[0].fields["otel.status_code"], "ERROR");
+    let processes = captured.spans_named("process");
+    assert_eq!(processes.len(), 1, "{processes:?}");
+    assert_eq!(processes[0].fields["error.type"], "not-found");
+    assert!(processes[0].closed);
+
+    let nacked = snapshotter.snapshot().into_vec().into_iter().any(|(key, .., value)| {
+        key.key().name() == "rabbitmq.client.publish.confirm.duration"
+            && key
+                .key()
+                .labels()
+                .any(|label| label.key() == "error.type" && label.value() == "nack")
+            && matches!(value, metrics_util::debugging::DebugValue::Histogram(samples) if samples.len() == 1)
+    });
+    assert!(nacked, "no nacked confirm recorded");
+}
