@@ -156,9 +156,9 @@ macro_rules! channel_api {
                     publish,
                     injected.as_deref().unwrap_or(properties),
                     body.into(),
-                    &span,
                 );
-                let confirmation = span.outcome(self.publish_traced(&outgoing) $($awaiting)*);
+                let confirmation = self.publish_traced(&outgoing) $($awaiting)*;
+                span.published(&outgoing, &confirmation);
                 if let Some(started) = started {
                     telemetry.published(self.channel.id(), &outgoing, started, confirmation.as_ref().err());
                 }

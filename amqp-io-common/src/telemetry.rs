@@ -363,7 +363,7 @@ impl Telemetry {
                 exchange: &outgoing.publish.exchange,
                 routing_key: &outgoing.publish.routing_key,
                 body_size: outgoing.body.len(),
-                sequence: outgoing.sequence.get().copied(),
+                sequence: outgoing.sequence(),
                 duration: started.elapsed(),
                 error,
             });
@@ -450,7 +450,8 @@ fn inject(
 }
 
 /// A message on its way to the core, as the shared `publish` hands it to
-/// an adapter: what to publish, and the span to record its sequence on.
+/// an adapter: what to publish, and (once the core took it) its confirm
+/// sequence.
 #[derive(Debug)]
 pub struct Outgoing<'a> {
     /// The `basic.publish` method.
@@ -460,46 +461,55 @@ pub struct Outgoing<'a> {
     pub properties: &'a BasicProperties,
     /// The body, not copied.
     pub body: bytes::Bytes,
-    /// The `publish` span.
-    pub span: &'a MessageSpan,
-    /// The confirm sequence, once the core took it (for the observer).
-    sequence: std::sync::OnceLock<u64>,
+    /// The confirm sequence once the core took it (for the span and the
+    /// observer), 0 before or outside confirm mode: sequences start at 1.
+    /// Atomic only because an async publish holds the message across
+    /// awaits; relaxed, it costs a plain store and load.
+    sequence: std::sync::atomic::AtomicU64,
 }
 
 impl<'a> Outgoing<'a> {
-    /// A message to publish under `span`.
+    /// A message to publish.
     #[must_use]
+    #[inline]
     pub fn new(
         publish: &'a amqp_proto::spec::BasicPublish,
         properties: &'a BasicProperties,
         body: bytes::Bytes,
-        span: &'a MessageSpan,
     ) -> Self {
         Self {
             publish,
             properties,
             body,
-            span,
-            sequence: std::sync::OnceLock::new(),
+            sequence: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// Publishes on `channel` now, recording the confirm sequence (in
-    /// confirm mode) on the span.
+    /// Publishes on `channel` now, keeping the confirm sequence (in
+    /// confirm mode) for the span and the observer.
     ///
     /// # Errors
     ///
     /// The core's refusal: a closed channel, a usage error.
+    #[inline]
     pub fn publish_on(
         &self,
         mut channel: amqp_proto::ChannelRef<'_>,
     ) -> Result<Option<u64>, amqp_proto::UsageError> {
         let sequence = channel.publish(self.publish, self.properties, self.body.clone())?;
-        self.span.record_sequence(sequence);
-        if let Some(sequence) = sequence {
-            let _ = self.sequence.set(sequence);
-        }
+        self.sequence
+            .store(sequence.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
         Ok(sequence)
+    }
+
+    /// The confirm sequence the core gave it, in confirm mode.
+    #[must_use]
+    #[inline]
+    pub fn sequence(&self) -> Option<u64> {
+        match self.sequence.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            sequence => Some(sequence),
+        }
     }
 }
 
@@ -866,6 +876,21 @@ impl MessageSpan {
         return self.span.is_some();
         #[cfg(not(feature = "tracing"))]
         false
+    }
+
+    /// Ends a publish: records its confirm sequence and its failure, if
+    /// any (one test when nobody records the span).
+    #[inline]
+    pub fn published<T>(&self, outgoing: &Outgoing<'_>, result: &crate::Result<T>) {
+        #[cfg(feature = "tracing")]
+        if self.span.is_some() {
+            self.record_sequence(outgoing.sequence());
+            if let Err(error) = result {
+                self.failed(error);
+            }
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = (outgoing, result);
     }
 
     /// Records the publish's confirm sequence number.

@@ -70,8 +70,9 @@ pub(crate) fn frame_received(frame_type: u8, channel: u16, size: u32, method: Op
     }
 }
 
-/// A method frame queued for sending.
-#[inline]
+/// A method frame queued for sending (asked only when [`frames_wanted`]).
+#[cold]
+#[inline(never)]
 #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn method_sent(channel: u16, method: &Method) {
     #[cfg(feature = "tracing")]
@@ -84,8 +85,10 @@ pub(crate) fn method_sent(channel: u16, method: &Method) {
     );
 }
 
-/// A publish queued for sending: its method, header and `frames` frames.
-#[inline]
+/// A publish queued for sending: its method, header and `frames` frames
+/// (asked only when [`frames_wanted`]).
+#[cold]
+#[inline(never)]
 #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
 pub(crate) fn publish_sent(channel: u16, body_size: u64, frames: usize) {
     #[cfg(feature = "tracing")]

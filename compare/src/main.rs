@@ -840,10 +840,11 @@ mod subscribers {
         match mode.as_str() {
             "none" => Ok(None),
             "filtered" => {
-                let filter = tracing_subscriber::filter::filter_fn(|metadata| {
-                    metadata.target() != "amqp::messaging"
-                        && *metadata.level() <= tracing::Level::INFO
-                });
+                // What `RUST_LOG=info,amqp::messaging=off` gives: a static
+                // filter, decided once per callsite.
+                let filter = tracing_subscriber::filter::Targets::new()
+                    .with_default(tracing::Level::INFO)
+                    .with_target("amqp::messaging", tracing_subscriber::filter::LevelFilter::OFF);
                 let subscriber = tracing_subscriber::registry().with(fmt().with_filter(filter));
                 tracing::subscriber::set_global_default(subscriber)?;
                 Ok(None)

@@ -288,7 +288,9 @@ impl<'a> ChannelRef<'a> {
         let stats = self.connection.stats_mut();
         stats::add(&mut stats.publishes, 1);
         stats::add(&mut stats.frames_sent, frames);
-        crate::diagnostics::publish_sent(self.id, body_size, frames);
+        if crate::diagnostics::frames_wanted() {
+            crate::diagnostics::publish_sent(self.id, body_size, frames);
+        }
         Ok(self
             .connection
             .channel_state(self.id)

@@ -141,7 +141,9 @@ impl Sink<'_> {
         // so encoding cannot fail.
         if encode_method_frame(channel, method, self.frame_max, self.output.frames()).is_ok() {
             stats::add(&mut self.stats.frames_sent, 1);
-            diagnostics::method_sent(channel, method);
+            if diagnostics::frames_wanted() {
+                diagnostics::method_sent(channel, method);
+            }
         }
     }
 
@@ -942,7 +944,9 @@ impl Connection {
     fn send(&mut self, channel: u16, method: &Method) -> Result<(), UsageError> {
         encode_method_frame(channel, method, self.tuning.frame_max, self.output.frames())?;
         stats::add(&mut self.stats.frames_sent, 1);
-        diagnostics::method_sent(channel, method);
+        if diagnostics::frames_wanted() {
+            diagnostics::method_sent(channel, method);
+        }
         Ok(())
     }
 
@@ -1560,7 +1564,9 @@ impl Connection {
     ) -> Result<Option<RequestId>, crate::EncodeError> {
         encode_method_frame(id, method, self.tuning.frame_max, self.output.frames())?;
         stats::add(&mut self.stats.frames_sent, 1);
-        diagnostics::method_sent(id, method);
+        if diagnostics::frames_wanted() {
+            diagnostics::method_sent(id, method);
+        }
         let request = method.expects_reply().then(|| self.next_request_id(id));
         if let Some(channel) = self.channel_state(id) {
             channel.sent(method, request);
