@@ -146,6 +146,10 @@ impl TraceContext for OpenTelemetryContext {
         });
     }
 
+    fn extracts_without_a_span(&self) -> bool {
+        false
+    }
+
     fn extract(&self, span: &tracing::Span, headers: &Headers<'_>) {
         if span.is_disabled() {
             return;

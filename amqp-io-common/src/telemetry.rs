@@ -174,6 +174,14 @@ pub trait TraceContext: Send + Sync + 'static {
     /// span, not yet entered: set its parent or add a link from what the
     /// headers carry.
     fn extract(&self, span: &tracing::Span, headers: &amqp_proto::propagation::Headers<'_>);
+
+    /// False for a hook whose [`extract`](Self::extract) does nothing
+    /// when the span is not recorded (`Span::none()`): it is then not
+    /// called for deliveries nobody records, which spares the consumer's
+    /// hand-off any work. True by default.
+    fn extracts_without_a_span(&self) -> bool {
+        true
+    }
 }
 
 /// A hook for metrics, with no dependency: the application's recorder
@@ -1023,7 +1031,15 @@ impl ProcessSpans {
         let spans = wanted();
         #[cfg(not(feature = "tracing"))]
         let spans = false;
-        if !spans && self.telemetry.observer.is_none() {
+        #[cfg(feature = "tracing")]
+        let hook = self
+            .telemetry
+            .trace_context
+            .as_ref()
+            .is_some_and(|hook| hook.extracts_without_a_span());
+        #[cfg(not(feature = "tracing"))]
+        let hook = false;
+        if !spans && !hook && self.telemetry.observer.is_none() {
             return None;
         }
         let handover = self.open_watched(delivery);
