@@ -132,10 +132,6 @@ fn valid_context(span: &tracing::Span) -> Option<::opentelemetry::Context> {
 
 impl TraceContext for OpenTelemetryContext {
     fn inject(&self, span: &tracing::Span, headers: &mut HeadersMut<'_>) {
-        // No subscriber was ever installed: no span has a context.
-        if span.is_disabled() && !tracing::dispatcher::has_been_set() {
-            return;
-        }
         let Some(context) =
             valid_context(span).or_else(|| valid_context(&tracing::Span::current()))
         else {
@@ -146,7 +142,7 @@ impl TraceContext for OpenTelemetryContext {
         });
     }
 
-    fn extracts_without_a_span(&self) -> bool {
+    fn works_without_spans(&self) -> bool {
         false
     }
 

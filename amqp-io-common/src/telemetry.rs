@@ -175,11 +175,13 @@ pub trait TraceContext: Send + Sync + 'static {
     /// headers carry.
     fn extract(&self, span: &tracing::Span, headers: &amqp_proto::propagation::Headers<'_>);
 
-    /// False for a hook whose [`extract`](Self::extract) does nothing
-    /// when the span is not recorded (`Span::none()`): it is then not
-    /// called for deliveries nobody records, which spares the consumer's
-    /// hand-off any work. True by default.
-    fn extracts_without_a_span(&self) -> bool {
+    /// False for a hook that does nothing without spans: whose
+    /// [`extract`](Self::extract) does nothing when the span is not
+    /// recorded, and whose [`inject`](Self::inject) does nothing while no
+    /// `tracing` subscriber was ever installed. It is then not called in
+    /// those cases, which spares every publish and hand-off its work.
+    /// True by default.
+    fn works_without_spans(&self) -> bool {
         true
     }
 }
@@ -413,8 +415,10 @@ impl Telemetry {
         let span = MessageSpan::publish(self, channel, publish, properties);
         #[cfg(feature = "tracing")]
         if let Some(hook) = &self.trace_context {
-            let injected = inject(hook.as_ref(), &span, properties);
-            return (span, injected);
+            if hook.works_without_spans() || tracing::dispatcher::has_been_set() {
+                let injected = inject(hook.as_ref(), &span, properties);
+                return (span, injected);
+            }
         }
         (span, None)
     }
@@ -1036,7 +1040,7 @@ impl ProcessSpans {
             .telemetry
             .trace_context
             .as_ref()
-            .is_some_and(|hook| hook.extracts_without_a_span());
+            .is_some_and(|hook| hook.works_without_spans());
         #[cfg(not(feature = "tracing"))]
         let hook = false;
         if !spans && !hook && self.telemetry.observer.is_none() {

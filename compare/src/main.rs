@@ -824,16 +824,22 @@ fn child(arguments: &[String]) -> Result<(), Failure> {
 /// The subscriber `TELEMETRY` names, for measuring what each costs per
 /// message (feature `subscribers`): `none`, `filtered` (a fmt layer at
 /// INFO with `amqp::messaging` filtered out), `fmt` (a fmt layer at INFO
-/// writing to a sink), `otel` (`tracing-opentelemetry` into the SDK's
-/// in-memory exporter, W3C propagation).
+/// writing to a sink), and with feature `opentelemetry` `otel`
+/// (`tracing-opentelemetry` into the SDK's in-memory exporter, W3C
+/// propagation).
 #[cfg(feature = "subscribers")]
 mod subscribers {
     use super::Failure;
-    use opentelemetry::trace::TracerProvider as _;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::Layer as _;
 
-    pub fn install() -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>, Failure> {
+    /// What must live as long as the run (the tracer provider).
+    #[cfg(feature = "opentelemetry")]
+    pub type Keep = Option<opentelemetry_sdk::trace::SdkTracerProvider>;
+    #[cfg(not(feature = "opentelemetry"))]
+    pub type Keep = Option<()>;
+
+    pub fn install() -> Result<Keep, Failure> {
         let mode = std::env::var("TELEMETRY").unwrap_or_else(|_| "none".to_owned());
         let fmt = || tracing_subscriber::fmt::layer().with_writer(std::io::sink);
         let info = tracing_subscriber::filter::LevelFilter::INFO;
@@ -854,7 +860,9 @@ mod subscribers {
                 tracing::subscriber::set_global_default(subscriber)?;
                 Ok(None)
             }
+            #[cfg(feature = "opentelemetry")]
             "otel" => {
+                use opentelemetry::trace::TracerProvider as _;
                 opentelemetry::global::set_text_map_propagator(
                     opentelemetry_sdk::propagation::TraceContextPropagator::new(),
                 );

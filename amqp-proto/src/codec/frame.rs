@@ -403,6 +403,9 @@ pub struct FrameDecoder {
     /// bytes be a protocol header instead of a frame.
     at_start: bool,
     failed: Option<DecodeError>,
+    /// Whether the frames split off last are reported to `tracing`
+    /// (asked once per batch, not once per frame).
+    report: bool,
 }
 
 impl FrameDecoder {
@@ -415,6 +418,7 @@ impl FrameDecoder {
             ready_at: 0,
             limits,
             at_start: true,
+            report: false,
             failed: None,
         }
     }
@@ -470,6 +474,7 @@ impl FrameDecoder {
     /// have been decoded, so the outcome does not depend on how the bytes
     /// were split.
     fn split_ready(&mut self) -> Result<bool, DecodeError> {
+        self.report = crate::diagnostics::frames_wanted();
         let failure = |this: &mut Self, error: DecodeError| {
             this.failed = Some(error.clone());
             Err(error)
@@ -551,7 +556,7 @@ impl FrameDecoder {
         }
         let payload_start = self.ready_at + FRAME_HEADER_SIZE;
         let payload_end = self.ready_at + total - 1;
-        if crate::diagnostics::frames_wanted() {
+        if self.report {
             let method = self
                 .ready
                 .get(payload_start..payload_end)
