@@ -94,6 +94,10 @@ pub fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
     let captured = Captured::default();
     let subscriber = tracing_subscriber::registry().with(CaptureLayer(captured.clone()));
     let guard = tracing::subscriber::set_default(subscriber);
+    // A callsite another test thread registered while the dispatcher was
+    // being added can keep the `never` it computed without it (tracing
+    // caches interest across threads); asking again closes that window.
+    tracing::callsite::rebuild_interest_cache();
     (captured, guard)
 }
 

@@ -4,6 +4,7 @@
 
 pub mod capture;
 pub mod cluster;
+pub mod interop;
 pub mod proxy;
 pub mod tls_proxy;
 

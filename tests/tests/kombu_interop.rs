@@ -8,7 +8,6 @@
 //! silently) without them.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,28 +18,8 @@ use amqp_io_std::pidbox::{unknown_command, Broadcast, Mailbox, Node};
 use amqp_io_std::{Connection, Error};
 use amqp_proto::codec::{BasicProperties, FieldTable, FieldValue};
 use amqp_proto::spec::BasicPublish;
-use amqp_tests::{broker_unreachable, broker_url, unique};
+use amqp_tests::{broker_unreachable, broker_url, interop, unique};
 use serde_json::{json, Value};
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The venv's interpreter; the tests fail with directions without it.
-fn python() -> PathBuf {
-    let python = std::env::var_os("AMQP_INTEROP_PYTHON")
-        .map_or_else(|| workspace().join(".venv/bin/python"), PathBuf::from);
-    assert!(
-        python.exists(),
-        "no Python interop environment at {}: run scripts/interop-venv (the test command does)",
-        python.display()
-    );
-    python
-}
-
-fn interop_script(name: &str) -> PathBuf {
-    workspace().join("tests/interop").join(name)
-}
 
 fn open() -> Connection {
     match Connection::open(&broker_url()) {
@@ -68,8 +47,8 @@ impl Drop for Process {
 /// Starts kombu nodes named `hostnames` in `namespace` and waits until
 /// each consumes.
 fn kombu_nodes(namespace: &str, hostnames: &[&str]) -> Process {
-    let mut child = Command::new(python())
-        .arg(interop_script("kombu_nodes.py"))
+    let mut child = Command::new(interop::python())
+        .arg(interop::script("kombu_nodes.py"))
         .arg(namespace)
         .args(hostnames)
         .args(["--slow", "1.0"])
@@ -255,8 +234,8 @@ fn a_python_mailbox_broadcasts_to_a_rust_node() {
             (handled, node.state().clock())
         })
     };
-    let output = Command::new(python())
-        .arg(interop_script("kombu_broadcast.py"))
+    let output = Command::new(interop::python())
+        .arg(interop::script("kombu_broadcast.py"))
         .args([namespace.as_str(), "ping", hostname, "3"])
         .output()
         .expect("run kombu_broadcast.py");
@@ -278,9 +257,9 @@ fn a_python_mailbox_broadcasts_to_a_rust_node() {
 
 /// A celery worker of `tests/interop/celery_app.py`, named `name`.
 fn celery_worker(name: &str) -> Process {
-    let child = Command::new(python())
+    let child = Command::new(interop::python())
         .args(["-m", "celery", "-A", "celery_app", "--workdir"])
-        .arg(workspace().join("tests/interop"))
+        .arg(interop::scripts())
         .args([
             "worker",
             "--pool=solo",
@@ -344,9 +323,9 @@ fn a_celery_worker_answers_rust_and_celery_sees_a_rust_node() {
             }
         })
     };
-    let output = Command::new(python())
+    let output = Command::new(interop::python())
         .args(["-m", "celery", "-A", "celery_app", "--workdir"])
-        .arg(workspace().join("tests/interop"))
+        .arg(interop::scripts())
         .args(["inspect", "ping", "--json", "-d", &rust_name])
         .output()
         .expect("run celery inspect ping");
@@ -389,8 +368,8 @@ async fn the_tokio_adapter_broadcasts_to_kombu_nodes_and_serves_a_python_mailbox
     let python = tokio::task::spawn_blocking({
         let namespace = namespace.clone();
         move || {
-            Command::new(python())
-                .arg(interop_script("kombu_broadcast.py"))
+            Command::new(interop::python())
+                .arg(interop::script("kombu_broadcast.py"))
                 .args([namespace.as_str(), "ping", hostname, "3"])
                 .output()
                 .expect("run kombu_broadcast.py")
@@ -410,73 +389,4 @@ async fn the_tokio_adapter_broadcasts_to_kombu_nodes_and_serves_a_python_mailbox
     let result: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(result["replies"], json!([{ hostname: {"ok": "pong"} }]));
     connection.close().await.unwrap();
-}
-
-/// The `traceparent` the `opentelemetry` feature writes is what a kombu
-/// consumer reads: a W3C header naming the publish span, as
-/// OpenTelemetry's kombu and Celery instrumentations expect it.
-#[test]
-fn a_kombu_consumer_reads_the_traceparent_of_our_publish_span() {
-    use opentelemetry::trace::TracerProvider as _;
-    use tracing_subscriber::layer::SubscriberExt;
-
-    opentelemetry::global::set_text_map_propagator(
-        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-    );
-    let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("kombu-interop"));
-    let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
-
-    let connection = open();
-    let channel = connection.channel().unwrap();
-    let queue = unique("kombu-trace");
-    channel
-        .queue_declare(amqp_proto::spec::QueueDeclare {
-            queue: queue.as_str().into(),
-            auto_delete: true,
-            arguments: [("x-expires", FieldValue::LongInt(60_000))]
-                .into_iter()
-                .collect(),
-            ..Default::default()
-        })
-        .unwrap();
-    channel.confirm_select().unwrap();
-    let publish = BasicPublish {
-        routing_key: queue.as_str().into(),
-        ..Default::default()
-    };
-    channel
-        .publish(&publish, &BasicProperties::default(), "traced")
-        .unwrap()
-        .wait(Duration::from_secs(10))
-        .unwrap();
-    let spans = exporter.get_finished_spans().unwrap();
-    let published = spans
-        .iter()
-        .find(|span| span.name.starts_with("publish"))
-        .unwrap_or_else(|| panic!("no publish span: {spans:#?}"));
-
-    let output = Command::new(python())
-        .arg(interop_script("kombu_trace_consumer.py"))
-        .arg(&queue)
-        .output()
-        .expect("run kombu_trace_consumer.py");
-    connection.close().unwrap();
-    assert!(
-        output.status.success(),
-        "kombu_trace_consumer.py failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(seen["body"], "traced");
-    let expected = format!(
-        "00-{}-{}-01",
-        published.span_context.trace_id(),
-        published.span_context.span_id()
-    );
-    assert_eq!(seen["traceparent"], expected.as_str(), "{seen}");
 }

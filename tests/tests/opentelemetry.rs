@@ -52,6 +52,9 @@ fn export_spans() -> Exported {
         .build();
     let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("amqp-tests"));
     let guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    // As in `amqp_tests::capture::install`: a callsite registered while
+    // the dispatcher was added is asked again.
+    tracing::callsite::rebuild_interest_cache();
     Exported {
         exporter,
         _provider: provider,
@@ -300,4 +303,61 @@ async fn the_tokio_client_carries_one_trace_from_publish_to_process() {
     connection.close().await.unwrap();
 
     check(&exported.exporter.get_finished_spans().unwrap(), &carried);
+}
+
+/// The `traceparent` the feature writes is what a kombu consumer reads: a
+/// W3C header naming the publish span, as OpenTelemetry's kombu and
+/// Celery instrumentations expect it.
+#[test]
+fn a_kombu_consumer_reads_the_traceparent_of_our_publish_span() {
+    use amqp_tests::interop;
+
+    let _serial = serial();
+    let exported = export_spans();
+    let connection = amqp_io_std::Connection::open(&broker_url())
+        .unwrap_or_else(|error| broker_unreachable(&error));
+    let channel = connection.channel().unwrap();
+    let queue = amqp_tests::unique("kombu-trace");
+    channel
+        .queue_declare(QueueDeclare {
+            queue: queue.as_str().into(),
+            auto_delete: true,
+            arguments: [("x-expires", amqp_proto::codec::FieldValue::LongInt(60_000))]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        })
+        .unwrap();
+    channel.confirm_select().unwrap();
+    channel
+        .publish(&publish_to(&queue), &BasicProperties::default(), "traced")
+        .unwrap()
+        .wait(SHORT)
+        .unwrap();
+    let spans = exported.exporter.get_finished_spans().unwrap();
+    let published = spans
+        .iter()
+        .find(|span| span.name.starts_with("publish"))
+        .unwrap_or_else(|| panic!("no publish span: {spans:#?}"));
+
+    let output = std::process::Command::new(interop::python())
+        .arg(interop::script("kombu_trace_consumer.py"))
+        .arg(&queue)
+        .output()
+        .expect("run kombu_trace_consumer.py");
+    connection.close().unwrap();
+    assert!(
+        output.status.success(),
+        "kombu_trace_consumer.py failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["body"], "traced");
+    let expected = format!(
+        "00-{}-{}-01",
+        published.span_context.trace_id(),
+        published.span_context.span_id()
+    );
+    assert_eq!(seen["traceparent"], expected.as_str(), "{seen}");
 }
