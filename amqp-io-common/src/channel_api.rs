@@ -148,6 +148,25 @@ macro_rules! channel_api {
                 properties: &::amqp_proto::codec::BasicProperties,
                 body: impl Into<::bytes::Bytes>,
             ) -> $crate::Result<crate::Confirmation> {
+                let body = body.into();
+                // Nothing to trace or measure: the bare publish, so that
+                // telemetry nobody uses costs one check per message.
+                if !self.shared().telemetry.watches_publishes() {
+                    let outgoing = $crate::telemetry::Outgoing::new(publish, properties, body);
+                    return self.publish_traced(&outgoing) $($awaiting)*;
+                }
+                self.publish_watched(publish, properties, body) $($awaiting)*
+            }
+
+            /// [`publish`](Self::publish) with its span, trace context and
+            /// observer; out of line, so the check before it inlines.
+            #[inline(never)]
+            $($asyncness)* fn publish_watched(
+                &self,
+                publish: &::amqp_proto::spec::BasicPublish,
+                properties: &::amqp_proto::codec::BasicProperties,
+                body: ::bytes::Bytes,
+            ) -> $crate::Result<crate::Confirmation> {
                 let telemetry = &self.shared().telemetry;
                 // The clock only for an observer, which measures the call.
                 let started = telemetry.observer().map(|_| ::std::time::Instant::now());
@@ -155,7 +174,7 @@ macro_rules! channel_api {
                 let outgoing = $crate::telemetry::Outgoing::new(
                     publish,
                     injected.as_deref().unwrap_or(properties),
-                    body.into(),
+                    body,
                 );
                 let confirmation = self.publish_traced(&outgoing) $($awaiting)*;
                 span.published(&outgoing, &confirmation);

@@ -325,6 +325,10 @@ pub struct Telemetry {
     pub spans: SpanOptions,
     #[cfg(feature = "tracing")]
     trace_context: Option<std::sync::Arc<dyn TraceContext>>,
+    /// The hook's [`TraceContext::works_without_spans`], asked once: it is
+    /// consulted on every message.
+    #[cfg(feature = "tracing")]
+    hook_works_without_spans: bool,
     observer: Option<std::sync::Arc<dyn Observer>>,
 }
 
@@ -348,8 +352,41 @@ impl Telemetry {
             spans: options.spans,
             #[cfg(feature = "tracing")]
             trace_context: options.trace_context.clone(),
+            #[cfg(feature = "tracing")]
+            hook_works_without_spans: options
+                .trace_context
+                .as_ref()
+                .is_some_and(|hook| hook.works_without_spans()),
             observer: options.observer.clone(),
         }
+    }
+
+    /// True if a publish has anything to tell: an observer to call, a span
+    /// a subscriber wants, or a trace-context hook to run. When it is
+    /// false the shared `publish` hands the message straight to the
+    /// adapter, and telemetry costs that one check.
+    #[must_use]
+    #[inline]
+    pub fn watches_publishes(&self) -> bool {
+        if self.observer.is_some() {
+            return true;
+        }
+        #[cfg(feature = "tracing")]
+        if self.publish_hook_runs() || wanted() {
+            return true;
+        }
+        false
+    }
+
+    /// True if the trace-context hook is called for a publish: it is set,
+    /// and it works without spans or a subscriber was ever installed (one
+    /// that filters our span out still has the application's span to
+    /// carry).
+    #[cfg(feature = "tracing")]
+    #[inline]
+    fn publish_hook_runs(&self) -> bool {
+        self.trace_context.is_some()
+            && (self.hook_works_without_spans || tracing::dispatcher::has_been_set())
     }
 
     /// The application's observer, if it set one.
@@ -414,11 +451,13 @@ impl Telemetry {
     ) -> (MessageSpan, Option<Box<BasicProperties>>) {
         let span = MessageSpan::publish(self, channel, publish, properties);
         #[cfg(feature = "tracing")]
-        if let Some(hook) = &self.trace_context {
-            if hook.works_without_spans() || tracing::dispatcher::has_been_set() {
-                let injected = inject(hook.as_ref(), &span, properties);
-                return (span, injected);
-            }
+        if let Some(hook) = self
+            .trace_context
+            .as_deref()
+            .filter(|_| self.publish_hook_runs())
+        {
+            let injected = inject(hook, &span, properties);
+            return (span, injected);
         }
         (span, None)
     }
@@ -1036,11 +1075,7 @@ impl ProcessSpans {
         #[cfg(not(feature = "tracing"))]
         let spans = false;
         #[cfg(feature = "tracing")]
-        let hook = self
-            .telemetry
-            .trace_context
-            .as_ref()
-            .is_some_and(|hook| hook.works_without_spans());
+        let hook = self.telemetry.hook_works_without_spans;
         #[cfg(not(feature = "tracing"))]
         let hook = false;
         if !spans && !hook && self.telemetry.observer.is_none() {
