@@ -143,8 +143,9 @@ const STREAM_PREFETCH: u16 = 1000;
 const MAX_QUEUES: u64 = 10_000;
 
 /// After the stop, consumers keep taking the deliveries already on their way
-/// for this long at most: enough for what is in flight, but a throttled
-/// consumer (or one replaying a stream) with a backlog still stops.
+/// for this long at most: enough for what is in flight, but one replaying a
+/// stream with a backlog still stops. (A throttled consumer stops at once:
+/// its backlog would only drain at its own pace.)
 const DRAIN: Duration = Duration::from_secs(1);
 
 /// A consumer hands its latencies over at least this often, so the
@@ -154,6 +155,15 @@ const MERGE_EVERY: Duration = Duration::from_millis(200);
 /// Tokio's timer fires on millisecond ticks; the simulated consumer latency
 /// sleeps only once this much work time has piled up (see [`Pace`]).
 const TIMER_TICK: Duration = Duration::from_millis(1);
+
+/// A `recv` that took longer than this waited for the broker: the consumer
+/// was idle, and its simulated work starts when the message came (see
+/// [`Pace`]). A buffered delivery is handed over in well under a microsecond.
+const IDLE_RECV: Duration = Duration::from_micros(50);
+
+/// How far behind its work schedule a busy consumer may catch up: timer
+/// lateness is made up, a long stall (the process starved of CPU) is not.
+const CATCH_UP: Duration = Duration::from_millis(10);
 
 /// With `--pmessages`, the run also ends when the producers are done and
 /// nothing arrived for this many seconds: messages that were nacked,
@@ -993,11 +1003,13 @@ fn settle(shared: &Shared, outcome: &Result<(), Error>) {
 /// `--consumer-rate` as a ceiling on messages per second.
 ///
 /// Tokio's timer has millisecond ticks, so sleeping 100 us per message would
-/// sleep 1 ms each time. The work time instead runs on a schedule: each
-/// message moves `busy_until` on by the latency, and the consumer sleeps
-/// only once it is a tick or more ahead of the clock. On average a consumer
-/// then does exactly one message per latency, which is what the option
-/// simulates: a consumer's capacity.
+/// sleep 1 ms or more each time. The work time instead runs on a schedule:
+/// each message moves `busy_until` on by the latency, and the consumer
+/// sleeps only once it is a tick or more ahead of the clock; a sleep that
+/// ends late is made up by the next messages, unless the consumer then
+/// waited for a message (it was idle, not busy). A busy consumer then does
+/// one message per latency on average, which is what the option simulates:
+/// a consumer's capacity.
 struct Pace {
     started: Instant,
     handled: u64,
@@ -1018,16 +1030,14 @@ impl Pace {
         }
     }
 
-    /// The simulated work on one message.
-    async fn work(&mut self) {
+    /// The simulated work on one message; `idle`: the consumer waited for
+    /// it.
+    async fn work(&mut self, idle: bool) {
         if self.latency.is_zero() {
             return;
         }
         let now = Instant::now();
-        // Behind schedule by more than a tick: the consumer was idle, not
-        // busy; the work starts now. Within a tick: the timer's lateness,
-        // made up by the next messages.
-        if self.busy_until + TIMER_TICK < now {
+        if (idle && self.busy_until < now) || self.busy_until + CATCH_UP < now {
             self.busy_until = now;
         }
         self.busy_until += self.latency;
@@ -1086,14 +1096,18 @@ async fn consumer(
     let mut merged_at = Instant::now();
     let mut unacked = 0u64;
     let mut pace = Pace::new(options.consumer_rate, options.consumer_latency);
+    let throttled = options.consumer_rate > 0 || options.consumer_latency > 0;
     let mut drain_until = None;
     loop {
         if shared.stop.load(Ordering::Relaxed)
-            && Instant::now() >= *drain_until.get_or_insert_with(|| Instant::now() + DRAIN)
+            && (throttled
+                || Instant::now() >= *drain_until.get_or_insert_with(|| Instant::now() + DRAIN))
         {
             break;
         }
+        let asked = Instant::now();
         let next = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+        let idle = asked.elapsed() > IDLE_RECV;
         let delivery = match next {
             Ok(Some(delivery)) => delivery?,
             Ok(None) => break,
@@ -1105,7 +1119,7 @@ async fn consumer(
         });
         let _ = local.record(shared.nanos().saturating_sub(sent_at).max(1_000));
         shared.totals.received.fetch_add(1, Ordering::Relaxed);
-        pace.work().await;
+        pace.work(idle).await;
         if !no_ack {
             unacked += 1;
             if unacked >= options.multi_ack {
@@ -1150,6 +1164,7 @@ async fn main() {
 
 /// The end of a run, for the summary.
 struct Report {
+    /// Seconds from the producers' start to the stop.
     elapsed: f64,
     totals: Counts,
     latency: Option<Percentiles>,
@@ -1307,6 +1322,9 @@ async fn drive(shared: &Arc<Shared>, mut csv: Option<CsvFile>) -> Result<Report,
             break;
         }
     }
+    // The rates divide by the time to the stop, not to the end of the drain
+    // (what arrives then was sent before the stop).
+    let elapsed = started.elapsed().as_secs_f64();
     shared.stop.store(true, Ordering::Relaxed);
     for task in producers.into_iter().chain(consumers) {
         task.await.unwrap_or(Ok(()))?;
@@ -1314,7 +1332,7 @@ async fn drive(shared: &Arc<Shared>, mut csv: Option<CsvFile>) -> Result<Report,
     // What the consumers merged as they stopped.
     let _ = take_latency(shared, &mut overall);
     Ok(Report {
-        elapsed: started.elapsed().as_secs_f64(),
+        elapsed,
         totals: shared.totals.snapshot(),
         latency: Percentiles::of(&overall),
         samples: overall.len(),
