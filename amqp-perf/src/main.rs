@@ -912,21 +912,32 @@ impl CsvFile {
 
 /// What every task shares.
 struct Shared {
+    /// The options, fitted to the queue type ([`fit_options`]).
     options: Options,
+    /// Who goes where.
     plan: Plan,
+    /// Sent, confirmed, nacked and received so far.
     totals: Totals,
     /// Latencies since the last progress line; consumers merge theirs in.
     latency: Mutex<Histogram<u64>>,
+    /// The zero of the send times ([`Shared::nanos`]).
     epoch: Instant,
+    /// Set when the time is up or every message arrived: producers stop
+    /// publishing, consumers drain and leave.
     stop: AtomicBool,
 }
 
 impl Shared {
+    /// Nanoseconds since the run's epoch: the send time a message carries.
+    /// One clock for producers and consumers (one process), so the
+    /// difference is the end-to-end latency without clock skew.
     fn nanos(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 }
 
+/// An empty latency histogram; every one has the same bounds, so they can be
+/// added to each other.
 fn histogram() -> Histogram<u64> {
     // 1 us to 60 s at 3 significant digits; the bounds are constants.
     Histogram::new_with_bounds(1_000, 60_000_000_000, 3)
@@ -941,6 +952,10 @@ fn rss_kib() -> u64 {
         .map_or(0, |pages| pages * 4)
 }
 
+/// Producer `index`: its own connection to its node, publishing stamped
+/// messages at `--rate` with at most `--confirm` unconfirmed, until the stop
+/// or `--pmessages`; then waits for the outstanding confirms, so every
+/// message sent is counted confirmed or nacked.
 async fn producer(shared: Arc<Shared>, index: usize) -> Result<(), Error> {
     let options = &shared.options;
     let plan = &shared.plan;
@@ -992,6 +1007,8 @@ async fn producer(shared: Arc<Shared>, index: usize) -> Result<(), Error> {
     connection.close().await
 }
 
+/// Counts one confirmation; a failed one (a nack, or the channel's end)
+/// counts as nacked.
 fn settle(shared: &Shared, outcome: &Result<(), Error>) {
     match outcome {
         Ok(()) => shared.totals.confirmed.fetch_add(1, Ordering::Relaxed),
@@ -1019,6 +1036,7 @@ struct Pace {
 }
 
 impl Pace {
+    /// A pace for `--consumer-rate` and `--consumer-latency` (0: none).
     fn new(rate: u64, latency_micros: u64) -> Self {
         let now = Instant::now();
         Self {
@@ -1057,6 +1075,11 @@ impl Pace {
     }
 }
 
+/// Consumer `index`: its own connection to its node, consuming its queue
+/// (with an offset on a stream), recording each message's latency in a
+/// local histogram merged into the shared one now and then (no lock per
+/// message), acking every `--multi-ack`, paced by [`Pace`]. Says `ready`
+/// once consuming, so no message is published before every consumer is in.
 async fn consumer(
     shared: Arc<Shared>,
     index: usize,
@@ -1137,6 +1160,7 @@ async fn consumer(
     connection.close().await
 }
 
+/// Moves a consumer's latencies into the shared histogram.
 fn merge(shared: &Shared, local: &mut Histogram<u64>) {
     let mut latency = shared
         .latency
@@ -1146,6 +1170,7 @@ fn merge(shared: &Shared, local: &mut Histogram<u64>) {
     local.reset();
 }
 
+/// Nanoseconds as microseconds, the unit every figure is printed in.
 fn micros(nanos: u64) -> f64 {
     nanos as f64 / 1_000.0
 }
@@ -1172,6 +1197,9 @@ struct Report {
     peak_rss: u64,
 }
 
+/// The whole run: the plan, the declarations through the first node, the
+/// load, the clean-up of a made-up queue (also after a failure), the
+/// summary.
 async fn run(mut options: Options) -> Result<(), Failure> {
     let plan = Plan::new(&options)?;
     for note in fit_options(&mut options, &plan.kind) {
