@@ -1,0 +1,239 @@
+//! Failover on the local 3-node cluster of `scripts/cluster`: a connection
+//! given every node's address, with recovery, publishing with confirms into
+//! a quorum queue while the node it is on is hard-killed (SIGKILL, a
+//! crash). Every publish is resolved exactly once (acked, nacked or
+//! failed; none hangs), a failed one is published again until it is acked,
+//! the connection moves to a surviving node on its own within seconds, and
+//! no acked message is missing when the queue is read through another node
+//! afterwards. Both adapters.
+//!
+//! Each test takes the cluster lock, which brings all three nodes up, and
+//! fails, never passes silently, when the cluster is not available.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use amqp_io_common::{ConnectOptions, Error};
+use amqp_proto::codec::{BasicProperties, FieldTable, FieldValue, LongString};
+use amqp_proto::spec::{BasicConsume, BasicQos, QueueDeclare, QueueDelete};
+use amqp_proto::Backoff;
+use amqp_tests::{cluster, passive_declare, publish_to, unique};
+
+/// Messages the publish loop gets acked.
+const MESSAGES: u32 = 10_000;
+/// After how many acked messages the connected node is killed.
+const KILL_AFTER: u32 = 3_000;
+/// Unconfirmed publishes at a time.
+const WINDOW: usize = 100;
+/// Longer than any wait in a working failover: a confirm wait that takes
+/// this long counts as hanging.
+const HANG: Duration = Duration::from_secs(60);
+
+/// Every node's address, the first one first, with a recovery that retries
+/// quickly for up to about a minute.
+fn cluster_options() -> ConnectOptions {
+    let mut options = ConnectOptions::from_urls(cluster::NODES.map(cluster::url)).unwrap();
+    options.recovery = Some(Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+        max_attempts: Some(60),
+    });
+    options.operation_timeout = Duration::from_secs(15);
+    options
+}
+
+fn quorum_queue(name: &str) -> QueueDeclare {
+    let mut arguments = FieldTable::new();
+    arguments.insert(
+        "x-queue-type",
+        FieldValue::LongString(LongString::from("quorum")),
+    );
+    QueueDeclare {
+        queue: name.into(),
+        durable: true,
+        arguments,
+        ..Default::default()
+    }
+}
+
+/// Which node (1..3) an address of [`cluster_options`] is.
+fn node_of(address: &amqp_io_common::Address) -> u8 {
+    cluster::NODES
+        .into_iter()
+        .find(|&n| cluster::port(n) == address.port)
+        .unwrap_or_else(|| panic!("{address} is not a cluster node"))
+}
+
+/// How each publish of the loop ended; every one ends exactly once.
+#[derive(Default)]
+struct Tally {
+    acked: BTreeSet<u32>,
+    nacked: u64,
+    failed: u64,
+    /// Publish calls refused before anything was sent (the connection was
+    /// between nodes).
+    refused: u64,
+    killed_at: Option<Instant>,
+    /// The first ack of a publish made after the kill.
+    first_ack_after_kill: Option<Duration>,
+}
+
+impl Tally {
+    /// The outcome of one publish of message `n`, `published` when it was
+    /// sent: true if it was acked.
+    fn resolve(&mut self, n: u32, published: Instant, outcome: Result<(), Error>) -> bool {
+        match outcome {
+            Ok(()) => {
+                assert!(self.acked.insert(n), "message {n} acked twice");
+                if let Some(killed) = self.killed_at {
+                    if published > killed && self.first_ack_after_kill.is_none() {
+                        self.first_ack_after_kill = Some(killed.elapsed());
+                    }
+                }
+                true
+            }
+            Err(Error::Nacked(_)) => {
+                self.nacked += 1;
+                false
+            }
+            Err(Error::Timeout { .. }) => panic!("the confirm of message {n} hung for {HANG:?}"),
+            Err(_) => {
+                self.failed += 1;
+                false
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} acked, {} nacked, {} failed, {} refused publish calls, \
+             first ack of a publish after the kill {:?} after it",
+            self.acked.len(),
+            self.nacked,
+            self.failed,
+            self.refused,
+            self.first_ack_after_kill
+        )
+    }
+
+    fn report(&self, adapter: &str) {
+        eprintln!("failover ({adapter}): {}", self.summary());
+    }
+}
+
+/// Reads `queue` through node `n` and checks that every acked message is
+/// there (a failed publish may have reached the queue too, and a message
+/// may be there twice: the loop published again what it could not confirm).
+fn assert_none_missing(n: u8, queue: &str, acked: &BTreeSet<u32>) {
+    let connection = amqp_io_std::Connection::open(&cluster::url(n))
+        .unwrap_or_else(|error| cluster::unavailable(&error));
+    let channel = connection.channel().unwrap();
+    let count = channel
+        .queue_declare(passive_declare(queue))
+        .unwrap()
+        .message_count;
+    assert!(
+        count as usize >= acked.len(),
+        "{count} messages in the queue, {} acked",
+        acked.len()
+    );
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 500,
+            ..Default::default()
+        })
+        .unwrap();
+    let consumer = channel
+        .basic_consume(BasicConsume {
+            queue: queue.into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    for _ in 0..count {
+        let delivery = consumer.recv_timeout(Duration::from_secs(10)).unwrap();
+        let body: [u8; 4] = delivery.body().as_ref().try_into().unwrap();
+        seen.insert(u32::from_be_bytes(body));
+        delivery.ack_multiple().unwrap();
+    }
+    let missing: Vec<_> = acked.difference(&seen).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "acked but not in the queue: {missing:?}..."
+    );
+    channel
+        .queue_delete(QueueDelete {
+            queue: queue.into(),
+            ..Default::default()
+        })
+        .unwrap();
+    connection.close().unwrap();
+}
+
+#[test]
+fn confirmed_publishes_survive_a_hard_kill_of_the_connected_node_blocking() {
+    let _cluster = cluster::lock();
+    let connection = amqp_io_std::Connection::open_with(cluster_options())
+        .unwrap_or_else(|error| cluster::unavailable(&error));
+    let node = node_of(&connection.connected_address());
+    let channel = connection.channel().unwrap();
+    let queue = unique("failover.quorum");
+    channel.queue_declare(quorum_queue(&queue)).unwrap();
+    channel.confirm_select().unwrap();
+
+    let persistent = BasicProperties::default().delivery_mode(2u8);
+    let mut tally = Tally::default();
+    let mut killed = None;
+    // (message, when published, its confirmation), oldest first.
+    let mut pending = std::collections::VecDeque::new();
+    let mut to_send: std::collections::VecDeque<u32> = (0..MESSAGES).collect();
+    let started = Instant::now();
+    while !(to_send.is_empty() && pending.is_empty()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "the loop did not finish: {}",
+            tally.summary()
+        );
+        if killed.is_none() && tally.acked.len() >= KILL_AFTER as usize {
+            killed = Some(cluster::Killed::node(node));
+            tally.killed_at = Some(Instant::now());
+        }
+        if pending.len() < WINDOW {
+            if let Some(n) = to_send.pop_front() {
+                match channel.publish(&publish_to(&queue), &persistent, n.to_be_bytes().to_vec()) {
+                    Ok(confirmation) => pending.push_back((n, Instant::now(), confirmation)),
+                    Err(_) => {
+                        tally.refused += 1;
+                        to_send.push_front(n);
+                        // Between nodes: the wait pumps the connection, and so
+                        // recovers it.
+                        let _ = connection.drain_events(Duration::from_millis(20));
+                    }
+                }
+                continue;
+            }
+        }
+        if let Some((n, published, confirmation)) = pending.pop_front() {
+            if !tally.resolve(n, published, confirmation.wait(HANG)) {
+                to_send.push_back(n);
+            }
+        }
+    }
+    tally.report("blocking");
+    assert_eq!(tally.acked.len(), MESSAGES as usize);
+    let lost_node = node;
+    let now_on = node_of(&connection.connected_address());
+    assert_ne!(
+        now_on, lost_node,
+        "the connection moved to a surviving node"
+    );
+    let first_ack = tally.first_ack_after_kill.expect("acks after the kill");
+    assert!(first_ack < Duration::from_secs(20), "{first_ack:?}");
+    assert_none_missing(now_on, &queue, &tally.acked);
+    connection.close().unwrap();
+    if let Some(killed) = killed {
+        killed
+            .start()
+            .unwrap_or_else(|error| cluster::unavailable(&error));
+    }
+}
