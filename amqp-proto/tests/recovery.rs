@@ -679,10 +679,7 @@ fn a_channel_nacked_before_any_ack_is_reopened_with_its_modes_and_consumers() {
     // The channel closes; until it is back, publishers wait.
     let sent = peer.expect_methods(&["channel.close"]);
     assert_eq!(sent[0].0, 1);
-    assert_eq!(
-        peer.connection.publish_readiness(1),
-        Readiness::Recovering
-    );
+    assert_eq!(peer.connection.publish_readiness(1), Readiness::Recovering);
     assert!(!peer.connection.is_recovering(), "the other channels go on");
     peer.send(1, spec::ChannelCloseOk {});
     let events = peer.events();
