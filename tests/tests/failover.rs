@@ -305,3 +305,106 @@ async fn confirmed_publishes_survive_a_hard_kill_of_the_connected_node_tokio() {
     connection.close().await.unwrap();
     tokio::task::block_in_place(|| rejoin(killed));
 }
+
+/// Publishes messages `numbers` to `queue` through `channel` (in confirm
+/// mode), each again until it is acked.
+fn publish_until_acked(channel: &amqp_io_std::Channel, queue: &str, numbers: std::ops::Range<u32>) {
+    let started = Instant::now();
+    for n in numbers {
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "message {n} never acked"
+            );
+            let confirmation = channel.publish(
+                &publish_to(queue),
+                &BasicProperties::default().delivery_mode(2u8),
+                n.to_be_bytes().to_vec(),
+            );
+            match confirmation.and_then(|confirmation| confirmation.wait(HANG)) {
+                Ok(()) => break,
+                Err(Error::Timeout { .. }) => panic!("the confirm of message {n} hung"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_consumer_on_a_quorum_queue_survives_the_kill_of_the_leaders_node_blocking() {
+    let _cluster = cluster::lock();
+    // Declared through node 1, the queue's leader is on node 1 (RabbitMQ
+    // places it on the declaring client's node).
+    let leader = amqp_io_std::Connection::open(&cluster::url(1))
+        .unwrap_or_else(|error| cluster::unavailable(&error));
+    let queue = unique("failover.consumed");
+    leader
+        .channel()
+        .unwrap()
+        .queue_declare(quorum_queue(&queue))
+        .unwrap();
+
+    let mut options = cluster_options();
+    options.addresses.rotate_left(1); // node 2 first
+    let consuming = amqp_io_std::Connection::open_with(options.clone()).unwrap();
+    assert_eq!(node_of(&consuming.connected_address()), 2);
+    options.addresses.rotate_left(1); // node 3 first
+    let publishing = amqp_io_std::Connection::open_with(options).unwrap();
+    assert_eq!(node_of(&publishing.connected_address()), 3);
+    let publisher = publishing.channel().unwrap();
+    publisher.confirm_select().unwrap();
+
+    let channel = consuming.channel().unwrap();
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 20,
+            ..Default::default()
+        })
+        .unwrap();
+    let consumer = channel
+        .basic_consume(BasicConsume {
+            queue: queue.as_str().into(),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    let mut receive = |until: u32| {
+        let started = Instant::now();
+        while seen.len() < until as usize {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{} of {until} received",
+                seen.len()
+            );
+            match consumer.recv_timeout(Duration::from_secs(1)) {
+                Ok(delivery) => {
+                    let body: [u8; 4] = delivery.body().as_ref().try_into().unwrap();
+                    seen.insert(u32::from_be_bytes(body));
+                    // Lost with the leader, an ack is only a redelivery.
+                    let _ = delivery.ack();
+                }
+                Err(Error::Timeout { .. }) => {}
+                Err(error) => panic!("the consumer ended: {error}"),
+            }
+        }
+    };
+    publish_until_acked(&publisher, &queue, 0..100);
+    receive(100);
+
+    leader.close().unwrap();
+    let killed = cluster::Killed::node(1);
+    publish_until_acked(&publisher, &queue, 100..200);
+    receive(200);
+    assert_eq!(seen, (0..200).collect());
+    assert_eq!(node_of(&consuming.connected_address()), 2);
+
+    rejoin(Some(killed));
+    channel
+        .queue_delete(QueueDelete {
+            queue: queue.as_str().into(),
+            ..Default::default()
+        })
+        .unwrap();
+    consuming.close().unwrap();
+    publishing.close().unwrap();
+}
