@@ -84,7 +84,7 @@ struct Tally {
 impl Tally {
     /// The outcome of one publish of message `n`, `published` when it was
     /// sent: true if it was acked.
-    fn resolve(&mut self, n: u32, published: Instant, outcome: Result<(), Error>) -> bool {
+    fn resolve(&mut self, n: u32, published: Instant, outcome: &Result<(), Error>) -> bool {
         match outcome {
             Ok(()) => {
                 assert!(self.acked.insert(n), "message {n} acked twice");
@@ -226,7 +226,7 @@ fn confirmed_publishes_survive_a_hard_kill_of_the_connected_node_blocking() {
             }
         }
         if let Some((n, published, confirmation)) = pending.pop_front() {
-            if !tally.resolve(n, published, confirmation.wait(HANG)) {
+            if !tally.resolve(n, published, &confirmation.wait(HANG)) {
                 to_send.push_back(n);
             }
         }
@@ -294,7 +294,7 @@ async fn confirmed_publishes_survive_a_hard_kill_of_the_connected_node_tokio() {
             let outcome = tokio::time::timeout(HANG, confirmation)
                 .await
                 .unwrap_or_else(|_| panic!("the confirm of message {n} hung for {HANG:?}"));
-            if !tally.resolve(n, published, outcome) {
+            if !tally.resolve(n, published, &outcome) {
                 to_send.push_back(n);
             }
         }
