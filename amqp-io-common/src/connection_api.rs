@@ -54,6 +54,26 @@ macro_rules! connection_api {
                 self.state().core.tuning()
             }
 
+            #[doc = "The address (of the options' [`addresses`](crate::ConnectOptions::addresses))"]
+            #[doc = "the connection is on: the node it opened on, or the one a recovery"]
+            #[doc = "moved it to (while it recovers, the node it lost)."]
+            #[doc = ""]
+            #[doc = "```no_run"]
+            #[doc = $demo]
+            #[doc = "println!(\"connected to {}\", connection.connected_address());"]
+            #[doc = "# Ok(()) }"]
+            #[doc = "```"]
+            #[must_use]
+            pub fn connected_address(&self) -> $crate::Address {
+                let state = self.state();
+                let index = state.address();
+                state
+                    .options()
+                    .and_then(|options| options.addresses.get(index))
+                    .cloned()
+                    .unwrap_or_else(|| $crate::Address::new("", 0))
+            }
+
             #[doc = "What the server said about itself: product, version, capabilities."]
             #[doc = ""]
             #[doc = "```no_run"]

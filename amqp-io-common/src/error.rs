@@ -97,6 +97,43 @@ pub enum Error {
     /// rejected it without requeueing. The channel goes on.
     #[error("the message was refused: {0}")]
     MessageRefused(DecodeError),
+    /// A connection to several addresses could not be opened on any of
+    /// them; each attempt, in the order made, with why it failed. (With one
+    /// address, its own error is returned.)
+    #[error("no address could be connected to: {}", Attempts(.0))]
+    NoAddressConnected(Vec<AddressFailure>),
+    /// The options name no address to connect to.
+    #[error("no address to connect to")]
+    NoAddress,
+    /// The URLs of a cluster mix `amqp://` and `amqps://`; one connection
+    /// has one TLS setting.
+    #[error("the URLs mix amqp:// and amqps://")]
+    MixedSchemes,
+}
+
+/// One address a connection failed to open on, and why.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AddressFailure {
+    /// `host:port`.
+    pub address: String,
+    /// What went wrong there.
+    pub error: Box<Error>,
+}
+
+/// The failures of [`Error::NoAddressConnected`], joined for its message.
+struct Attempts<'a>(&'a [AddressFailure]);
+
+impl std::fmt::Display for Attempts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (n, failure) in self.0.iter().enumerate() {
+            if n > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", failure.address, failure.error)?;
+        }
+        Ok(())
+    }
 }
 
 impl Error {

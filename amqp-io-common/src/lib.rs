@@ -14,7 +14,7 @@
 //!
 //! let mut options = ConnectOptions::from_url("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=15")?;
 //! options.operation_timeout = Duration::from_secs(10);
-//! assert_eq!(options.port, 5672);
+//! assert_eq!(options.addresses[0].port, 5672);
 //! assert_eq!(options.config.heartbeat, 15);
 //! # Ok::<(), amqp_io_common::Error>(())
 //! ```
@@ -37,6 +37,7 @@ mod connection_api;
 mod consumer_api;
 pub mod delivery;
 mod error;
+pub mod failover;
 mod ledger;
 mod map;
 #[cfg(feature = "metrics")]
@@ -60,7 +61,7 @@ mod testing;
 #[cfg(feature = "tls")]
 mod tls;
 
-pub use error::{Error, Result};
-pub use options::{ConnectOptions, SaslResponder};
+pub use error::{AddressFailure, Error, Result};
+pub use options::{Address, AddressOrder, ConnectOptions, SaslResponder};
 #[cfg(feature = "tls")]
 pub use tls::TlsSettings;

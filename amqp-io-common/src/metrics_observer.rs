@@ -176,10 +176,15 @@ impl MetricsObserver {
         })
     }
 
-    /// An observer for the connection `options` opens.
+    /// An observer for the connection `options` opens, labelled with its
+    /// first address: a cluster connection keeps one label set when it
+    /// fails over to another node, so its series do not split.
     #[must_use]
     pub fn for_options(options: &crate::ConnectOptions) -> Arc<Self> {
-        Self::new(&options.host, options.port)
+        match options.addresses.first() {
+            Some(address) => Self::new(&address.host, address.port),
+            None => Self::new("", 0),
+        }
     }
 
     fn labels_with(&self, extra: &[(&'static str, &'static str)]) -> Vec<Label> {

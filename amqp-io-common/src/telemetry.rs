@@ -135,6 +135,49 @@ pub struct Peer {
     pub port: u16,
 }
 
+impl From<&crate::Address> for Peer {
+    fn from(address: &crate::Address) -> Self {
+        Self {
+            address: address.host.clone(),
+            port: address.port,
+        }
+    }
+}
+
+/// The connected [`Peer`], replaced when a recovery lands on another node
+/// while handles read it from other threads. Read only where a span or an
+/// event is made, never on a message's bare path.
+#[derive(Debug, Default)]
+struct PeerSlot(std::sync::Mutex<std::sync::Arc<Peer>>);
+
+impl PeerSlot {
+    fn new(peer: Peer) -> Self {
+        Self(std::sync::Mutex::new(std::sync::Arc::new(peer)))
+    }
+
+    fn get(&self) -> std::sync::Arc<Peer> {
+        std::sync::Arc::clone(
+            &self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn set(&self, peer: Peer) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(peer);
+    }
+}
+
+impl Clone for PeerSlot {
+    fn clone(&self) -> Self {
+        Self(std::sync::Mutex::new(self.get()))
+    }
+}
+
 /// How trace context crosses the broker, for applications that export
 /// their spans (with `tracing-opentelemetry`, say): the library has no
 /// W3C ids of its own to write, since `tracing`'s span ids are not trace
@@ -319,8 +362,10 @@ pub const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 /// adapter's handles: the broker, and the trace-context hook.
 #[derive(Clone, Default)]
 pub struct Telemetry {
-    /// The broker, as spans name it.
-    pub peer: Peer,
+    /// The broker node connected to, as spans name it: the first address
+    /// until the connection opens, then the node it opened on (a recovery
+    /// that lands on another node changes it).
+    peer: PeerSlot,
     /// Which spans, and their names.
     pub spans: SpanOptions,
     #[cfg(feature = "tracing")]
@@ -335,7 +380,7 @@ pub struct Telemetry {
 impl std::fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Telemetry")
-            .field("peer", &self.peer)
+            .field("peer", &self.peer())
             .finish_non_exhaustive()
     }
 }
@@ -344,11 +389,13 @@ impl Telemetry {
     /// For a connection opened with `options`.
     #[must_use]
     pub fn new(options: &crate::ConnectOptions) -> Self {
+        let peer = options
+            .addresses
+            .first()
+            .map(Peer::from)
+            .unwrap_or_default();
         Self {
-            peer: Peer {
-                address: options.host.clone(),
-                port: options.port,
-            },
+            peer: PeerSlot::new(peer),
             spans: options.spans,
             #[cfg(feature = "tracing")]
             trace_context: options.trace_context.clone(),
@@ -359,6 +406,19 @@ impl Telemetry {
                 .is_some_and(|hook| hook.works_without_spans()),
             observer: options.observer.clone(),
         }
+    }
+
+    /// The broker node connected to (or, before the connection opened, the
+    /// one it is opening to).
+    #[must_use]
+    pub fn peer(&self) -> std::sync::Arc<Peer> {
+        self.peer.get()
+    }
+
+    /// The connection opened on `peer` (a recovery may land on another
+    /// node of the cluster than the last).
+    pub fn set_peer(&self, peer: Peer) {
+        self.peer.set(peer);
     }
 
     /// True if a publish has anything to tell: an observer to call, a span
@@ -576,7 +636,7 @@ pub fn error_type(error: &Error) -> &'static str {
         Error::ConnectionClosed(error) => connection_error_type(error),
         Error::Nacked(_) => "nack",
         Error::Timeout { .. } => "timeout",
-        Error::Connect { .. } => "io",
+        Error::Connect { .. } | Error::NoAddressConnected(_) => "io",
         Error::Tls(_) => "tls",
         Error::Usage(_) => "usage",
         Error::MessageRefused(_) => "decode-error",
@@ -742,7 +802,7 @@ impl MessageSpan {
         publish: &amqp_proto::spec::BasicPublish,
         properties: &BasicProperties,
     ) -> Self {
-        let peer = &telemetry.peer;
+        let peer = telemetry.peer();
         let exchange = publish.exchange.to_string_lossy();
         let routing_key = publish.routing_key.to_string_lossy();
         let target = if exchange.is_empty() {
@@ -792,7 +852,7 @@ impl MessageSpan {
     #[cfg(feature = "tracing")]
     #[inline(never)]
     fn receive_recorded(telemetry: &Telemetry, channel: u16, queue: &ShortString) -> Self {
-        let peer = &telemetry.peer;
+        let peer = telemetry.peer();
         let queue = queue.to_string_lossy();
         let otel_name = span_name(telemetry.spans.names, "receive", &queue);
         let span = message_span!(
@@ -835,7 +895,7 @@ impl MessageSpan {
         queue: &str,
         delivery: &amqp_proto::Delivery,
     ) -> Self {
-        let peer = &telemetry.peer;
+        let peer = telemetry.peer();
         let otel_name = span_name(telemetry.spans.names, "process", queue);
         let destination = destination(&delivery.exchange, &delivery.routing_key, Some(queue));
         let routing_key = delivery.routing_key.to_string_lossy();
@@ -884,7 +944,7 @@ impl MessageSpan {
         };
         let otel_name = span_name(telemetry.spans.names, operation, queue);
         let destination = destination(&delivery.exchange, &delivery.routing_key, Some(queue));
-        let peer = &telemetry.peer;
+        let peer = telemetry.peer();
         let span = tracing::debug_span!(
             target: "amqp::messaging",
             parent: parent,

@@ -55,6 +55,24 @@ impl TlsSettings {
         }
     }
 
+    /// The settings for connecting to `address`: its own server name when
+    /// it has one (a node of a cluster with a certificate of its own).
+    ///
+    /// ```no_run
+    /// # let settings: amqp_io_common::TlsSettings = todo!();
+    /// use amqp_io_common::Address;
+    ///
+    /// let node = Address::new("10.0.0.2", 5671).with_server_name("rabbit-2.internal");
+    /// assert_eq!(settings.for_address(&node).server_name, "rabbit-2.internal");
+    /// ```
+    #[must_use]
+    pub fn for_address(&self, address: &crate::Address) -> Self {
+        match &address.server_name {
+            Some(name) => Self::new(Arc::clone(&self.config), name.clone()),
+            None => self.clone(),
+        }
+    }
+
     /// Settings as an `amqps://` URL's query asks: trust `cacertfile` (or
     /// the system's roots), present `certfile`/`keyfile` (for EXTERNAL
     /// authentication), skip verification for `verify=verify_none`, and

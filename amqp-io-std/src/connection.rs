@@ -9,7 +9,9 @@ use amqp_proto::ConnectionError;
 
 use crate::channel::Channel;
 use crate::shared::{Inner, Shared};
-use amqp_io_common::{ConnectOptions, Error, Result};
+use amqp_io_common::failover::AddressAttempts;
+use amqp_io_common::recovery::jitter_seed;
+use amqp_io_common::{Address, ConnectOptions, Error, Result};
 
 /// How long dropping a connection may spend writing its `connection.close`.
 const DROP_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -87,11 +89,45 @@ impl Connection {
     /// let connection = Connection::open_with(options)?;
     /// # Ok::<(), amqp_io_std::Error>(())
     /// ```
+    ///
+    /// With several [`addresses`](ConnectOptions::addresses) (a cluster),
+    /// each is tried in turn until one completes the handshake; when none
+    /// does, [`Error::NoAddressConnected`] says why each failed.
+    ///
+    /// ```no_run
+    /// use amqp_io_std::{ConnectOptions, Connection};
+    ///
+    /// let mut options = ConnectOptions::from_urls([
+    ///     "amqp://guest:guest@127.0.0.1:5681/%2f",
+    ///     "amqp://127.0.0.1:5682",
+    ///     "amqp://127.0.0.1:5683",
+    /// ])?;
+    /// options.recovery = Some(Default::default()); // and fail over when the node dies
+    /// let connection = Connection::open_with(options)?;
+    /// # Ok::<(), amqp_io_std::Error>(())
+    /// ```
+    // By value like `amqp_io_tokio::Connection::connect_with`: each
+    // address's attempt gets a copy it keeps for recovery.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn open_with(options: ConnectOptions) -> Result<Self> {
-        let transport = crate::recovery::open_transport(&options)?;
+        let mut attempts = AddressAttempts::opening(&options, jitter_seed());
+        while let Some((index, address)) = attempts.next() {
+            match Self::open_on(options.clone(), index, address) {
+                Ok(connection) => return Ok(connection),
+                Err(error) => attempts.failed(address, error),
+            }
+        }
+        Err(attempts.into_error())
+    }
+
+    /// Connects to address `index` of `options` and completes the
+    /// handshake.
+    fn open_on(options: ConnectOptions, index: usize, address: &Address) -> Result<Self> {
+        let transport = crate::recovery::open_transport(&options, address)?;
         let operation_timeout = options.operation_timeout;
         #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut inner = Inner::new(options, transport.writer);
+        inner.set_address(index);
         #[cfg(feature = "tls")]
         if let Some(session) = transport.tls {
             inner.set_tls(session);

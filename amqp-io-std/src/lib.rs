@@ -89,7 +89,9 @@ pub use amqp_io_common::recovery::RecoveryEvent;
 pub use amqp_io_common::telemetry;
 #[cfg(feature = "tls")]
 pub use amqp_io_common::TlsSettings;
-pub use amqp_io_common::{ConnectOptions, Error, Result, SaslResponder};
+pub use amqp_io_common::{
+    Address, AddressFailure, AddressOrder, ConnectOptions, Error, Result, SaslResponder,
+};
 pub use amqp_proto::Backoff;
 pub use channel::{Channel, Confirmation};
 pub use connection::Connection;

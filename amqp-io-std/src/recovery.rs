@@ -10,7 +10,8 @@ use std::net::TcpStream;
 use std::sync::MutexGuard;
 use std::time::Instant;
 
-use amqp_io_common::{ConnectOptions, Error, Result};
+use amqp_io_common::failover::AddressAttempts;
+use amqp_io_common::{Address, ConnectOptions, Error, Result};
 use amqp_proto::ConnectionError;
 
 use crate::shared::{Inner, Shared};
@@ -24,11 +25,12 @@ pub(crate) struct Transport {
     pub(crate) tls: Option<crate::tls::Session>,
 }
 
-pub(crate) fn open_transport(options: &ConnectOptions) -> Result<Transport> {
+/// Opens a socket to `address` (TCP, then TLS when the options ask).
+pub(crate) fn open_transport(options: &ConnectOptions, address: &Address) -> Result<Transport> {
     let socket: TcpStream =
-        transport::connect(&options.host, options.port, options.connection_timeout)?;
+        transport::connect(&address.host, address.port, options.connection_timeout)?;
     let reader_socket = socket.try_clone().map_err(|source| Error::Connect {
-        address: format!("{}:{}", options.host, options.port),
+        address: address.to_string(),
         source,
     })?;
     Ok(Transport {
@@ -38,9 +40,23 @@ pub(crate) fn open_transport(options: &ConnectOptions) -> Result<Transport> {
         tls: options
             .tls
             .as_ref()
-            .map(crate::tls::Session::start)
+            .map(|settings| crate::tls::Session::start(&settings.for_address(address)))
             .transpose()?,
     })
+}
+
+/// Opens a socket to the first of `attempts` that accepts; its index too.
+fn open_any(
+    options: &ConnectOptions,
+    mut attempts: AddressAttempts<'_>,
+) -> Result<(usize, Transport)> {
+    while let Some((index, address)) = attempts.next() {
+        match open_transport(options, address) {
+            Ok(transport) => return Ok((index, transport)),
+            Err(error) => attempts.failed(address, error),
+        }
+    }
+    Err(attempts.into_error())
 }
 
 impl Shared {
@@ -56,8 +72,12 @@ impl Shared {
         let Some(options) = inner.options().cloned() else {
             return inner;
         };
+        let lost = inner.address();
         drop(inner);
-        let opened = open_transport(&options);
+        // The node it lost is tried last: after a crash its port refuses
+        // at once, but a node that vanished from the network would cost a
+        // whole connect timeout first.
+        let opened = open_any(&options, AddressAttempts::recovering(&options, lost));
         // Nobody reads between sockets, so this waits at most for a read
         // that started before the failure was noticed.
         let mut reader = self.lock_reader();
@@ -66,12 +86,13 @@ impl Shared {
             return inner;
         }
         match opened {
-            Ok(transport) => {
+            Ok((index, transport)) => {
                 *reader = transport.reader;
                 #[cfg(feature = "tls")]
                 inner.replace_transport(transport.writer, transport.tls);
                 #[cfg(not(feature = "tls"))]
                 inner.replace_transport(transport.writer);
+                inner.set_address(index);
                 inner.reconnected(Instant::now());
                 // As at the first open: a broker that stops reading must
                 // not block a writer for ever.

@@ -3,7 +3,9 @@
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use amqp_io_common::{ConnectOptions, Error, Result};
+use amqp_io_common::failover::AddressAttempts;
+use amqp_io_common::recovery::jitter_seed;
+use amqp_io_common::{Address, ConnectOptions, Error, Result};
 use amqp_proto::spec::constants::ReplyCode;
 use amqp_proto::ConnectionError;
 use tokio::net::TcpStream;
@@ -102,10 +104,42 @@ impl Connection {
     /// let connection = Connection::connect_with(options).await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// With several [`addresses`](ConnectOptions::addresses) (a cluster),
+    /// each is tried in turn until one completes the handshake; when none
+    /// does, [`Error::NoAddressConnected`] says why each failed.
+    ///
+    /// ```no_run
+    /// use amqp_io_tokio::{ConnectOptions, Connection};
+    ///
+    /// # async fn demo() -> amqp_io_tokio::Result<()> {
+    /// let mut options = ConnectOptions::from_urls([
+    ///     "amqp://guest:guest@127.0.0.1:5681/%2f",
+    ///     "amqp://127.0.0.1:5682",
+    ///     "amqp://127.0.0.1:5683",
+    /// ])?;
+    /// options.recovery = Some(Default::default()); // and fail over when the node dies
+    /// let connection = Connection::connect_with(options).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect_with(options: ConnectOptions) -> Result<Self> {
-        let (reader, writer, local_addr) = connect_transport(&options).await?;
+        let mut attempts = AddressAttempts::opening(&options, jitter_seed());
+        while let Some((index, address)) = attempts.next() {
+            match Self::connect_on(options.clone(), index, address).await {
+                Ok(connection) => return Ok(connection),
+                Err(error) => attempts.failed(address, error),
+            }
+        }
+        Err(attempts.into_error())
+    }
+
+    /// Connects to address `index` of `options` and completes the
+    /// handshake.
+    async fn connect_on(options: ConnectOptions, index: usize, address: &Address) -> Result<Self> {
+        let (reader, writer, local_addr) = connect_transport(&options, address).await?;
         let operation_timeout = options.operation_timeout;
         let mut state = State::new(options);
+        state.set_address(index);
         state.local_addr = Some(local_addr);
         let shared = Arc::new(Shared::new(state));
         let mut driver = tokio::spawn(driver::drive(Arc::clone(&shared), reader, writer));
@@ -288,16 +322,35 @@ impl Drop for OpenGuard<'_> {
     }
 }
 
-/// Connects TCP (and TLS when asked) within the connect timeout.
+/// A new socket: its halves and this side's address.
+pub(crate) type Transport = (ReadHalf, WriteHalf, std::net::SocketAddr);
+
+/// Connects to the first of `attempts` that accepts; its index too.
+pub(crate) async fn connect_any(
+    options: &ConnectOptions,
+    mut attempts: AddressAttempts<'_>,
+) -> Result<(usize, Transport)> {
+    while let Some((index, address)) = attempts.next() {
+        match connect_transport(options, address).await {
+            Ok(transport) => return Ok((index, transport)),
+            Err(error) => attempts.failed(address, error),
+        }
+    }
+    Err(attempts.into_error())
+}
+
+/// Connects TCP (and TLS when asked) to `address` within the connect
+/// timeout.
 pub(crate) async fn connect_transport(
     options: &ConnectOptions,
-) -> Result<(ReadHalf, WriteHalf, std::net::SocketAddr)> {
-    let address = format!("{}:{}", options.host, options.port);
+    address: &Address,
+) -> Result<Transport> {
+    let name = address.to_string();
     let failed = |source| Error::Connect {
-        address: address.clone(),
+        address: name.clone(),
         source,
     };
-    let connect = TcpStream::connect((options.host.as_str(), options.port));
+    let connect = TcpStream::connect((address.host.as_str(), address.port));
     let socket = tokio::time::timeout(options.connection_timeout, connect)
         .await
         .map_err(|_| failed(std::io::ErrorKind::TimedOut.into()))?
@@ -306,6 +359,7 @@ pub(crate) async fn connect_transport(
     let local_addr = socket.local_addr().map_err(failed)?;
     #[cfg(feature = "tls")]
     if let Some(settings) = &options.tls {
+        let settings = settings.for_address(address);
         let name =
             tokio_rustls::rustls::pki_types::ServerName::try_from(settings.server_name.clone())
                 .map_err(|error| Error::Tls(format!("invalid server name: {error}")))?;

@@ -91,6 +91,8 @@ pub use amqp_io_common::recovery::RecoveryEvent;
 pub use amqp_io_common::telemetry;
 #[cfg(feature = "tls")]
 pub use amqp_io_common::TlsSettings;
-pub use amqp_io_common::{ConnectOptions, Error, Result, SaslResponder};
+pub use amqp_io_common::{
+    Address, AddressFailure, AddressOrder, ConnectOptions, Error, Result, SaslResponder,
+};
 pub use amqp_proto::Backoff;
 pub use amqp_proto::{CloseReason, Config, ConnectionError, GetMessage, Returned, SaslMechanism};

@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use amqp_proto::ConnectionError;
 
-use crate::connection::connect_transport;
+use amqp_io_common::failover::AddressAttempts;
+
+use crate::connection::connect_any;
 use crate::driver::{run_recovery_handler, ReadHalf, WriteHalf};
 use crate::state::Shared;
 
@@ -19,9 +21,13 @@ pub(crate) async fn reconnect(shared: &Arc<Shared>) -> Option<(ReadHalf, WriteHa
     loop {
         shared.changed.notify_waiters();
         run_recovery_handler(shared);
-        let (due, options) = {
+        let (due, options, lost) = {
             let state = shared.lock();
-            (state.reconnect_due()?, state.options()?.clone())
+            (
+                state.reconnect_due()?,
+                state.options()?.clone(),
+                state.address(),
+            )
         };
         // Closing the connection meanwhile wakes this wait.
         let sleep = tokio::time::sleep_until(due.into());
@@ -37,9 +43,11 @@ pub(crate) async fn reconnect(shared: &Arc<Shared>) -> Option<(ReadHalf, WriteHa
         if !shared.lock().start_attempt(Instant::now()) {
             continue;
         }
-        // A connect may take the connect timeout; closing the connection
-        // meanwhile ends the wait.
-        let connect = connect_transport(&options);
+        // A connect may take the connect timeout per address; closing the
+        // connection meanwhile ends the wait. The node it lost is tried
+        // last: a crashed node refuses at once, but one that vanished from
+        // the network would cost a whole connect timeout first.
+        let connect = connect_any(&options, AddressAttempts::recovering(&options, lost));
         tokio::pin!(connect);
         let opened = loop {
             tokio::select! {
@@ -53,7 +61,8 @@ pub(crate) async fn reconnect(shared: &Arc<Shared>) -> Option<(ReadHalf, WriteHa
         };
         let mut state = shared.lock();
         match opened {
-            Some(Ok((reader, writer, local_addr))) if !state.is_shut_down() => {
+            Some(Ok((index, (reader, writer, local_addr)))) if !state.is_shut_down() => {
+                state.set_address(index);
                 state.reconnected(Instant::now());
                 state.local_addr = Some(local_addr);
                 return Some((reader, writer));

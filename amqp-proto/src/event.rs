@@ -307,6 +307,19 @@ pub enum Event {
         /// [`Event::ChannelClosed`] came before this).
         failures: Vec<crate::recovery::RecoveryFailure>,
     },
+    /// A channel whose publishes were nacked before any was acked was
+    /// closed and opened again under the same handle, as
+    /// [`Config::reopen_unacked_channels`](crate::Config::reopen_unacked_channels)
+    /// says: same id, confirm mode, qos and consumers (same tags), its
+    /// numbering continued. Its publishes unconfirmed at the close were
+    /// failed before this; it takes publishes again from this event on.
+    ChannelReopened {
+        /// The channel.
+        channel: u16,
+        /// Steps the server refused (a consumer whose queue is gone, say);
+        /// the channel was closed if its own opening was refused.
+        failures: Vec<crate::recovery::RecoveryFailure>,
+    },
     /// The connection is over: the adapter sends what is still queued (at
     /// most a close or close-ok) and closes the socket. Always the last event.
     ///

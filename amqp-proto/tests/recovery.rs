@@ -608,3 +608,147 @@ fn a_recovered_channel_keeps_its_handle_and_new_openings_get_new_epochs() {
         Some(UsageError::ChannelNotOpen(2))
     );
 }
+
+fn basic_ack_or_nack(peer: &mut Peer, channel: u16, delivery_tag: u64, ack: bool) {
+    if ack {
+        peer.send(
+            channel,
+            spec::BasicAck {
+                delivery_tag,
+                multiple: false,
+            },
+        );
+    } else {
+        peer.send(
+            channel,
+            spec::BasicNack {
+                delivery_tag,
+                multiple: false,
+                requeue: false,
+            },
+        );
+    }
+}
+
+/// Channel 1 in confirm mode with qos 10 and a consumer, on a recording
+/// connection: what a channel reopened after nacks must get back.
+fn confirming_channel(config: Config) -> Peer {
+    let mut peer = Peer::new(config);
+    peer.handshake(0);
+    let channel = peer.open_channel();
+    request(&mut peer, channel, spec::ConfirmSelect::default());
+    answer(&mut peer, 1, "confirm.select", spec::ConfirmSelectOk {});
+    let qos = spec::BasicQos {
+        prefetch_count: 10,
+        ..Default::default()
+    };
+    request(&mut peer, channel, qos);
+    answer(&mut peer, 1, "basic.qos", spec::BasicQosOk {});
+    let consume = spec::BasicConsume {
+        queue: "jobs".into(),
+        consumer_tag: "worker".into(),
+        ..Default::default()
+    };
+    request(&mut peer, channel, consume);
+    answer(&mut peer, 1, "basic.consume", consume_ok("worker"));
+    peer.events();
+    peer
+}
+
+#[test]
+fn a_channel_nacked_before_any_ack_is_reopened_with_its_modes_and_consumers() {
+    let mut peer = confirming_channel(recording());
+    assert_eq!(publish(&mut peer, 1), Some(1));
+    assert_eq!(publish(&mut peer, 1), Some(2));
+    peer.expect_methods(&["basic.publish", "basic.publish"]);
+    // RabbitMQ's answer to a channel whose first publish to a quorum queue
+    // found no leader: a nack, and a nack for every publish after it.
+    basic_ack_or_nack(&mut peer, 1, 1, false);
+    let events = peer.events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Confirm {
+                channel: 1,
+                sequence: 1,
+                outcome: ConfirmOutcome::Nack
+            }]
+        ),
+        "{events:?}"
+    );
+    // The channel closes; until it is back, publishers wait.
+    let sent = peer.expect_methods(&["channel.close"]);
+    assert_eq!(sent[0].0, 1);
+    assert_eq!(peer.connection.publish_readiness(1), Readiness::Recovering);
+    assert!(!peer.connection.is_recovering(), "the other channels go on");
+    peer.send(1, spec::ChannelCloseOk {});
+    let events = peer.events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Confirm {
+                channel: 1,
+                sequence: 2,
+                outcome: ConfirmOutcome::Failed(Failure::Channel(_))
+            }]
+        ),
+        "the publish outstanding at the close fails, nothing else is told: {events:?}"
+    );
+    answer(&mut peer, 1, "channel.open", spec::ChannelOpenOk::default());
+    answer(&mut peer, 1, "confirm.select", spec::ConfirmSelectOk {});
+    let qos = answer(&mut peer, 1, "basic.qos", spec::BasicQosOk {});
+    assert!(matches!(qos, Method::BasicQos(qos) if qos.prefetch_count == 10));
+    let consume = answer(&mut peer, 1, "basic.consume", consume_ok("worker"));
+    assert!(matches!(consume, Method::BasicConsume(c) if c.consumer_tag == "worker"));
+    let events = peer.events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::ChannelReopened { channel: 1, failures }] if failures.is_empty()
+        ),
+        "{events:?}"
+    );
+    assert_eq!(peer.connection.publish_readiness(1), Readiness::Ready);
+    // The numbering goes on; the new channel's first publish is the
+    // broker's 1.
+    assert_eq!(publish(&mut peer, 1), Some(3));
+    peer.expect_methods(&["basic.publish"]);
+    basic_ack_or_nack(&mut peer, 1, 1, true);
+    let events = peer.events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Event::Confirm {
+                channel: 1,
+                sequence: 3,
+                outcome: ConfirmOutcome::Ack
+            }]
+        ),
+        "{events:?}"
+    );
+    assert_eq!(peer.connection.stats().recoveries, 0);
+}
+
+#[test]
+fn a_channel_that_had_acks_keeps_its_nacks_and_stays_open() {
+    let mut peer = confirming_channel(recording());
+    publish(&mut peer, 1);
+    publish(&mut peer, 1);
+    peer.expect_methods(&["basic.publish", "basic.publish"]);
+    basic_ack_or_nack(&mut peer, 1, 1, true);
+    basic_ack_or_nack(&mut peer, 1, 2, false);
+    let events = peer.events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(peer.client_frames().is_empty(), "nothing is closed");
+    assert_eq!(peer.connection.publish_readiness(1), Readiness::Ready);
+}
+
+#[test]
+fn without_reopening_a_nacked_channel_stays_as_it_is() {
+    let mut peer = confirming_channel(recording().with_reopen_unacked_channels(false));
+    publish(&mut peer, 1);
+    peer.expect_methods(&["basic.publish"]);
+    basic_ack_or_nack(&mut peer, 1, 1, false);
+    assert_eq!(peer.events().len(), 1);
+    assert!(peer.client_frames().is_empty(), "nothing is closed");
+}

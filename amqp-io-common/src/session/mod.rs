@@ -192,6 +192,9 @@ pub struct Session<A: Attach> {
     options: Option<ConnectOptions>,
     /// The application's recovery handler; lent out while it runs.
     recovery_handler: Option<RecoveryHandler>,
+    /// Which of the options' addresses the socket is connected to; a
+    /// recovery starts after it.
+    address: usize,
     /// The broker and the trace-context hook, as spans need them.
     telemetry: Arc<Telemetry>,
     /// The connection attempt under way, until it opens or fails.
@@ -252,6 +255,7 @@ impl<A: Attach> Session<A> {
             final_output: Vec::new(),
             options: None,
             recovery_handler: None,
+            address: 0,
             telemetry: Arc::default(),
             connect_span: None,
             recover_span: None,
@@ -273,7 +277,7 @@ impl<A: Attach> Session<A> {
             options.sasl_responder.clone(),
         );
         session.telemetry = Arc::new(Telemetry::new(&options));
-        session.connect_span = Some(LifecycleSpan::connect(&session.telemetry.peer, 1, false));
+        session.connect_span = Some(LifecycleSpan::connect(&session.telemetry.peer(), 1, false));
         session.options = Some(options);
         session
     }
@@ -290,6 +294,27 @@ impl<A: Attach> Session<A> {
     #[must_use]
     pub fn options(&self) -> Option<&ConnectOptions> {
         self.options.as_ref()
+    }
+
+    /// The adapter's socket is connected to address `index` of the
+    /// options (at the opening, and at each reconnection): spans and
+    /// events name that node from now on, and a recovery tries the
+    /// addresses after it first.
+    pub fn set_address(&mut self, index: usize) {
+        self.address = index;
+        if let Some(address) = self
+            .options
+            .as_ref()
+            .and_then(|options| options.addresses.get(index))
+        {
+            self.telemetry.set_peer(address.into());
+        }
+    }
+
+    /// The index of the address the socket is (or was last) connected to.
+    #[must_use]
+    pub fn address(&self) -> usize {
+        self.address
     }
 
     /// Sets the application's handler for [`RecoveryEvent`]s.
@@ -1001,7 +1026,7 @@ impl<A: Attach> Session<A> {
                 tuning,
                 server_properties,
             } => {
-                telemetry::events::opened(&self.telemetry.peer, &tuning);
+                telemetry::events::opened(&self.telemetry.peer(), &tuning);
                 self.telemetry.connection_changed(ConnectionEvent::Opened);
                 // Ends the attempt's span: the connection is open.
                 self.connect_span = None;
@@ -1091,7 +1116,7 @@ impl<A: Attach> Session<A> {
                 consumer_tag,
             } => {
                 telemetry::events::consumer_cancelled(
-                    &self.telemetry.peer,
+                    &self.telemetry.peer(),
                     channel,
                     &consumer_tag.to_string_lossy(),
                 );
@@ -1102,21 +1127,21 @@ impl<A: Attach> Session<A> {
             }
             Event::Blocked { reason } => {
                 let reason = reason.to_string_lossy().into_owned();
-                telemetry::events::blocked(&self.telemetry.peer, &reason);
+                telemetry::events::blocked(&self.telemetry.peer(), &reason);
                 self.telemetry
                     .connection_changed(ConnectionEvent::Blocked(&reason));
                 self.blocked = Some(reason.clone());
                 self.blocked_changed(Some(reason));
             }
             Event::Unblocked => {
-                telemetry::events::unblocked(&self.telemetry.peer);
+                telemetry::events::unblocked(&self.telemetry.peer());
                 self.telemetry
                     .connection_changed(ConnectionEvent::Unblocked);
                 self.blocked = None;
                 self.blocked_changed(None);
             }
             Event::ChannelClosed { channel, reason } => {
-                telemetry::events::channel_closed(&self.telemetry.peer, channel, &reason);
+                telemetry::events::channel_closed(&self.telemetry.peer(), channel, &reason);
                 self.window_opened = true;
                 self.window_full.retain(|id| *id != channel);
                 self.ledger
@@ -1133,7 +1158,7 @@ impl<A: Attach> Session<A> {
                 renamed_queues,
                 failures,
             } => {
-                telemetry::events::recovered(&self.telemetry.peer);
+                telemetry::events::recovered(&self.telemetry.peer());
                 self.telemetry
                     .connection_changed(ConnectionEvent::Recovered);
                 if let Some(span) = self.recover_span.take() {
@@ -1207,7 +1232,7 @@ impl<A: Attach> Session<A> {
         let decision = self.supervisor.as_mut().map(|supervisor| {
             supervisor.on_closed(error, wanted, now, crate::recovery::jitter_seed())
         });
-        telemetry::events::closed(&self.telemetry.peer, error);
+        telemetry::events::closed(&self.telemetry.peer(), error);
         self.telemetry
             .connection_changed(ConnectionEvent::Closed(error));
         if let Some(span) = self.connect_span.take() {
@@ -1215,7 +1240,7 @@ impl<A: Attach> Session<A> {
         }
         match decision {
             Some(Decision::ReconnectAt(_)) if self.recover_span.is_none() => {
-                self.recover_span = Some(LifecycleSpan::recover(&self.telemetry.peer, error));
+                self.recover_span = Some(LifecycleSpan::recover(&self.telemetry.peer(), error));
             }
             Some(Decision::GiveUp) if wanted => self.recovery_given_up(error),
             _ => {}
@@ -1325,7 +1350,7 @@ impl<A: Attach> Session<A> {
         if started {
             self.attempts = self.attempts.saturating_add(1);
             self.connect_span = Some(LifecycleSpan::connect(
-                &self.telemetry.peer,
+                &self.telemetry.peer(),
                 self.attempts,
                 true,
             ));
@@ -1335,7 +1360,7 @@ impl<A: Attach> Session<A> {
 
     /// Recovery ended without a connection: report it, end its span.
     fn recovery_given_up(&mut self, error: &ConnectionError) {
-        telemetry::events::recovery_given_up(&self.telemetry.peer, error);
+        telemetry::events::recovery_given_up(&self.telemetry.peer(), error);
         if let Some(span) = self.recover_span.take() {
             span.record_attempts(self.attempts);
             span.failed(error);

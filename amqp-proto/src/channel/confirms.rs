@@ -13,6 +13,8 @@ pub(crate) struct Confirms {
     next_sequence: u64,
     /// Unsettled sequence numbers, ascending.
     outstanding: VecDeque<u64>,
+    /// Whether the broker acked any publish of this channel.
+    acked: bool,
 }
 
 /// The server settled a publish that was never made.
@@ -26,7 +28,18 @@ impl Confirms {
             offset,
             next_sequence: offset + 1,
             outstanding: VecDeque::new(),
+            acked: false,
         }
+    }
+
+    /// True once the broker acked a publish of this channel.
+    pub(crate) fn has_acked(&self) -> bool {
+        self.acked
+    }
+
+    /// The broker acked a publish.
+    pub(crate) fn mark_acked(&mut self) {
+        self.acked = true;
     }
 
     /// Records a publish; returns its sequence number.

@@ -213,6 +213,14 @@ impl Channel {
         self.highest_delivery_tag
     }
 
+    /// True if the channel is in confirm mode and the broker has acked
+    /// none of its publishes yet.
+    pub(crate) fn has_no_ack_yet(&self) -> bool {
+        self.confirms
+            .as_ref()
+            .is_some_and(|confirms| !confirms.has_acked())
+    }
+
     /// The last publish sequence number given out.
     pub(crate) fn last_sequence(&self) -> u64 {
         self.confirms
@@ -484,6 +492,7 @@ impl Channel {
             return Err(self.violation(method, "the channel is not in confirm mode"));
         };
         let outcome = if ack {
+            confirms.mark_acked();
             ConfirmOutcome::Ack
         } else {
             ConfirmOutcome::Nack

@@ -130,6 +130,7 @@ impl std::fmt::Debug for SaslMechanism {
 /// | [`connection_name`](Self::connection_name) | none |
 /// | [`client_properties`](Self::client_properties) | none beyond the defaults |
 /// | [`record_topology`](Self::record_topology) | off |
+/// | [`reopen_unacked_channels`](Self::reopen_unacked_channels) | on |
 ///
 /// The struct is `#[non_exhaustive]`, so outside this crate it is made
 /// from the default and changed field by field, or with the chained
@@ -235,6 +236,21 @@ pub struct Config {
     /// [`Connection::recover`](crate::Connection::recover). Default: off,
     /// since recording costs a look at every event.
     pub record_topology: bool,
+    /// With [`record_topology`](Self::record_topology): a channel whose
+    /// publish is nacked before any of its publishes was acked is closed
+    /// and opened again under the same handle (same id, confirm mode,
+    /// qos, consumers and their tags, numbering continued) before it
+    /// publishes again; its publishes still unconfirmed then fail
+    /// ([`ConfirmOutcome::Failed`](crate::ConfirmOutcome::Failed)), so each
+    /// is resolved once and may be published again. Why: RabbitMQ (seen
+    /// with 3.10) nacks every publish of a channel whose first publish to a
+    /// quorum queue came while the queue had no leader (its leader's node
+    /// had just died) for as long as that node stays down, while a new
+    /// channel's publishes are acked as soon as a new leader is elected; a
+    /// client retrying on the same channel never gets through. A channel
+    /// that has had acks keeps its nacks as they are (a full queue's
+    /// `reject-publish`, say). Default: on.
+    pub reopen_unacked_channels: bool,
 }
 
 impl Default for Config {
@@ -262,6 +278,7 @@ impl Default for Config {
             connection_name: None,
             client_properties: FieldTable::new(),
             record_topology: false,
+            reopen_unacked_channels: true,
         }
     }
 }
@@ -393,6 +410,13 @@ impl Config {
     #[must_use]
     pub fn with_max_bodies_in_progress(mut self, bytes: u64) -> Self {
         self.max_bodies_in_progress = bytes;
+        self
+    }
+
+    /// Sets [`reopen_unacked_channels`](Self::reopen_unacked_channels).
+    #[must_use]
+    pub fn with_reopen_unacked_channels(mut self, reopen: bool) -> Self {
+        self.reopen_unacked_channels = reopen;
         self
     }
 

@@ -329,7 +329,16 @@ impl Connection {
     /// True while a recovered connection declares its topology again.
     #[must_use]
     pub fn is_recovering(&self) -> bool {
-        self.replay.is_some() || (self.replay_on_open && !self.is_open() && !self.is_closed())
+        self.replay
+            .as_ref()
+            .is_some_and(|replay| replay.reopening().is_none())
+            || (self.replay_on_open && !self.is_open() && !self.is_closed())
+    }
+
+    /// The channel being closed and opened again after nacks (see
+    /// [`Config::reopen_unacked_channels`]), if one is.
+    fn reopening(&self) -> Option<u16> {
+        self.replay.as_ref().and_then(Replay::reopening)
     }
 
     /// The configuration it was created with.
@@ -1508,7 +1517,7 @@ impl Connection {
     /// queues it), but memory then grows.
     #[must_use]
     pub fn publish_readiness(&self, channel: impl ChannelKey) -> Readiness {
-        if self.is_recovering() {
+        if self.is_recovering() || self.reopening() == Some(channel.id()) {
             // The channel may not be reopened yet; it will be.
             return Readiness::Recovering;
         }
@@ -1627,7 +1636,7 @@ impl Connection {
 
     fn check_open(&self) -> Result<(), UsageError> {
         match self.state {
-            State::Open if self.replay.is_some() => Err(UsageError::Recovering),
+            State::Open if self.is_recovering() => Err(UsageError::Recovering),
             State::Open => Ok(()),
             State::Closing { .. } | State::Closed => Err(UsageError::ConnectionClosed),
             _ => Err(UsageError::NotOpen),

@@ -16,9 +16,53 @@ impl Connection {
     pub(super) fn settle_recovery_events(&mut self, first_new: usize) {
         self.intercept_replay_events(first_new);
         self.record_events(first_new);
+        if self.replay.is_none() && self.config.reopen_unacked_channels {
+            self.reopen_nacked_channel(first_new);
+        }
         if self.replay.is_some() && self.is_open() {
             self.advance_replay();
         }
+    }
+
+    /// Starts reopening the first channel among the events since
+    /// `first_new` whose publish was nacked before any was acked (see
+    /// [`Config::reopen_unacked_channels`](crate::Config::reopen_unacked_channels)).
+    /// One channel at a time: another such channel is reopened at its next
+    /// nack.
+    fn reopen_nacked_channel(&mut self, first_new: usize) {
+        if !self.is_open() {
+            return;
+        }
+        let nacked = self.events.since(first_new).find_map(|event| match event {
+            Event::Confirm {
+                channel,
+                outcome: crate::event::ConfirmOutcome::Nack,
+                ..
+            } => Some(*channel),
+            _ => None,
+        });
+        let Some(id) = nacked else {
+            return;
+        };
+        let Some(state) = self.channels.get(usize::from(id)).and_then(Option::as_ref) else {
+            return;
+        };
+        if !state.has_no_ack_yet() || state.is_closing() {
+            return;
+        }
+        let (highest_delivery_tag, last_sequence) =
+            (state.highest_delivery_tag(), state.last_sequence());
+        let Some(recorder) = self.recorder.as_mut() else {
+            return;
+        };
+        let Some(record) = recorder.topology.channel_mut(id) else {
+            return;
+        };
+        // The reopened channel goes on counting where this one stopped, as
+        // after a connection recovery.
+        record.delivery_tag_offset = highest_delivery_tag;
+        record.publish_sequence_offset = last_sequence;
+        self.replay = Replay::reopen(&recorder.topology, id);
     }
 
     /// Takes the replay's own events out of those pushed since `first_new`.
@@ -112,7 +156,9 @@ impl Connection {
                             recorder.topology.rename_queue(old, new);
                         }
                     }
-                    super::stats::add(&mut self.stats.recoveries, 1);
+                    if replay.reopening().is_none() {
+                        super::stats::add(&mut self.stats.recoveries, 1);
+                    }
                     self.events.push_back(event);
                     return;
                 }
@@ -178,7 +224,12 @@ impl Connection {
                 .send_request(*channel, method)
                 .map_err(|error| unsendable(*channel, method.name(), &error)),
             Step::Close(id) => {
-                let text = "recovery declarations done";
+                let reopening = self.replay.as_ref().and_then(Replay::reopening);
+                let text = if reopening == Some(*id) {
+                    "reopening: publishes nacked before any ack"
+                } else {
+                    "recovery declarations done"
+                };
                 self.send_channel_close(*id, ReplyCode::REPLY_SUCCESS, text)
                     .map_err(|error| unsendable(*id, "channel.close", &error))?;
                 Ok(None)

@@ -61,6 +61,9 @@ pub(crate) struct Replay {
     lost: Vec<u16>,
     renamed: Vec<(ShortString, ShortString)>,
     failures: Vec<RecoveryFailure>,
+    /// For a replay that reopens one application channel (nacked before
+    /// any ack) rather than recovering a connection: that channel.
+    reopening: Option<u16>,
 }
 
 /// What the connection must do next for the replay.
@@ -143,7 +146,52 @@ impl Replay {
             lost: Vec::new(),
             renamed: Vec::new(),
             failures: Vec::new(),
+            reopening: None,
         }
+    }
+
+    /// Closes application channel `id` and opens it again with its
+    /// recorded modes, qos and consumers. The channel stands in for the
+    /// declarations channel: its close is this replay's own, so the
+    /// application does not hear of it, and a refused step reopens it.
+    pub(crate) fn reopen(topology: &Topology, id: u16) -> Option<Self> {
+        let channel = topology
+            .channels()
+            .iter()
+            .find(|channel| channel.id == id)?;
+        let request = |method: Method| Step::Request {
+            channel: id,
+            method,
+            replaces: None,
+        };
+        let mut steps = VecDeque::new();
+        steps.push_back(Step::Close(id));
+        steps.push_back(Step::Open(id));
+        if channel.confirms {
+            steps.push_back(request(crate::spec::ConfirmSelect::default().into()));
+        }
+        steps.extend(channel.qos.iter().cloned().map(|qos| request(qos.into())));
+        steps.extend(
+            channel
+                .consumers
+                .iter()
+                .cloned()
+                .map(|consume| request(consume.into())),
+        );
+        Some(Self {
+            steps,
+            awaiting: Awaiting::Nothing,
+            declarations: id,
+            lost: Vec::new(),
+            renamed: Vec::new(),
+            failures: Vec::new(),
+            reopening: Some(id),
+        })
+    }
+
+    /// The channel this replay reopens, if that is what it does.
+    pub(crate) fn reopening(&self) -> Option<u16> {
+        self.reopening
     }
 
     /// The next step to send, skipping those of lost channels.
@@ -164,9 +212,13 @@ impl Replay {
             }
             return Next::Send(step);
         }
-        Next::Done(Event::Recovered {
-            renamed_queues: std::mem::take(&mut self.renamed),
-            failures: std::mem::take(&mut self.failures),
+        let failures = std::mem::take(&mut self.failures);
+        Next::Done(match self.reopening {
+            Some(channel) => Event::ChannelReopened { channel, failures },
+            None => Event::Recovered {
+                renamed_queues: std::mem::take(&mut self.renamed),
+                failures,
+            },
         })
     }
 
