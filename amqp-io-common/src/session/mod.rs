@@ -231,6 +231,9 @@ impl<A: Attach> Session<A> {
     ) -> Self {
         if recovery.is_some() {
             config.record_topology = true;
+            // A channel the broker closed for a consumer timeout comes back
+            // too, with its consumers.
+            config.reopen_timed_out_channels = true;
         }
         Self {
             core: Core::new(config.clone(), now),
@@ -1126,6 +1129,26 @@ impl<A: Attach> Session<A> {
                 }
                 if self.opens.is_expected(&channel) {
                     let _ = self.opens.answer(&channel, Err(Failure::Channel(reason)));
+                }
+            }
+            Event::ChannelRecovering { channel, reason } => {
+                telemetry::events::channel_closed(&self.telemetry.peer, channel, &reason);
+                // Its publishers wait for it (the core says Recovering);
+                // its consumers stay, and their deliveries come again.
+                self.window_opened = true;
+                self.window_full.retain(|id| *id != channel);
+                if let Some(supervisor) = self.supervisor.as_mut() {
+                    supervisor.channel_recovering(channel, reason);
+                }
+            }
+            Event::ChannelRecovered {
+                channel,
+                reason,
+                failures,
+            } => {
+                self.window_opened = true;
+                if let Some(supervisor) = self.supervisor.as_mut() {
+                    supervisor.channel_recovered(channel, reason, failures);
                 }
             }
             Event::Closed(error) => self.core_closed(&error, now),

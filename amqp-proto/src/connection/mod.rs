@@ -26,6 +26,7 @@ use crate::codec::{
 };
 use crate::error::{CloseReason, ConnectionError, Initiator, ProtocolViolation, UsageError};
 use crate::event::{Event, Failure, RequestId};
+use crate::queue::KnownStreams;
 use crate::recovery::{Recorder, Replay, Topology};
 use crate::spec::constants::{ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER};
 use crate::spec::{
@@ -113,6 +114,7 @@ macro_rules! sink {
             deadlines: &mut $connection.request_deadlines,
             next_request: &mut $connection.next_request,
             stats: &mut $connection.stats,
+            streams: &mut $connection.streams,
         }
     };
 }
@@ -131,6 +133,8 @@ pub(crate) struct Sink<'a> {
     next_request: &'a mut u64,
     /// The connection's counters, for what channels count.
     pub(crate) stats: &'a mut Stats,
+    /// The streams this connection declared.
+    pub(crate) streams: &'a mut KnownStreams,
 }
 
 impl Sink<'_> {
@@ -243,6 +247,12 @@ pub struct Connection {
     /// appended to [`input_buffer`](Self::input_buffer) since are told
     /// from bytes that were there already.
     undecoded: usize,
+    /// The streams this connection declared and did not delete: what
+    /// RabbitMQ refuses on them is refused before it is sent.
+    streams: KnownStreams,
+    /// Channels the server closed for a consumer timeout, being reopened
+    /// (see [`Config::reopen_timed_out_channels`]).
+    channel_replays: Vec<Replay>,
 }
 
 impl Connection {
@@ -290,6 +300,8 @@ impl Connection {
             stats: Stats::default(),
             read_scratch: ReadScratch::default(),
             undecoded: 0,
+            streams: KnownStreams::default(),
+            channel_replays: Vec::new(),
         }
     }
 
@@ -1013,6 +1025,16 @@ impl Connection {
             return Err(ProtocolViolation::ChannelNotOpen { channel: id });
         };
         if handle(channel, &mut sink)? == Disposition::Remove {
+            // Where its numbering stopped, for a reopening of the channel
+            // (after a consumer timeout) to continue from.
+            if let Some(record) = self
+                .recorder
+                .as_mut()
+                .and_then(|recorder| recorder.topology.channel_mut(id))
+            {
+                record.delivery_tag_offset = channel.highest_delivery_tag();
+                record.publish_sequence_offset = channel.last_sequence();
+            }
             if let Some(slot) = self.channels.get_mut(usize::from(id)) {
                 *slot = None;
             }
@@ -1150,6 +1172,7 @@ impl Connection {
         if self.recorder.is_some() {
             self.intercept_replay_events(first_new);
             self.replay = None;
+            self.channel_replays.clear();
             self.record_events(first_new);
         }
     }
@@ -1324,8 +1347,15 @@ impl Connection {
     /// A handle for sending requests and publishes on an open (or opening)
     /// channel: `channel` is the [`ChannelHandle`] of one opening, or a
     /// bare id for whatever is open on it now (see [`ChannelKey`]).
+    ///
+    /// A channel being reopened after a consumer timeout
+    /// ([`Event::ChannelRecovering`]) is refused with
+    /// [`UsageError::Recovering`] until [`Event::ChannelRecovered`].
     pub fn channel(&mut self, channel: impl ChannelKey) -> Result<ChannelRef<'_>, UsageError> {
         self.check_open()?;
+        if self.is_reopening(channel.id()) && self.channel_named(channel).is_some() {
+            return Err(UsageError::Recovering);
+        }
         let usable = self
             .channel_named(channel)
             .is_some_and(|state| !state.is_closing());
@@ -1515,6 +1545,9 @@ impl Connection {
         let Some(state) = self.channel_named(channel) else {
             return Readiness::Closed;
         };
+        if self.is_reopening(channel.id()) {
+            return Readiness::Recovering;
+        }
         if self.state != State::Open || state.is_closing() {
             Readiness::Closed
         } else if self.blocked {
@@ -1568,10 +1601,51 @@ impl Connection {
             diagnostics::method_sent(id, method);
         }
         let request = method.expects_reply().then(|| self.next_request_id(id));
+        let stream = match method {
+            Method::BasicConsume(consume) => self.is_stream_consume(consume),
+            _ => false,
+        };
         if let Some(channel) = self.channel_state(id) {
-            channel.sent(method, request);
+            channel.sent(method, request, stream);
+        }
+        // Without a reply to wait for, what a declaration or deletion does
+        // to the streams known is taken as done.
+        if request.is_none() {
+            match method {
+                Method::QueueDeclare(declare)
+                    if !declare.passive
+                        && crate::queue::QueueType::of(&declare.arguments)
+                            == Some(crate::queue::QueueType::Stream) =>
+                {
+                    self.streams.insert(declare.queue.clone());
+                }
+                Method::QueueDelete(delete) => self.streams.remove(&delete.queue),
+                _ => {}
+            }
         }
         Ok(request)
+    }
+
+    /// True if `consume` is of a stream: it says where in the stream to
+    /// start (`x-stream-offset`), or its queue is a stream this connection
+    /// declared.
+    pub(crate) fn is_stream_consume(&self, consume: &crate::spec::BasicConsume) -> bool {
+        consume.arguments.get(crate::queue::STREAM_OFFSET).is_some()
+            || self.streams.contains(&consume.queue)
+    }
+
+    /// True if `queue` is a stream this connection declared (a
+    /// `queue.declare` with `x-queue-type` = `stream` the server
+    /// confirmed) and has not deleted since. Consumes, gets and
+    /// settlements on it are checked against what RabbitMQ refuses on
+    /// streams ([`UsageError::Stream`]).
+    #[must_use]
+    pub fn is_declared_stream(&self, queue: &str) -> bool {
+        self.is_declared_stream_name(&ShortString::from(queue))
+    }
+
+    pub(crate) fn is_declared_stream_name(&self, queue: &ShortString) -> bool {
+        self.streams.contains(queue)
     }
 
     /// Queues `channel.close` on channel `id` and starts its close

@@ -1,5 +1,6 @@
 //! The connection's side of automatic recovery: keeping the topology record
-//! current from events, and replaying a recorded topology after open-ok.
+//! current from events, replaying a recorded topology after open-ok, and
+//! reopening a channel the server closed for a consumer timeout.
 
 use crate::channel::{Channel, ChannelHandle};
 use crate::error::{CloseReason, Initiator};
@@ -14,23 +15,80 @@ impl Connection {
     /// takes its own replies out) and the recorder, then sends the replay's
     /// next step if it was waiting for one of them.
     pub(super) fn settle_recovery_events(&mut self, first_new: usize) {
+        if self.config.reopen_timed_out_channels {
+            self.reopen_timed_out_channels(first_new);
+        }
         self.intercept_replay_events(first_new);
         self.record_events(first_new);
-        if self.replay.is_some() && self.is_open() {
+        if (self.replay.is_some() || !self.channel_replays.is_empty()) && self.is_open() {
             self.advance_replay();
         }
     }
 
-    /// Takes the replay's own events out of those pushed since `first_new`.
+    /// Takes the replays' own events out of those pushed since `first_new`.
     pub(super) fn intercept_replay_events(&mut self, first_new: usize) {
-        if let Some(mut replay) = self.replay.take() {
-            let new = self.events.split_off(first_new);
-            for event in new {
-                if let Some(event) = replay.intercept(event) {
-                    self.events.push_back(event);
+        if self.replay.is_none() && self.channel_replays.is_empty() {
+            return;
+        }
+        let new = self.events.split_off(first_new);
+        for (event, weight) in new {
+            let mut kept = Some(event);
+            if let (Some(replay), Some(event)) = (self.replay.as_mut(), kept.take()) {
+                kept = replay.intercept(event);
+            }
+            for replay in &mut self.channel_replays {
+                if let Some(event) = kept.take() {
+                    kept = replay.intercept(event);
                 }
             }
-            self.replay = Some(replay);
+            if let Some(event) = kept {
+                self.events.push_weighed(event, weight);
+            }
+        }
+    }
+
+    /// True while a channel the server closed for a consumer timeout is
+    /// being reopened on `id`.
+    pub(crate) fn is_reopening(&self, id: u16) -> bool {
+        self.channel_replays
+            .iter()
+            .any(|replay| replay.reopening() == Some(id))
+    }
+
+    /// Turns each [`Event::ChannelClosed`] since `first_new` of a recorded
+    /// channel the server closed for a consumer timeout into an
+    /// [`Event::ChannelRecovering`], and starts reopening the channel:
+    /// the record is left as it is, so the channel comes back with its
+    /// mode, qos and consumers. Not while the connection declares its
+    /// topology again (that replay handles its channels' closes), nor for
+    /// a channel being reopened already (a second timeout before its
+    /// consumers are back ends it).
+    fn reopen_timed_out_channels(&mut self, first_new: usize) {
+        if self.replay.is_some() || !self.is_open() {
+            return;
+        }
+        let Some(recorder) = self.recorder.as_ref() else {
+            return;
+        };
+        let replays = &mut self.channel_replays;
+        for event in self.events.since_mut(first_new) {
+            let Event::ChannelClosed { channel, reason } = event else {
+                continue;
+            };
+            let (channel, reason) = (*channel, reason.clone());
+            let reopening = replays
+                .iter()
+                .any(|replay| replay.reopening() == Some(channel));
+            let record = recorder
+                .topology
+                .channels()
+                .iter()
+                .find(|record| record.id == channel);
+            let Some(record) = record.filter(|_| reason.is_consumer_timeout() && !reopening) else {
+                continue;
+            };
+            replays.push(Replay::channel(record, reason.clone()));
+            *event = Event::ChannelRecovering { channel, reason };
         }
     }
 
@@ -96,37 +154,45 @@ impl Connection {
         self.advance_replay();
     }
 
-    /// Sends steps until one awaits a reply, or emits [`Event::Recovered`].
+    /// Sends the replays' steps until each awaits a reply, or emits its
+    /// [`Event::Recovered`] or [`Event::ChannelRecovered`].
     fn advance_replay(&mut self) {
-        while let Some(mut replay) = self.replay.take() {
+        if let Some(replay) = self.replay.take() {
+            self.replay = self.drive_replay(replay);
+        }
+        for replay in std::mem::take(&mut self.channel_replays) {
+            if let Some(replay) = self.drive_replay(replay) {
+                self.channel_replays.push(replay);
+            }
+        }
+    }
+
+    /// Sends `replay`'s steps until one awaits a reply (the replay is
+    /// handed back) or it is done (its event is emitted).
+    fn drive_replay(&mut self, mut replay: Replay) -> Option<Replay> {
+        loop {
             match replay.next() {
-                Next::Wait => {
-                    self.replay = Some(replay);
-                    return;
-                }
+                Next::Wait => return Some(replay),
                 Next::Done(event) => {
-                    if let (Event::Recovered { renamed_queues, .. }, Some(recorder)) =
-                        (&event, self.recorder.as_mut())
-                    {
-                        for (old, new) in renamed_queues {
-                            recorder.topology.rename_queue(old, new);
+                    if let Event::Recovered { renamed_queues, .. } = &event {
+                        if let Some(recorder) = self.recorder.as_mut() {
+                            for (old, new) in renamed_queues {
+                                recorder.topology.rename_queue(old, new);
+                            }
                         }
+                        super::stats::add(&mut self.stats.recoveries, 1);
                     }
-                    super::stats::add(&mut self.stats.recoveries, 1);
                     self.events.push_back(event);
-                    return;
+                    return None;
                 }
-                Next::Send(step) => {
-                    match self.send_replay_step(&step) {
-                        Ok(request) => replay.sent(step, request),
-                        // Only an over-long value can fail to encode: it is
-                        // reported like a refusal, and the replay goes on.
-                        Err((channel, method, reason)) => {
-                            replay.record_failure(channel, method, Failure::Channel(reason));
-                        }
+                Next::Send(step) => match self.send_replay_step(&step) {
+                    Ok(request) => replay.sent(step, request),
+                    // Only an over-long value can fail to encode: it is
+                    // reported like a refusal, and the replay goes on.
+                    Err((channel, method, reason)) => {
+                        replay.record_failure(channel, method, Failure::Channel(reason));
                     }
-                    self.replay = Some(replay);
-                }
+                },
             }
         }
     }
