@@ -33,10 +33,7 @@ impl Connection {
         let new = self.events.split_off(first_new);
         for (event, weight) in new {
             let mut kept = Some(event);
-            if let (Some(replay), Some(event)) = (self.replay.as_mut(), kept.take()) {
-                kept = replay.intercept(event);
-            }
-            for replay in &mut self.channel_replays {
+            for replay in self.replay.iter_mut().chain(&mut self.channel_replays) {
                 if let Some(event) = kept.take() {
                     kept = replay.intercept(event);
                 }
