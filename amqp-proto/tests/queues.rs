@@ -559,3 +559,45 @@ fn other_closes_of_a_recorded_channel_are_not_reopened() {
         [Event::ChannelClosed { channel: 1, .. }]
     ));
 }
+
+#[test]
+fn giving_back_requeues_a_queue_s_delivery_and_acks_a_stream_s() {
+    let (mut peer, channel) = open(Config::default());
+    request(&mut peer, channel, qos(10, false)).unwrap();
+    answer(&mut peer, "basic.qos", spec::BasicQosOk {});
+    for (consume, tag) in [
+        (StreamOffset::First.consume("events"), "s"),
+        (consume("jobs", "q"), "q"),
+    ] {
+        let consume = spec::BasicConsume {
+            consumer_tag: tag.into(),
+            ..consume
+        };
+        request(&mut peer, channel, consume).unwrap();
+        answer(
+            &mut peer,
+            "basic.consume",
+            spec::BasicConsumeOk {
+                consumer_tag: tag.into(),
+            },
+        );
+    }
+    deliver(&mut peer, channel.id(), "s", 1, Some(0));
+    deliver(&mut peer, channel.id(), "q", 2, None);
+    peer.events();
+    peer.connection
+        .channel(channel)
+        .unwrap()
+        .give_back(1)
+        .unwrap();
+    peer.connection
+        .channel(channel)
+        .unwrap()
+        .give_back(2)
+        .unwrap();
+    let sent = peer.expect_methods(&["basic.ack", "basic.reject"]);
+    assert!(matches!(&sent[0].1, Method::BasicAck(ack) if ack.delivery_tag == 1));
+    assert!(
+        matches!(&sent[1].1, Method::BasicReject(reject) if reject.delivery_tag == 2 && reject.requeue)
+    );
+}

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use amqp_proto::codec::{FieldTable, ShortString};
 use amqp_proto::recovery::{Decision, RecoveryEvent, Supervisor};
 use amqp_proto::spec::constants::ReplyCode;
-use amqp_proto::spec::{BasicCancel, BasicReject, Method};
+use amqp_proto::spec::{BasicCancel, Method};
 use amqp_proto::{
     ChannelHandle, Config, Connection as Core, ConnectionError, Delivery, Event, Failure,
     Initiator, Readiness, RequestId, Returned, Tuning, UsageError,
@@ -756,11 +756,12 @@ impl<A: Attach> Session<A> {
                     channel,
                     delivery_tag,
                 } => {
-                    let reject = BasicReject {
-                        delivery_tag,
-                        requeue: true,
-                    };
-                    (channel, reject.into())
+                    // The core knows a stream's delivery, which is acked
+                    // rather than rejected (RabbitMQ refuses that).
+                    if let Ok(mut handle) = self.core.channel(channel) {
+                        let _ = handle.give_back(delivery_tag);
+                    }
+                    continue;
                 }
                 Cleanup::Cancel {
                     channel,

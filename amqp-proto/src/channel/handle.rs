@@ -419,6 +419,24 @@ impl<'a> ChannelRef<'a> {
         .map(drop)
     }
 
+    /// Gives back a delivery nobody will process (its consumer or its
+    /// `basic.get` was abandoned): requeued with `basic.reject`, or, for a
+    /// delivery from a stream, acknowledged, since a stream keeps every
+    /// message and RabbitMQ answers a reject of one by closing the
+    /// connection (540). Refused like [`reject`](Self::reject) for a tag
+    /// that does not await a settlement.
+    pub fn give_back(&mut self, delivery_tag: u64) -> Result<(), UsageError> {
+        let streamed = self
+            .connection
+            .channel_state(self.id)
+            .is_some_and(|channel| channel.check_requeue(delivery_tag, false).is_err());
+        if streamed {
+            self.ack(delivery_tag, false)
+        } else {
+            self.reject(delivery_tag, true)
+        }
+    }
+
     /// Closes the channel. Outstanding requests and unconfirmed publishes
     /// fail when the server's `close-ok` arrives, followed by
     /// [`Event::ChannelClosed`](crate::Event::ChannelClosed).
