@@ -35,10 +35,10 @@
 //! connection, so RabbitMQ refuses to declare one that is not durable, or
 //! is exclusive or auto-delete (406 PRECONDITION_FAILED, which closes the
 //! channel). The core refuses such a declaration before sending it
-//! ([`UsageError::QueueProperty`](crate::UsageError::QueueProperty)), and
+//! ([`UsageError::QueueProperty`]), and
 //! likewise what RabbitMQ refuses on a stream it knows of
-//! ([`UsageError::Stream`](crate::UsageError::Stream)); see
-//! [`StreamRefusal`](crate::error::StreamRefusal).
+//! ([`UsageError::Stream`]); see
+//! [`StreamRefusal`](crate::StreamRefusal).
 
 mod arguments;
 mod stream;
@@ -120,7 +120,7 @@ impl std::fmt::Display for QueueType {
 }
 
 /// A property of a `queue.declare` that a quorum queue or stream cannot
-/// have; see [`UsageError::QueueProperty`](crate::UsageError::QueueProperty).
+/// have; see [`UsageError::QueueProperty`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum QueueProperty {
