@@ -495,7 +495,9 @@ pub enum UsageError {
     #[error("the connection is not open yet")]
     NotOpen,
     /// The connection is declaring its topology again after a failure;
-    /// wait for [`Event::Recovered`](crate::Event::Recovered).
+    /// wait for [`Event::Recovered`](crate::Event::Recovered). Or the
+    /// channel named is being reopened after a consumer timeout; wait for
+    /// [`Event::ChannelRecovered`](crate::Event::ChannelRecovered).
     #[error("the connection is recovering")]
     Recovering,
     /// The connection is closing or closed.

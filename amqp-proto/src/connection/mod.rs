@@ -96,7 +96,8 @@ pub enum Readiness {
     /// The channel or connection is not usable.
     Closed,
     /// The connection is declaring its topology again after a failure;
-    /// wait for [`Event::Recovered`].
+    /// wait for [`Event::Recovered`]. Or the channel is being reopened
+    /// after a consumer timeout; wait for [`Event::ChannelRecovered`].
     Recovering,
 }
 
