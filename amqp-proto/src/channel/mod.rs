@@ -647,21 +647,23 @@ impl Channel {
         let channel = self.id;
         let weight = crate::connection::content_weight(&content);
         let event = match self.content_method.take() {
-            Some(ContentMethod::Deliver(deliver)) => Event::Delivery(Delivery {
-                channel,
-                delivery_tag: {
-                    let tag = self.handed_over(deliver.delivery_tag, awaits_settlement);
-                    if awaits_settlement && self.is_stream_consumer(&deliver.consumer_tag) {
-                        self.stream_unsettled.delivered(tag);
-                    }
-                    tag
-                },
-                consumer_tag: deliver.consumer_tag,
-                redelivered: deliver.redelivered,
-                exchange: deliver.exchange,
-                routing_key: deliver.routing_key,
-                content,
-            }),
+            Some(ContentMethod::Deliver(deliver)) => {
+                let delivery_tag = self.handed_over(deliver.delivery_tag, awaits_settlement);
+                if awaits_settlement && self.is_stream_consumer(&deliver.consumer_tag) {
+                    // Remembered apart: RabbitMQ refuses nacks and
+                    // rejects of a stream's deliveries.
+                    self.stream_unsettled.delivered(delivery_tag);
+                }
+                Event::Delivery(Delivery {
+                    channel,
+                    consumer_tag: deliver.consumer_tag,
+                    delivery_tag,
+                    redelivered: deliver.redelivered,
+                    exchange: deliver.exchange,
+                    routing_key: deliver.routing_key,
+                    content,
+                })
+            }
             Some(ContentMethod::Return(returned)) => Event::Returned(Box::new(Returned {
                 channel,
                 reply_code: returned.reply_code,
