@@ -137,6 +137,33 @@ impl std::fmt::Display for Attempts<'_> {
 }
 
 impl Error {
+    /// True when the broker closed the channel because a consumer on it
+    /// held a delivery unacknowledged past the broker's consumer timeout
+    /// (406 "delivery acknowledgement on channel N timed out"; see
+    /// [`CloseReason::is_consumer_timeout`]): a consumer's `recv` and
+    /// every call on the channel end with this. With automatic recovery
+    /// (`ConnectOptions::recovery`) the channel is reopened with its
+    /// consumers instead, the broker redelivers what was unacknowledged,
+    /// and the recovery handler hears of it
+    /// ([`RecoveryEvent::ChannelRecovering`](amqp_proto::recovery::RecoveryEvent::ChannelRecovering)).
+    ///
+    /// ```
+    /// use amqp_io_common::Error;
+    ///
+    /// fn explain(error: &Error) -> &'static str {
+    ///     if error.is_consumer_timeout() {
+    ///         "a delivery was not acknowledged within the broker's consumer_timeout"
+    ///     } else {
+    ///         "something else"
+    ///     }
+    /// }
+    /// # let _ = explain;
+    /// ```
+    #[must_use]
+    pub fn is_consumer_timeout(&self) -> bool {
+        matches!(self, Self::ChannelClosed(reason) if reason.is_consumer_timeout())
+    }
+
     /// Why `operation`, waited for with `timeout`, failed: a
     /// [`Failure::TimedOut`] becomes [`Error::Timeout`] naming both.
     #[must_use]

@@ -278,6 +278,48 @@ impl CloseReason {
     pub fn is_normal(&self) -> bool {
         self.code == ReplyCode::REPLY_SUCCESS
     }
+
+    /// True when RabbitMQ closed the channel because a consumer on it held
+    /// a delivery unacknowledged longer than the broker's
+    /// `consumer_timeout` (30 minutes by default): 406 PRECONDITION_FAILED
+    /// with "delivery acknowledgement on channel N timed out". Every
+    /// delivery unacknowledged on the channel goes back to its queue.
+    /// Acknowledge sooner, or ask the operator for a longer timeout; with
+    /// automatic recovery the channel and its consumers are reopened (see
+    /// [`Event::ChannelRecovering`](crate::Event::ChannelRecovering)).
+    ///
+    /// ```
+    /// # fn on_close(reason: &amqp_proto::CloseReason) {
+    /// if reason.is_consumer_timeout() {
+    ///     eprintln!("acknowledged too late (after {:?}): {reason}", reason.consumer_timeout());
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn is_consumer_timeout(&self) -> bool {
+        self.initiator == Initiator::Server
+            && self.code == ReplyCode::PRECONDITION_FAILED
+            && self.text.contains("delivery acknowledgement on channel")
+            && self.text.contains("timed out")
+    }
+
+    /// The broker's consumer timeout, as the text of a
+    /// [consumer-timeout](Self::is_consumer_timeout) close names it
+    /// ("Timeout value used: 2000 ms"); `None` for any other close, or a
+    /// text without it.
+    #[must_use]
+    pub fn consumer_timeout(&self) -> Option<std::time::Duration> {
+        if !self.is_consumer_timeout() {
+            return None;
+        }
+        let (_, rest) = self.text.split_once("Timeout value used:")?;
+        let digits: String = rest
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok().map(std::time::Duration::from_millis)
+    }
 }
 
 impl std::fmt::Display for CloseReason {
@@ -453,7 +495,9 @@ pub enum UsageError {
     #[error("the connection is not open yet")]
     NotOpen,
     /// The connection is declaring its topology again after a failure;
-    /// wait for [`Event::Recovered`](crate::Event::Recovered).
+    /// wait for [`Event::Recovered`](crate::Event::Recovered). Or the
+    /// channel named is being reopened after a consumer timeout; wait for
+    /// [`Event::ChannelRecovered`](crate::Event::ChannelRecovered).
     #[error("the connection is recovering")]
     Recovering,
     /// The connection is closing or closed.
@@ -503,4 +547,181 @@ pub enum UsageError {
     /// ("unknown delivery tag"); nothing was sent.
     #[error("delivery tag {0} does not await a settlement on this channel")]
     UnknownDeliveryTag(u64),
+    /// A `queue.declare` of a quorum queue or stream (`x-queue-type`) that
+    /// is not durable, or is exclusive or auto-delete: RabbitMQ would close
+    /// the channel with 406 PRECONDITION_FAILED ("invalid property
+    /// 'non-durable'", ...), since such queues are replicated and outlive
+    /// their connection. Nothing was sent; declare it durable, shared and
+    /// kept ([`QueueArguments::declare`](crate::queue::QueueArguments::declare)
+    /// does), or as a classic queue.
+    #[error(
+        "queue {queue:?}: a {queue_type} queue cannot be {property} \
+         (RabbitMQ refuses it with 406 PRECONDITION_FAILED)"
+    )]
+    QueueProperty {
+        /// The queue named.
+        queue: String,
+        /// Its type, from `x-queue-type`.
+        queue_type: crate::queue::QueueType,
+        /// The first property RabbitMQ would refuse.
+        property: crate::queue::QueueProperty,
+    },
+    /// Something RabbitMQ refuses on a stream, most of it by closing the
+    /// whole connection (540 NOT_IMPLEMENTED); see [`StreamRefusal`] for
+    /// each case and what to do instead. Nothing was sent.
+    #[error("{0}")]
+    Stream(StreamRefusal),
+}
+
+/// What RabbitMQ refuses on a stream, refused by the core before sending
+/// ([`UsageError::Stream`]). The core knows a queue is a stream when this
+/// connection declared it with `x-queue-type` = `stream`, or when a
+/// consume carries `x-stream-offset`
+/// ([`StreamOffset`](crate::queue::StreamOffset)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamRefusal {
+    /// `basic.consume` with `no_ack`: RabbitMQ closes the connection with
+    /// 540 ("automatic acknowledgement not supported by stream queues").
+    /// Consume with acknowledgements; an ack only makes room in the
+    /// prefetch window.
+    #[error(
+        "stream {queue:?} cannot be consumed with no_ack \
+         (RabbitMQ closes the connection with 540 NOT_IMPLEMENTED); consume with acknowledgements"
+    )]
+    NoAck {
+        /// The stream.
+        queue: String,
+    },
+    /// `basic.consume` on a channel without a per-consumer prefetch
+    /// (`basic.qos` with a `prefetch_count` and `global` false): RabbitMQ
+    /// closes the channel with 406 ("consumer prefetch count is not set").
+    /// Set one first.
+    #[error(
+        "stream {queue:?} needs a per-consumer prefetch: send basic.qos with a prefetch_count \
+         (global false) before consuming (RabbitMQ closes the channel with 406 PRECONDITION_FAILED)"
+    )]
+    NoPrefetch {
+        /// The stream.
+        queue: String,
+    },
+    /// A global prefetch (`basic.qos` with `global` and a `prefetch_count`)
+    /// on a channel that consumes from a stream, set before or after the
+    /// consume: RabbitMQ does not support global qos for streams ("does
+    /// not support global qos", 540 on the connection). Use a per-consumer
+    /// prefetch, or another channel.
+    #[error(
+        "stream {queue:?} does not support a global prefetch on its consumer's channel \
+         (RabbitMQ closes the connection with 540 NOT_IMPLEMENTED); use basic.qos with global false"
+    )]
+    GlobalQos {
+        /// The stream consumed on the channel.
+        queue: String,
+    },
+    /// `basic.get` from a stream: RabbitMQ closes the connection with 540
+    /// ("basic.get not supported by stream queues"). Consume instead.
+    #[error(
+        "stream {queue:?} cannot be read with basic.get \
+         (RabbitMQ closes the connection with 540 NOT_IMPLEMENTED); consume from an offset instead"
+    )]
+    Get {
+        /// The stream.
+        queue: String,
+    },
+    /// `basic.nack` or `basic.reject` of a delivery from a stream (with
+    /// `multiple`: of any delivery up to it): RabbitMQ closes the
+    /// connection with 540 ("basic.nack and basic.reject not supported by
+    /// stream queues"). Acknowledge it; a stream keeps every message
+    /// anyway.
+    #[error(
+        "delivery tag {delivery_tag} came from a stream and cannot be nacked or rejected \
+         (RabbitMQ closes the connection with 540 NOT_IMPLEMENTED); acknowledge it"
+    )]
+    Requeue {
+        /// The delivery tag named.
+        delivery_tag: u64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed(code: ReplyCode, text: &str, initiator: Initiator) -> CloseReason {
+        CloseReason::new(code, text, initiator)
+    }
+
+    #[test]
+    fn a_consumer_timeout_is_told_from_other_precondition_failures() {
+        // RabbitMQ 3.10's text, channel and timeout included.
+        let timeout = closed(
+            ReplyCode::PRECONDITION_FAILED,
+            "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. \
+             Timeout value used: 2000 ms. This timeout value can be configured, \
+             see consumers doc guide to learn more",
+            Initiator::Server,
+        );
+        assert!(timeout.is_consumer_timeout());
+        assert_eq!(
+            timeout.consumer_timeout(),
+            Some(std::time::Duration::from_millis(2000))
+        );
+
+        let without_value = closed(
+            ReplyCode::PRECONDITION_FAILED,
+            "PRECONDITION_FAILED - delivery acknowledgement on channel 7 timed out",
+            Initiator::Server,
+        );
+        assert!(without_value.is_consumer_timeout());
+        assert_eq!(without_value.consumer_timeout(), None);
+
+        for other in [
+            closed(
+                ReplyCode::PRECONDITION_FAILED,
+                "PRECONDITION_FAILED - unknown delivery tag 5",
+                Initiator::Server,
+            ),
+            closed(
+                ReplyCode::PRECONDITION_FAILED,
+                "PRECONDITION_FAILED - invalid property 'non-durable' for queue 'q'",
+                Initiator::Server,
+            ),
+            // The same words from another code, or from this side, are not it.
+            closed(
+                ReplyCode::NOT_FOUND,
+                "delivery acknowledgement on channel 1 timed out",
+                Initiator::Server,
+            ),
+            closed(
+                ReplyCode::PRECONDITION_FAILED,
+                "delivery acknowledgement on channel 1 timed out",
+                Initiator::Client,
+            ),
+        ] {
+            assert!(!other.is_consumer_timeout(), "{other}");
+            assert_eq!(other.consumer_timeout(), None);
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_code_rabbitmq_would_close_with() {
+        let refusal = UsageError::Stream(StreamRefusal::NoAck {
+            queue: "events".into(),
+        });
+        assert!(refusal.to_string().contains("540"), "{refusal}");
+        let refusal = UsageError::Stream(StreamRefusal::NoPrefetch {
+            queue: "events".into(),
+        });
+        assert!(refusal.to_string().contains("406"), "{refusal}");
+        let declare = UsageError::QueueProperty {
+            queue: "jobs".into(),
+            queue_type: crate::queue::QueueType::Quorum,
+            property: crate::queue::QueueProperty::Exclusive,
+        };
+        assert_eq!(
+            declare.to_string(),
+            "queue \"jobs\": a quorum queue cannot be exclusive \
+             (RabbitMQ refuses it with 406 PRECONDITION_FAILED)"
+        );
+    }
 }

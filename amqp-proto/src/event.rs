@@ -111,6 +111,35 @@ impl Delivery {
     pub fn body(&self) -> &Bytes {
         &self.content.body
     }
+
+    /// How many times a quorum queue delivered this message before (its
+    /// `x-delivery-count` header, which RabbitMQ adds from the second
+    /// delivery on): `None` on a first delivery and from queues that do
+    /// not count. Once it reaches the queue's
+    /// [`delivery_limit`](crate::queue::QueueArguments::delivery_limit)
+    /// the next requeue dead-letters the message instead.
+    ///
+    /// ```
+    /// # fn handle(delivery: &amqp_proto::Delivery) {
+    /// if delivery.delivery_count().is_some_and(|count| count >= 3) {
+    ///     eprintln!("giving up on a message delivered {} times", delivery.delivery_count().unwrap_or(0) + 1);
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn delivery_count(&self) -> Option<u64> {
+        crate::queue::delivery_count(self.properties())
+    }
+
+    /// The message's offset in the stream it was delivered from (its
+    /// `x-stream-offset` header); `None` for a message that did not come
+    /// from a stream. A consumer that keeps the last offset it processed
+    /// resumes after it with
+    /// [`StreamOffset::Offset`](crate::queue::StreamOffset::Offset)`(last + 1)`.
+    #[must_use]
+    pub fn stream_offset(&self) -> Option<u64> {
+        crate::queue::stream_offset(self.properties())
+    }
 }
 
 /// A mandatory message the broker could not route (`basic.return`).
@@ -181,6 +210,15 @@ pub struct GetMessage {
     pub message_count: u32,
     /// Its properties and body.
     pub content: Content,
+}
+
+impl GetMessage {
+    /// How many times a quorum queue delivered this message before; see
+    /// [`Delivery::delivery_count`].
+    #[must_use]
+    pub fn delivery_count(&self) -> Option<u64> {
+        crate::queue::delivery_count(&self.content.header.properties)
+    }
 }
 
 /// Something the adapter must act on. Drain them with
@@ -295,6 +333,41 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
+    /// A channel closed and the core is reopening it in place of an
+    /// [`Event::ChannelClosed`]: the server closed it because a consumer on
+    /// it held a delivery unacknowledged past the broker's consumer timeout
+    /// ([`CloseReason::is_consumer_timeout`], with
+    /// [`Config::reopen_timed_out_channels`](crate::Config::reopen_timed_out_channels)),
+    /// or this side closed it because the broker nacked its publishes
+    /// before acking any (`reason` is then the client's close; see
+    /// [`Config::reopen_unacked_channels`](crate::Config::reopen_unacked_channels)):
+    /// same id and handle, mode, qos and consumers (same tags). What the
+    /// channel had outstanding failed with `reason` just before
+    /// ([`Event::RequestFailed`], [`Event::Confirm`] with
+    /// [`ConfirmOutcome::Failed`]); the broker requeued every delivery left
+    /// unacknowledged on it, and acknowledging one of those does nothing
+    /// (its tag is from before, as after a connection recovery). Until
+    /// [`Event::ChannelRecovered`], commands on the channel fail with
+    /// [`UsageError::Recovering`](crate::UsageError::Recovering) and
+    /// publishers see [`Readiness::Recovering`](crate::Readiness::Recovering).
+    ChannelRecovering {
+        /// The channel.
+        channel: u16,
+        /// The close: the server's (a consumer timeout) or this side's.
+        reason: CloseReason,
+    },
+    /// A channel being reopened is open again
+    /// with its consumers ([`Event::ChannelRecovering`] came first). If a
+    /// step was refused (the queue is gone, say), it is in `failures` and
+    /// the channel's [`Event::ChannelClosed`] came before this.
+    ChannelRecovered {
+        /// The channel.
+        channel: u16,
+        /// Why it had closed.
+        reason: CloseReason,
+        /// Steps the server refused.
+        failures: Vec<crate::recovery::RecoveryFailure>,
+    },
     /// A connection made with [`Connection::recover`](crate::Connection::recover)
     /// declared the recorded topology again: channels (same ids, modes,
     /// qos), exchanges, queues, bindings and consumers (same tags). The
@@ -305,19 +378,6 @@ pub enum Event {
         /// Steps the server refused; everything else was declared. An
         /// application channel whose step failed was closed (its
         /// [`Event::ChannelClosed`] came before this).
-        failures: Vec<crate::recovery::RecoveryFailure>,
-    },
-    /// A channel whose publishes were nacked before any was acked was
-    /// closed and opened again under the same handle, as
-    /// [`Config::reopen_unacked_channels`](crate::Config::reopen_unacked_channels)
-    /// says: same id, confirm mode, qos and consumers (same tags), its
-    /// numbering continued. Its publishes unconfirmed at the close were
-    /// failed before this; it takes publishes again from this event on.
-    ChannelReopened {
-        /// The channel.
-        channel: u16,
-        /// Steps the server refused (a consumer whose queue is gone, say);
-        /// the channel was closed if its own opening was refused.
         failures: Vec<crate::recovery::RecoveryFailure>,
     },
     /// The connection is over: the adapter sends what is still queued (at

@@ -234,6 +234,7 @@ pub mod error;
 mod event;
 pub mod manual;
 pub mod propagation;
+pub mod queue;
 pub mod recovery;
 pub mod spec;
 pub mod uri;
@@ -242,7 +243,7 @@ pub use channel::{ChannelHandle, ChannelKey, ChannelRef, Pending, Settlement, Sy
 pub use connection::{Config, Connection, Readiness, SaslMechanism, Stats, Tuning};
 pub use error::{
     CloseReason, ConnectionError, DecodeError, EncodeError, Initiator, ProtocolViolation,
-    UsageError,
+    StreamRefusal, UsageError,
 };
 pub use event::{
     ConfirmOutcome, Delivery, Event, Failure, GetMessage, RefusedMessage, RefusedOrigin, RequestId,

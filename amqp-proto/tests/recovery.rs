@@ -686,13 +686,16 @@ fn a_channel_nacked_before_any_ack_is_reopened_with_its_modes_and_consumers() {
     assert!(
         matches!(
             events.as_slice(),
-            [Event::Confirm {
-                channel: 1,
-                sequence: 2,
-                outcome: ConfirmOutcome::Failed(Failure::Channel(_))
-            }]
+            [
+                Event::Confirm {
+                    channel: 1,
+                    sequence: 2,
+                    outcome: ConfirmOutcome::Failed(Failure::Channel(_))
+                },
+                Event::ChannelRecovering { channel: 1, reason },
+            ] if reason.initiator == amqp_proto::Initiator::Client
         ),
-        "the publish outstanding at the close fails, nothing else is told: {events:?}"
+        "the publish outstanding at the close fails, and the channel is reopening: {events:?}"
     );
     answer(&mut peer, 1, "channel.open", spec::ChannelOpenOk::default());
     answer(&mut peer, 1, "confirm.select", spec::ConfirmSelectOk {});
@@ -704,7 +707,7 @@ fn a_channel_nacked_before_any_ack_is_reopened_with_its_modes_and_consumers() {
     assert!(
         matches!(
             events.as_slice(),
-            [Event::ChannelReopened { channel: 1, failures }] if failures.is_empty()
+            [Event::ChannelRecovered { channel: 1, failures, .. }] if failures.is_empty()
         ),
         "{events:?}"
     );

@@ -6,6 +6,13 @@
 //! time (about a second on a running cluster, about 30 s cold), so a test
 //! finds all three nodes up and joined whether or not the test command
 //! started the cluster, and a node a failed test left down comes back.
+//!
+//! Node [`CONSUMER_TIMEOUT_NODE`] runs with a low `consumer_timeout`
+//! ([`CONSUMER_TIMEOUT`], checked on a 500 ms channel tick) for the
+//! consumer-timeout tests: every `scripts/cluster` call from here passes
+//! `CONSUMER_TIMEOUT_MS_3`, as the test command's `scripts/cluster up`
+//! does, so `up` and `start` never undo it (the script restarts a running
+//! node whose configuration changed).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -13,6 +20,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// The nodes of the cluster.
 pub const NODES: [u8; 3] = [1, 2, 3];
+
+/// The node whose broker closes a channel holding a delivery
+/// unacknowledged for longer than [`CONSUMER_TIMEOUT`].
+pub const CONSUMER_TIMEOUT_NODE: u8 = 3;
+
+/// Node [`CONSUMER_TIMEOUT_NODE`]'s `consumer_timeout`; `scripts/test`
+/// starts the cluster with the same value (`CONSUMER_TIMEOUT_MS_3=2000`).
+pub const CONSUMER_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(2000);
 
 /// Node `n`'s AMQP port (5681, 5682, 5683).
 #[must_use]
@@ -35,6 +50,10 @@ fn script() -> PathBuf {
 pub fn run(args: &[&str]) -> Result<String, String> {
     let output = Command::new(script())
         .args(args)
+        .env(
+            format!("CONSUMER_TIMEOUT_MS_{CONSUMER_TIMEOUT_NODE}"),
+            CONSUMER_TIMEOUT.as_millis().to_string(),
+        )
         .output()
         .map_err(|error| format!("cannot run {}: {error}", script().display()))?;
     let progress = String::from_utf8_lossy(&output.stderr).trim().to_owned();

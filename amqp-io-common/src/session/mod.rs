@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use amqp_proto::codec::{FieldTable, ShortString};
 use amqp_proto::recovery::{Decision, RecoveryEvent, Supervisor};
 use amqp_proto::spec::constants::ReplyCode;
-use amqp_proto::spec::{BasicCancel, BasicReject, Method};
+use amqp_proto::spec::{BasicCancel, Method};
 use amqp_proto::{
     ChannelHandle, Config, Connection as Core, ConnectionError, Delivery, Event, Failure,
     Initiator, Readiness, RequestId, Returned, Tuning, UsageError,
@@ -234,6 +234,9 @@ impl<A: Attach> Session<A> {
     ) -> Self {
         if recovery.is_some() {
             config.record_topology = true;
+            // A channel the broker closed for a consumer timeout comes back
+            // too, with its consumers.
+            config.reopen_timed_out_channels = true;
         }
         Self {
             core: Core::new(config.clone(), now),
@@ -778,11 +781,12 @@ impl<A: Attach> Session<A> {
                     channel,
                     delivery_tag,
                 } => {
-                    let reject = BasicReject {
-                        delivery_tag,
-                        requeue: true,
-                    };
-                    (channel, reject.into())
+                    // The core knows a stream's delivery, which is acked
+                    // rather than rejected (RabbitMQ refuses that).
+                    if let Ok(mut handle) = self.core.channel(channel) {
+                        let _ = handle.give_back(delivery_tag);
+                    }
+                    continue;
                 }
                 Cleanup::Cancel {
                     channel,
@@ -1151,6 +1155,26 @@ impl<A: Attach> Session<A> {
                 }
                 if self.opens.is_expected(&channel) {
                     let _ = self.opens.answer(&channel, Err(Failure::Channel(reason)));
+                }
+            }
+            Event::ChannelRecovering { channel, reason } => {
+                telemetry::events::channel_closed(&self.telemetry.peer(), channel, &reason);
+                // Its publishers wait for it (the core says Recovering);
+                // its consumers stay, and their deliveries come again.
+                self.window_opened = true;
+                self.window_full.retain(|id| *id != channel);
+                if let Some(supervisor) = self.supervisor.as_mut() {
+                    supervisor.channel_recovering(channel, reason);
+                }
+            }
+            Event::ChannelRecovered {
+                channel,
+                reason,
+                failures,
+            } => {
+                self.window_opened = true;
+                if let Some(supervisor) = self.supervisor.as_mut() {
+                    supervisor.channel_recovered(channel, reason, failures);
                 }
             }
             Event::Closed(error) => self.core_closed(&error, now),

@@ -8,7 +8,7 @@ use crate::codec::{
     body_frame_header, encode_properties_frame, encode_publish_frame, BasicProperties,
 };
 use crate::connection::{stats, Connection};
-use crate::error::UsageError;
+use crate::error::{StreamRefusal, UsageError};
 use crate::event::RequestId;
 use crate::spec::constants::{ReplyCode, FRAME_OVERHEAD};
 use crate::spec::{BasicAck, BasicConsume, BasicNack, BasicPublish, BasicReject, Method};
@@ -157,23 +157,26 @@ impl<'a> ChannelRef<'a> {
         let Some(channel) = self.connection.channel_state(self.id) else {
             return Ok(Some(method));
         };
-        let (tag, multiple) = match &mut method {
+        let (tag, multiple, requeues) = match &mut method {
             Method::BasicAck(BasicAck {
                 delivery_tag,
                 multiple,
-            })
-            | Method::BasicNack(BasicNack {
+            }) => (delivery_tag, *multiple, false),
+            Method::BasicNack(BasicNack {
                 delivery_tag,
                 multiple,
                 ..
-            }) => (delivery_tag, *multiple),
-            Method::BasicReject(BasicReject { delivery_tag, .. }) => (delivery_tag, false),
+            }) => (delivery_tag, *multiple, true),
+            Method::BasicReject(BasicReject { delivery_tag, .. }) => (delivery_tag, false, true),
             _ => return Ok(Some(method)),
         };
         let Some(wire) = channel.wire_delivery_tag(*tag) else {
             return Ok(None);
         };
         channel.check_settlement(*tag, multiple)?;
+        if requeues {
+            channel.check_requeue(*tag, multiple)?;
+        }
         *tag = wire;
         Ok(Some(method))
     }
@@ -201,6 +204,9 @@ impl<'a> ChannelRef<'a> {
                 if consume.nowait && consume.consumer_tag.is_empty() {
                     return Err(UsageError::NowaitNeedsName("a consumer tag"));
                 }
+                if self.connection.is_stream_consume(consume) {
+                    self.check_stream_consume(consume)?;
+                }
                 let in_use = self
                     .connection
                     .channel_state(self.id)
@@ -214,6 +220,24 @@ impl<'a> ChannelRef<'a> {
             }
             Method::QueueDeclare(declare) if declare.nowait && declare.queue.is_empty() => {
                 Err(UsageError::NowaitNeedsName("a queue name"))
+            }
+            Method::QueueDeclare(declare) => crate::queue::check_declare(declare),
+            Method::BasicGet(get) if self.connection.is_declared_stream_name(&get.queue) => {
+                Err(UsageError::Stream(StreamRefusal::Get {
+                    queue: get.queue.to_string_lossy().into_owned(),
+                }))
+            }
+            Method::BasicQos(qos) if qos.global && qos.prefetch_count > 0 => {
+                let stream = self
+                    .connection
+                    .channel_state(self.id)
+                    .and_then(|channel| channel.consumed_stream().cloned());
+                match stream {
+                    Some(queue) => Err(UsageError::Stream(StreamRefusal::GlobalQos {
+                        queue: queue.to_string_lossy().into_owned(),
+                    })),
+                    None => Ok(()),
+                }
             }
             Method::ConfirmSelect(_) | Method::TxSelect(_) => {
                 let (confirms, transactional) = self
@@ -234,6 +258,32 @@ impl<'a> ChannelRef<'a> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Refuses a consume of a stream that RabbitMQ would refuse: without
+    /// acknowledgements, without a per-consumer prefetch, or beside a
+    /// global one.
+    fn check_stream_consume(&mut self, consume: &BasicConsume) -> Result<(), UsageError> {
+        let queue = || consume.queue.to_string_lossy().into_owned();
+        if consume.no_ack {
+            return Err(UsageError::Stream(StreamRefusal::NoAck { queue: queue() }));
+        }
+        let prefetch = self
+            .connection
+            .channel_state(self.id)
+            .map(|channel| channel.prefetch())
+            .unwrap_or_default();
+        if prefetch.consumer == 0 {
+            return Err(UsageError::Stream(StreamRefusal::NoPrefetch {
+                queue: queue(),
+            }));
+        }
+        if prefetch.global > 0 {
+            return Err(UsageError::Stream(StreamRefusal::GlobalQos {
+                queue: queue(),
+            }));
+        }
+        Ok(())
     }
 
     /// Publishes a message: the method, a content header and as many body
@@ -367,6 +417,24 @@ impl<'a> ChannelRef<'a> {
             requeue,
         })
         .map(drop)
+    }
+
+    /// Gives back a delivery nobody will process (its consumer or its
+    /// `basic.get` was abandoned): requeued with `basic.reject`, or, for a
+    /// delivery from a stream, acknowledged, since a stream keeps every
+    /// message and RabbitMQ answers a reject of one by closing the
+    /// connection (540). Refused like [`reject`](Self::reject) for a tag
+    /// that does not await a settlement.
+    pub fn give_back(&mut self, delivery_tag: u64) -> Result<(), UsageError> {
+        let streamed = self
+            .connection
+            .channel_state(self.id)
+            .is_some_and(|channel| channel.check_requeue(delivery_tag, false).is_err());
+        if streamed {
+            self.ack(delivery_tag, false)
+        } else {
+            self.reject(delivery_tag, true)
+        }
     }
 
     /// Closes the channel. Outstanding requests and unconfirmed publishes

@@ -19,7 +19,7 @@ pub use typed::{Pending, Synchronous};
 use crate::codec::{ContentAssembler, ContentHeader, ShortString};
 use crate::connection::stats;
 use crate::connection::Sink;
-use crate::error::{CloseReason, ProtocolViolation};
+use crate::error::{CloseReason, ProtocolViolation, UsageError};
 use crate::event::{
     ConfirmOutcome, Delivery, Event, Failure, GetMessage, RefusedMessage, RefusedOrigin, RequestId,
     Returned,
@@ -60,6 +60,29 @@ struct AwaitingReply {
     /// to the broker and no event reports it (see
     /// [`Connection::abandon_request`](crate::Connection::abandon_request)).
     abandoned: bool,
+    /// What the reply tells about streams.
+    stream: StreamNote,
+}
+
+/// What a request's reply tells the connection about streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StreamNote {
+    None,
+    /// A `basic.consume` of this stream: its consumer is a stream's.
+    Consume(ShortString),
+    /// A `queue.declare` of a stream: the declare-ok names a stream.
+    Declare,
+    /// A `queue.delete` of this queue: it is no stream any more.
+    Delete(ShortString),
+}
+
+/// The prefetch counts last asked for on a channel (`basic.qos`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Prefetch {
+    /// For each new consumer (`global` false).
+    pub(crate) consumer: u16,
+    /// Shared by the channel's consumers (`global` true).
+    pub(crate) global: u16,
 }
 
 impl AwaitingReply {
@@ -155,6 +178,13 @@ pub(crate) struct Channel {
     sequence_offset: u64,
     /// Deliveries the application has yet to settle.
     unsettled: Unsettled,
+    /// Consumers of streams, with their stream: RabbitMQ refuses a global
+    /// prefetch beside them, and nacks and rejects of what they deliver.
+    stream_consumers: Vec<(ShortString, ShortString)>,
+    /// The deliveries among [`unsettled`](Self::unsettled) that came from
+    /// streams.
+    stream_unsettled: Unsettled,
+    prefetch: Prefetch,
 }
 
 impl Channel {
@@ -180,6 +210,7 @@ impl Channel {
             no_ack: false,
             deadline: None,
             abandoned: false,
+            stream: StreamNote::None,
         });
         Self {
             id: handle.id(),
@@ -200,6 +231,9 @@ impl Channel {
             highest_delivery_tag: delivery_tag_offset,
             sequence_offset,
             unsettled: Unsettled::default(),
+            stream_consumers: Vec::new(),
+            stream_unsettled: Unsettled::default(),
+            prefetch: Prefetch::default(),
         }
     }
 
@@ -427,6 +461,7 @@ impl Channel {
             no_ack,
             deadline,
             abandoned,
+            stream,
             ..
         }) = position.and_then(|index| self.pending.remove(index))
         else {
@@ -457,6 +492,10 @@ impl Channel {
                 if !self.consumers.contains(&consume_ok.consumer_tag) =>
             {
                 self.add_consumer(&consume_ok.consumer_tag, no_ack);
+                if let StreamNote::Consume(queue) = stream {
+                    self.stream_consumers
+                        .push((consume_ok.consumer_tag.clone(), queue));
+                }
                 if abandoned {
                     self.cancel_abandoned(consume_ok.consumer_tag.clone(), sink);
                 }
@@ -465,6 +504,14 @@ impl Channel {
                 self.forget_consumer(&cancel_ok.consumer_tag);
             }
             Method::BasicGetEmpty(_) => stats::add(&mut sink.stats.gets_empty, 1),
+            Method::QueueDeclareOk(ref ok) if stream == StreamNote::Declare => {
+                sink.streams.insert(ok.queue.clone());
+            }
+            Method::QueueDeleteOk(_) => {
+                if let StreamNote::Delete(queue) = &stream {
+                    sink.streams.remove(queue);
+                }
+            }
             _ => {}
         }
         if abandoned {
@@ -609,15 +656,23 @@ impl Channel {
         let channel = self.id;
         let weight = crate::connection::content_weight(&content);
         let event = match self.content_method.take() {
-            Some(ContentMethod::Deliver(deliver)) => Event::Delivery(Delivery {
-                channel,
-                consumer_tag: deliver.consumer_tag,
-                delivery_tag: self.handed_over(deliver.delivery_tag, awaits_settlement),
-                redelivered: deliver.redelivered,
-                exchange: deliver.exchange,
-                routing_key: deliver.routing_key,
-                content,
-            }),
+            Some(ContentMethod::Deliver(deliver)) => {
+                let delivery_tag = self.handed_over(deliver.delivery_tag, awaits_settlement);
+                if awaits_settlement && self.is_stream_consumer(&deliver.consumer_tag) {
+                    // Remembered apart: RabbitMQ refuses nacks and
+                    // rejects of a stream's deliveries.
+                    self.stream_unsettled.delivered(delivery_tag);
+                }
+                Event::Delivery(Delivery {
+                    channel,
+                    consumer_tag: deliver.consumer_tag,
+                    delivery_tag,
+                    redelivered: deliver.redelivered,
+                    exchange: deliver.exchange,
+                    routing_key: deliver.routing_key,
+                    content,
+                })
+            }
             Some(ContentMethod::Return(returned)) => Event::Returned(Box::new(Returned {
                 channel,
                 reply_code: returned.reply_code,
@@ -683,6 +738,8 @@ impl Channel {
         self.no_ack_consumers.clear();
         self.abandoned_consumers.clear();
         self.unsettled.clear();
+        self.stream_consumers.clear();
+        self.stream_unsettled.clear();
     }
 
     /// The content kept is complete or abandoned: its announced size no
@@ -709,9 +766,21 @@ impl Channel {
         };
         let origin = match self.content_method.take() {
             Some(ContentMethod::Deliver(deliver)) => {
-                let rejected = !self.no_ack_consumers.contains(&deliver.consumer_tag);
+                let awaits = !self.no_ack_consumers.contains(&deliver.consumer_tag);
+                let stream = self.is_stream_consumer(&deliver.consumer_tag);
+                // A stream keeps every message and RabbitMQ refuses a
+                // reject of one (540 on the connection): it is acked, which
+                // only makes room in the consumer's prefetch.
+                let rejected = awaits && !stream;
                 if rejected {
                     reject(sink, deliver.delivery_tag);
+                } else if awaits {
+                    let ack = crate::spec::BasicAck {
+                        delivery_tag: deliver.delivery_tag,
+                        multiple: false,
+                    };
+                    sink.send(channel, &ack.into());
+                    stats::add(&mut sink.stats.acked, 1);
                 }
                 let delivery_tag = self.delivery_tag(deliver.delivery_tag);
                 // A consumer being cancelled because its consume or cancel
@@ -771,6 +840,48 @@ impl Channel {
         self.consumers.retain(|known| known != tag);
         self.no_ack_consumers.retain(|known| known != tag);
         self.abandoned_consumers.retain(|known| known != tag);
+        self.stream_consumers.retain(|(known, _)| known != tag);
+    }
+
+    fn is_stream_consumer(&self, tag: &ShortString) -> bool {
+        self.stream_consumers.iter().any(|(known, _)| known == tag)
+    }
+
+    /// The prefetch counts last asked for.
+    pub(crate) fn prefetch(&self) -> Prefetch {
+        self.prefetch
+    }
+
+    /// A stream this channel consumes from (or has asked to), if any.
+    pub(crate) fn consumed_stream(&self) -> Option<&ShortString> {
+        self.stream_consumers
+            .first()
+            .map(|(_, queue)| queue)
+            .or_else(|| {
+                self.pending
+                    .iter()
+                    .find_map(|pending| match &pending.stream {
+                        StreamNote::Consume(queue) => Some(queue),
+                        _ => None,
+                    })
+            })
+    }
+
+    /// Refuses a `basic.nack` or `basic.reject` of `tag` (with `multiple`,
+    /// of every tag up to it) that would name a delivery from a stream.
+    pub(crate) fn check_requeue(&self, tag: u64, multiple: bool) -> Result<(), UsageError> {
+        let streamed = if multiple {
+            self.stream_unsettled.any_up_to(tag)
+        } else {
+            self.stream_unsettled.knows(tag, false)
+        };
+        if streamed {
+            Err(UsageError::Stream(crate::error::StreamRefusal::Requeue {
+                delivery_tag: tag,
+            }))
+        } else {
+            Ok(())
+        }
     }
 
     /// Gives back the content just completed if nobody wants it: a
@@ -792,8 +903,22 @@ impl Channel {
             }
             _ => return false,
         };
+        let stream = match &self.content_method {
+            Some(ContentMethod::Deliver(deliver)) => self.is_stream_consumer(&deliver.consumer_tag),
+            _ => false,
+        };
         self.content_method = None;
-        if !no_ack {
+        if stream && !no_ack {
+            // Nothing leaves a stream, and RabbitMQ refuses a reject of
+            // its messages (540 on the connection): the ack only makes
+            // room in the prefetch until the cancel-ok.
+            let ack = crate::spec::BasicAck {
+                delivery_tag: wire_tag,
+                multiple: false,
+            };
+            sink.send(self.id, &ack.into());
+            stats::add(&mut sink.stats.acked, 1);
+        } else if !no_ack {
             let reject = crate::spec::BasicReject {
                 delivery_tag: wire_tag,
                 requeue: true,
@@ -822,6 +947,7 @@ impl Channel {
             no_ack: false,
             deadline: None,
             abandoned: true,
+            stream: StreamNote::None,
         });
     }
 
@@ -903,15 +1029,22 @@ impl Channel {
         });
     }
 
-    /// Records a request sent on this channel, and what sending it changes.
-    pub(crate) fn sent(&mut self, method: &Method, request: Option<RequestId>) {
+    /// Records a request sent on this channel, and what sending it changes;
+    /// `stream` says a `basic.consume` is of a stream.
+    pub(crate) fn sent(&mut self, method: &Method, request: Option<RequestId>, stream: bool) {
         match method {
             Method::ConfirmSelect(_) if self.confirms.is_none() => {
                 self.confirms = Some(Confirms::new(self.sequence_offset));
             }
             Method::TxSelect(_) => self.transactional = true,
+            Method::BasicQos(qos) if qos.global => self.prefetch.global = qos.prefetch_count,
+            Method::BasicQos(qos) => self.prefetch.consumer = qos.prefetch_count,
             Method::BasicConsume(consume) if consume.nowait => {
                 self.add_consumer(&consume.consumer_tag, consume.no_ack);
+                if stream {
+                    self.stream_consumers
+                        .push((consume.consumer_tag.clone(), consume.queue.clone()));
+                }
             }
             Method::BasicCancel(cancel) if cancel.nowait => {
                 self.forget_consumer(&cancel.consumer_tag);
@@ -929,6 +1062,20 @@ impl Channel {
                 Method::BasicGet(get) => get.no_ack,
                 _ => false,
             };
+            let stream = match method {
+                Method::BasicConsume(consume) if stream => {
+                    StreamNote::Consume(consume.queue.clone())
+                }
+                Method::QueueDeclare(declare)
+                    if !declare.passive
+                        && crate::queue::QueueType::of(&declare.arguments)
+                            == Some(crate::queue::QueueType::Stream) =>
+                {
+                    StreamNote::Declare
+                }
+                Method::QueueDelete(delete) => StreamNote::Delete(delete.queue.clone()),
+                _ => StreamNote::None,
+            };
             self.pending.push_back(AwaitingReply {
                 request,
                 replies: method.replies(),
@@ -936,6 +1083,7 @@ impl Channel {
                 no_ack,
                 deadline: None,
                 abandoned: false,
+                stream,
             });
         }
     }
@@ -973,6 +1121,7 @@ impl Channel {
         // The broker requeues them when the close completes, and they can
         // no longer be settled from here.
         self.unsettled.clear();
+        self.stream_unsettled.clear();
         std::mem::take(&mut self.receiving)
     }
 

@@ -79,6 +79,16 @@ impl Unsettled {
         self.in_forgotten(tag) || self.tags.binary_search(&tag).is_ok()
     }
 
+    /// True if any tag up to `tag` awaits settlement (tag 0: any at all),
+    /// as a `multiple` settlement naming `tag` would settle it.
+    pub(crate) fn any_up_to(&self, tag: u64) -> bool {
+        if tag == 0 {
+            return self.len() > 0;
+        }
+        // Forgotten tags are older than every remembered one.
+        self.forgotten > 0 || self.tags.front().is_some_and(|&oldest| oldest <= tag)
+    }
+
     /// Settles `tag` (with `multiple`, every tag up to it; tag 0 with
     /// `multiple`, all); returns how many deliveries that settled.
     pub(crate) fn settle(&mut self, tag: u64, multiple: bool) -> u64 {
@@ -172,6 +182,7 @@ impl Channel {
             wire => wire.saturating_add(self.delivery_tag_offset),
         };
         let count = self.unsettled.settle(tag, multiple);
+        self.stream_unsettled.settle(tag, multiple);
         let counter = match kind {
             Kind::Ack => &mut stats.acked,
             Kind::Nack => &mut stats.nacked,

@@ -124,6 +124,42 @@ impl FieldValue {
         }
     }
 
+    /// The value of any of the integer types (`b`, `B`, `s`, `u`, `I`,
+    /// `i`, `l`) as an `i64`, which holds them all; `None` for every other
+    /// type. Peers differ in which width they send a number with (RabbitMQ
+    /// writes its own `x-` headers as `l`, other clients write `I`), so
+    /// readers of a number should accept any of them.
+    ///
+    /// ```
+    /// use amqp_proto::codec::FieldValue;
+    ///
+    /// assert_eq!(FieldValue::LongLongInt(-3).as_i64(), Some(-3));
+    /// assert_eq!(FieldValue::LongUInt(u32::MAX).as_i64(), Some(i64::from(u32::MAX)));
+    /// assert_eq!(FieldValue::Timestamp(7).as_i64(), None, "a timestamp is not a number");
+    /// ```
+    #[must_use]
+    pub fn as_i64(&self) -> Option<i64> {
+        Some(match *self {
+            Self::ShortShortInt(value) => value.into(),
+            Self::ShortShortUInt(value) => value.into(),
+            Self::ShortInt(value) => value.into(),
+            Self::ShortUInt(value) => value.into(),
+            Self::LongInt(value) => value.into(),
+            Self::LongUInt(value) => value.into(),
+            Self::LongLongInt(value) => value,
+            _ => return None,
+        })
+    }
+
+    /// The bytes of a long string (`S`), or `None` for every other type.
+    #[must_use]
+    pub fn as_long_string(&self) -> Option<&LongString> {
+        match self {
+            Self::LongString(value) => Some(value),
+            _ => None,
+        }
+    }
+
     /// How deeply tables and arrays nest inside this value: 0 for a scalar.
     #[must_use]
     pub fn depth(&self) -> usize {

@@ -131,6 +131,7 @@ impl std::fmt::Debug for SaslMechanism {
 /// | [`client_properties`](Self::client_properties) | none beyond the defaults |
 /// | [`record_topology`](Self::record_topology) | off |
 /// | [`reopen_unacked_channels`](Self::reopen_unacked_channels) | on |
+/// | [`reopen_timed_out_channels`](Self::reopen_timed_out_channels) | off |
 ///
 /// The struct is `#[non_exhaustive]`, so outside this crate it is made
 /// from the default and changed field by field, or with the chained
@@ -249,8 +250,24 @@ pub struct Config {
     /// channel's publishes are acked as soon as a new leader is elected; a
     /// client retrying on the same channel never gets through. A channel
     /// that has had acks keeps its nacks as they are (a full queue's
-    /// `reject-publish`, say). Default: on.
+    /// `reject-publish`, say). The application sees
+    /// [`Event::ChannelRecovering`](crate::Event::ChannelRecovering), then
+    /// [`Event::ChannelRecovered`](crate::Event::ChannelRecovered), as for
+    /// [`reopen_timed_out_channels`](Self::reopen_timed_out_channels).
+    /// Default: on (it acts only with the record).
     pub reopen_unacked_channels: bool,
+    /// Reopen a channel the server closed because a consumer on it held a
+    /// delivery unacknowledged past the broker's `consumer_timeout`
+    /// ([`CloseReason::is_consumer_timeout`](crate::CloseReason::is_consumer_timeout)):
+    /// under the same handle, with its confirm or transaction mode, qos
+    /// and consumers (same tags), as a connection recovery would. Needs
+    /// [`record_topology`](Self::record_topology) (the channel's record is
+    /// what is replayed). The application sees
+    /// [`Event::ChannelRecovering`](crate::Event::ChannelRecovering), then
+    /// [`Event::ChannelRecovered`](crate::Event::ChannelRecovered), in
+    /// place of [`Event::ChannelClosed`](crate::Event::ChannelClosed).
+    /// Default: off; the adapters turn it on with automatic recovery.
+    pub reopen_timed_out_channels: bool,
 }
 
 impl Default for Config {
@@ -279,6 +296,7 @@ impl Default for Config {
             client_properties: FieldTable::new(),
             record_topology: false,
             reopen_unacked_channels: true,
+            reopen_timed_out_channels: false,
         }
     }
 }
@@ -443,6 +461,16 @@ impl Config {
     #[must_use]
     pub fn with_record_topology(mut self, record: bool) -> Self {
         self.record_topology = record;
+        self
+    }
+
+    /// Sets [`reopen_timed_out_channels`](Self::reopen_timed_out_channels)
+    /// (and [`record_topology`](Self::record_topology), which it needs,
+    /// when turning it on).
+    #[must_use]
+    pub fn with_reopen_timed_out_channels(mut self, reopen: bool) -> Self {
+        self.reopen_timed_out_channels = reopen;
+        self.record_topology |= reopen;
         self
     }
 }

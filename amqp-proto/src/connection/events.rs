@@ -53,15 +53,30 @@ impl EventQueue {
         self.bytes
     }
 
-    /// Takes out the events from index `first` on.
-    pub(crate) fn split_off(&mut self, first: usize) -> Vec<Event> {
+    /// Takes out the events from index `first` on, each with its weight,
+    /// to be put back with [`push_weighed`](Self::push_weighed).
+    pub(crate) fn split_off(&mut self, first: usize) -> Vec<(Event, usize)> {
         let start = first.min(self.events.len());
         let mut taken = Vec::with_capacity(self.events.len() - start);
         for (event, weight) in self.events.drain(start..) {
             self.bytes -= weight;
-            taken.push(event);
+            taken.push((event, weight));
         }
         taken
+    }
+
+    /// Puts back an event [`split_off`](Self::split_off) took out, with
+    /// the weight it had.
+    pub(crate) fn push_weighed(&mut self, event: Event, weight: usize) {
+        self.bytes += weight;
+        self.events.push_back((event, weight));
+    }
+
+    /// The events from index `first` on, to change in place (an event
+    /// holding no message for another holding none: weights stay).
+    pub(crate) fn since_mut(&mut self, first: usize) -> impl Iterator<Item = &mut Event> {
+        let start = first.min(self.events.len());
+        self.events.range_mut(start..).map(|(event, _)| event)
     }
 
     /// The events from index `first` on.

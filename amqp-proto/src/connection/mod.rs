@@ -26,6 +26,7 @@ use crate::codec::{
 };
 use crate::error::{CloseReason, ConnectionError, Initiator, ProtocolViolation, UsageError};
 use crate::event::{Event, Failure, RequestId};
+use crate::queue::KnownStreams;
 use crate::recovery::{Recorder, Replay, Topology};
 use crate::spec::constants::{ReplyCode, FRAME_MIN_SIZE, PROTOCOL_HEADER};
 use crate::spec::{
@@ -95,7 +96,8 @@ pub enum Readiness {
     /// The channel or connection is not usable.
     Closed,
     /// The connection is declaring its topology again after a failure;
-    /// wait for [`Event::Recovered`].
+    /// wait for [`Event::Recovered`]. Or the channel is being reopened
+    /// after a consumer timeout; wait for [`Event::ChannelRecovered`].
     Recovering,
 }
 
@@ -113,6 +115,7 @@ macro_rules! sink {
             deadlines: &mut $connection.request_deadlines,
             next_request: &mut $connection.next_request,
             stats: &mut $connection.stats,
+            streams: &mut $connection.streams,
         }
     };
 }
@@ -131,6 +134,8 @@ pub(crate) struct Sink<'a> {
     next_request: &'a mut u64,
     /// The connection's counters, for what channels count.
     pub(crate) stats: &'a mut Stats,
+    /// The streams this connection declared.
+    pub(crate) streams: &'a mut KnownStreams,
 }
 
 impl Sink<'_> {
@@ -243,6 +248,16 @@ pub struct Connection {
     /// appended to [`input_buffer`](Self::input_buffer) since are told
     /// from bytes that were there already.
     undecoded: usize,
+    /// The streams this connection declared and did not delete: what
+    /// RabbitMQ refuses on them is refused before it is sent.
+    streams: KnownStreams,
+    /// Channels the server closed for a consumer timeout, being reopened
+    /// (see [`Config::reopen_timed_out_channels`]).
+    channel_replays: Vec<Replay>,
+    /// Channels this side is closing in order to reopen them (nacked
+    /// before any ack, see [`Config::reopen_unacked_channels`]): their
+    /// close-ok starts a channel replay.
+    closing_to_reopen: Vec<u16>,
 }
 
 impl Connection {
@@ -290,6 +305,9 @@ impl Connection {
             stats: Stats::default(),
             read_scratch: ReadScratch::default(),
             undecoded: 0,
+            streams: KnownStreams::default(),
+            channel_replays: Vec::new(),
+            closing_to_reopen: Vec::new(),
         }
     }
 
@@ -329,16 +347,7 @@ impl Connection {
     /// True while a recovered connection declares its topology again.
     #[must_use]
     pub fn is_recovering(&self) -> bool {
-        self.replay
-            .as_ref()
-            .is_some_and(|replay| replay.reopening().is_none())
-            || (self.replay_on_open && !self.is_open() && !self.is_closed())
-    }
-
-    /// The channel being closed and opened again after nacks (see
-    /// [`Config::reopen_unacked_channels`]), if one is.
-    fn reopening(&self) -> Option<u16> {
-        self.replay.as_ref().and_then(Replay::reopening)
+        self.replay.is_some() || (self.replay_on_open && !self.is_open() && !self.is_closed())
     }
 
     /// The configuration it was created with.
@@ -1022,6 +1031,16 @@ impl Connection {
             return Err(ProtocolViolation::ChannelNotOpen { channel: id });
         };
         if handle(channel, &mut sink)? == Disposition::Remove {
+            // Where its numbering stopped, for a reopening of the channel
+            // (after a consumer timeout) to continue from.
+            if let Some(record) = self
+                .recorder
+                .as_mut()
+                .and_then(|recorder| recorder.topology.channel_mut(id))
+            {
+                record.delivery_tag_offset = channel.highest_delivery_tag();
+                record.publish_sequence_offset = channel.last_sequence();
+            }
             if let Some(slot) = self.channels.get_mut(usize::from(id)) {
                 *slot = None;
             }
@@ -1159,6 +1178,8 @@ impl Connection {
         if self.recorder.is_some() {
             self.intercept_replay_events(first_new);
             self.replay = None;
+            self.channel_replays.clear();
+            self.closing_to_reopen.clear();
             self.record_events(first_new);
         }
     }
@@ -1333,8 +1354,15 @@ impl Connection {
     /// A handle for sending requests and publishes on an open (or opening)
     /// channel: `channel` is the [`ChannelHandle`] of one opening, or a
     /// bare id for whatever is open on it now (see [`ChannelKey`]).
+    ///
+    /// A channel being reopened after a consumer timeout
+    /// ([`Event::ChannelRecovering`]) is refused with
+    /// [`UsageError::Recovering`] until [`Event::ChannelRecovered`].
     pub fn channel(&mut self, channel: impl ChannelKey) -> Result<ChannelRef<'_>, UsageError> {
         self.check_open()?;
+        if self.is_reopening(channel.id()) && self.channel_named(channel).is_some() {
+            return Err(UsageError::Recovering);
+        }
         let usable = self
             .channel_named(channel)
             .is_some_and(|state| !state.is_closing());
@@ -1517,13 +1545,17 @@ impl Connection {
     /// queues it), but memory then grows.
     #[must_use]
     pub fn publish_readiness(&self, channel: impl ChannelKey) -> Readiness {
-        if self.is_recovering() || self.reopening() == Some(channel.id()) {
+        if self.is_recovering() {
             // The channel may not be reopened yet; it will be.
             return Readiness::Recovering;
         }
         let Some(state) = self.channel_named(channel) else {
             return Readiness::Closed;
         };
+        if self.is_reopening(channel.id()) {
+            // Closing to be reopened, or being reopened: it will be back.
+            return Readiness::Recovering;
+        }
         if self.state != State::Open || state.is_closing() {
             Readiness::Closed
         } else if self.blocked {
@@ -1577,10 +1609,51 @@ impl Connection {
             diagnostics::method_sent(id, method);
         }
         let request = method.expects_reply().then(|| self.next_request_id(id));
+        let stream = match method {
+            Method::BasicConsume(consume) => self.is_stream_consume(consume),
+            _ => false,
+        };
         if let Some(channel) = self.channel_state(id) {
-            channel.sent(method, request);
+            channel.sent(method, request, stream);
+        }
+        // Without a reply to wait for, what a declaration or deletion does
+        // to the streams known is taken as done.
+        if request.is_none() {
+            match method {
+                Method::QueueDeclare(declare)
+                    if !declare.passive
+                        && crate::queue::QueueType::of(&declare.arguments)
+                            == Some(crate::queue::QueueType::Stream) =>
+                {
+                    self.streams.insert(declare.queue.clone());
+                }
+                Method::QueueDelete(delete) => self.streams.remove(&delete.queue),
+                _ => {}
+            }
         }
         Ok(request)
+    }
+
+    /// True if `consume` is of a stream: it says where in the stream to
+    /// start (`x-stream-offset`), or its queue is a stream this connection
+    /// declared.
+    pub(crate) fn is_stream_consume(&self, consume: &crate::spec::BasicConsume) -> bool {
+        consume.arguments.get(crate::queue::STREAM_OFFSET).is_some()
+            || self.streams.contains(&consume.queue)
+    }
+
+    /// True if `queue` is a stream this connection declared (a
+    /// `queue.declare` with `x-queue-type` = `stream` the server
+    /// confirmed) and has not deleted since. Consumes, gets and
+    /// settlements on it are checked against what RabbitMQ refuses on
+    /// streams ([`UsageError::Stream`]).
+    #[must_use]
+    pub fn is_declared_stream(&self, queue: &str) -> bool {
+        self.is_declared_stream_name(&ShortString::from(queue))
+    }
+
+    pub(crate) fn is_declared_stream_name(&self, queue: &ShortString) -> bool {
+        self.streams.contains(queue)
     }
 
     /// Queues `channel.close` on channel `id` and starts its close

@@ -6,14 +6,19 @@
 //! One request in flight keeps failure handling exact: a refused step is
 //! the one in flight, and a channel the server closed is reopened before
 //! the next. Topologies are small, so the round trips cost milliseconds.
+//!
+//! The same replay reopens a single channel the server closed for a
+//! consumer timeout, on a connection that stays open
+//! ([`Replay::channel`]): its mode and qos, then its consumers.
 
 use std::collections::VecDeque;
 
 use crate::codec::ShortString;
+use crate::error::CloseReason;
 use crate::event::{Event, Failure, RequestId};
 use crate::spec::Method;
 
-use super::topology::{Binding, Topology};
+use super::topology::{Binding, RecordedChannel, Topology};
 
 /// One thing to send.
 #[derive(Debug, Clone)]
@@ -50,8 +55,18 @@ enum Awaiting {
     ChannelClosed(u16),
 }
 
+/// What a replay declares again.
+#[derive(Debug)]
+enum Scope {
+    /// A whole topology, on a new connection.
+    Connection,
+    /// One channel the server closed, on the same connection.
+    Channel { id: u16, reason: CloseReason },
+}
+
 #[derive(Debug)]
 pub(crate) struct Replay {
+    scope: Scope,
     steps: VecDeque<Step>,
     awaiting: Awaiting,
     /// The channel for exchanges, queues and bindings.
@@ -61,9 +76,6 @@ pub(crate) struct Replay {
     lost: Vec<u16>,
     renamed: Vec<(ShortString, ShortString)>,
     failures: Vec<RecoveryFailure>,
-    /// For a replay that reopens one application channel (nacked before
-    /// any ack) rather than recovering a connection: that channel.
-    reopening: Option<u16>,
 }
 
 /// What the connection must do next for the replay.
@@ -80,20 +92,7 @@ impl Replay {
     pub(crate) fn new(topology: &Topology, channel_max: u16) -> Self {
         let mut steps = VecDeque::new();
         for channel in topology.channels() {
-            steps.push_back(Step::Open(channel.id));
-            let id = channel.id;
-            let request = |method: Method| Step::Request {
-                channel: id,
-                method,
-                replaces: None,
-            };
-            if channel.confirms {
-                steps.push_back(request(crate::spec::ConfirmSelect::default().into()));
-            }
-            if channel.transactional {
-                steps.push_back(request(crate::spec::TxSelect::default().into()));
-            }
-            steps.extend(channel.qos.iter().cloned().map(|qos| request(qos.into())));
+            channel_steps(channel, &mut steps);
         }
         // The lowest id no application channel uses.
         let declarations = (1..=channel_max.max(1))
@@ -133,65 +132,51 @@ impl Replay {
             steps.push_back(Step::Close(declarations));
         }
         for channel in topology.channels() {
-            steps.extend(channel.consumers.iter().map(|consume| Step::Request {
-                channel: channel.id,
-                method: consume.clone().into(),
-                replaces: None,
-            }));
+            consumer_steps(channel, &mut steps);
         }
         Self {
+            scope: Scope::Connection,
             steps,
             awaiting: Awaiting::Nothing,
             declarations,
             lost: Vec::new(),
             renamed: Vec::new(),
             failures: Vec::new(),
-            reopening: None,
         }
     }
 
-    /// Closes application channel `id` and opens it again with its
-    /// recorded modes, qos and consumers. The channel stands in for the
-    /// declarations channel: its close is this replay's own, so the
-    /// application does not hear of it, and a refused step reopens it.
-    pub(crate) fn reopen(topology: &Topology, id: u16) -> Option<Self> {
-        let channel = topology
-            .channels()
-            .iter()
-            .find(|channel| channel.id == id)?;
-        let request = |method: Method| Step::Request {
-            channel: id,
-            method,
-            replaces: None,
-        };
+    /// Reopens `channel`, which the server closed with `reason`, on the
+    /// connection it was open on: its mode, qos and consumers.
+    pub(crate) fn channel(channel: &RecordedChannel, reason: CloseReason) -> Self {
         let mut steps = VecDeque::new();
-        steps.push_back(Step::Close(id));
-        steps.push_back(Step::Open(id));
-        if channel.confirms {
-            steps.push_back(request(crate::spec::ConfirmSelect::default().into()));
-        }
-        steps.extend(channel.qos.iter().cloned().map(|qos| request(qos.into())));
-        steps.extend(
-            channel
-                .consumers
-                .iter()
-                .cloned()
-                .map(|consume| request(consume.into())),
-        );
-        Some(Self {
+        channel_steps(channel, &mut steps);
+        consumer_steps(channel, &mut steps);
+        Self {
+            scope: Scope::Channel {
+                id: channel.id,
+                reason,
+            },
             steps,
             awaiting: Awaiting::Nothing,
-            declarations: id,
+            // No channel of declarations: 0 names no channel that closes.
+            declarations: 0,
             lost: Vec::new(),
             renamed: Vec::new(),
             failures: Vec::new(),
-            reopening: Some(id),
-        })
+        }
     }
 
-    /// The channel this replay reopens, if that is what it does.
+    /// The channel a single-channel replay reopens.
     pub(crate) fn reopening(&self) -> Option<u16> {
-        self.reopening
+        match self.scope {
+            Scope::Channel { id, .. } => Some(id),
+            Scope::Connection => None,
+        }
+    }
+
+    /// True if `channel` is one this replay declares on.
+    fn concerns(&self, channel: u16) -> bool {
+        self.reopening().map_or(true, |id| id == channel)
     }
 
     /// The next step to send, skipping those of lost channels.
@@ -213,10 +198,14 @@ impl Replay {
             return Next::Send(step);
         }
         let failures = std::mem::take(&mut self.failures);
-        Next::Done(match self.reopening {
-            Some(channel) => Event::ChannelReopened { channel, failures },
-            None => Event::Recovered {
+        Next::Done(match &self.scope {
+            Scope::Connection => Event::Recovered {
                 renamed_queues: std::mem::take(&mut self.renamed),
+                failures,
+            },
+            Scope::Channel { id, reason } => Event::ChannelRecovered {
+                channel: *id,
+                reason: reason.clone(),
                 failures,
             },
         })
@@ -297,7 +286,9 @@ impl Replay {
             Event::ChannelClosed { channel, reason } => {
                 // An application channel closed by the server mid-replay:
                 // the application hears of it, and its steps are skipped.
-                self.lost.push(channel);
+                if self.concerns(channel) {
+                    self.lost.push(channel);
+                }
                 Some(Event::ChannelClosed { channel, reason })
             }
             other => Some(other),
@@ -327,4 +318,32 @@ impl Replay {
             _ => {}
         }
     }
+}
+
+/// Reopening `channel`: its open, then its confirm or transaction mode and
+/// qos (consumers come last, once every queue is declared again).
+fn channel_steps(channel: &RecordedChannel, steps: &mut VecDeque<Step>) {
+    steps.push_back(Step::Open(channel.id));
+    let id = channel.id;
+    let request = |method: Method| Step::Request {
+        channel: id,
+        method,
+        replaces: None,
+    };
+    if channel.confirms {
+        steps.push_back(request(crate::spec::ConfirmSelect::default().into()));
+    }
+    if channel.transactional {
+        steps.push_back(request(crate::spec::TxSelect::default().into()));
+    }
+    steps.extend(channel.qos.iter().cloned().map(|qos| request(qos.into())));
+}
+
+/// Consuming again on `channel`, with the same tags.
+fn consumer_steps(channel: &RecordedChannel, steps: &mut VecDeque<Step>) {
+    steps.extend(channel.consumers.iter().map(|consume| Step::Request {
+        channel: channel.id,
+        method: consume.clone().into(),
+        replaces: None,
+    }));
 }

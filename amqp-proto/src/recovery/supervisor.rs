@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::{Backoff, RecoveryFailure};
 use crate::codec::ShortString;
-use crate::error::ConnectionError;
+use crate::error::{CloseReason, ConnectionError};
 
 /// A step of automatic recovery, for the application's recovery handler.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +65,28 @@ pub enum RecoveryEvent {
     GaveUp {
         /// The last failure.
         error: ConnectionError,
+    },
+    /// The broker closed a channel because a consumer on it held a
+    /// delivery unacknowledged past its consumer timeout
+    /// ([`CloseReason::is_consumer_timeout`]); the connection stays open
+    /// and the channel is being reopened with its consumers (the core's
+    /// [`Event::ChannelRecovering`](crate::Event::ChannelRecovering)).
+    /// Calls on the channel fail meanwhile; the broker redelivers what was
+    /// unacknowledged.
+    ChannelRecovering {
+        /// The channel.
+        channel: u16,
+        /// The broker's close.
+        reason: CloseReason,
+    },
+    /// The channel is open again with its consumers (same tags).
+    ChannelRecovered {
+        /// The channel.
+        channel: u16,
+        /// Why it had closed.
+        reason: CloseReason,
+        /// Steps the broker refused (then the channel stays closed).
+        failures: Vec<RecoveryFailure>,
     },
 }
 
@@ -208,6 +230,29 @@ impl Supervisor {
         self.phase = Phase::Connected;
         self.events.push_back(RecoveryEvent::Recovered {
             renamed_queues,
+            failures,
+        });
+    }
+
+    /// A channel is being reopened after a consumer timeout (the core's
+    /// [`Event::ChannelRecovering`](crate::Event::ChannelRecovering)): a
+    /// report for the application, no change of phase.
+    pub fn channel_recovering(&mut self, channel: u16, reason: CloseReason) {
+        self.events
+            .push_back(RecoveryEvent::ChannelRecovering { channel, reason });
+    }
+
+    /// The channel is open again (the core's
+    /// [`Event::ChannelRecovered`](crate::Event::ChannelRecovered)).
+    pub fn channel_recovered(
+        &mut self,
+        channel: u16,
+        reason: CloseReason,
+        failures: Vec<RecoveryFailure>,
+    ) {
+        self.events.push_back(RecoveryEvent::ChannelRecovered {
+            channel,
+            reason,
             failures,
         });
     }
