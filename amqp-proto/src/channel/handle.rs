@@ -94,7 +94,16 @@ impl<'a> ChannelRef<'a> {
     /// delivery tag that is not awaiting settlement on the channel is
     /// refused with [`UsageError::UnknownDeliveryTag`].
     pub fn request(&mut self, method: impl Into<Method>) -> Result<Option<RequestId>, UsageError> {
-        let Some(method) = self.with_wire_tags(method.into())? else {
+        let method = method.into();
+        // In the application's numbering, which the stream positions of
+        // the record keep.
+        let settled = match &method {
+            Method::BasicAck(ack) => Some((ack.delivery_tag, ack.multiple)),
+            Method::BasicNack(nack) => Some((nack.delivery_tag, nack.multiple)),
+            Method::BasicReject(reject) => Some((reject.delivery_tag, false)),
+            _ => None,
+        };
+        let Some(method) = self.with_wire_tags(method)? else {
             return Ok(None);
         };
         self.check_request(&method)?;
@@ -104,6 +113,9 @@ impl<'a> ChannelRef<'a> {
         }
         if let Some(recorder) = self.connection.recorder_mut() {
             recorder.sent(self.id, &method, request);
+            if let Some((tag, multiple)) = settled {
+                recorder.streams.settled(self.id, tag, multiple);
+            }
         }
         Ok(request)
     }

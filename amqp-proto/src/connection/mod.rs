@@ -1033,13 +1033,12 @@ impl Connection {
         if handle(channel, &mut sink)? == Disposition::Remove {
             // Where its numbering stopped, for a reopening of the channel
             // (after a consumer timeout) to continue from.
-            if let Some(record) = self
-                .recorder
-                .as_mut()
-                .and_then(|recorder| recorder.topology.channel_mut(id))
-            {
-                record.delivery_tag_offset = channel.highest_delivery_tag();
-                record.publish_sequence_offset = channel.last_sequence();
+            if let Some(recorder) = self.recorder.as_mut() {
+                recorder.rewind_streams(id);
+                if let Some(record) = recorder.topology.channel_mut(id) {
+                    record.delivery_tag_offset = channel.highest_delivery_tag();
+                    record.publish_sequence_offset = channel.last_sequence();
+                }
             }
             if let Some(slot) = self.channels.get_mut(usize::from(id)) {
                 *slot = None;
@@ -1132,13 +1131,12 @@ impl Connection {
         let failure = Failure::Connection(error.clone());
         let mut sink = sink!(self);
         for channel in self.channels.iter_mut().flatten() {
-            if let Some(record) = self
-                .recorder
-                .as_mut()
-                .and_then(|recorder| recorder.topology.channel_mut(channel.id()))
-            {
-                record.delivery_tag_offset = channel.highest_delivery_tag();
-                record.publish_sequence_offset = channel.last_sequence();
+            if let Some(recorder) = self.recorder.as_mut() {
+                recorder.rewind_streams(channel.id());
+                if let Some(record) = recorder.topology.channel_mut(channel.id()) {
+                    record.delivery_tag_offset = channel.highest_delivery_tag();
+                    record.publish_sequence_offset = channel.last_sequence();
+                }
             }
             channel.fail_outstanding(&failure, &mut sink);
         }

@@ -14,6 +14,7 @@
 
 mod backoff;
 mod replay;
+mod streams;
 mod supervisor;
 mod topology;
 
@@ -39,6 +40,8 @@ pub(crate) struct Recorder {
     /// channel means to RabbitMQ. The record keeps the real name, so a
     /// replay on another channel binds the right queue.
     last_declared: Vec<(u16, ShortString)>,
+    /// Where each stream consumer would resume.
+    pub(crate) streams: streams::StreamPositions,
 }
 
 /// A request the record waits on.
@@ -133,6 +136,28 @@ impl Recorder {
         self.last_declared.push((channel, queue));
     }
 
+    /// A stream consume (one with `x-stream-offset`) confirmed by `reply`
+    /// starts tracking where its consumer is; a cancel stops it.
+    fn track_streams(&mut self, channel: u16, sent: &Method, reply: &Method) {
+        match (sent, reply) {
+            (Method::BasicConsume(consume), Method::BasicConsumeOk(ok))
+                if consume.arguments.get(crate::queue::STREAM_OFFSET).is_some() =>
+            {
+                self.streams.started(channel, &ok.consumer_tag);
+            }
+            (Method::BasicCancel(cancel), _) => self.streams.stopped(channel, &cancel.consumer_tag),
+            _ => {}
+        }
+    }
+
+    /// `channel`'s consumers stop with the channel or the connection: its
+    /// stream consumes are to resume where they got to.
+    pub(crate) fn rewind_streams(&mut self, channel: u16) {
+        if !self.streams.is_empty() {
+            self.streams.rewind(channel, &mut self.topology);
+        }
+    }
+
     /// Records what an event settles.
     pub(crate) fn observe(&mut self, event: &Event) {
         match event {
@@ -152,6 +177,7 @@ impl Recorder {
                     }
                     let pending = self.pending.remove(index);
                     let method_sent = self.resolved(pending.channel, pending.method);
+                    self.track_streams(pending.channel, &method_sent, method);
                     // Only the request's own reply confirms it; what waited
                     // for a declaration was sent without a reply.
                     let reply = method_sent.expects_reply().then_some(method);
@@ -169,11 +195,18 @@ impl Recorder {
             Event::ChannelClosed { channel, .. } => {
                 self.last_declared.retain(|(id, _)| id != channel);
                 self.topology.channel_closed(*channel);
+                self.streams.channel_closed(*channel);
             }
             Event::ConsumerCancelled {
                 channel,
                 consumer_tag,
-            } => self.topology.consumer_gone(*channel, consumer_tag),
+            } => {
+                self.topology.consumer_gone(*channel, consumer_tag);
+                self.streams.stopped(*channel, consumer_tag);
+            }
+            Event::Delivery(delivery) if !self.streams.is_empty() => {
+                self.streams.delivered(delivery);
+            }
             _ => {}
         }
     }
