@@ -488,3 +488,194 @@ fn a_stream_consumer_resumes_from_where_it_got_to_after_a_hard_kill_of_its_node_
     connection.close().unwrap();
     publishing.close().unwrap();
 }
+
+/// [`publish_until_acked`] through the tokio adapter.
+async fn publish_until_acked_tokio(
+    channel: &amqp_io_tokio::Channel,
+    queue: &str,
+    numbers: std::ops::Range<u32>,
+) {
+    let started = Instant::now();
+    let persistent = BasicProperties::default().delivery_mode(2u8);
+    for n in numbers {
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "message {n} never acked"
+            );
+            let outcome = match channel
+                .publish(&publish_to(queue), &persistent, n.to_be_bytes().to_vec())
+                .await
+            {
+                Ok(confirmation) => tokio::time::timeout(HANG, confirmation)
+                    .await
+                    .unwrap_or_else(|_| panic!("the confirm of message {n} hung")),
+                Err(error) => Err(error),
+            };
+            if outcome.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_on_a_quorum_queue_survives_the_kill_of_the_leaders_node_tokio() {
+    let _cluster = cluster::lock();
+    let leader = amqp_io_tokio::Connection::connect(&cluster::url(1))
+        .await
+        .unwrap_or_else(|error| cluster::unavailable(&error));
+    let queue = unique("failover.consumed");
+    leader
+        .channel()
+        .await
+        .unwrap()
+        .queue_declare(quorum_queue(&queue))
+        .await
+        .unwrap();
+    let mut options = cluster_options();
+    options.addresses.rotate_left(1);
+    let consuming = amqp_io_tokio::Connection::connect_with(options.clone())
+        .await
+        .unwrap();
+    assert_eq!(node_of(&consuming.connected_address()), 2);
+    options.addresses.rotate_left(1);
+    let publishing = amqp_io_tokio::Connection::connect_with(options)
+        .await
+        .unwrap();
+    let publisher = publishing.channel().await.unwrap();
+    publisher.confirm_select().await.unwrap();
+    let channel = consuming.channel().await.unwrap();
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(BasicConsume {
+            queue: queue.as_str().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    let mut killed = None;
+    publish_until_acked_tokio(&publisher, &queue, 0..100).await;
+    let started = Instant::now();
+    while seen.len() < 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{} of 200",
+            seen.len()
+        );
+        if killed.is_none() && seen.len() == 100 {
+            leader.close().await.unwrap();
+            killed = Some(tokio::task::block_in_place(|| cluster::Killed::node(1)));
+            publish_until_acked_tokio(&publisher, &queue, 100..200).await;
+        }
+        match consumer.recv_timeout(Duration::from_secs(1)).await {
+            Ok(delivery) => {
+                let body: [u8; 4] = delivery.body().as_ref().try_into().unwrap();
+                seen.insert(u32::from_be_bytes(body));
+                // Lost with the leader, an ack is only a redelivery.
+                let _ = delivery.ack();
+            }
+            Err(Error::Timeout { .. }) => {}
+            Err(error) => panic!("the consumer ended: {error}"),
+        }
+    }
+    tokio::task::block_in_place(|| rejoin(killed));
+    assert_eq!(seen, (0..200).collect());
+    assert_eq!(node_of(&consuming.connected_address()), 2);
+    channel
+        .queue_delete(QueueDelete {
+            queue: queue.as_str().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    consuming.close().await.unwrap();
+    publishing.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_consumer_resumes_from_where_it_got_to_after_a_hard_kill_of_its_node_tokio() {
+    use amqp_proto::queue::{QueueArguments, StreamOffset};
+    const COUNT: u32 = 1_000;
+    const PREFETCH: u16 = 50;
+    let _cluster = cluster::lock();
+    let connection = amqp_io_tokio::Connection::connect_with(cluster_options())
+        .await
+        .unwrap_or_else(|error| cluster::unavailable(&error));
+    assert_eq!(node_of(&connection.connected_address()), 1);
+    let stream = unique("failover.stream");
+    let channel = connection.channel().await.unwrap();
+    channel
+        .queue_declare(QueueArguments::stream().declare(&stream))
+        .await
+        .unwrap();
+    let publishing = amqp_io_tokio::Connection::connect(&cluster::url(3))
+        .await
+        .unwrap_or_else(|error| cluster::unavailable(&error));
+    let publisher = publishing.channel().await.unwrap();
+    publisher.confirm_select().await.unwrap();
+    publish_until_acked_tokio(&publisher, &stream, 0..COUNT).await;
+
+    channel
+        .basic_qos(BasicQos {
+            prefetch_count: PREFETCH,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut consumer = channel
+        .basic_consume(StreamOffset::First.consume(&stream))
+        .await
+        .unwrap();
+    let mut acked = BTreeSet::new();
+    let mut deliveries = 0;
+    let mut killed = None;
+    let started = Instant::now();
+    while acked.len() < COUNT as usize {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{} of {COUNT} read",
+            acked.len()
+        );
+        if killed.is_none() && acked.len() == 400 {
+            killed = Some(tokio::task::block_in_place(|| cluster::Killed::node(1)));
+        }
+        match consumer.recv_timeout(Duration::from_secs(1)).await {
+            Ok(delivery) => {
+                deliveries += 1;
+                let body: [u8; 4] = delivery.body().as_ref().try_into().unwrap();
+                let number = u32::from_be_bytes(body);
+                assert_eq!(delivery.stream_offset(), Some(u64::from(number)));
+                if delivery.ack().is_ok() {
+                    acked.insert(number);
+                }
+            }
+            Err(Error::Timeout { .. }) => {}
+            Err(error) => panic!("the stream consumer ended: {error}"),
+        }
+    }
+    assert_eq!(acked, (0..COUNT).collect());
+    assert!(
+        deliveries <= COUNT + u32::from(PREFETCH),
+        "{deliveries} deliveries for {COUNT} messages"
+    );
+    assert_eq!(node_of(&connection.connected_address()), 2);
+    tokio::task::block_in_place(|| rejoin(killed));
+    channel
+        .queue_delete(QueueDelete {
+            queue: stream.as_str().into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+    publishing.close().await.unwrap();
+}
