@@ -285,3 +285,42 @@ impl ConnectOptions {
 const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a blocking channel call waits for its reply by default.
 const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(all(test, feature = "tls"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_amqps_url_of_a_cluster_keeps_its_own_server_name() {
+        let options = ConnectOptions::from_urls([
+            "amqps://app:secret@10.0.0.1:5671/prod?server_name_indication=rabbit-1.internal",
+            "amqps://10.0.0.2:5671?server_name_indication=rabbit-2.internal",
+            "amqps://rabbit-3.internal:5671",
+        ])
+        .expect("valid URLs");
+        let tls = options.tls.as_ref().expect("amqps");
+        let names: Vec<String> = options
+            .addresses
+            .iter()
+            .map(|address| tls.for_address(address).server_name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "rabbit-1.internal",
+                "rabbit-2.internal",
+                "rabbit-3.internal"
+            ]
+        );
+        assert_eq!(options.config.virtual_host, "prod");
+    }
+
+    #[test]
+    fn a_cluster_cannot_mix_amqp_and_amqps() {
+        let mixed = ConnectOptions::from_urls(["amqps://a:5671", "amqp://b"]);
+        assert!(
+            matches!(mixed, Err(crate::Error::MixedSchemes)),
+            "{mixed:?}"
+        );
+    }
+}
