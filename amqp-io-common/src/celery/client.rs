@@ -217,6 +217,15 @@ impl<W> Client<W> {
         self.pending.clear();
     }
 
+    /// Forgets every waiting task and gives back their waiters, to wake
+    /// them with the reason (the result consumer ended).
+    pub fn drain(&mut self) -> Vec<W> {
+        self.pending
+            .drain()
+            .map(|(_, pending)| pending.waiter)
+            .collect()
+    }
+
     /// How many tasks wait for their results.
     #[must_use]
     pub fn pending(&self) -> usize {

@@ -81,8 +81,8 @@ pub use python::{dumps, float_repr, saferepr};
 pub use result::{result_message, ResultMessage};
 pub use time::{isoformat, parse_isoformat};
 pub use worker::{
-    AckPolicy, Action, Job, Outcome, Refused, TaskSettings, TimeLimit, Worker, WorkerSettings,
-    WorkerStats,
+    log_refused, AckPolicy, Action, Job, Outcome, Refused, TaskSettings, TimeLimit, Worker,
+    WorkerSettings, WorkerStats,
 };
 
 /// The queue (and exchange, and routing key) Celery sends tasks to unless

@@ -265,6 +265,16 @@ impl fmt::Display for Refused {
     }
 }
 
+/// Logs a refused delivery once, as a warning under the `amqp::celery`
+/// target (with the `tracing` feature; without it, the worker's
+/// [`WorkerStats`] still count it).
+pub fn log_refused(refused: &Refused) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(target: "amqp::celery", %refused, "task message refused");
+    #[cfg(not(feature = "tracing"))]
+    let _ = refused;
+}
+
 /// What the adapter does next, from [`Worker::poll_action`].
 #[derive(Debug)]
 #[non_exhaustive]
@@ -503,6 +513,18 @@ impl<H, D> Worker<H, D> {
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action<H, D>> {
         self.actions.pop_front()
+    }
+
+    /// Gives up the tasks not started yet (held for their `eta`, or
+    /// waiting for a slot), for the adapter to requeue (`basic.reject`
+    /// with requeue) as it stops: another worker runs them. Running tasks
+    /// still complete.
+    pub fn shutdown(&mut self) -> Vec<D> {
+        let held = std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|held| held.job.delivery);
+        let ready = self.ready.drain(..).map(|job| job.delivery);
+        held.chain(ready).collect()
     }
 
     /// Releases the held tasks whose `eta` is past, to run in turn.
