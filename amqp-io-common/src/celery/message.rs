@@ -260,6 +260,13 @@ pub struct Request {
 }
 
 impl Request {
+    /// What Python calls the task's function in its errors: the last
+    /// part of the task's name, as Celery names tasks (`tasks.add` is
+    /// `add`).
+    fn function_name(&self) -> &str {
+        self.name.rsplit('.').next().unwrap_or(&self.name)
+    }
+
     /// The positional arguments as `T` (a tuple, a `Vec`, a struct read
     /// from an array), failing as Python does with a `TypeError`.
     ///
@@ -268,7 +275,7 @@ impl Request {
     /// A `TypeError` [`Failure`](super::Failure) when they do not fit.
     pub fn args_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, super::Failure> {
         T::deserialize(Value::Array(self.args.clone())).map_err(|error| {
-            super::Failure::type_error(format!("{}() arguments: {error}", self.name))
+            super::Failure::type_error(format!("{}() arguments: {error}", self.function_name()))
         })
     }
 
@@ -277,7 +284,8 @@ impl Request {
     /// first, then keyword arguments by name; then read as `T` (a tuple of
     /// the parameters' types). A parameter given both ways, one missing,
     /// an extra positional argument or an unknown keyword is a
-    /// `TypeError`, with Python's wording.
+    /// `TypeError`, with Python's wording (naming the function as the last
+    /// part of the task's name).
     ///
     /// ```
     /// # use amqp_io_common::celery::Request;
@@ -294,7 +302,7 @@ impl Request {
         &self,
         names: &[&str],
     ) -> Result<T, super::Failure> {
-        let name = &self.name;
+        let name = self.function_name();
         if self.args.len() > names.len() {
             return Err(super::Failure::type_error(format!(
                 "{name}() takes {} positional arguments but {} were given",
