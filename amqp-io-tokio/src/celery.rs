@@ -421,16 +421,15 @@ impl Consuming {
 
 /// Runs a job's handler as a task of its own (so that a panic is caught
 /// and a time limit cancels it), and gives the job back with the outcome.
+/// Dropped (the worker's future was), it cancels the handler too.
 async fn run(job: Job<Handler, Delivery>) -> Finished {
-    let task = tokio::spawn((job.handler())(job.request().clone()));
-    let cancel = task.abort_handle();
+    let mut task = tokio::spawn((job.handler())(job.request().clone()));
+    let _cancel = CancelOnDrop(task.abort_handle());
     let joined = match job.limit() {
-        Some(limit) => match tokio::time::timeout(limit.after, task).await {
+        Some(limit) => match tokio::time::timeout(limit.after, &mut task).await {
             Ok(joined) => joined,
-            Err(_) => {
-                cancel.abort();
-                return (job, Outcome::TimedOut);
-            }
+            // `_cancel` cancels the handler.
+            Err(_) => return (job, Outcome::TimedOut),
         },
         None => task.await,
     };
@@ -439,4 +438,13 @@ async fn run(job: Job<Handler, Delivery>) -> Finished {
         Err(error) => Err(Failure::new("RuntimeError", error.to_string())),
     });
     (job, Outcome::Returned(returned))
+}
+
+/// Cancels a handler's task when dropped (a finished one is unaffected).
+struct CancelOnDrop(tokio::task::AbortHandle);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

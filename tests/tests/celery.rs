@@ -234,7 +234,20 @@ fn rust_clients_send_tasks_to_a_python_worker() {
     let options = || TaskOptions::default().queue(q);
     let wait = Duration::from_secs(20);
 
-    // Sent at once, waited for after: positional and keyword arguments.
+    // Sent at once, waited for after. The one that expires first: its
+    // message lives no longer than it, so it must reach the worker at
+    // once.
+    let expired = client
+        .send_task(
+            "tasks.add",
+            (1, 1),
+            (),
+            options()
+                .countdown(Duration::from_secs(2))
+                .expires(Duration::from_secs(1)),
+        )
+        .unwrap();
+    // Positional and keyword arguments.
     let add = client
         .send_task("tasks.add", (2, 3), (), options())
         .unwrap();
@@ -253,16 +266,6 @@ fn rust_clients_send_tasks_to_a_python_worker() {
         .send_task("tasks.fail", ("boom",), (), options())
         .unwrap();
     let unknown = client.send_task("tasks.nope", (), (), options()).unwrap();
-    let expired = client
-        .send_task(
-            "tasks.add",
-            (1, 1),
-            (),
-            options()
-                .countdown(Duration::from_secs(2))
-                .expires(Duration::from_secs(1)),
-        )
-        .unwrap();
     let hard = client
         .send_task(
             "tasks.sleep",
@@ -388,7 +391,10 @@ fn rust_clients_send_tasks_to_a_python_worker() {
 
 /// The calls both Python and Rust workers get from Python.
 fn python_calls() -> String {
+    // The one that expires first: its message lives no longer than it
+    // (`expiration`), so it must reach the worker at once.
     json!([
+        {"task": "tasks.add", "args": [1, 1], "options": {"countdown": 2, "expires": 1}},
         {"task": "tasks.add", "args": [2, 3]},
         {"task": "tasks.add", "args": [2], "kwargs": {"y": 5}},
         {"task": "tasks.add", "args": [1.5, 2]},
@@ -397,7 +403,6 @@ fn python_calls() -> String {
         {"task": "tasks.fail", "args": ["boom"]},
         {"task": "tasks.add", "args": [1, 2, 3]},
         {"task": "tasks.nope", "args": [1]},
-        {"task": "tasks.add", "args": [1, 1], "options": {"countdown": 2, "expires": 1}},
         {"task": "tasks.sleep", "args": [3], "options": {"time_limit": 1}},
         {"task": "tasks.sleep", "args": [3], "options": {"soft_time_limit": 1}},
         {"task": "tasks.sleep", "args": [0.2], "options": {"time_limit": 5, "expires": 30, "priority": 3}},
@@ -532,8 +537,9 @@ async fn python_clients_get_the_same_results_from_rust_workers_as_from_a_python_
         answers
     };
     let python_answers = without_ids(&answers[0]);
-    assert_eq!(python_answers[0], json!({"state": "SUCCESS", "result": 5}));
-    assert_eq!(python_answers[5]["result"]["exc_type"], "ValueError");
+    assert_eq!(python_answers[0]["state"], "REVOKED");
+    assert_eq!(python_answers[1], json!({"state": "SUCCESS", "result": 5}));
+    assert_eq!(python_answers[6]["result"]["exc_type"], "ValueError");
     for (queue, rust) in queues.iter().zip(&answers).skip(1) {
         assert_eq!(without_ids(rust), python_answers, "{queue}");
     }
@@ -545,6 +551,14 @@ async fn python_clients_get_the_same_results_from_rust_workers_as_from_a_python_
     };
     let seconds = Duration::from_secs;
     let signatures = vec![
+        // First, as in `python_calls`.
+        signature(
+            "tasks.add",
+            json!([1, 1]),
+            TaskOptions::default()
+                .countdown(seconds(2))
+                .expires(seconds(1)),
+        ),
         signature("tasks.add", json!([2, 3]), TaskOptions::default()),
         signature("tasks.add", json!([2.5, 2]), TaskOptions::default()),
         signature(
@@ -567,13 +581,6 @@ async fn python_clients_get_the_same_results_from_rust_workers_as_from_a_python_
         signature("tasks.add", json!([1]), TaskOptions::default()),
         signature("tasks.nope", json!([]), TaskOptions::default()),
         signature(
-            "tasks.add",
-            json!([1, 1]),
-            TaskOptions::default()
-                .countdown(seconds(2))
-                .expires(seconds(1)),
-        ),
-        signature(
             "tasks.sleep",
             json!([3]),
             TaskOptions::default().time_limit(seconds(1)),
@@ -595,7 +602,7 @@ async fn python_clients_get_the_same_results_from_rust_workers_as_from_a_python_
     })
     .await
     .unwrap();
-    assert!(bodies[0][0].starts_with(r#"{"status": "SUCCESS", "result": 5, "traceback": null, "children": [], "date_done": "...", "task_id": "ID"}"#), "{}", bodies[0][0]);
+    assert!(bodies[0][1].starts_with(r#"{"status": "SUCCESS", "result": 5, "traceback": null, "children": [], "date_done": "...", "task_id": "ID"}"#), "{}", bodies[0][1]);
     for rust in &bodies[1..] {
         for (python, rust) in bodies[0].iter().zip(rust) {
             assert_eq!(rust, python);
@@ -860,14 +867,27 @@ fn late_acknowledgements_survive_a_worker_dying_mid_task_and_early_ones_do_not()
             let client = nonblocking::Client::new(&client_connection).await.unwrap();
             let doomed = connect().await;
             let settings = WorkerSettings::new(queue.0.as_str()).acks(acks);
-            let (_stop, dying) = tokio_worker(&doomed, settings.clone()).await;
+            // A worker whose task says when it started (by then an early
+            // acknowledgement was sent).
+            let (started, mut has_started) = tokio::sync::mpsc::unbounded_channel();
+            let mut worker = nonblocking::Worker::new(settings.clone());
+            worker.register("tasks.sleep", move |_| {
+                let started = started.clone();
+                async move {
+                    let _ = started.send(());
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok(json!("never"))
+                }
+            });
+            let worker = worker.consume(&doomed).await.unwrap();
+            let dying = tokio::spawn(worker.run());
             let options = TaskOptions::default().queue(queue.0.as_str());
             let task = client
                 .send_task("tasks.sleep", (0.5,), (), options)
                 .await
                 .unwrap();
             // The worker dies mid-task, its connection with it.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            has_started.recv().await.unwrap();
             dying.abort();
             doomed.close().await.unwrap();
             let survivor = connect().await;
