@@ -321,6 +321,12 @@ def main():
     time.sleep(0.5)
     dump(client_proxy, directory, "client")
     dump(worker_proxy, directory, "worker")
+    # Celery's queue and exchange are durable: leave nothing behind (after
+    # the dump, so that this is not in the capture).
+    with app.connection_for_write() as connection:
+        channel = connection.channel()
+        channel.queue_delete(QUEUE)
+        channel.exchange_delete(QUEUE)
 
 
 if __name__ == "__main__":
