@@ -3,8 +3,9 @@ tasks with celery's `send_task` (as `apply_async` does) and waits for
 their results with `AsyncResult.get()`, printing JSON.
 
     python celery_call.py QUEUE calls JSON
-        JSON is a list of {"task", "args", "kwargs", "options"}; all are
-        sent, then each result is waited for. Prints a list of
+        JSON is a list of {"task", "args", "kwargs", "options"} (and
+        "protocol": 1 for a task message of protocol 1, as Celery 3 sent
+        them); all are sent, then each result is waited for. Prints a list of
         {"id", "state", "result"}, a failure's result as
         {"exc_type", "exc_message", "exc_module"} of the exception
         Python rebuilt.
@@ -19,7 +20,10 @@ import os
 import statistics
 import sys
 import time
+import uuid
 from pathlib import Path
+
+from celery.result import AsyncResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from celery_tasks import app  # noqa: E402
@@ -41,8 +45,19 @@ def calls(queue, spec):
     for call in json.loads(spec):
         options = dict(call.get("options", {}))
         options["queue"] = queue
-        sent.append((app.send_task(call["task"], args=call.get("args", []),
-                                   kwargs=call.get("kwargs", {}), **options), call))
+        args, kwargs = call.get("args", []), call.get("kwargs", {})
+        if call.get("protocol") == 1:
+            # The app's protocol is fixed once it sent a task: build the
+            # message directly.
+            task_id = str(uuid.uuid4())
+            message = app.amqp.as_task_v1(task_id, call["task"], args, kwargs,
+                                          reply_to=app.thread_oid)
+            with app.producer_or_acquire() as producer:
+                app.backend.on_task_call(producer, task_id)
+                app.amqp.send_task_message(producer, call["task"], message, queue=queue)
+            sent.append((AsyncResult(task_id, app=app), call))
+            continue
+        sent.append((app.send_task(call["task"], args=args, kwargs=kwargs, **options), call))
     out = []
     for result, call in sent:
         if call.get("options", {}).get("ignore_result"):

@@ -407,6 +407,7 @@ fn python_calls() -> String {
         {"task": "tasks.sleep", "args": [3], "options": {"soft_time_limit": 1}},
         {"task": "tasks.sleep", "args": [0.2], "options": {"time_limit": 5, "expires": 30, "priority": 3}},
         {"task": "tasks.add", "args": [4, 4], "options": {"ignore_result": true}},
+        {"task": "tasks.add", "args": [5], "kwargs": {"y": 6}, "protocol": 1},
     ])
     .to_string()
 }
@@ -540,6 +541,10 @@ async fn python_clients_get_the_same_results_from_rust_workers_as_from_a_python_
     assert_eq!(python_answers[0]["state"], "REVOKED");
     assert_eq!(python_answers[1], json!({"state": "SUCCESS", "result": 5}));
     assert_eq!(python_answers[6]["result"]["exc_type"], "ValueError");
+    assert_eq!(
+        python_answers.last(),
+        Some(&json!({"state": "SUCCESS", "result": 11}))
+    );
     for (queue, rust) in queues.iter().zip(&answers).skip(1) {
         assert_eq!(without_ids(rust), python_answers, "{queue}");
     }
