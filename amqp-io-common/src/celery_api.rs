@@ -93,6 +93,7 @@ macro_rules! celery_api {
                 let state = $crate::celery::Client::new(settings);
                 let channel = connection.channel() $($awaiting)* ?;
                 channel.queue_declare(state.result_declare()) $($awaiting)* ?;
+                channel.basic_qos(state.result_qos()) $($awaiting)* ?;
                 let results = channel.basic_consume(state.result_consume()) $($awaiting)* ?;
                 Ok(Self::started(channel, results, state))
             }

@@ -101,6 +101,7 @@ impl Client {
                 .recv_timeout(left.min(Duration::from_millis(50)))
             {
                 Ok(delivery) => {
+                    delivery.ack()?;
                     let delivery = delivery.into_inner();
                     if let Some((waiter, result)) = lock(&self.inner.state).on_result(&delivery) {
                         let _ = waiter.0.set(result);

@@ -134,6 +134,9 @@ async fn route_results(mut results: Consumer, state: Arc<Mutex<state::Client<Wai
     let why = loop {
         match results.recv().await {
             Some(Ok(delivery)) => {
+                if let Err(error) = delivery.ack() {
+                    break error.to_string();
+                }
                 let delivery = delivery.into_inner();
                 let done = lock(&state).on_result(&delivery);
                 if let Some((waiter, result)) = done {

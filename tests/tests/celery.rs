@@ -914,3 +914,47 @@ fn late_acknowledgements_survive_a_worker_dying_mid_task_and_early_ones_do_not()
         });
     }
 }
+
+/// Results the application has not read yet wait in the broker past the
+/// result prefetch, not in the client: a client with a small prefetch
+/// pipelines many more tasks than that and gets every result.
+#[test]
+fn results_beyond_the_prefetch_wait_in_the_broker() {
+    let queue = TaskQueue::new("celery-prefetch");
+    let worker = StdWorker::start(&queue.0);
+    let connection = open();
+    let mut settings = amqp_io_common::celery::ClientSettings::default();
+    settings.result_prefetch = 5;
+    let client = blocking::Client::with_settings(&connection, settings).unwrap();
+    let options = || TaskOptions::default().queue(queue.0.as_str());
+    let results: Vec<_> = (0..200)
+        .map(|n| {
+            client
+                .send_task("tasks.add", (n, 1), (), options())
+                .unwrap()
+        })
+        .collect();
+    // Every result is in by now; at most five of them in this process.
+    std::thread::sleep(Duration::from_millis(500));
+    for (n, result) in (1..).zip(results.iter().rev()) {
+        assert_eq!(
+            result.get_as::<u64>(Duration::from_secs(20)).unwrap(),
+            200 - n + 1
+        );
+    }
+    drop(results);
+    assert_eq!(worker.stop().succeeded, 200);
+    connection.close().unwrap();
+}
+
+#[test]
+fn the_handles_can_be_shared_between_threads_and_tasks() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<blocking::Client>();
+    shared::<blocking::AsyncResult>();
+    shared::<nonblocking::Client>();
+    shared::<nonblocking::AsyncResult>();
+    fn sent<T: Send + 'static>() {}
+    sent::<blocking::Consuming>();
+    sent::<nonblocking::Consuming>();
+}

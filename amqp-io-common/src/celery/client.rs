@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use amqp_proto::codec::{FieldTable, FieldValue};
-use amqp_proto::spec::{BasicConsume, QueueDeclare};
+use amqp_proto::spec::{BasicConsume, BasicQos, QueueDeclare};
 use amqp_proto::Delivery;
 
 use super::message::{task_message, task_topology};
@@ -24,6 +24,9 @@ pub struct ClientSettings {
     pub result_expires: Option<Duration>,
     /// The `origin` header; `None` for [`anon_nodename`].
     pub origin: Option<String>,
+    /// How many results the broker sends ahead of the client reading
+    /// them (see [`Client::result_consume`]).
+    pub result_prefetch: u16,
 }
 
 impl Default for ClientSettings {
@@ -32,6 +35,7 @@ impl Default for ClientSettings {
             result_queue: None,
             result_expires: Some(Duration::from_secs(86_400)),
             origin: None,
+            result_prefetch: 1_000,
         }
     }
 }
@@ -84,6 +88,7 @@ pub struct Client<W> {
     result_queue: String,
     result_expires: Option<Duration>,
     origin: String,
+    result_prefetch: u16,
     declared: HashSet<String>,
     pending: Map<String, Pending<W>>,
 }
@@ -98,6 +103,7 @@ impl<W> Client<W> {
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             result_expires: settings.result_expires,
             origin: settings.origin.unwrap_or_else(anon_nodename),
+            result_prefetch: settings.result_prefetch,
             declared: HashSet::new(),
             pending: Map::default(),
         }
@@ -127,12 +133,29 @@ impl<W> Client<W> {
         }
     }
 
-    /// `basic.consume` of the result queue, no-ack as Celery consumes it.
+    /// `basic.consume` of the result queue. Acknowledged, unlike
+    /// Celery's no-ack consumer (which starts only when the first result
+    /// is waited for): ours consumes from the start, so that no result
+    /// waits in the broker, and with [`result_qos`](Self::result_qos) the
+    /// broker holds back what the application does not read, instead of
+    /// the adapter buffering results without end (and, once its buffer is
+    /// full, ceasing to read the connection). The adapter acknowledges
+    /// each result as it reads it. Python peers see no difference.
     #[must_use]
     pub fn result_consume(&self) -> BasicConsume {
         BasicConsume {
             queue: self.result_queue.as_str().into(),
-            no_ack: true,
+            ..Default::default()
+        }
+    }
+
+    /// `basic.qos` of the result consumer's channel, set before
+    /// [`result_consume`](Self::result_consume): per consumer, so that the
+    /// tasks published on the same channel are not affected.
+    #[must_use]
+    pub fn result_qos(&self) -> BasicQos {
+        BasicQos {
+            prefetch_count: self.result_prefetch,
             ..Default::default()
         }
     }

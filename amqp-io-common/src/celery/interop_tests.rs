@@ -282,9 +282,12 @@ fn queues_are_declared_as_celery_declares_them() {
             _ => None,
         })
         .unwrap();
+    // The same but for the acknowledgements (see `result_consume`).
+    assert!(consume.no_ack);
     assert_eq!(
         amqp_proto::spec::BasicConsume {
             consumer_tag: consume.consumer_tag.clone(),
+            no_ack: true,
             ..ours.result_consume()
         },
         consume
