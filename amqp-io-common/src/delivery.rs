@@ -91,6 +91,15 @@ impl<C> std::ops::Deref for Delivery<C> {
     }
 }
 
+/// The core's delivery, for code that takes either it or this one (the
+/// Celery worker's bookkeeping keeps the adapter's deliveries, to settle
+/// them through themselves).
+impl<C> std::borrow::Borrow<amqp_proto::Delivery> for Delivery<C> {
+    fn borrow(&self) -> &amqp_proto::Delivery {
+        &self.delivery
+    }
+}
+
 impl<C> Delivery<C> {
     /// The core's delivery with the channel it arrived on (for adapters).
     #[must_use]

@@ -2,7 +2,8 @@
 //! a connection is opened with (from an `amqp://` or `amqps://` URL), the
 //! TLS settings (the `tls` feature), the error type their calls return,
 //! what recovery reports, and, with the `kombu` feature, kombu's
-//! process mailbox (`pidbox`) and direct reply-to RPC (`rpc`), all IO-free.
+//! process mailbox (`pidbox`), direct reply-to RPC (`rpc`) and Celery
+//! tasks (`celery`), all IO-free.
 //!
 //! Applications use these through `amqp-io-std` or `amqp-io-tokio`, which
 //! re-export them; they live here so both adapters read a URL, configure
@@ -28,10 +29,15 @@
 //!   the OpenTelemetry messaging metrics through the `metrics` facade.
 //! - `opentelemetry` (off by default): trace context carried in message
 //!   headers through OpenTelemetry's propagator (module `opentelemetry`).
-//! - `kombu` (off by default): the `pidbox` and `rpc` modules, which bring
-//!   `serde_json` and `uuid`; a plain client pulls neither.
+//! - `kombu` (off by default): the `pidbox`, `rpc` and `celery` modules,
+//!   which bring `serde`, `serde_json` and `uuid`; a plain client pulls
+//!   none of them.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "kombu")]
+pub mod celery;
+#[cfg(feature = "kombu")]
+mod celery_api;
 mod channel_api;
 mod connection_api;
 mod consumer_api;

@@ -63,11 +63,14 @@
 //!   OpenTelemetry's propagator (the `opentelemetry` module).
 //! - `tls`: `amqps://` through rustls.
 //! - `kombu` (off by default): kombu/celery support, the `pidbox`
-//!   mailbox (what `celery inspect` and `celery control` speak) and
-//!   `rpc` over RabbitMQ's direct reply-to. It brings `serde_json` and
-//!   `uuid`; a plain client pulls neither.
+//!   mailbox (what `celery inspect` and `celery control` speak), `rpc`
+//!   over RabbitMQ's direct reply-to, and `celery` tasks both ways (a
+//!   client of Celery workers, a worker for Celery clients). It brings
+//!   `serde`, `serde_json` and `uuid`; a plain client pulls none of them.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "kombu")]
+pub mod celery;
 mod channel;
 mod connection;
 mod consumer;

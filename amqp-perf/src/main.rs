@@ -109,7 +109,7 @@ struct Options {
     #[arg(long, value_parser = parse_stream_offset)]
     stream_offset: Option<StreamOffset>,
     /// Exchange to publish to; the queues are bound to it (default:
-    /// amq.direct, or `amq.<type>` with `--exchange-type`; "" is the default
+    /// `amq.direct`, or `amq.<type>` with `--exchange-type`; "" is the default
     /// exchange).
     #[arg(short = 'e', long)]
     exchange: Option<String>,
