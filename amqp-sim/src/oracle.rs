@@ -7,7 +7,13 @@
 //! application never sees. The oracle learns every id the application is
 //! handed (a channel's open through `ChannelRef::open_request`) and
 //! takes the numbers skipped for the core's own requests, which the
-//! broker's log must show to be cancels. The n-th request frame the
+//! broker's log must show to be cancels, or the steps of reopening a
+//! channel the core closed after nacks before any ack (`channel.open`,
+//! `confirm.select`, `basic.qos`, `basic.consume` on that channel). A
+//! reopened channel is a new incarnation for the broker within the same
+//! life for the application, its delivery tags and publish numbers offset
+//! by what the core's record says, which must continue after everything
+//! the application was given. The n-th request frame the
 //! broker read is the n-th request made (the client writes one ordered
 //! stream), so the broker's log says what the reply to each id must be.
 //!
@@ -44,8 +50,18 @@ impl Violation {
 }
 
 /// What the core made on its own: a `basic.cancel` for an abandoned
-/// consume.
-const OWN_CANCEL: &str = "the core's basic.cancel";
+/// consume, or a step of reopening a channel.
+const OWN_CANCEL: &str = "the core's own request";
+
+/// The requests the core makes itself to reopen a channel under its
+/// handle (after nacks before any ack): the channel's opening, mode, qos
+/// and consumers.
+const REOPEN_STEPS: [&str; 4] = [
+    "channel.open",
+    "confirm.select",
+    "basic.qos",
+    "basic.consume",
+];
 
 /// One request the application (or the core, [`OWN_CANCEL`]) made.
 #[derive(Debug)]
@@ -70,10 +86,22 @@ impl Issued {
 /// One life of a channel id, from `open_channel` to its close.
 #[derive(Debug, Default)]
 struct Life {
+    /// The broker's: how many times the id was opened, reopenings by the
+    /// core included. The application's life goes on across a reopening.
     incarnation: u32,
     opened: bool,
     closed: bool,
     unconfirmed: BTreeSet<u64>,
+    /// What the core adds to the broker's delivery tags and publish
+    /// sequence numbers of this incarnation: a reopened channel continues
+    /// the application's numbering.
+    tag_offset: u64,
+    sequence_offset: u64,
+    /// The highest publish sequence number and delivery tag the
+    /// application was given in this life: a reopening must continue
+    /// after them.
+    last_sequence: u64,
+    last_tag: u64,
 }
 
 /// The invariants' bookkeeping.
@@ -97,6 +125,8 @@ pub(crate) struct Oracle {
     /// Indices of the requests given up: abandoned, or failed with
     /// `TimedOut` (which abandons them in the core).
     given_up: BTreeSet<usize>,
+    /// Channels the core reopened on its own at least once.
+    reopened: BTreeSet<u16>,
 }
 
 type Checked = Result<(), Violation>;
@@ -140,14 +170,21 @@ impl Oracle {
         while (self.issued.len() as u64 + 1) < request.sequence() {
             let index = self.issued.len();
             let read = log.requests.get(index);
-            if let Some(entry) = read.filter(|entry| entry.name != "basic.cancel") {
+            let own = |entry: &&crate::broker::RequestLog| {
+                entry.name == "basic.cancel"
+                    || (self.reopened.contains(&entry.channel)
+                        && REOPEN_STEPS.contains(&entry.name))
+            };
+            if let Some(entry) = read.filter(|entry| !own(entry)) {
                 return Err(Violation::new(
                     "request-numbering",
                     format!(
-                        "{name} got request id {}: the core made request {} itself, a {}",
+                        "{name} got request id {}: the core made request {} itself, a {} on channel {} (reopened: {:?})",
                         request.sequence(),
                         index + 1,
-                        entry.name
+                        entry.name,
+                        entry.channel,
+                        self.reopened
                     ),
                 ));
             }
@@ -158,6 +195,55 @@ impl Oracle {
             }
         }
         Ok(())
+    }
+
+    /// The core is reopening `channel` under its handle
+    /// ([`Event::ChannelRecovering`]): the broker sees a new incarnation,
+    /// whose delivery tags and publish numbers the core offsets by what
+    /// its record says.
+    pub(crate) fn reopening(
+        &mut self,
+        channel: u16,
+        tag_offset: u64,
+        sequence_offset: u64,
+    ) -> Checked {
+        let count = self.incarnations.entry(channel).or_insert(0);
+        *count += 1;
+        let incarnation = *count;
+        self.reopened.insert(channel);
+        let Some(life) = self.lives.get_mut(&channel) else {
+            return Err(Violation::new(
+                "channel-lifecycle",
+                format!("ChannelRecovering for channel {channel}, never opened"),
+            ));
+        };
+        if sequence_offset < life.last_sequence || tag_offset < life.last_tag {
+            return Err(Violation::new(
+                "numbering-continues",
+                format!(
+                    "channel {channel} reopened numbering publishes after {sequence_offset} and deliveries after {tag_offset}; the application was given up to {} and {}",
+                    life.last_sequence, life.last_tag
+                ),
+            ));
+        }
+        life.incarnation = incarnation;
+        life.tag_offset = tag_offset;
+        life.sequence_offset = sequence_offset;
+        Ok(())
+    }
+
+    /// The broker's delivery tag for the application's `tag` on `channel`.
+    pub(crate) fn wire_tag(&self, channel: u16, tag: u64) -> u64 {
+        let offset = self.lives.get(&channel).map_or(0, |life| life.tag_offset);
+        tag.saturating_sub(offset)
+    }
+
+    fn wire_sequence(&self, channel: u16, sequence: u64) -> u64 {
+        let offset = self
+            .lives
+            .get(&channel)
+            .map_or(0, |life| life.sequence_offset);
+        sequence.saturating_sub(offset)
     }
 
     /// `open_channel` returned `channel`, whose `channel.open` is `request`.
@@ -467,6 +553,7 @@ impl Oracle {
                 "publish on an unknown channel",
             ));
         };
+        life.last_sequence = life.last_sequence.max(sequence);
         if !life.unconfirmed.insert(sequence) {
             return Err(Violation::new(
                 "confirm-once",
@@ -513,15 +600,19 @@ impl Oracle {
                 message,
             } => {
                 let index = self.resolve(*channel, *request, "GetOk")?;
+                let wire = self.wire_tag(*channel, message.delivery_tag);
                 self.got
-                    .insert((*channel, self.incarnation(*channel), message.delivery_tag));
+                    .insert((*channel, self.incarnation(*channel), wire));
+                if let Some(life) = self.lives.get_mut(channel) {
+                    life.last_tag = life.last_tag.max(message.delivery_tag);
+                }
                 let expected = log
                     .requests
                     .get(index)
                     .and_then(|entry| entry.reply.clone());
                 match expected {
                     Some((Method::BasicGetOk(ok), Some(body)))
-                        if ok.delivery_tag == message.delivery_tag && body == message.content.body =>
+                        if ok.delivery_tag == wire && body == message.content.body =>
                     {
                         Ok(())
                     }
@@ -586,10 +677,13 @@ impl Oracle {
                 }
             }
             Event::Delivery(delivery) => {
+                if let Some(life) = self.lives.get_mut(&delivery.channel) {
+                    life.last_tag = life.last_tag.max(delivery.delivery_tag);
+                }
                 let key = (
                     delivery.channel,
                     self.incarnation(delivery.channel),
-                    delivery.delivery_tag,
+                    self.wire_tag(delivery.channel, delivery.delivery_tag),
                 );
                 if !self.delivered.insert(key) {
                     return Err(Violation::new(
@@ -645,7 +739,7 @@ impl Oracle {
                 let key = (
                     refused.channel,
                     self.incarnation(refused.channel),
-                    *delivery_tag,
+                    self.wire_tag(refused.channel, *delivery_tag),
                 );
                 let consume = log.deliveries.get(&key).map(|(_, _, consume)| *consume);
                 match consume.filter(|index| self.given_up.contains(index)) {
@@ -669,6 +763,7 @@ impl Oracle {
                 outcome,
             } => {
                 let incarnation = self.incarnation(*channel);
+                let wire = self.wire_sequence(*channel, *sequence);
                 let Some(life) = self.lives.get_mut(channel) else {
                     return Err(Violation::new(
                         "confirm-once",
@@ -683,7 +778,7 @@ impl Oracle {
                         ),
                     ));
                 }
-                let sent = log.confirms.get(&(*channel, incarnation, *sequence));
+                let sent = log.confirms.get(&(*channel, incarnation, wire));
                 match (outcome, sent) {
                     (ConfirmOutcome::Ack, Some(true))
                     | (ConfirmOutcome::Nack, Some(false))

@@ -481,7 +481,7 @@ impl Broker {
                 self.write(0, &spec::ConnectionCloseOk {}.into());
                 self.finish();
             }
-            Frame::Method { method, .. } => self.log_unanswered(&method, 0),
+            Frame::Method { channel, method } => self.log_unanswered(&method, channel),
             _ => {}
         }
     }

@@ -227,7 +227,8 @@ impl Sim {
                     self.settle_delivery(delivery, false, |c, tag| c.reject(tag, requeue));
                 if let (Ok(_), Some((id, tag))) = (&outcome, rejected) {
                     let incarnation = self.oracle.life(id).0;
-                    self.app_rejects.insert((id, incarnation, tag));
+                    let wire = self.oracle.wire_tag(id, tag);
+                    self.app_rejects.insert((id, incarnation, wire));
                 }
                 outcome
             }

@@ -285,6 +285,23 @@ impl Sim {
             self.events += 1;
             let _ = write!(self.hash, "{event:?}");
             self.note(|| format!("  event {}", short(&event)));
+            if let Event::ChannelRecovering { channel, .. } = &event {
+                // The record's offsets are what the reopened channel's
+                // numbering continues from.
+                let (tags, sequences) = self
+                    .connection
+                    .topology()
+                    .and_then(|topology| {
+                        topology
+                            .channels()
+                            .iter()
+                            .find(|record| record.id == *channel)
+                    })
+                    .map_or((0, 0), |record| {
+                        (record.delivery_tag_offset, record.publish_sequence_offset)
+                    });
+                self.oracle.reopening(*channel, tags, sequences)?;
+            }
             self.oracle.event(&event, &self.broker.log, self.now)?;
             self.app.observe(&event);
             if let Event::Closed(error) = &event {
@@ -405,12 +422,10 @@ fn client_config(rng: &mut Rng) -> Config {
     if rng.chance(0.25) {
         config.max_table_depth = 2;
     }
-    // Half the clients record their topology, as automatic recovery does,
-    // so the record follows every event of those runs. The oracle does not
-    // model the core reopening a channel on its own yet (its own requests
-    // and the broker's new channel life), so that stays off.
+    // Half the clients record their topology, as automatic recovery does:
+    // the record follows every event of those runs, and a channel the
+    // broker nacks before any ack is closed and reopened by the core.
     config.record_topology = rng.chance(0.5);
-    config.reopen_unacked_channels = false;
     config
 }
 
