@@ -41,6 +41,40 @@ macro_rules! celery_api {
             mutex.lock().unwrap_or_else(::std::sync::PoisonError::into_inner)
         }
 
+        #[doc = "A worker consuming its queue, from [`Worker::consume`]: serve it"]
+        #[doc = "with its `run` methods (or, in the blocking adapter, `serve` in a"]
+        #[doc = "loop of the application's own)."]
+        pub struct Consuming {
+            worker: $crate::celery::Worker<Handler, Delivery>,
+            channel: Channel,
+            consumer: Consumer,
+        }
+
+        impl ::std::fmt::Debug for Worker {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct("Worker")
+                    .field("settings", self.worker.settings())
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl ::std::fmt::Debug for Consuming {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct("Consuming")
+                    .field("settings", self.worker.settings())
+                    .field("stats", &self.worker.stats())
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl Consuming {
+            #[doc = "What it did so far."]
+            #[must_use]
+            pub fn stats(&self) -> WorkerStats {
+                self.worker.stats()
+            }
+        }
+
         #[doc = "Sends tasks to Celery workers and gets their results through the"]
         #[doc = "`rpc://` result backend: a channel of its own, consuming a result"]
         #[doc = "queue of its own. Cheap to clone; every clone sends through the"]

@@ -150,14 +150,6 @@ pub struct Worker {
     worker: state::Worker<Handler, Delivery>,
 }
 
-impl std::fmt::Debug for Worker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker")
-            .field("settings", self.worker.settings())
-            .finish_non_exhaustive()
-    }
-}
-
 impl Worker {
     /// A worker with these settings and no tasks. Its concurrency is 1:
     /// this adapter runs tasks in turn.
@@ -236,30 +228,7 @@ impl Worker {
     }
 }
 
-/// A worker consuming its queue, from [`Worker::consume`]: call
-/// [`serve`](Self::serve) in a loop, or [`run`](Self::run).
-pub struct Consuming {
-    worker: state::Worker<Handler, Delivery>,
-    channel: Channel,
-    consumer: Consumer,
-}
-
-impl std::fmt::Debug for Consuming {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consuming")
-            .field("settings", self.worker.settings())
-            .field("stats", &self.worker.stats())
-            .finish_non_exhaustive()
-    }
-}
-
 impl Consuming {
-    /// What it did so far.
-    #[must_use]
-    pub fn stats(&self) -> WorkerStats {
-        self.worker.stats()
-    }
-
     /// Waits up to `timeout` for a delivery (or a held task coming due)
     /// and handles it: runs the task and publishes its result, answers or
     /// rejects what it does not run, settles the delivery. Returns

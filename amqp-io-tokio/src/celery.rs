@@ -197,14 +197,6 @@ pub struct Worker {
     worker: state::Worker<Handler, Delivery>,
 }
 
-impl std::fmt::Debug for Worker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker")
-            .field("settings", self.worker.settings())
-            .finish_non_exhaustive()
-    }
-}
-
 impl Worker {
     /// A worker with these settings and no tasks.
     #[must_use]
@@ -285,33 +277,10 @@ impl Worker {
     }
 }
 
-/// A worker consuming its queue, from [`Worker::consume`]: run it with
-/// [`run_until`](Self::run_until) (or [`run`](Self::run)).
-pub struct Consuming {
-    worker: state::Worker<Handler, Delivery>,
-    channel: Channel,
-    consumer: Consumer,
-}
-
-impl std::fmt::Debug for Consuming {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consuming")
-            .field("settings", self.worker.settings())
-            .field("stats", &self.worker.stats())
-            .finish_non_exhaustive()
-    }
-}
-
 /// A job as it comes back from its tokio task.
 type Finished = (Job<Handler, Delivery>, Outcome);
 
 impl Consuming {
-    /// What it did so far.
-    #[must_use]
-    pub fn stats(&self) -> WorkerStats {
-        self.worker.stats()
-    }
-
     /// Serves until the consumer ends.
     ///
     /// # Errors
