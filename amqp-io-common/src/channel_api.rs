@@ -151,14 +151,13 @@ macro_rules! channel_api {
                 properties: &::amqp_proto::codec::BasicProperties,
                 body: impl Into<::bytes::Bytes>,
             ) -> $crate::Result<crate::Confirmation> {
-                let body = body.into();
+                let outgoing = $crate::telemetry::Outgoing::new(publish, properties, body.into());
                 // Nothing to trace or measure: the bare publish, so that
                 // telemetry nobody uses costs one check per message.
                 if !self.shared().telemetry.watches_publishes() {
-                    let outgoing = $crate::telemetry::Outgoing::new(publish, properties, body);
                     return self.publish_traced(&outgoing) $($awaiting)*;
                 }
-                self.publish_watched(publish, properties, body) $($awaiting)*
+                self.publish_watched(outgoing) $($awaiting)*
             }
 
             /// [`publish`](Self::publish) with its span, trace context and
@@ -166,19 +165,17 @@ macro_rules! channel_api {
             #[inline(never)]
             $($asyncness)* fn publish_watched(
                 &self,
-                publish: &::amqp_proto::spec::BasicPublish,
-                properties: &::amqp_proto::codec::BasicProperties,
-                body: ::bytes::Bytes,
+                outgoing: $crate::telemetry::Outgoing<'_>,
             ) -> $crate::Result<crate::Confirmation> {
                 let telemetry = &self.shared().telemetry;
                 // The clock only for an observer, which measures the call.
                 let started = telemetry.observer().map(|_| ::std::time::Instant::now());
-                let (span, injected) = telemetry.publish(self.channel.id(), publish, properties);
-                let outgoing = $crate::telemetry::Outgoing::new(
-                    publish,
-                    injected.as_deref().unwrap_or(properties),
-                    body,
-                );
+                let (span, injected) =
+                    telemetry.publish(self.channel.id(), outgoing.publish, outgoing.properties);
+                let outgoing = match injected.as_deref() {
+                    Some(properties) => outgoing.with_properties(properties),
+                    None => outgoing,
+                };
                 let confirmation = self.publish_traced(&outgoing) $($awaiting)*;
                 span.published(&outgoing, &confirmation);
                 if let Some(started) = started {

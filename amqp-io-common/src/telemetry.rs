@@ -48,6 +48,9 @@ use amqp_proto::{ConnectionError, Settlement};
 
 use crate::Error;
 
+#[cfg(feature = "tracing")]
+mod interest;
+
 /// How message spans are named (`otel.name`; the `tracing` name is
 /// always the operation).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -375,6 +378,26 @@ pub struct Telemetry {
     #[cfg(feature = "tracing")]
     hook_works_without_spans: bool,
     observer: Option<std::sync::Arc<dyn Observer>>,
+    /// What makes every message worth watching on this connection, decided
+    /// once from the options so the per-message check reads one byte.
+    watch: Watch,
+}
+
+/// What a connection's options ask of every message, whatever the
+/// subscribers want.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(u8)]
+enum Watch {
+    /// Only spans a subscriber wants: 0, so that one test of this and the
+    /// subscribers' interest together answers the usual case.
+    #[default]
+    SpansOnly = 0,
+    /// Always: an observer, or a trace-context hook that works without
+    /// spans.
+    Always,
+    /// The trace-context hook, once any subscriber was installed (one that
+    /// filters our spans out still has the application's span to carry).
+    HookOnceSubscribed,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -394,17 +417,29 @@ impl Telemetry {
             .first()
             .map(Peer::from)
             .unwrap_or_default();
+        #[cfg(feature = "tracing")]
+        let (hook, hook_works_without_spans) = match &options.trace_context {
+            Some(hook) => (true, hook.works_without_spans()),
+            None => (false, false),
+        };
+        #[cfg(not(feature = "tracing"))]
+        let (hook, hook_works_without_spans) = (false, false);
+        let watch = if options.observer.is_some() || hook_works_without_spans {
+            Watch::Always
+        } else if hook {
+            Watch::HookOnceSubscribed
+        } else {
+            Watch::SpansOnly
+        };
         Self {
             peer: PeerSlot::new(peer),
             spans: options.spans,
             #[cfg(feature = "tracing")]
             trace_context: options.trace_context.clone(),
             #[cfg(feature = "tracing")]
-            hook_works_without_spans: options
-                .trace_context
-                .as_ref()
-                .is_some_and(|hook| hook.works_without_spans()),
+            hook_works_without_spans,
             observer: options.observer.clone(),
+            watch,
         }
     }
 
@@ -426,15 +461,42 @@ impl Telemetry {
     /// false the shared `publish` hands the message straight to the
     /// adapter, and telemetry costs that one check.
     #[must_use]
-    #[inline]
+    #[inline(always)]
     pub fn watches_publishes(&self) -> bool {
-        if self.observer.is_some() {
-            return true;
-        }
+        // The usual answer in one test: nothing on this connection asks for
+        // every message (0) and no subscriber wants spans (0).
         #[cfg(feature = "tracing")]
-        if self.publish_hook_runs() || wanted() {
-            return true;
+        let subscribers = interest::message_spans_byte();
+        #[cfg(not(feature = "tracing"))]
+        let subscribers = 0;
+        if (self.watch as u8 | subscribers) == 0 {
+            return false;
         }
+        self.watches_publishes_closely()
+    }
+
+    /// [`watches_publishes`](Self::watches_publishes) past its first test:
+    /// out of line, it asks the subscribers span by span if they must be
+    /// asked.
+    #[inline(never)]
+    fn watches_publishes_closely(&self) -> bool {
+        match self.watch {
+            #[cfg(feature = "tracing")]
+            Watch::SpansOnly => wanted(),
+            #[cfg(not(feature = "tracing"))]
+            Watch::SpansOnly => false,
+            Watch::Always => true,
+            Watch::HookOnceSubscribed => self.publish_hook_runs() || self.watches_spans(),
+        }
+    }
+
+    #[cfg(feature = "tracing")]
+    fn watches_spans(&self) -> bool {
+        wanted()
+    }
+
+    #[cfg(not(feature = "tracing"))]
+    fn watches_spans(&self) -> bool {
         false
     }
 
@@ -443,10 +505,14 @@ impl Telemetry {
     /// that filters our span out still has the application's span to
     /// carry).
     #[cfg(feature = "tracing")]
-    #[inline]
     fn publish_hook_runs(&self) -> bool {
         self.trace_context.is_some()
             && (self.hook_works_without_spans || tracing::dispatcher::has_been_set())
+    }
+
+    #[cfg(not(feature = "tracing"))]
+    fn publish_hook_runs(&self) -> bool {
+        false
     }
 
     /// The application's observer, if it set one.
@@ -593,6 +659,21 @@ impl<'a> Outgoing<'a> {
             properties,
             body,
             sequence: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The same message with other properties (the trace context written
+    /// in).
+    #[must_use]
+    pub fn with_properties<'b>(self, properties: &'b BasicProperties) -> Outgoing<'b>
+    where
+        'a: 'b,
+    {
+        Outgoing {
+            publish: self.publish,
+            properties,
+            body: self.body,
+            sequence: self.sequence,
         }
     }
 
@@ -765,12 +846,12 @@ macro_rules! message_span {
     }};
 }
 
-/// True if a subscriber wants message spans: checked before anything is
-/// formatted for one.
+/// True if a subscriber may want message spans: checked before anything
+/// is formatted for one.
 #[cfg(feature = "tracing")]
-#[inline]
+#[inline(always)]
 fn wanted() -> bool {
-    tracing::enabled!(target: "amqp::messaging", tracing::Level::INFO)
+    interest::message_spans_wanted()
 }
 
 impl MessageSpan {
@@ -1130,15 +1211,12 @@ impl ProcessSpans {
     #[must_use]
     #[inline]
     pub fn open(&self, delivery: &amqp_proto::Delivery) -> HandedOver {
+        // A hook that needs spans has nothing to extract into without one.
         #[cfg(feature = "tracing")]
-        let spans = wanted();
+        let watched = self.telemetry.watch == Watch::Always || wanted();
         #[cfg(not(feature = "tracing"))]
-        let spans = false;
-        #[cfg(feature = "tracing")]
-        let hook = self.telemetry.hook_works_without_spans;
-        #[cfg(not(feature = "tracing"))]
-        let hook = false;
-        if !spans && !hook && self.telemetry.observer.is_none() {
+        let watched = self.telemetry.watch == Watch::Always;
+        if !watched {
             return None;
         }
         let handover = self.open_watched(delivery);
@@ -1339,6 +1417,21 @@ impl LifecycleSpan {
         }
         #[cfg(not(feature = "tracing"))]
         Self::default()
+    }
+
+    /// Names `peer` as the node the attempt's socket reached (a recovery
+    /// attempt's span starts before the address is chosen).
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub fn record_peer(&self, peer: &Peer) {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = &self.span {
+            span.record("server.address", peer.address.as_str());
+            span.record("server.port", peer.port);
+            span.record(
+                "otel.name",
+                format!("connect {}:{}", peer.address, peer.port).as_str(),
+            );
+        }
     }
 
     /// Records how many connection attempts the recovery made.
