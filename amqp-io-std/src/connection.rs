@@ -126,8 +126,7 @@ impl Connection {
         let transport = crate::recovery::open_transport(&options, address)?;
         let operation_timeout = options.operation_timeout;
         #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
-        let mut inner = Inner::new(options, transport.writer);
-        inner.set_address(index);
+        let mut inner = Inner::new(options, index, transport.writer);
         #[cfg(feature = "tls")]
         if let Some(session) = transport.tls {
             inner.set_tls(session);

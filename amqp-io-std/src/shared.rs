@@ -128,9 +128,10 @@ pub(crate) struct Inner {
 amqp_io_common::deref_session!(Inner, Blocking);
 
 impl Inner {
-    pub(crate) fn new(options: ConnectOptions, writer: Writer) -> Self {
+    /// A connection opened with `options` on its address `address`.
+    pub(crate) fn new(options: ConnectOptions, address: usize, writer: Writer) -> Self {
         Self {
-            session: Session::open(options, Instant::now()),
+            session: Session::open(options, address, Instant::now()),
             writer,
             #[cfg(feature = "tls")]
             tls: None,

@@ -138,8 +138,7 @@ impl Connection {
     async fn connect_on(options: ConnectOptions, index: usize, address: &Address) -> Result<Self> {
         let (reader, writer, local_addr) = connect_transport(&options, address).await?;
         let operation_timeout = options.operation_timeout;
-        let mut state = State::new(options);
-        state.set_address(index);
+        let mut state = State::new(options, index);
         state.local_addr = Some(local_addr);
         let shared = Arc::new(Shared::new(state));
         let mut driver = tokio::spawn(driver::drive(Arc::clone(&shared), reader, writer));

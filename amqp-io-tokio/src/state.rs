@@ -61,9 +61,10 @@ pub(crate) struct State {
 amqp_io_common::deref_session!(State, Tokio);
 
 impl State {
-    pub(crate) fn new(options: ConnectOptions) -> Self {
+    /// A connection opened with `options` on its address `address`.
+    pub(crate) fn new(options: ConnectOptions, address: usize) -> Self {
         Self {
-            session: Session::open(options, Instant::now()),
+            session: Session::open(options, address, Instant::now()),
             blocked: watch::Sender::new(None),
             local_addr: None,
         }

@@ -804,3 +804,120 @@ fn failures_give_spans_their_error_type_and_a_nack_its_confirm_outcome() {
     });
     assert!(nacked, "no nacked confirm recorded");
 }
+
+/// Three addresses for one broker: a closed port, then two proxies.
+fn three_addresses(
+    first: &amqp_tests::proxy::Proxy,
+    second: &amqp_tests::proxy::Proxy,
+) -> amqp_io_common::ConnectOptions {
+    let urls = [
+        "amqp://guest:guest@127.0.0.1:1/%2f?heartbeat=2".to_owned(),
+        format!("amqp://guest:guest@{}/%2f", first.address()),
+        format!("amqp://guest:guest@{}/%2f", second.address()),
+    ];
+    let mut options = amqp_io_common::ConnectOptions::from_urls(urls).unwrap();
+    options.recovery = Some(amqp_proto::Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+        max_attempts: Some(40),
+    });
+    options
+}
+
+/// The opening's `connect` span names, from its creation, the address the
+/// socket reached; a recovery's attempt (whose span starts before it
+/// chooses an address) names the node it reached once it did.
+fn assert_connects_name_the_nodes_reached(
+    captured: &Captured,
+    first: std::net::SocketAddr,
+    second: std::net::SocketAddr,
+) {
+    let connects = captured.spans_named("connect");
+    assert!(connects.len() >= 2, "{connects:?}");
+    let opening = &connects[0];
+    assert_eq!(opening.at_creation["rabbitmq.connection.recovery"], "false");
+    assert_eq!(opening.at_creation["server.port"], first.port().to_string());
+    assert_eq!(
+        opening.at_creation["otel.name"],
+        format!("connect 127.0.0.1:{}", first.port())
+    );
+    let recovered = connects.last().unwrap();
+    assert_eq!(
+        recovered.at_creation["rabbitmq.connection.recovery"],
+        "true"
+    );
+    assert!(
+        !recovered.fields.contains_key("error.type"),
+        "{recovered:?}"
+    );
+    // Recovery tries the address after the lost node first.
+    assert_eq!(recovered.fields["server.port"], second.port().to_string());
+    assert_eq!(
+        recovered.fields["otel.name"],
+        format!("connect 127.0.0.1:{}", second.port())
+    );
+}
+
+fn recovered_spans(captured: &Captured) -> bool {
+    captured
+        .spans_named("recover")
+        .iter()
+        .any(|span| span.closed)
+}
+
+#[test]
+fn the_connect_spans_of_the_blocking_client_name_the_node_reached() {
+    let _serial = serial();
+    let (captured, _guard) = install();
+    let broker = amqp_tests::broker_address();
+    let first =
+        amqp_tests::proxy::Proxy::start(&broker).unwrap_or_else(|error| broker_unreachable(&error));
+    let second =
+        amqp_tests::proxy::Proxy::start(&broker).unwrap_or_else(|error| broker_unreachable(&error));
+    let connection = amqp_io_std::Connection::open_with(three_addresses(&first, &second))
+        .unwrap_or_else(|error| broker_unreachable(&error));
+    assert_eq!(connection.connected_address().port, first.address().port());
+    first.cut();
+    let deadline = std::time::Instant::now() + SHORT;
+    while !recovered_spans(&captured) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            captured.spans()
+        );
+        let _ = connection.drain_events(Duration::from_millis(50));
+    }
+    assert_eq!(connection.connected_address().port, second.address().port());
+    connection.close().unwrap();
+    assert_connects_name_the_nodes_reached(&captured, first.address(), second.address());
+}
+
+#[tokio::test]
+async fn the_connect_spans_of_the_tokio_client_name_the_node_reached() {
+    let _serial = serial();
+    let (captured, _guard) = install();
+    let broker = amqp_tests::broker_address();
+    let first =
+        amqp_tests::proxy::Proxy::start(&broker).unwrap_or_else(|error| broker_unreachable(&error));
+    let second =
+        amqp_tests::proxy::Proxy::start(&broker).unwrap_or_else(|error| broker_unreachable(&error));
+    let connection =
+        match amqp_io_tokio::Connection::connect_with(three_addresses(&first, &second)).await {
+            Ok(connection) => connection,
+            Err(error) => broker_unreachable(&error),
+        };
+    assert_eq!(connection.connected_address().port, first.address().port());
+    first.cut();
+    let deadline = std::time::Instant::now() + SHORT;
+    while !recovered_spans(&captured) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            captured.spans()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(connection.connected_address().port, second.address().port());
+    connection.close().await.unwrap();
+    assert_connects_name_the_nodes_reached(&captured, first.address(), second.address());
+}

@@ -269,10 +269,11 @@ impl<A: Attach> Session<A> {
         }
     }
 
-    /// A session for a connection opened with `options` at `now`: its
-    /// config, recovery backoff and SASL responder, kept to connect again.
+    /// A session for a connection opened with `options` at `now` on its
+    /// address `address` (an index into `options.addresses`): its config,
+    /// recovery backoff and SASL responder, kept to connect again.
     #[must_use]
-    pub fn open(options: ConnectOptions, now: Instant) -> Self {
+    pub fn open(options: ConnectOptions, address: usize, now: Instant) -> Self {
         let mut session = Self::new(
             options.config.clone(),
             now,
@@ -280,8 +281,10 @@ impl<A: Attach> Session<A> {
             options.sasl_responder.clone(),
         );
         session.telemetry = Arc::new(Telemetry::new(&options));
-        session.connect_span = Some(LifecycleSpan::connect(&session.telemetry.peer(), 1, false));
         session.options = Some(options);
+        session.set_address(address);
+        // After the address: the span names the node the socket reached.
+        session.connect_span = Some(LifecycleSpan::connect(&session.telemetry.peer(), 1, false));
         session
     }
 
@@ -310,7 +313,13 @@ impl<A: Attach> Session<A> {
             .as_ref()
             .and_then(|options| options.addresses.get(index))
         {
-            self.telemetry.set_peer(address.into());
+            let peer = telemetry::Peer::from(address);
+            // A recovery's attempt began its span before it chose the
+            // address; from here on the span names the node it reached.
+            if let Some(span) = &self.connect_span {
+                span.record_peer(&peer);
+            }
+            self.telemetry.set_peer(peer);
         }
     }
 
