@@ -361,3 +361,74 @@ fn a_kombu_consumer_reads_the_traceparent_of_our_publish_span() {
     );
     assert_eq!(seen["traceparent"], expected.as_str(), "{seen}");
 }
+
+/// With our `publish` span filtered out, a publish inside the
+/// application's span carries that span's context, and one outside any
+/// span carries none.
+#[test]
+fn with_our_spans_filtered_out_a_publish_carries_the_applications_span() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::Layer;
+
+    let _serial = serial();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let ours_off = Targets::new()
+        .with_default(LevelFilter::INFO)
+        .with_target("amqp::messaging", LevelFilter::OFF);
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("amqp-tests"))
+        .with_filter(ours_off);
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+    tracing::callsite::rebuild_interest_cache();
+
+    let connection = amqp_io_std::Connection::open(&broker_url())
+        .unwrap_or_else(|error| broker_unreachable(&error));
+    let channel = connection.channel().unwrap();
+    let queue = channel.queue_declare(declare()).unwrap().queue.to_string();
+    channel.confirm_select().unwrap();
+    let publish = |id: &str| {
+        channel
+            .publish(
+                &publish_to(&queue),
+                &BasicProperties::default().message_id(id),
+                "body",
+            )
+            .unwrap()
+            .wait(SHORT)
+            .unwrap();
+    };
+    tracing::info_span!("checkout").in_scope(|| publish("inside"));
+    publish("outside");
+    let consumer = channel.basic_consume(consume(&queue)).unwrap();
+    let mut carried = Vec::new();
+    for _ in 0..2 {
+        let delivery = consumer.recv_timeout(SHORT).unwrap();
+        carried.push(traceparent(delivery.properties()));
+        delivery.ack().unwrap();
+    }
+    connection.close().unwrap();
+
+    let spans = exporter.get_finished_spans().unwrap();
+    assert!(
+        named(&spans, &format!("publish {queue}")).is_empty(),
+        "{spans:#?}"
+    );
+    let checkout = one(&spans, "checkout");
+    let inside = carried[0].expect("the publish inside the span carries a traceparent");
+    assert_eq!(
+        TraceId::from_bytes(inside.trace_id),
+        checkout.span_context.trace_id()
+    );
+    assert_eq!(
+        SpanId::from_bytes(inside.parent_id),
+        checkout.span_context.span_id()
+    );
+    assert_eq!(
+        carried[1], None,
+        "outside any span there is no context to carry"
+    );
+}
