@@ -136,7 +136,10 @@ fn valid_context(span: &tracing::Span) -> Option<::opentelemetry::Context> {
 /// span that is not there (a registry lookup and a close, hundreds of
 /// instructions a message).
 fn ambient_context() -> Option<::opentelemetry::Context> {
-    let inside = tracing::dispatcher::get_default(|dispatch| dispatch.current_span().is_known());
+    // `id()`, not `is_known()`: a subscriber that knows there is no
+    // current span answers "known", with no id.
+    let inside =
+        tracing::dispatcher::get_default(|dispatch| dispatch.current_span().id().is_some());
     if !inside {
         return None;
     }

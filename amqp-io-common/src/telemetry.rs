@@ -472,32 +472,16 @@ impl Telemetry {
         if (self.watch as u8 | subscribers) == 0 {
             return false;
         }
-        self.watches_publishes_closely()
-    }
-
-    /// [`watches_publishes`](Self::watches_publishes) past its first test:
-    /// out of line, it asks the subscribers span by span if they must be
-    /// asked.
-    #[inline(never)]
-    fn watches_publishes_closely(&self) -> bool {
         match self.watch {
-            #[cfg(feature = "tracing")]
-            Watch::SpansOnly => wanted(),
-            #[cfg(not(feature = "tracing"))]
-            Watch::SpansOnly => false,
             Watch::Always => true,
-            Watch::HookOnceSubscribed => self.publish_hook_runs() || self.watches_spans(),
+            #[cfg(feature = "tracing")]
+            Watch::HookOnceSubscribed if tracing::dispatcher::has_been_set() => true,
+            // Asking the subscribers span by span is out of line.
+            #[cfg(feature = "tracing")]
+            _ => subscribers != 0 && interest::message_spans_maybe(),
+            #[cfg(not(feature = "tracing"))]
+            _ => false,
         }
-    }
-
-    #[cfg(feature = "tracing")]
-    fn watches_spans(&self) -> bool {
-        wanted()
-    }
-
-    #[cfg(not(feature = "tracing"))]
-    fn watches_spans(&self) -> bool {
-        false
     }
 
     /// True if the trace-context hook is called for a publish: it is set,
@@ -508,11 +492,6 @@ impl Telemetry {
     fn publish_hook_runs(&self) -> bool {
         self.trace_context.is_some()
             && (self.hook_works_without_spans || tracing::dispatcher::has_been_set())
-    }
-
-    #[cfg(not(feature = "tracing"))]
-    fn publish_hook_runs(&self) -> bool {
-        false
     }
 
     /// The application's observer, if it set one.
