@@ -501,7 +501,11 @@ fn a_stream_consumer_resumes_from_where_it_got_to_after_a_hard_kill_of_its_node_
         deliveries > COUNT && deliveries <= COUNT + u32::from(PREFETCH),
         "{deliveries} deliveries for {COUNT} messages"
     );
-    assert_eq!(node_of(&connection.connected_address()), 2);
+    // Off the killed node. Recovery tries node 2 first, but an attempt
+    // that fails there while the cluster reacts to the kill goes on to
+    // node 3 (seen once, on a loaded machine); the order itself is
+    // `AddressAttempts`' unit test.
+    assert_ne!(node_of(&connection.connected_address()), 1);
     rejoin(killed);
     channel
         .queue_delete(QueueDelete {
@@ -714,7 +718,11 @@ async fn a_stream_consumer_resumes_from_where_it_got_to_after_a_hard_kill_of_its
         deliveries > COUNT && deliveries <= COUNT + u32::from(PREFETCH),
         "{deliveries} deliveries for {COUNT} messages"
     );
-    assert_eq!(node_of(&connection.connected_address()), 2);
+    // Off the killed node. Recovery tries node 2 first, but an attempt
+    // that fails there while the cluster reacts to the kill goes on to
+    // node 3 (seen once, on a loaded machine); the order itself is
+    // `AddressAttempts`' unit test.
+    assert_ne!(node_of(&connection.connected_address()), 1);
     tokio::task::block_in_place(|| rejoin(killed));
     channel
         .queue_delete(QueueDelete {
