@@ -493,7 +493,10 @@ fn a_stream_consumer_resumes_from_where_it_got_to_after_a_hard_kill_of_its_node_
             Err(error) => panic!("the stream consumer ended: {error}"),
         }
     }
-    eprintln!("stream failover (blocking): {deliveries} deliveries for {COUNT} messages");
+    eprintln!(
+        "stream failover (blocking): {deliveries} deliveries for {COUNT} messages, now on node {}",
+        node_of(&connection.connected_address())
+    );
     assert_eq!(acked, (0..COUNT).collect());
     // Resumed at its first unsettled offset, not at `first` nor after its
     // last delivery: what is read twice is the window the kill cut off.
@@ -712,7 +715,10 @@ async fn a_stream_consumer_resumes_from_where_it_got_to_after_a_hard_kill_of_its
             Err(error) => panic!("the stream consumer ended: {error}"),
         }
     }
-    eprintln!("stream failover (tokio): {deliveries} deliveries for {COUNT} messages");
+    eprintln!(
+        "stream failover (tokio): {deliveries} deliveries for {COUNT} messages, now on node {}",
+        node_of(&connection.connected_address())
+    );
     assert_eq!(acked, (0..COUNT).collect());
     assert!(
         deliveries > COUNT && deliveries <= COUNT + u32::from(PREFETCH),
