@@ -130,6 +130,7 @@ pub(super) fn text(s: &ShortString) -> String {
 impl Broker {
     /// A method on a channel other than 0.
     pub(super) fn channel_method(&mut self, id: u16, method: Method) {
+        self.log.received.push((id, method.clone()));
         if let Method::ChannelOpen(_) = method {
             return self.open_channel(id);
         }
@@ -429,7 +430,7 @@ impl Broker {
             method_id: 0,
         };
         self.write(0, &close.into());
-        self.channels.clear();
+        self.drop_all_channels();
         self.phase = Phase::Closing;
     }
 }
