@@ -619,6 +619,16 @@ impl Oracle {
                 message,
             } => {
                 let index = self.resolve(*channel, *request, "GetOk")?;
+                let offset = self.lives.get(channel).map_or(0, |life| life.tag_offset);
+                if message.delivery_tag <= offset {
+                    return Err(Violation::new(
+                        "numbering-continues",
+                        format!(
+                            "get-ok tag {} on channel {channel}, which continues after {offset}",
+                            message.delivery_tag
+                        ),
+                    ));
+                }
                 let wire = self.wire_tag(*channel, message.delivery_tag);
                 self.got
                     .insert((*channel, self.incarnation(*channel), wire));
