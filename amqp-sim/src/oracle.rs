@@ -242,6 +242,16 @@ impl Oracle {
         Ok(())
     }
 
+    /// True if `tag` on `channel` is a delivery from before the channel's
+    /// recovery or reopening (tag 0, "all" with `multiple`, is none).
+    pub(crate) fn is_stale(&self, channel: u16, tag: u64) -> bool {
+        tag != 0
+            && self
+                .lives
+                .get(&channel)
+                .is_some_and(|life| tag <= life.tag_offset)
+    }
+
     /// The broker's delivery tag for the application's `tag` on `channel`.
     pub(crate) fn wire_tag(&self, channel: u16, tag: u64) -> u64 {
         let offset = self.lives.get(&channel).map_or(0, |life| life.tag_offset);

@@ -188,8 +188,18 @@ impl Broker {
                     ignore: false,
                 });
             }
-            Method::BasicAck(ack) => self.settle(id, ack.delivery_tag, ack.multiple, None),
+            Method::BasicAck(ack) => {
+                let incarnation = channel.incarnation;
+                self.log
+                    .settlements
+                    .push((id, incarnation, ack.delivery_tag));
+                self.settle(id, ack.delivery_tag, ack.multiple, None);
+            }
             Method::BasicNack(nack) => {
+                let incarnation = channel.incarnation;
+                self.log
+                    .settlements
+                    .push((id, incarnation, nack.delivery_tag));
                 self.settle(id, nack.delivery_tag, nack.multiple, Some(nack.requeue));
             }
             Method::BasicReject(reject) => {

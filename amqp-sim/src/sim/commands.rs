@@ -374,9 +374,25 @@ impl Sim {
         send: impl FnOnce(&mut amqp_proto::ChannelRef<'_>, u64) -> Result<(), amqp_proto::UsageError>,
     ) -> Result<String, String> {
         let (id, tag) = *app::pick_from(&self.app.deliveries, pick).ok_or("no delivery")?;
+        let before = self.connection.queued_output();
         let mut channel = self.connection.channel(id).map_err(|e| e.to_string())?;
         send(&mut channel, tag).map_err(|e| e.to_string())?;
         self.app.settled(id, tag, multiple);
+        // A delivery from before a recovery (or a reopening) was requeued
+        // by the broker: settling it must send nothing, or it would settle
+        // whichever message has that tag on the new channel.
+        let sent = self.connection.queued_output() > before;
+        if sent && self.oracle.is_stale(id, tag) {
+            let violation = Violation::new(
+                "stale-settlement-sent",
+                format!(
+                    "settling delivery {tag} on channel {id}, from before the channel's recovery, was sent"
+                ),
+            );
+            let text = format!("VIOLATION {violation:?}");
+            self.broken = Some(violation);
+            return Err(text);
+        }
         Ok(format!("settled {tag} on {id}"))
     }
 }

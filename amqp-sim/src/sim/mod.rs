@@ -100,6 +100,8 @@ struct Sim {
     app_rejects: std::collections::BTreeSet<(u16, u32, u64)>,
     /// Rejects in the broker's log already judged.
     rejects_checked: usize,
+    /// Acks and nacks in the broker's log already judged.
+    settlements_checked: usize,
     /// Whether a failed connection is recovered (see [`Sim::recover`]).
     recovery_rng: Rng,
     /// Connections made by `Connection::recover` so far.
@@ -217,6 +219,7 @@ impl Sim {
             broken: None,
             app_rejects: std::collections::BTreeSet::new(),
             rejects_checked: 0,
+            settlements_checked: 0,
             recovery_rng: Rng::fork(seed, STREAM_RECOVERY),
             recoveries: 0,
             recover_pending: false,
@@ -539,6 +542,7 @@ impl Sim {
         self.transport_reported = false;
         self.app_rejects.clear();
         self.rejects_checked = 0;
+        self.settlements_checked = 0;
         self.last_write = self.now;
         self.ever_open = false;
         Ok(())
