@@ -657,6 +657,83 @@ fn consume_ok_and_cancel_ok_may_lag_behind_later_replies() {
     assert_eq!(close_code(&mut peer), ReplyCode::COMMAND_INVALID.0);
 }
 
+/// A cancel-ok may come after the consume-ok of a consume sent after the
+/// cancel, with the same tag (RabbitMQ answers a cancel of a consumer from
+/// its queue's process, and a second cancel of the tag, then unknown, at
+/// once: the first cancel's reply can be the late one). The late
+/// cancel-ok is about the consumer before, and must not make the new one
+/// unknown (its `no_ack` deliveries were counted unsettled). Found by the
+/// simulation, seed 458508 (`unsettled-count`).
+#[test]
+fn a_cancel_ok_overtaken_by_a_consume_ok_of_the_same_tag_keeps_the_new_consumer() {
+    let mut peer = open_peer(Config::default());
+    let channel = peer.open_channel();
+    let consume = |queue: &str, no_ack: bool| spec::BasicConsume {
+        queue: queue.into(),
+        consumer_tag: "c1".into(),
+        no_ack,
+        ..Default::default()
+    };
+    let consume_ok = || spec::BasicConsumeOk {
+        consumer_tag: "c1".into(),
+    };
+    let cancel = || spec::BasicCancel {
+        consumer_tag: "c1".into(),
+        nowait: false,
+    };
+    let cancel_ok = || spec::BasicCancelOk {
+        consumer_tag: "c1".into(),
+    };
+    let mut handle = peer.connection.channel(channel).unwrap();
+    handle.request(consume("a", false)).unwrap();
+    peer.client_frames();
+    peer.send(channel, consume_ok());
+    peer.events();
+    let mut handle = peer.connection.channel(channel).unwrap();
+    let first = handle.request(cancel()).unwrap().unwrap();
+    let second = handle.request(cancel()).unwrap().unwrap();
+    peer.client_frames();
+    peer.send(channel, cancel_ok());
+    let events = peer.events();
+    assert!(
+        matches!(events.as_slice(), [Event::Reply { request, .. }] if *request == first),
+        "{events:?}"
+    );
+    let mut handle = peer.connection.channel(channel).unwrap();
+    let again = handle.request(consume("b", true)).unwrap().unwrap();
+    peer.client_frames();
+    peer.send(channel, consume_ok());
+    peer.send(channel, cancel_ok());
+    let deliver = spec::BasicDeliver {
+        consumer_tag: "c1".into(),
+        delivery_tag: 1,
+        redelivered: false,
+        exchange: "".into(),
+        routing_key: "b".into(),
+    };
+    peer.send_content(channel, deliver, BasicProperties::default(), b"m");
+    let events = peer.events();
+    let answered: Vec<_> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Reply { request, .. } => Some(*request),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answered, vec![again, second]);
+    assert!(
+        events
+            .iter()
+            .any(|event| matches!(event, Event::Delivery(d) if d.consumer_tag == "c1")),
+        "{events:?}"
+    );
+    assert_eq!(
+        peer.connection.stats().unsettled,
+        0,
+        "the delivery went to the new consumer, which needs no ack"
+    );
+}
+
 #[test]
 fn consume_names_an_unnamed_consumer_and_matches_its_reply_by_that_name() {
     let mut peer = open_peer(Config::default());

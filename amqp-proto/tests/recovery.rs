@@ -755,3 +755,93 @@ fn without_reopening_a_nacked_channel_stays_as_it_is() {
     assert_eq!(peer.events().len(), 1);
     assert!(peer.client_frames().is_empty(), "nothing is closed");
 }
+
+/// Until `Recovered` a recovered connection refuses commands with
+/// `Recovering`, its handshake included (found by the simulation, seed 11:
+/// they were refused with `NotOpen`, though `publish_readiness` said
+/// `Recovering`).
+#[test]
+fn commands_wait_for_the_recovery_during_its_handshake_too() {
+    let mut peer = Peer::new(recording());
+    peer.connection = Connection::recover(recording(), failed_connection(), peer.now);
+    assert!(peer.connection.is_recovering());
+    assert_eq!(peer.connection.publish_readiness(1), Readiness::Recovering);
+    assert_eq!(
+        peer.connection.open_channel().err(),
+        Some(UsageError::Recovering)
+    );
+    assert_eq!(
+        peer.connection.channel(1).err(),
+        Some(UsageError::Recovering)
+    );
+    assert_eq!(
+        peer.connection.update_secret("token", "refresh").err(),
+        Some(UsageError::Recovering)
+    );
+    // A connection that is not recovering still says it is not open yet.
+    let mut fresh = Peer::new(Config::default());
+    assert_eq!(
+        fresh.connection.open_channel().err(),
+        Some(UsageError::NotOpen)
+    );
+}
+
+/// When the application's channels take every id the new server allows,
+/// the declarations go first on one of those ids and close before the
+/// application's channels reopen: opening an open id is a connection
+/// error, which would fail every attempt (found by the simulation, seed
+/// 8641: channel-max 2, two channels and a queue).
+#[test]
+fn declarations_go_first_when_the_application_has_every_channel_id() {
+    let mut peer = Peer::new(recording());
+    peer.handshake(0);
+    for _ in 0..2 {
+        peer.open_channel();
+    }
+    let jobs = spec::QueueDeclare {
+        queue: "jobs".into(),
+        ..Default::default()
+    };
+    request(&mut peer, 1, jobs);
+    answer(&mut peer, 1, "queue.declare", declare_ok("jobs"));
+    peer.connection.handle_transport_closed("reset");
+    peer.events();
+    let topology = peer.connection.topology().cloned().unwrap();
+
+    let mut peer = Peer::new(recording());
+    peer.connection = Connection::recover(recording(), topology, peer.now);
+    peer.open_with_tune(2, support::SERVER_FRAME_MAX, 0);
+    let mut sent = peer.expect_methods(&[
+        "connection.start-ok",
+        "connection.tune-ok",
+        "connection.open",
+        "channel.open",
+    ]);
+    assert_eq!(sent.pop().map(|(channel, _)| channel), Some(2));
+    peer.events();
+    peer.send(2, spec::ChannelOpenOk::default());
+    answer(&mut peer, 2, "queue.declare", declare_ok("jobs"));
+    answer(&mut peer, 2, "channel.close", spec::ChannelCloseOk {});
+    answer(&mut peer, 1, "channel.open", spec::ChannelOpenOk::default());
+    assert!(peer.events().is_empty(), "the replay's own events are its");
+    answer(&mut peer, 2, "channel.open", spec::ChannelOpenOk::default());
+    let events = peer.events();
+    assert!(
+        matches!(events.as_slice(), [Event::Recovered { failures, .. }] if failures.is_empty()),
+        "{events:?}"
+    );
+    // Channel 2 is the application's again: its close is the application's.
+    let close = spec::ChannelClose {
+        reply_code: 406,
+        reply_text: "PRECONDITION_FAILED".into(),
+        class_id: 0,
+        method_id: 0,
+    };
+    peer.send(2, close);
+    peer.expect_methods(&["channel.close-ok"]);
+    let events = peer.events();
+    assert!(
+        matches!(events.as_slice(), [Event::ChannelClosed { channel: 2, .. }]),
+        "{events:?}"
+    );
+}

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use amqp_proto::recovery::Topology;
 use amqp_proto::spec::Method;
 use amqp_proto::{Event, RequestId};
 
@@ -74,6 +75,9 @@ pub(crate) struct App {
     /// The requests the application still waits on, by sequence (oldest
     /// first), with their channel: what it may abandon or put a deadline on.
     pub(crate) outstanding: BTreeMap<u64, (RequestId, u16)>,
+    /// The deliveries awaiting an ack when the connection closed: after a
+    /// recovery the application may still ack them (the core drops those).
+    stale: Vec<(u16, u64)>,
 }
 
 impl App {
@@ -85,7 +89,30 @@ impl App {
             deliveries: Vec::new(),
             pending_no_ack: BTreeMap::new(),
             outstanding: BTreeMap::new(),
+            stale: Vec::new(),
         }
+    }
+
+    /// A connection made by `Connection::recover` from `topology`: the
+    /// application keeps the handles of its recorded channels and knows
+    /// its consumers, and still holds the old connection's deliveries
+    /// (their acks must not reach the new broker).
+    pub(crate) fn recovering(&mut self, topology: &Topology) {
+        self.channels = topology.channels().iter().map(|c| c.id).collect();
+        self.consumers = topology
+            .channels()
+            .iter()
+            .flat_map(|channel| {
+                channel.consumers.iter().map(|consume| {
+                    let tag = consume.consumer_tag.to_string_lossy().into_owned();
+                    (channel.id, tag, consume.no_ack)
+                })
+            })
+            .collect();
+        self.deliveries = std::mem::take(&mut self.stale);
+        self.deliveries.retain(|(id, _)| self.channels.contains(id));
+        self.pending_no_ack.clear();
+        self.outstanding.clear();
     }
 
     /// The application made `request` on `channel` and waits for it.
@@ -187,7 +214,16 @@ impl App {
                 self.outstanding.clear();
                 self.channels.clear();
                 self.consumers.clear();
-                self.deliveries.clear();
+                self.stale = std::mem::take(&mut self.deliveries);
+            }
+            Event::Recovered { renamed_queues, .. } => {
+                // The old names stay: those queues are still on the broker.
+                for (_, new) in renamed_queues {
+                    let new = new.to_string_lossy();
+                    if !self.queues.iter().any(|known| *known == new) {
+                        self.queues.push(new.into_owned());
+                    }
+                }
             }
             _ => {}
         }

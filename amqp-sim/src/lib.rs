@@ -11,8 +11,12 @@
 //! cancelled, channels closed), every confirm
 //! settled once, channel and connection lifecycles, the reply codes owed
 //! to malformed input, no false positives against a correct broker,
-//! bounded output, prompt closes. The same seed always gives the same
-//! trace, and re-splitting the server's bytes must not change it.
+//! bounded output, prompt closes. A connection that fails as automatic
+//! recovery would recover is, some of the time, replaced by
+//! `Connection::recover` against the same broker, and the recovery's
+//! replay, its `Event::Recovered` and the numbering across connections
+//! are checked too. The same seed always gives the same trace, and
+//! re-splitting the server's bytes must not change it.
 //!
 //! ```
 //! let outcome = amqp_sim::run_seed(7, &amqp_sim::Options::default());

@@ -30,6 +30,8 @@ use amqp_proto::{ConfirmOutcome, ConnectionError, Event, Failure, RefusedOrigin,
 
 use crate::broker::Log;
 
+mod recovery;
+
 /// A broken invariant: a stable name (used to compare failures when
 /// shrinking) and what happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +129,8 @@ pub(crate) struct Oracle {
     given_up: BTreeSet<usize>,
     /// Channels the core reopened on its own at least once.
     reopened: BTreeSet<u16>,
+    /// For a connection made by `Connection::recover`: what it owes.
+    recovery: Option<recovery::Recovery>,
 }
 
 type Checked = Result<(), Violation>;
@@ -170,8 +174,14 @@ impl Oracle {
         while (self.issued.len() as u64 + 1) < request.sequence() {
             let index = self.issued.len();
             let read = log.requests.get(index);
+            let replayed = self
+                .recovery
+                .as_ref()
+                .and_then(|recovery| recovery.replay_end)
+                .is_some_and(|end| index < end);
             let own = |entry: &&crate::broker::RequestLog| {
-                entry.name == "basic.cancel"
+                replayed
+                    || entry.name == "basic.cancel"
                     || (self.reopened.contains(&entry.channel)
                         && REOPEN_STEPS.contains(&entry.name))
             };
@@ -230,6 +240,16 @@ impl Oracle {
         life.tag_offset = tag_offset;
         life.sequence_offset = sequence_offset;
         Ok(())
+    }
+
+    /// True if `tag` on `channel` is a delivery from before the channel's
+    /// recovery or reopening (tag 0, "all" with `multiple`, is none).
+    pub(crate) fn is_stale(&self, channel: u16, tag: u64) -> bool {
+        tag != 0
+            && self
+                .lives
+                .get(&channel)
+                .is_some_and(|life| tag <= life.tag_offset)
     }
 
     /// The broker's delivery tag for the application's `tag` on `channel`.
@@ -553,6 +573,15 @@ impl Oracle {
                 "publish on an unknown channel",
             ));
         };
+        if sequence <= life.sequence_offset {
+            return Err(Violation::new(
+                "numbering-continues",
+                format!(
+                    "publish sequence {sequence} on channel {channel}, which continues after {}",
+                    life.sequence_offset
+                ),
+            ));
+        }
         life.last_sequence = life.last_sequence.max(sequence);
         if !life.unconfirmed.insert(sequence) {
             return Err(Violation::new(
@@ -600,6 +629,16 @@ impl Oracle {
                 message,
             } => {
                 let index = self.resolve(*channel, *request, "GetOk")?;
+                let offset = self.lives.get(channel).map_or(0, |life| life.tag_offset);
+                if message.delivery_tag <= offset {
+                    return Err(Violation::new(
+                        "numbering-continues",
+                        format!(
+                            "get-ok tag {} on channel {channel}, which continues after {offset}",
+                            message.delivery_tag
+                        ),
+                    ));
+                }
                 let wire = self.wire_tag(*channel, message.delivery_tag);
                 self.got
                     .insert((*channel, self.incarnation(*channel), wire));
@@ -678,6 +717,15 @@ impl Oracle {
             }
             Event::Delivery(delivery) => {
                 if let Some(life) = self.lives.get_mut(&delivery.channel) {
+                    if delivery.delivery_tag <= life.tag_offset {
+                        return Err(Violation::new(
+                            "numbering-continues",
+                            format!(
+                                "delivery tag {} on channel {}, which continues after {}",
+                                delivery.delivery_tag, delivery.channel, life.tag_offset
+                            ),
+                        ));
+                    }
                     life.last_tag = life.last_tag.max(delivery.delivery_tag);
                 }
                 let key = (
@@ -790,6 +838,7 @@ impl Oracle {
                 }
             }
             Event::ChannelClosed { channel, .. } => {
+                self.lost_during_replay(*channel);
                 let Some(life) = self.lives.get_mut(channel) else {
                     return Err(Violation::new(
                         "channel-lifecycle",
@@ -817,6 +866,10 @@ impl Oracle {
                     issued.channel == *channel && issued.incarnation == incarnation
                 })
             }
+            Event::Recovered {
+                renamed_queues,
+                failures,
+            } => self.recovered(renamed_queues, failures, log),
             Event::Closed(error) => {
                 self.closed = Some(error.clone());
                 for (channel, life) in &self.lives {

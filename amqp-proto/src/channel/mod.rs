@@ -62,6 +62,11 @@ struct AwaitingReply {
     abandoned: bool,
     /// What the reply tells about streams.
     stream: StreamNote,
+    /// For `basic.cancel`: a consume naming the same tag, sent after this
+    /// cancel, was confirmed first (RabbitMQ sends each from its queue's
+    /// process, so they may cross). This cancel's reply concerns the
+    /// consumer before it and must not forget the new one.
+    superseded: bool,
 }
 
 /// What a request's reply tells the connection about streams.
@@ -211,6 +216,7 @@ impl Channel {
             deadline: None,
             abandoned: false,
             stream: StreamNote::None,
+            superseded: false,
         });
         Self {
             id: handle.id(),
@@ -462,6 +468,7 @@ impl Channel {
             deadline,
             abandoned,
             stream,
+            superseded,
             ..
         }) = position.and_then(|index| self.pending.remove(index))
         else {
@@ -470,6 +477,12 @@ impl Channel {
         // Answered: its deadline no longer applies, even while the content
         // of a get-ok is still coming.
         sink.deadlines.remove(deadline, request);
+        let supersedes = match &method {
+            Method::BasicConsumeOk(ok) => {
+                self.supersede_cancels(&ok.consumer_tag, position.unwrap_or(0))
+            }
+            _ => false,
+        };
         match method {
             Method::ChannelOpenOk(_) => {
                 self.state = State::Open;
@@ -489,8 +502,11 @@ impl Channel {
                 return Ok(Disposition::Keep);
             }
             Method::BasicConsumeOk(ref consume_ok)
-                if !self.consumers.contains(&consume_ok.consumer_tag) =>
+                if supersedes || !self.consumers.contains(&consume_ok.consumer_tag) =>
             {
+                // A consumer by this tag still known is the one those
+                // cancels stopped: this is a new one (its own `no_ack`).
+                self.forget_consumer(&consume_ok.consumer_tag);
                 self.add_consumer(&consume_ok.consumer_tag, no_ack);
                 if let StreamNote::Consume(queue) = stream {
                     self.stream_consumers
@@ -500,7 +516,7 @@ impl Channel {
                     self.cancel_abandoned(consume_ok.consumer_tag.clone(), sink);
                 }
             }
-            Method::BasicCancelOk(ref cancel_ok) => {
+            Method::BasicCancelOk(ref cancel_ok) if !superseded => {
                 self.forget_consumer(&cancel_ok.consumer_tag);
             }
             Method::BasicGetEmpty(_) => stats::add(&mut sink.stats.gets_empty, 1),
@@ -836,6 +852,22 @@ impl Channel {
         }
     }
 
+    /// A consume of `tag`, `sent_after` pending requests that were sent
+    /// before it, is confirmed: those of them that cancel `tag` were read
+    /// by the broker before the consume, so their replies are about the
+    /// consumer before it. True if there was any.
+    fn supersede_cancels(&mut self, tag: &ShortString, sent_after: usize) -> bool {
+        let mut any = false;
+        for pending in self.pending.iter_mut().take(sent_after) {
+            let cancels = pending.replies.contains(&BasicCancelOk::ID);
+            if cancels && pending.consumer_tag.as_ref() == Some(tag) {
+                pending.superseded = true;
+                any = true;
+            }
+        }
+        any
+    }
+
     fn forget_consumer(&mut self, tag: &ShortString) {
         self.consumers.retain(|known| known != tag);
         self.no_ack_consumers.retain(|known| known != tag);
@@ -948,6 +980,7 @@ impl Channel {
             deadline: None,
             abandoned: true,
             stream: StreamNote::None,
+            superseded: false,
         });
     }
 
@@ -1084,6 +1117,7 @@ impl Channel {
                 deadline: None,
                 abandoned: false,
                 stream,
+                superseded: false,
             });
         }
     }

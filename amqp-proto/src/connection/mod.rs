@@ -1710,6 +1710,10 @@ impl Connection {
             State::Open if self.is_recovering() => Err(UsageError::Recovering),
             State::Open => Ok(()),
             State::Closing { .. } | State::Closed => Err(UsageError::ConnectionClosed),
+            // A recovered connection's handshake is part of its recovery:
+            // the application, holding its channels' handles, is told to
+            // wait for `Event::Recovered`, as `publish_readiness` tells it.
+            _ if self.is_recovering() => Err(UsageError::Recovering),
             _ => Err(UsageError::NotOpen),
         }
     }

@@ -71,6 +71,12 @@ pub(crate) struct Replay {
     awaiting: Awaiting,
     /// The channel for exchanges, queues and bindings.
     declarations: u16,
+    /// The declarations channel is open (or opening) for the declarations:
+    /// only then are its id's events the replay's. With every id taken by
+    /// the application, an application channel reopens on that id later.
+    declaring: bool,
+    /// The declarations are done (their channel closed), or there are none.
+    declared: bool,
     /// Application channels the server closed during the replay: their
     /// remaining steps are skipped, and the application saw the close.
     lost: Vec<u16>,
@@ -91,13 +97,19 @@ pub(crate) enum Next {
 impl Replay {
     pub(crate) fn new(topology: &Topology, channel_max: u16) -> Self {
         let mut steps = VecDeque::new();
-        for channel in topology.channels() {
-            channel_steps(channel, &mut steps);
+        // The lowest id no application channel uses. When the application
+        // uses every id the server allows, the declarations go first, on
+        // a channel closed again before the application's reopen: opening
+        // an id already open is a connection error (504), and the recovery
+        // would fail the same way at every attempt.
+        let free = (1..=channel_max.max(1))
+            .find(|id| topology.channels().iter().all(|channel| channel.id != *id));
+        let declarations = free.unwrap_or(channel_max.max(1));
+        if free.is_some() {
+            for channel in topology.channels() {
+                channel_steps(channel, &mut steps);
+            }
         }
-        // The lowest id no application channel uses.
-        let declarations = (1..=channel_max.max(1))
-            .find(|id| topology.channels().iter().all(|channel| channel.id != *id))
-            .unwrap_or(channel_max);
         if !topology.declares_nothing() {
             let request = |method: Method| Step::Request {
                 channel: declarations,
@@ -131,6 +143,11 @@ impl Replay {
             steps.extend(queue_bindings.collect::<Vec<_>>());
             steps.push_back(Step::Close(declarations));
         }
+        if free.is_none() {
+            for channel in topology.channels() {
+                channel_steps(channel, &mut steps);
+            }
+        }
         for channel in topology.channels() {
             consumer_steps(channel, &mut steps);
         }
@@ -139,6 +156,8 @@ impl Replay {
             steps,
             awaiting: Awaiting::Nothing,
             declarations,
+            declaring: false,
+            declared: topology.declares_nothing(),
             lost: Vec::new(),
             renamed: Vec::new(),
             failures: Vec::new(),
@@ -160,6 +179,8 @@ impl Replay {
             awaiting: Awaiting::Nothing,
             // No channel of declarations: 0 names no channel that closes.
             declarations: 0,
+            declaring: false,
+            declared: true,
             lost: Vec::new(),
             renamed: Vec::new(),
             failures: Vec::new(),
@@ -214,6 +235,9 @@ impl Replay {
     /// `step` was sent as `request` (`None` for a close, which is settled by
     /// the channel's close event).
     pub(crate) fn sent(&mut self, step: Step, request: Option<RequestId>) {
+        if matches!(step, Step::Open(id) if id == self.declarations && !self.declared) {
+            self.declaring = true;
+        }
         self.awaiting = match (request, &step) {
             (_, Step::Close(id)) => Awaiting::ChannelClosed(*id),
             (Some(request), _) => Awaiting::Reply {
@@ -267,7 +291,7 @@ impl Replay {
                     Step::Open(_) | Step::Close(_) => "channel.open",
                 };
                 self.record_failure(channel, method, failure.clone());
-                if channel == self.declarations {
+                if self.declares_on(channel) {
                     if matches!(failure, Failure::Channel(_)) {
                         // The server closed it: open it again for the rest.
                         self.steps.push_front(Step::Open(channel));
@@ -277,9 +301,11 @@ impl Replay {
                 }
                 None
             }
-            Event::ChannelClosed { channel, .. } if channel == self.declarations => {
+            Event::ChannelClosed { channel, .. } if self.declares_on(channel) => {
                 if matches!(self.awaiting, Awaiting::ChannelClosed(id) if id == channel) {
                     self.awaiting = Awaiting::Nothing;
+                    self.declaring = false;
+                    self.declared = true;
                 }
                 None
             }
@@ -293,6 +319,11 @@ impl Replay {
             }
             other => Some(other),
         }
+    }
+
+    /// True if `channel` is the declarations channel, open for them.
+    fn declares_on(&self, channel: u16) -> bool {
+        self.declaring && channel == self.declarations
     }
 
     /// Reports a refused (or unsendable) step.

@@ -130,6 +130,7 @@ pub(super) fn text(s: &ShortString) -> String {
 impl Broker {
     /// A method on a channel other than 0.
     pub(super) fn channel_method(&mut self, id: u16, method: Method) {
+        self.log.received.push((id, method.clone()));
         if let Method::ChannelOpen(_) = method {
             return self.open_channel(id);
         }
@@ -187,8 +188,18 @@ impl Broker {
                     ignore: false,
                 });
             }
-            Method::BasicAck(ack) => self.settle(id, ack.delivery_tag, ack.multiple, None),
+            Method::BasicAck(ack) => {
+                let incarnation = channel.incarnation;
+                self.log
+                    .settlements
+                    .push((id, incarnation, ack.delivery_tag));
+                self.settle(id, ack.delivery_tag, ack.multiple, None);
+            }
             Method::BasicNack(nack) => {
+                let incarnation = channel.incarnation;
+                self.log
+                    .settlements
+                    .push((id, incarnation, nack.delivery_tag));
                 self.settle(id, nack.delivery_tag, nack.multiple, Some(nack.requeue));
             }
             Method::BasicReject(reject) => {
@@ -429,7 +440,7 @@ impl Broker {
             method_id: 0,
         };
         self.write(0, &close.into());
-        self.channels.clear();
+        self.drop_all_channels();
         self.phase = Phase::Closing;
     }
 }

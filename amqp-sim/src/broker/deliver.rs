@@ -28,6 +28,7 @@ impl Broker {
                 .collect()
         };
         if tags.is_empty() {
+            self.log.unknown_tags.push((id, channel.incarnation, tag));
             let reason = format!("PRECONDITION_FAILED - unknown delivery tag {tag}");
             self.close_channel(id, 406, &reason);
             return;

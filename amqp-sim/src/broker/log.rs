@@ -62,6 +62,18 @@ pub struct Log {
     /// `basic.reject` read on an open channel, in order: the application's
     /// and those the core sends on its own.
     pub rejects: Vec<(u16, u32, u64, bool)>,
+    /// Every method the client sent on a channel other than 0, in order:
+    /// what a recovery declared again is judged from it.
+    pub received: Vec<(u16, Method)>,
+    /// (channel, incarnation, delivery tag) of every `basic.ack` and
+    /// `basic.nack` read on an open channel, in order: the application's
+    /// (the core sends none of its own).
+    pub settlements: Vec<(u16, u32, u64)>,
+    /// (channel, incarnation, delivery tag) of each ack, nack or reject
+    /// naming a tag the channel does not hold (RabbitMQ closes the channel,
+    /// 406): the application only settles what it was given, and a
+    /// recovered connection drops settlements of the old one's tags.
+    pub unknown_tags: Vec<(u16, u32, u64)>,
     /// Injections in stream order.
     pub injections: Vec<Injection>,
     /// Reply codes of the client's `connection.close`s, in order.

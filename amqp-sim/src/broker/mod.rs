@@ -13,6 +13,7 @@ mod faults;
 mod log;
 mod model;
 mod publish;
+mod reconnect;
 mod requests;
 mod wire;
 
@@ -25,6 +26,7 @@ use amqp_proto::spec::{self, Method};
 use bytes::{Bytes, BytesMut};
 
 pub use log::{Injection, Log, RequestLog};
+pub use reconnect::ChannelView;
 
 use crate::rng::Rng;
 use channel::BrokerChannel;
@@ -528,7 +530,7 @@ impl Broker {
     fn finish(&mut self) {
         self.phase = Phase::Done;
         self.hang_up = true;
-        self.channels.clear();
+        self.drop_all_channels();
     }
 
     /// Writes a method frame.

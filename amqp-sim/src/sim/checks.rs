@@ -54,6 +54,21 @@ impl Sim {
             }
         }
         self.rejects_checked = self.broker.log.rejects.len();
+        // The application acks and nacks only what it was handed on the
+        // channel's incarnation the broker has: a tag from before a
+        // recovery (or a reopening) would settle another message.
+        let settlements = self.broker.log.settlements.get(self.settlements_checked..);
+        for (id, incarnation, tag) in settlements.unwrap_or_default() {
+            if *tag != 0 && !self.oracle.handed(*id, *incarnation, *tag) {
+                return Err(Violation::new(
+                    "settled-unhanded",
+                    format!(
+                        "the broker read an ack or nack of delivery tag {tag} on channel {id} (incarnation {incarnation}), which the application was never handed there"
+                    ),
+                ));
+            }
+        }
+        self.settlements_checked = self.broker.log.settlements.len();
         if !self.connection.is_open() {
             return Ok(());
         }

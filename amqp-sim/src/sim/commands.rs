@@ -16,6 +16,7 @@ impl Sim {
     /// An application command. Refusals (`UsageError`) are part of the
     /// trace, not failures: the generator does not know the state.
     pub(super) fn command(&mut self, step: &Step) -> Result<(), Violation> {
+        let recovering = self.oracle.is_recovering() && self.close_called.is_none();
         let outcome: Result<String, String> = match *step {
             Step::Open => match self
                 .connection
@@ -280,10 +281,16 @@ impl Sim {
             },
             _ => Ok(String::new()),
         };
+        let misused = recovering
+            .then(|| refused_while_recovering(step, &outcome))
+            .flatten();
         self.note(|| match outcome {
             Ok(text) => format!("  ok {text}"),
             Err(text) => format!("  refused: {text}"),
         });
+        if let Some(violation) = misused {
+            return Err(violation);
+        }
         self.broken.take().map_or(Ok(()), Err)
     }
 
@@ -367,10 +374,60 @@ impl Sim {
         send: impl FnOnce(&mut amqp_proto::ChannelRef<'_>, u64) -> Result<(), amqp_proto::UsageError>,
     ) -> Result<String, String> {
         let (id, tag) = *app::pick_from(&self.app.deliveries, pick).ok_or("no delivery")?;
+        let before = self.connection.queued_output();
         let mut channel = self.connection.channel(id).map_err(|e| e.to_string())?;
         send(&mut channel, tag).map_err(|e| e.to_string())?;
         self.app.settled(id, tag, multiple);
+        // A delivery from before a recovery (or a reopening) was requeued
+        // by the broker: settling it must send nothing, or it would settle
+        // whichever message has that tag on the new channel.
+        let sent = self.connection.queued_output() > before;
+        if sent && self.oracle.is_stale(id, tag) {
+            let violation = Violation::new(
+                "stale-settlement-sent",
+                format!(
+                    "settling delivery {tag} on channel {id}, from before the channel's recovery, was sent"
+                ),
+            );
+            let text = format!("VIOLATION {violation:?}");
+            self.broken = Some(violation);
+            return Err(text);
+        }
         Ok(format!("settled {tag} on {id}"))
+    }
+}
+
+/// Until `Event::Recovered`, a recovered connection refuses every command
+/// with `UsageError::Recovering` (the application may still close it; the
+/// simulation's own refusals, for want of a channel or a delivery to
+/// name, never reach the core).
+fn refused_while_recovering(step: &Step, outcome: &Result<String, String>) -> Option<Violation> {
+    const APP_SIDE: [&str; 4] = [
+        "no channel",
+        "no consumer",
+        "no delivery",
+        "no request outstanding",
+    ];
+    if matches!(step, Step::CloseConnection) {
+        return None;
+    }
+    let recovering = amqp_proto::UsageError::Recovering.to_string();
+    // A connection closing (the broker's close, a failure) refuses as any.
+    let closing = amqp_proto::UsageError::ConnectionClosed.to_string();
+    match outcome {
+        Err(text)
+            if *text == recovering || *text == closing || APP_SIDE.contains(&text.as_str()) =>
+        {
+            None
+        }
+        Ok(text) => Some(Violation::new(
+            "used-while-recovering",
+            format!("{step:?} was accepted before Recovered: {text}"),
+        )),
+        Err(text) => Some(Violation::new(
+            "used-while-recovering",
+            format!("{step:?} before Recovered was refused with \"{text}\", not Recovering"),
+        )),
     }
 }
 

@@ -24,6 +24,11 @@ use crate::step::Step;
 const STREAM_BROKER: u64 = 2;
 const STREAM_CONFIG: u64 = 3;
 const STREAM_SPLIT: u64 = 4;
+const STREAM_RECOVERY: u64 = 5;
+
+/// Most recoveries in one run (a recovering connection that fails again
+/// is recovered again, as the supervisor's next attempt).
+const MAX_RECOVERIES: u32 = 3;
 
 /// How a run is carried out, beyond its steps.
 #[derive(Debug, Clone, Copy, Default)]
@@ -95,6 +100,18 @@ struct Sim {
     app_rejects: std::collections::BTreeSet<(u16, u32, u64)>,
     /// Rejects in the broker's log already judged.
     rejects_checked: usize,
+    /// Acks and nacks in the broker's log already judged.
+    settlements_checked: usize,
+    /// Whether a failed connection is recovered (see [`Sim::recover`]).
+    recovery_rng: Rng,
+    /// Connections made by `Connection::recover` so far.
+    recoveries: u32,
+    /// The connection failed as automatic recovery would recover from:
+    /// the next step runs on a connection made by `Connection::recover`.
+    recover_pending: bool,
+    /// The connection was open at some point (a failure of one that never
+    /// opened is not recovered, as the supervisor decides).
+    ever_open: bool,
 }
 
 /// Runs `steps` for `seed`.
@@ -202,6 +219,11 @@ impl Sim {
             broken: None,
             app_rejects: std::collections::BTreeSet::new(),
             rejects_checked: 0,
+            settlements_checked: 0,
+            recovery_rng: Rng::fork(seed, STREAM_RECOVERY),
+            recoveries: 0,
+            recover_pending: false,
+            ever_open: false,
         }
     }
 
@@ -217,6 +239,9 @@ impl Sim {
 
     /// Runs one step.
     fn execute(&mut self, step: &Step) -> Result<(), Violation> {
+        if self.recover_pending {
+            self.recover()?;
+        }
         match step {
             Step::Deliver { permille } => {
                 let pending = self.broker.pending();
@@ -279,7 +304,10 @@ impl Sim {
         // What the client owed malformed input is checked first: the
         // events that follow a missed fault are its consequences.
         self.check_reactions()?;
+        let broker = &self.broker;
+        self.oracle.follow_replay(|id| broker.incarnation(id));
         let mut seen = 0;
+        let mut recovered = None;
         while let Some(event) = self.connection.poll_event() {
             seen += 1;
             self.events += 1;
@@ -302,15 +330,42 @@ impl Sim {
                     });
                 self.oracle.reopening(*channel, tags, sequences)?;
             }
+            let unrecovered = self.oracle.is_recovering();
             self.oracle.event(&event, &self.broker.log, self.now)?;
             self.app.observe(&event);
+            if let Event::Recovered {
+                renamed_queues,
+                failures,
+            } = &event
+            {
+                recovered = Some((renamed_queues.clone(), failures.clone()));
+            }
             if let Event::Closed(error) = &event {
                 self.closed_at = Some(self.now);
                 self.check_closed(error)?;
+                self.consider_recovery(error, unrecovered);
             }
         }
         if seen > 0 {
             self.hash.number(self.elapsed_ms() as u64);
+        }
+        // Judged after the whole batch: the broker is ahead of the events
+        // that follow `Recovered` in it (a channel it closed meanwhile).
+        // A broker closing the connection has let its channels go.
+        let comparable = self.oracle.closed().is_none() && self.broker.is_open();
+        if let Some((renamed, failures)) = recovered.filter(|_| comparable) {
+            let views = self.broker.channel_views();
+            self.oracle
+                .check_recovered_state(&views, &renamed, &failures, &self.broker.log)?;
+        }
+        self.ever_open |= self.connection.is_open();
+        if let Some(&(channel, incarnation, tag)) = self.broker.log.unknown_tags.first() {
+            return Err(Violation::new(
+                "unknown-tag-settled",
+                format!(
+                    "the broker read a settlement of delivery tag {tag} on channel {channel} (incarnation {incarnation}), which it never handed out or was settled"
+                ),
+            ));
         }
         let poll = self.connection.poll_timeout();
         self.oracle
@@ -441,4 +496,55 @@ fn short(event: &Event) -> String {
         text.push_str("...");
     }
     text
+}
+
+impl Sim {
+    /// The connection ended with `error`: a failure automatic recovery
+    /// would recover from (as the supervisor decides: one of a connection
+    /// that had opened and that `ConnectionError::is_recoverable` calls
+    /// worth a new connection, or any failure of a connection still
+    /// declaring its record again, `unrecovered`) is recovered, some of the
+    /// time, when the client records its topology and did not close.
+    fn consider_recovery(&mut self, error: &amqp_proto::ConnectionError, unrecovered: bool) {
+        let wanted = self.config.record_topology
+            && self.close_called.is_none()
+            && self.recoveries < MAX_RECOVERIES
+            && self.connection.topology().is_some();
+        let recoverable = unrecovered || (self.ever_open && error.is_recoverable());
+        if wanted && recoverable && self.recovery_rng.chance(0.75) {
+            self.recover_pending = true;
+        }
+    }
+
+    /// The adapter's new socket: the broker takes a new connection (its
+    /// durable state kept) and the core is `Connection::recover` from the
+    /// failed one's record; the oracle and the application start their
+    /// view of the new connection from that record.
+    fn recover(&mut self) -> Result<(), Violation> {
+        self.recover_pending = false;
+        self.recoveries += 1;
+        let topology = self.connection.topology().cloned().unwrap_or_default();
+        let oracle = Oracle::recovering(topology.clone(), &self.oracle)?;
+        let recoveries = self.recoveries;
+        self.note(|| format!("# recovery {recoveries}: {topology:?}"));
+        self.hash.number(u64::MAX - u64::from(recoveries));
+        self.broker.reconnect(self.now);
+        self.connection = Connection::recover(self.config.clone(), topology.clone(), self.now);
+        self.oracle = oracle;
+        self.app.recovering(&topology);
+        // The new stream is clean, and nothing of it was judged yet.
+        self.tainted = false;
+        self.injections_seen = 0;
+        self.owed.clear();
+        self.closes_checked = 0;
+        self.close_called = None;
+        self.closed_at = None;
+        self.transport_reported = false;
+        self.app_rejects.clear();
+        self.rejects_checked = 0;
+        self.settlements_checked = 0;
+        self.last_write = self.now;
+        self.ever_open = false;
+        Ok(())
+    }
 }
