@@ -477,9 +477,8 @@ impl Telemetry {
             Watch::Always => true,
             #[cfg(feature = "tracing")]
             Watch::HookOnceSubscribed if tracing::dispatcher::has_been_set() => true,
-            // Asking the subscribers span by span is out of line.
             #[cfg(feature = "tracing")]
-            _ => subscribers != 0 && interest::message_spans_maybe(),
+            _ => wanted(),
             #[cfg(not(feature = "tracing"))]
             _ => false,
         }
@@ -1337,6 +1336,12 @@ pub struct LifecycleSpan {
     span: Option<tracing::Span>,
 }
 
+/// A `connect` span's `otel.name`: the node it connects to.
+#[cfg(feature = "tracing")]
+fn connect_span_name(peer: &Peer) -> String {
+    format!("connect {}:{}", peer.address, peer.port)
+}
+
 impl LifecycleSpan {
     /// The `connect` span (kind client) of the `attempt`th connection
     /// attempt (1 for the first of a recovery, or of the connection).
@@ -1348,7 +1353,7 @@ impl LifecycleSpan {
             if !tracing::enabled!(target: "amqp::connection", tracing::Level::INFO) {
                 return Self::default();
             }
-            let otel_name = format!("connect {}:{}", peer.address, peer.port);
+            let otel_name = connect_span_name(peer);
             let span = tracing::info_span!(
                 target: "amqp::connection",
                 "connect",
@@ -1407,10 +1412,7 @@ impl LifecycleSpan {
         if let Some(span) = &self.span {
             span.record("server.address", peer.address.as_str());
             span.record("server.port", peer.port);
-            span.record(
-                "otel.name",
-                format!("connect {}:{}", peer.address, peer.port).as_str(),
-            );
+            span.record("otel.name", connect_span_name(peer).as_str());
         }
     }
 

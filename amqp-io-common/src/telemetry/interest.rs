@@ -93,7 +93,7 @@ pub(crate) fn message_spans_byte() -> u8 {
 /// dispatcher when the interest is per span.
 #[cold]
 #[inline(never)]
-pub(crate) fn message_spans_maybe() -> bool {
+fn message_spans_maybe() -> bool {
     REGISTRATION.call_once(|| callsite::register(&MESSAGE_SPANS));
     match INTEREST.load(Ordering::Relaxed) {
         NEVER => false,
